@@ -1,0 +1,1 @@
+"""WhatsApp engines behind the domain's WhatsAppEngine port."""

@@ -1,0 +1,45 @@
+"""Which engine serves which engine name."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+
+from domain.errors import EngineUnavailableError, UnknownEngineError
+from domain.ports import WhatsAppEngine
+
+# Every engine name pairgate knows; `whatsmeow` is neonize's alias.
+KNOWN_ENGINES = ("neonize", "whatsmeow", "baileys", "simulator")
+
+
+class Engines:
+    """EngineCatalog over the engines this process actually has."""
+
+    def __init__(self, available: Mapping[str, WhatsAppEngine]) -> None:
+        self._available = dict(available)
+
+    @classmethod
+    def simulated(cls, simulator: WhatsAppEngine) -> Engines:
+        """Simulator mode: every known name is served offline by the simulator."""
+        return cls({name: simulator for name in KNOWN_ENGINES})
+
+    @property
+    def names(self) -> list[str]:
+        return sorted(self._available)
+
+    def resolve(self, name: str) -> WhatsAppEngine:
+        engine = self._available.get(name)
+        if engine is not None:
+            return engine
+        if name in KNOWN_ENGINES:
+            raise EngineUnavailableError(
+                f"engine {name!r} is not available on this server; {self._offer()}"
+            )
+        raise UnknownEngineError(f"engine {name[:32]!r} is not available; {self._offer()}")
+
+    def _offer(self) -> str:
+        if not self._available:
+            return (
+                "no engine is installed "
+                "(run `pairgate serve --simulate`, or install pairgate[neonize])"
+            )
+        return "use one of: " + ", ".join(self.names)

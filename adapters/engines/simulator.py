@@ -1,0 +1,163 @@
+"""SimulatedEngine: an offline WhatsApp that pairs by HTTP-simulated scans.
+
+It behaves like whatsmeow/Baileys as seen from pairgate: QR texts with WhatsApp's shape
+(`ref,noise-key,identity-key,adv-secret`) rotating on WhatsApp's schedule, then silence;
+a scan of the current code pairs and connects; a paired device reconnects by itself
+after a dropped connection.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import logging
+import secrets
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+from domain.ports import EngineEvents
+from domain.session import DisconnectReason
+
+log = logging.getLogger(__name__)
+
+WHATSAPP_QR_TIMEOUTS = (60.0, 20.0, 20.0, 20.0, 20.0, 20.0)
+
+
+class SimulatorRefusal(Exception):
+    """A simulated phone action that does not apply; `status` is the HTTP status."""
+
+    def __init__(self, status: int, code: str, message: str) -> None:
+        super().__init__(message)
+        self.status = status
+        self.code = code
+        self.message = message
+
+
+def whatsapp_shaped_code() -> str:
+    """A 217-character text like WhatsApp's: a ref and three base64 32-byte keys."""
+    ref = "2@" + base64.b64encode(secrets.token_bytes(60)).decode()
+    keys = [base64.b64encode(secrets.token_bytes(32)).decode() for _ in range(3)]
+    return ",".join([ref, *keys])
+
+
+@dataclass
+class _Device:
+    events: EngineEvents
+    stopped: asyncio.Event = field(default_factory=asyncio.Event)
+    task: asyncio.Task[None] | None = None
+    code: str | None = None
+    code_deadline: float = 0.0
+
+
+class SimulatedEngine:
+    name = "simulator"
+
+    def __init__(
+        self,
+        qr_timeouts: Sequence[float] = WHATSAPP_QR_TIMEOUTS,
+        *,
+        reconnect_delay: float = 1.0,
+    ) -> None:
+        if not qr_timeouts or any(t <= 0 for t in qr_timeouts):
+            raise ValueError("QR timeouts must be a non-empty list of positive seconds")
+        self._qr_timeouts = tuple(qr_timeouts)
+        self._reconnect_delay = reconnect_delay
+        self._devices: dict[str, _Device] = {}
+        self._credentials: set[str] = set()
+
+    # -- WhatsAppEngine ---------------------------------------------------------------
+
+    async def start(self, key: str, events: EngineEvents) -> None:
+        await self.stop(key)
+        device = self._devices[key] = _Device(events)
+        work = self._connect(key, device) if key in self._credentials else self._pair(key, device)
+        device.task = asyncio.create_task(work, name=f"simulator:{key}")
+
+    async def stop(self, key: str) -> None:
+        device = self._devices.pop(key, None)
+        if device is not None:
+            # No cancel: a report already under way completes; the device just goes quiet.
+            device.stopped.set()
+
+    async def logout(self, key: str) -> None:
+        await self.discard(key)
+
+    async def discard(self, key: str) -> None:
+        await self.stop(key)
+        self._credentials.discard(key)
+
+    # -- the simulated phone (HTTP control endpoints) ---------------------------------
+
+    def serves(self, key: str) -> bool:
+        return key in self._devices
+
+    async def scan(self, key: str, code: str) -> None:
+        device = self._device(key)
+        loop = asyncio.get_running_loop()
+        if device.code is None:
+            raise SimulatorRefusal(409, "not_pairing", f"{key!r} is not showing a QR code")
+        if code != device.code or loop.time() >= device.code_deadline:
+            raise SimulatorRefusal(409, "wrong_code", "that is not the current QR code")
+        device.code = None
+        device.stopped.set()  # ends the rotation
+        self._credentials.add(key)
+        await device.events.paired(key)
+        await device.events.connected(key)
+
+    async def phone_logout(self, key: str) -> None:
+        await self._end(key, DisconnectReason.USER_LOGGED_OUT)
+
+    async def revoke(self, key: str) -> None:
+        await self._end(key, DisconnectReason.SESSION_REVOKED)
+
+    async def drop(self, key: str) -> None:
+        """The network drops: a paired device reconnects after `reconnect_delay`."""
+        device = self._device(key)
+        device.stopped.set()
+        if key not in self._credentials:
+            self._devices.pop(key, None)
+            await device.events.disconnected(key, DisconnectReason.CONNECTION_LOST)
+            return
+        await device.events.disconnected(key, DisconnectReason.CONNECTION_LOST)
+        if self._devices.get(key) is device:
+            again = self._devices[key] = _Device(device.events)
+            again.task = asyncio.create_task(
+                self._connect(key, again, delay=self._reconnect_delay), name=f"simulator:{key}"
+            )
+
+    # -- internals --------------------------------------------------------------------
+
+    def _device(self, key: str) -> _Device:
+        device = self._devices.get(key)
+        if device is None:
+            raise SimulatorRefusal(404, "not_found", f"the simulator serves no device {key!r}")
+        return device
+
+    async def _end(self, key: str, reason: DisconnectReason) -> None:
+        device = self._device(key)
+        await self.discard(key)
+        await device.events.disconnected(key, reason)
+
+    async def _pair(self, key: str, device: _Device) -> None:
+        loop = asyncio.get_running_loop()
+        for timeout in self._qr_timeouts:
+            device.code = whatsapp_shaped_code()
+            device.code_deadline = loop.time() + timeout
+            await device.events.qr_issued(key, device.code, timeout)
+            if await _stopped_within(device, timeout):
+                return
+        device.code = None
+        self._devices.pop(key, None)
+        await device.events.qr_expired(key)
+
+    async def _connect(self, key: str, device: _Device, delay: float = 0.0) -> None:
+        if not await _stopped_within(device, delay):
+            await device.events.connected(key)
+
+
+async def _stopped_within(device: _Device, seconds: float) -> bool:
+    try:
+        await asyncio.wait_for(device.stopped.wait(), seconds)
+    except TimeoutError:
+        return False
+    return True

@@ -1,0 +1,140 @@
+"""The Socket.IO protocol's payloads as pydantic models.
+
+The gateway validates with these and emits through them, and the AsyncAPI document is
+generated from them, so the three cannot drift apart. Field names are the seed's.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, Any, Literal, TypeVar
+
+from pydantic import BaseModel, ConfigDict, Field, StringConstraints, ValidationError
+
+KEY_PATTERN = r"^[A-Za-z0-9_.-]{1,64}$"
+Key = Annotated[str, StringConstraints(pattern=KEY_PATTERN, min_length=1, max_length=64)]
+# 1-128 printable characters: no control characters, no line breaks.
+Name = Annotated[str, StringConstraints(pattern=r"^[^\x00-\x1f\x7f-\x9f]{1,128}$")]
+KEY_FORMAT_ERRORS = {"string_pattern_mismatch", "string_too_short", "string_too_long"}
+EngineName = Annotated[str, StringConstraints(min_length=1, max_length=32)]
+
+ERROR_CODES = (
+    "invalid_payload",
+    "invalid_key",
+    "unknown_engine",
+    "engine_unavailable",
+    "forbidden",
+    "not_found",
+    "rate_limited",
+    "invalid_transition",
+    "internal",
+)
+ErrorCode = Literal[
+    "invalid_payload",
+    "invalid_key",
+    "unknown_engine",
+    "engine_unavailable",
+    "forbidden",
+    "not_found",
+    "rate_limited",
+    "invalid_transition",
+    "internal",
+]
+
+
+class Request(BaseModel):
+    # Strict: a number is not a key. Unknown fields are ignored for forward compatibility.
+    model_config = ConfigDict(strict=True, extra="ignore", frozen=True)
+
+
+class CreateRequest(Request):
+    """`session.create`: the seed's payload."""
+
+    key: Key
+    name: Name
+    engine: EngineName
+
+
+class KeyRequest(Request):
+    """`session.join`, `session.logout`, `session.delete`."""
+
+    key: Key
+
+
+class Emission(BaseModel):
+    model_config = ConfigDict(frozen=True)
+
+
+class SessionCreated(Emission):
+    key: str
+    message: Literal["Session created"] = "Session created"
+
+
+class SessionQr(Emission):
+    key: str
+    qr: str = Field(description="PNG image as a data URI: data:image/png;base64,...")
+    timeout: int = Field(description="Seconds until this code expires")
+
+
+class SessionKey(Emission):
+    """`session.authenticated` and `session.ready`."""
+
+    key: str
+
+
+class SessionDisconnected(Emission):
+    key: str
+    reason: Literal["user logged out", "qr expired", "connection lost", "session revoked"]
+
+
+class SessionError(Emission):
+    key: str | None
+    code: ErrorCode
+    message: str
+
+
+class RequestRefused(Exception):
+    """A payload that failed validation, with the protocol's error code."""
+
+    def __init__(self, code: ErrorCode, message: str, key: str | None) -> None:
+        super().__init__(message)
+        self.code: ErrorCode = code
+        self.message = message
+        self.key = key
+
+
+R = TypeVar("R", bound=Request)
+
+
+def parse(model: type[R], data: Any) -> R:
+    """Validate a client payload; RequestRefused(invalid_payload | invalid_key) if bad."""
+    if not isinstance(data, dict):
+        raise RequestRefused(
+            "invalid_payload", f"payload must be a JSON object, not {_json_type(data)}", None
+        )
+    echo = echo_key(data)
+    try:
+        return model.model_validate(data)
+    except ValidationError as error:
+        problems = error.errors(include_url=False, include_input=False)
+        if all(p["loc"] == ("key",) and p["type"] in KEY_FORMAT_ERRORS for p in problems):
+            raise RequestRefused(
+                "invalid_key", "key must match ^[A-Za-z0-9_.-]{1,64}$", echo
+            ) from None
+        described = "; ".join(f"{_where(p['loc'])}: {p['msg']}" for p in problems)
+        raise RequestRefused("invalid_payload", described, echo) from None
+
+
+def echo_key(data: Any) -> str | None:
+    """The request's key as an error may quote it: a string, cut to the longest valid key."""
+    key = data.get("key") if isinstance(data, dict) else None
+    return key[:64] if isinstance(key, str) else None
+
+
+def _where(loc: tuple[int | str, ...]) -> str:
+    return ".".join(str(part) for part in loc) or "payload"
+
+
+def _json_type(data: Any) -> str:
+    if data is None:
+        return "null"
+    return {str: "a string", list: "an array", bool: "a boolean"}.get(type(data), "a number")

@@ -1,0 +1,61 @@
+"""Recorded domain events, projected onto the seed's Socket.IO emissions."""
+
+from __future__ import annotations
+
+import asyncio
+import math
+from collections.abc import Sequence
+from uuid import UUID
+
+import socketio
+from eventsourcing.domain import DomainEventProtocol
+
+from adapters import payloads
+from adapters.qr_png import qr_data_uri
+from domain.session import DeviceSession
+
+Emission = tuple[str, payloads.Emission]
+
+
+async def qr_emission(key: str, code: str, seconds_left: float) -> Emission:
+    # Rendering a code takes milliseconds of CPU: keep it off the event loop.
+    image = await asyncio.to_thread(qr_data_uri, code)
+    return "session.qr", payloads.SessionQr(key=key, qr=image, timeout=math.ceil(seconds_left))
+
+
+async def project(key: str, event: DomainEventProtocol[UUID]) -> list[Emission]:
+    """The emissions one recorded event makes. The type names are the domain's."""
+    match type(event).__name__:
+        case "SessionCreated" | "Restarted":
+            return [("session.created", payloads.SessionCreated(key=key))]
+        case "QrIssued":
+            return [await qr_emission(key, event.code, event.timeout)]  # type: ignore[attr-defined]
+        case "Authenticated":
+            return [("session.authenticated", payloads.SessionKey(key=key))]
+        case "Ready":
+            return [("session.ready", payloads.SessionKey(key=key))]
+        case "Disconnected":
+            reason = event.reason  # type: ignore[attr-defined]
+            return [("session.disconnected", payloads.SessionDisconnected(key=key, reason=reason))]
+    return []
+
+
+class SocketIoNotifier:
+    """SessionNotifier over python-socketio: one room per key, nothing to anyone else."""
+
+    def __init__(self, sio: socketio.AsyncServer) -> None:
+        self._sio = sio
+
+    async def subscribe(self, key: str, subscriber: str) -> None:
+        await self._sio.enter_room(subscriber, key)
+
+    async def publish(self, key: str, events: Sequence[DomainEventProtocol[UUID]]) -> None:
+        for event in events:
+            for name, payload in await project(key, event):
+                await self._sio.emit(name, payload.model_dump(), room=key)
+
+    async def send_current(self, session: DeviceSession, seconds_left: float, to: str) -> None:
+        """Re-send the live QR code to one rejoining connection, with the time it has left."""
+        if session.qr_code is not None and seconds_left > 0:
+            name, payload = await qr_emission(session.key, session.qr_code, seconds_left)
+            await self._sio.emit(name, payload.model_dump(), to=to)

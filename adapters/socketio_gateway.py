@@ -1,0 +1,121 @@
+"""The Socket.IO gateway: validates client requests and hands them to the service.
+
+Replies are acknowledgements (`{"ok": true, ...}` or `{"ok": false, "error": ...}`) plus,
+for refusals, `session.error` to the requesting connection only. Session events reach
+clients only through the projection of recorded events (adapters.projection).
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+import socketio
+
+from adapters import payloads
+from adapters.projection import SocketIoNotifier
+from domain.errors import DeviceSessionError
+from domain.pairing import PairingService
+from domain.ports import Clock
+from domain.session import DeviceSession, SessionState
+
+log = logging.getLogger(__name__)
+
+DEFAULT_IDENTITY = "default"
+Reply = dict[str, Any]
+Handler = Callable[[str, Any], Awaitable[Reply]]
+
+
+def describe(session: DeviceSession) -> Reply:
+    """A session as acknowledgements show it."""
+    view: Reply = {
+        "key": session.key,
+        "state": session.state.value,
+        "name": session.name,
+        "engine": session.engine,
+    }
+    if session.state is SessionState.DISCONNECTED and session.reason is not None:
+        view["reason"] = session.reason.value
+    return view
+
+
+class PairingNamespace(socketio.AsyncNamespace):  # type: ignore[misc]  # untyped library
+    def __init__(
+        self,
+        service: PairingService,
+        notifier: SocketIoNotifier,
+        clock: Clock,
+        namespace: str = "/",
+    ) -> None:
+        super().__init__(namespace)
+        self._service = service
+        self._notifier = notifier
+        self._clock = clock
+        self._identities: dict[str, str] = {}
+        self._handlers: dict[str, Handler] = {
+            "session.create": self._create,
+            "session.join": self._join,
+            "session.logout": self._logout,
+            "session.delete": self._delete,
+        }
+
+    async def trigger_event(self, event: str, *args: Any) -> Any:
+        if event in ("connect", "disconnect"):
+            return await super().trigger_event(event, *args)
+        handler = self._handlers.get(event)
+        if handler is None:
+            return None  # unknown events are ignored, as Socket.IO servers do
+        sid, data = args[0], (args[1] if len(args) > 1 else None)
+        return await self._reply(sid, handler, data)
+
+    async def on_connect(self, sid: str, environ: dict[str, Any], auth: Any = None) -> None:
+        self._identities[sid] = DEFAULT_IDENTITY
+
+    async def on_disconnect(self, sid: str, reason: Any = None) -> None:
+        self._identities.pop(sid, None)
+
+    # -- requests ---------------------------------------------------------------------
+
+    async def _create(self, sid: str, data: Any) -> Reply:
+        request = payloads.parse(payloads.CreateRequest, data)
+        outcome = await self._service.create(
+            request.key, request.name, request.engine, self._identities[sid], sid
+        )
+        if outcome.joined:
+            await self._send_current(sid, outcome.session)
+        return {**describe(outcome.session), "joined": outcome.joined}
+
+    async def _join(self, sid: str, data: Any) -> Reply:
+        request = payloads.parse(payloads.KeyRequest, data)
+        session = await self._service.join(request.key, self._identities[sid], sid)
+        await self._send_current(sid, session)
+        return describe(session)
+
+    async def _logout(self, sid: str, data: Any) -> Reply:
+        request = payloads.parse(payloads.KeyRequest, data)
+        return describe(await self._service.logout(request.key, self._identities[sid]))
+
+    async def _delete(self, sid: str, data: Any) -> Reply:
+        request = payloads.parse(payloads.KeyRequest, data)
+        return describe(await self._service.delete(request.key, self._identities[sid]))
+
+    # -- replies ----------------------------------------------------------------------
+
+    async def _send_current(self, sid: str, session: DeviceSession) -> None:
+        seconds_left = session.qr_seconds_left(self._clock.now())
+        await self._notifier.send_current(session, seconds_left, to=sid)
+
+    async def _reply(self, sid: str, handler: Handler, data: Any) -> Reply:
+        try:
+            return {"ok": True, **await handler(sid, data)}
+        except payloads.RequestRefused as refused:
+            code, message = refused.code, refused.message
+        except DeviceSessionError as refused:
+            code, message = refused.code, refused.message  # type: ignore[assignment]
+        except Exception:
+            log.exception("request from %s failed", sid)
+            code, message = "internal", "internal error; the server log has the details"
+        error = payloads.SessionError(key=payloads.echo_key(data), code=code, message=message)
+        await self.emit("session.error", error.model_dump(), to=sid)
+        return {"ok": False, "error": {"code": error.code, "message": error.message}}

@@ -1,0 +1,76 @@
+"""HTTP routes: health, and the simulated phone's control endpoints."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from starlette.requests import Request
+from starlette.responses import JSONResponse
+from starlette.routing import Route
+
+from adapters.engines.simulator import SimulatedEngine, SimulatorRefusal
+from domain.pairing import PairingService
+
+
+def error_response(status: int, code: str, message: str) -> JSONResponse:
+    return JSONResponse({"ok": False, "error": {"code": code, "message": message}}, status)
+
+
+def health_routes(service: PairingService) -> list[Route]:
+    async def healthz(request: Request) -> JSONResponse:
+        return JSONResponse({"status": "ok", "sessions_running": len(service.running_keys)})
+
+    return [Route("/healthz", healthz)]
+
+
+def simulator_routes(simulator: SimulatedEngine, service: PairingService) -> list[Route]:
+    """POST /api/simulator/devices/{key}/{scan|logout|drop|revoke}: the phone's side."""
+
+    async def scan(key: str, body: dict[str, Any]) -> None:
+        code = body.get("code")
+        if not isinstance(code, str):
+            raise SimulatorRefusal(400, "invalid_payload", 'body must be {"code": "<QR text>"}')
+        await simulator.scan(key, code)
+
+    async def logout(key: str, body: dict[str, Any]) -> None:
+        await simulator.phone_logout(key)
+
+    async def drop(key: str, body: dict[str, Any]) -> None:
+        await simulator.drop(key)
+
+    async def revoke(key: str, body: dict[str, Any]) -> None:
+        await simulator.revoke(key)
+
+    def endpoint(action: Any) -> Any:
+        async def handle(request: Request) -> JSONResponse:
+            key = request.path_params["key"]
+            try:
+                body = await _json_object(request)
+                await action(key, body)
+            except SimulatorRefusal as refusal:
+                return error_response(refusal.status, refusal.code, refusal.message)
+            session = await service.find(key)
+            state = session.state.value if session is not None else None
+            return JSONResponse({"ok": True, "key": key, "state": state})
+
+        return handle
+
+    base = "/api/simulator/devices/{key:str}/"
+    return [
+        Route(base + name, endpoint(action), methods=["POST"])
+        for name, action in {"scan": scan, "logout": logout, "drop": drop, "revoke": revoke}.items()
+    ]
+
+
+async def _json_object(request: Request) -> dict[str, Any]:
+    raw = await request.body()
+    if not raw:
+        return {}
+    try:
+        body = json.loads(raw)
+    except ValueError:
+        raise SimulatorRefusal(400, "invalid_payload", "body must be JSON") from None
+    if not isinstance(body, dict):
+        raise SimulatorRefusal(400, "invalid_payload", "body must be a JSON object")
+    return body

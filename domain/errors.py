@@ -1,0 +1,48 @@
+"""Errors the domain raises. Each carries the protocol's error code."""
+
+from __future__ import annotations
+
+
+class DeviceSessionError(Exception):
+    """Base class: a request the domain refuses. `code` is the `session.error` code."""
+
+    code = "internal"
+
+    def __init__(self, message: str, *, key: str | None = None) -> None:
+        super().__init__(message)
+        self.message = message
+        self.key = key
+
+
+class InvalidTransitionError(DeviceSessionError):
+    """The transition table forbids this trigger in the session's current state."""
+
+    code = "invalid_transition"
+
+    def __init__(self, key: str, trigger: str, state: str) -> None:
+        action = trigger.replace("_", " ")
+        super().__init__(f"cannot {action} while the session is {state}", key=key)
+        self.trigger = trigger
+        self.state = state
+
+
+class SessionNotFoundError(DeviceSessionError):
+    code = "not_found"
+
+    def __init__(self, key: str) -> None:
+        super().__init__(f"no session with key {key!r}", key=key)
+
+
+class ForbiddenError(DeviceSessionError):
+    code = "forbidden"
+
+    def __init__(self, key: str) -> None:
+        super().__init__(f"session {key!r} belongs to another identity", key=key)
+
+
+class UnknownEngineError(DeviceSessionError):
+    code = "unknown_engine"
+
+
+class EngineUnavailableError(DeviceSessionError):
+    code = "engine_unavailable"

@@ -1,0 +1,261 @@
+"""PairingService: the asyncio face of pairgate's application layer.
+
+It turns client requests and engine reports into DeviceSessions commands, one key at a
+time, then projects what was recorded: onto subscribers (through the notifier), onto
+the engine (start, stop, logout) and onto the QR-expiry watchdog.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+import logging
+import weakref
+from collections.abc import Awaitable, Callable
+from concurrent.futures import Executor
+from dataclasses import dataclass
+from typing import ParamSpec, TypeVar
+
+from domain.errors import EngineUnavailableError, ForbiddenError
+from domain.ports import Clock, EngineCatalog, SessionNotifier, WhatsAppEngine
+from domain.services import Change, DeviceSessions, IntegrityError
+from domain.session import DeviceSession, DisconnectReason, SessionState
+
+log = logging.getLogger(__name__)
+
+P = ParamSpec("P")
+T = TypeVar("T")
+Reason = DisconnectReason
+S = SessionState
+
+
+@dataclass(frozen=True)
+class Outcome:
+    """A session as a client request left it. `joined`: the request joined a live session."""
+
+    session: DeviceSession
+    joined: bool = False
+
+
+class PairingService:
+    def __init__(
+        self,
+        sessions: DeviceSessions,
+        engines: EngineCatalog,
+        notifier: SessionNotifier,
+        clock: Clock,
+        *,
+        executor: Executor | None = None,
+        expiry_grace: float = 5.0,
+    ) -> None:
+        self.sessions = sessions
+        self._engines = engines
+        self._notifier = notifier
+        self._clock = clock
+        self._executor = executor
+        # Engines may go quiet; the watchdog ends a pairing `expiry_grace` after its code.
+        self._expiry_grace = expiry_grace
+        self._running: dict[str, WhatsAppEngine] = {}
+        self._watchdogs: dict[str, asyncio.TimerHandle] = {}
+        self._tasks: set[asyncio.Task[None]] = set()
+        self._locks: weakref.WeakValueDictionary[str, asyncio.Lock] = weakref.WeakValueDictionary()
+
+    # -- client requests --------------------------------------------------------------
+
+    async def create(
+        self, key: str, name: str, engine_name: str, owner: str, subscriber: str
+    ) -> Outcome:
+        engine = self._engines.resolve(engine_name)
+        async with self._lock(key):
+            session = await self._store(self.sessions.find, key)
+            if session is not None:
+                _check_owner(session, owner)
+                if session.is_live and key in self._running:
+                    await self._notifier.subscribe(key, subscriber)
+                    return Outcome(session, joined=True)
+            await self._notifier.subscribe(key, subscriber)
+            change = await self._record_start(key, session, name, engine_name, owner)
+            await self._notifier.publish(key, change.events)
+            self._running[key] = engine
+            try:
+                await engine.start(key, self)
+            except Exception as error:
+                log.exception("engine %s failed to start %s", engine.name, key)
+                lost = await self._update(key, _disconnect(Reason.CONNECTION_LOST))
+                await self._settle(key, lost)
+                raise EngineUnavailableError(
+                    f"engine {engine_name!r} could not start: {error}", key=key
+                ) from error
+            return Outcome(change.session)
+
+    async def join(self, key: str, owner: str, subscriber: str) -> DeviceSession:
+        session = await self._store(self.sessions.get, key)
+        _check_owner(session, owner)
+        await self._notifier.subscribe(key, subscriber)
+        return session
+
+    async def logout(self, key: str, owner: str) -> DeviceSession:
+        return await self._end_by_owner(key, owner, Reason.USER_LOGGED_OUT)
+
+    async def delete(self, key: str, owner: str) -> DeviceSession:
+        return await self._end_by_owner(key, owner, Reason.SESSION_REVOKED)
+
+    async def find(self, key: str) -> DeviceSession | None:
+        return await self._store(self.sessions.find, key)
+
+    # -- engine reports (EngineEvents) ------------------------------------------------
+
+    async def qr_issued(self, key: str, code: str, timeout: float) -> None:
+        now = self._clock.now()
+        await self._from_engine(key, lambda s: s.issue_qr(code, timeout, now))
+
+    async def qr_expired(self, key: str) -> None:
+        await self._from_engine(key, _disconnect_if(Reason.QR_EXPIRED, {S.CREATED, S.QR}))
+
+    async def paired(self, key: str) -> None:
+        await self._from_engine(key, lambda s: s.authenticate())
+
+    async def connected(self, key: str) -> None:
+        await self._from_engine(key, lambda s: s.mark_ready())
+
+    async def disconnected(self, key: str, reason: DisconnectReason) -> None:
+        await self._from_engine(key, _disconnect(reason))
+
+    # -- lifecycle --------------------------------------------------------------------
+
+    @property
+    def running_keys(self) -> frozenset[str]:
+        return frozenset(self._running)
+
+    async def shutdown(self) -> None:
+        """Take every device offline: they did lose their connection, so record it."""
+        for key in list(self._running):
+            async with self._lock(key):
+                engine = self._running.pop(key, None)
+                if engine is None:
+                    continue
+                self._disarm(key)
+                await _quietly(engine.stop(key), "stop", key)
+                change = await self._update(key, _disconnect_if(Reason.CONNECTION_LOST, None))
+                await self._notifier.publish(key, change.events)
+        for task in list(self._tasks):
+            task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+
+    # -- internals --------------------------------------------------------------------
+
+    async def _record_start(
+        self, key: str, session: DeviceSession | None, name: str, engine: str, owner: str
+    ) -> Change:
+        if session is None:
+            try:
+                return await self._store(self.sessions.create, key, name, engine, owner)
+            except IntegrityError:  # created by another process a moment ago
+                session = await self._store(self.sessions.get, key)
+                _check_owner(session, owner)
+        events = []
+        if session.is_live:
+            # Recorded as live, but no engine runs it here: the process that did has gone.
+            events = (await self._update(key, _disconnect(Reason.CONNECTION_LOST))).events
+        change = await self._update(key, lambda s: s.restart(name, engine))
+        return Change(change.session, events + change.events)
+
+    async def _end_by_owner(self, key: str, owner: str, reason: DisconnectReason) -> DeviceSession:
+        async with self._lock(key):
+            session = await self._store(self.sessions.get, key)
+            _check_owner(session, owner)
+            change = await self._update(key, _disconnect(reason))
+            await self._settle(key, change, unlink=True)
+            return change.session
+
+    async def _from_engine(self, key: str, command: Callable[[DeviceSession], None]) -> None:
+        async with self._lock(key):
+            if key not in self._running:
+                log.debug("ignoring a late engine report for %s", key)
+                return
+            try:
+                change = await self._update(key, command)
+            except Exception:
+                log.exception("engine report for %s refused", key)
+                return
+            await self._settle(key, change)
+
+    async def _settle(self, key: str, change: Change, *, unlink: bool = False) -> None:
+        """Project a saved change: to subscribers first, then to timers and the engine."""
+        await self._notifier.publish(key, change.events)
+        session = change.session
+        self._disarm(key)
+        if session.state is S.QR:
+            self._arm(key, session)
+        elif session.state is S.DISCONNECTED and not session.holds_credentials:
+            engine = self._running.pop(key, None)
+            if engine is not None:
+                teardown = engine.logout if unlink else engine.discard
+                await _quietly(teardown(key), teardown.__name__, key)
+
+    def _arm(self, key: str, session: DeviceSession) -> None:
+        code = session.qr_code
+        delay = session.qr_seconds_left(self._clock.now()) + self._expiry_grace
+        self._watchdogs[key] = asyncio.get_running_loop().call_later(
+            delay, self._spawn_expiry, key, code
+        )
+
+    def _disarm(self, key: str) -> None:
+        handle = self._watchdogs.pop(key, None)
+        if handle is not None:
+            handle.cancel()
+
+    def _spawn_expiry(self, key: str, code: str | None) -> None:
+        task = asyncio.ensure_future(self._expire_if_unchanged(key, code))
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def _expire_if_unchanged(self, key: str, code: str | None) -> None:
+        def expire(session: DeviceSession) -> None:
+            if session.state is S.QR and session.qr_code == code:
+                session.disconnect(Reason.QR_EXPIRED)
+
+        log.warning("engine went quiet on %s; expiring its pairing", key)
+        await self._from_engine(key, expire)
+
+    async def _update(self, key: str, command: Callable[[DeviceSession], None]) -> Change:
+        return await self._store(self.sessions.update, key, command)
+
+    async def _store(self, call: Callable[P, T], *args: P.args, **kwargs: P.kwargs) -> T:
+        loop = asyncio.get_running_loop()
+        return await loop.run_in_executor(self._executor, functools.partial(call, *args, **kwargs))
+
+    def _lock(self, key: str) -> asyncio.Lock:
+        lock = self._locks.get(key)
+        if lock is None:
+            lock = self._locks[key] = asyncio.Lock()
+        return lock
+
+
+def _check_owner(session: DeviceSession, owner: str) -> None:
+    if session.owner != owner:
+        raise ForbiddenError(session.key)
+
+
+def _disconnect(reason: DisconnectReason) -> Callable[[DeviceSession], None]:
+    return lambda session: session.disconnect(reason)
+
+
+def _disconnect_if(
+    reason: DisconnectReason, states: set[SessionState] | None
+) -> Callable[[DeviceSession], None]:
+    """Disconnect only from `states` (any live state if None); otherwise record nothing."""
+
+    def command(session: DeviceSession) -> None:
+        if session.is_live and (states is None or session.state in states):
+            session.disconnect(reason)
+
+    return command
+
+
+async def _quietly(call: Awaitable[None], what: str, key: str) -> None:
+    """Engine teardown is best effort: the session is already recorded as ended."""
+    try:
+        await call
+    except Exception:
+        log.exception("engine %s of %s failed", what, key)

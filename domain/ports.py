@@ -1,0 +1,82 @@
+"""The domain's ports: what pairgate needs from the outside world, as Protocols."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from datetime import datetime
+from typing import Protocol
+from uuid import UUID
+
+from eventsourcing.domain import DomainEventProtocol
+
+from domain.session import DisconnectReason
+
+
+class Clock(Protocol):
+    def now(self) -> datetime:
+        """The current time, timezone-aware UTC."""
+        ...
+
+
+class EngineEvents(Protocol):
+    """What an engine reports about a device. pairgate's service implements it."""
+
+    async def qr_issued(self, key: str, code: str, timeout: float) -> None: ...
+
+    async def qr_expired(self, key: str) -> None:
+        """The engine's last code timed out unscanned; it has stopped pairing."""
+        ...
+
+    async def paired(self, key: str) -> None:
+        """The phone scanned a code; the engine has stored the credentials."""
+        ...
+
+    async def connected(self, key: str) -> None:
+        """The device is online with its credentials (after pairing or a reconnect)."""
+        ...
+
+    async def disconnected(self, key: str, reason: DisconnectReason) -> None: ...
+
+
+class WhatsAppEngine(Protocol):
+    """One WhatsApp implementation (simulator, neonize, baileys) serving many devices."""
+
+    name: str
+
+    async def start(self, key: str, events: EngineEvents) -> None:
+        """Connect the device: pair it (reporting QR codes) or resume its credentials.
+
+        Returns once the work is under way; progress arrives through `events`, never
+        from inside this call.
+        """
+        ...
+
+    async def stop(self, key: str) -> None:
+        """Close the device's connection and keep its credentials (shutdown)."""
+        ...
+
+    async def logout(self, key: str) -> None:
+        """Unlink the device at WhatsApp, close it and delete its credentials."""
+        ...
+
+    async def discard(self, key: str) -> None:
+        """Close the device and delete its credentials without telling WhatsApp."""
+        ...
+
+
+class EngineCatalog(Protocol):
+    def resolve(self, name: str) -> WhatsAppEngine:
+        """The engine serving `name`; UnknownEngineError or EngineUnavailableError if none."""
+        ...
+
+
+class SessionNotifier(Protocol):
+    """Carries recorded events to the clients that follow a key."""
+
+    async def subscribe(self, key: str, subscriber: str) -> None:
+        """Let `subscriber` (a connection) receive the key's events from now on."""
+        ...
+
+    async def publish(self, key: str, events: Sequence[DomainEventProtocol[UUID]]) -> None:
+        """Project events that have been saved onto the key's subscribers, in order."""
+        ...

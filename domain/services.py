@@ -1,0 +1,69 @@
+"""DeviceSessions: the event-sourced application that records every device session."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from uuid import UUID
+
+from eventsourcing.application import AggregateNotFoundError, Application
+from eventsourcing.domain import DomainEventProtocol
+from eventsourcing.persistence import IntegrityError
+
+from domain.errors import SessionNotFoundError
+from domain.session import DeviceSession, session_id
+
+Event = DomainEventProtocol[UUID]
+
+
+@dataclass(frozen=True)
+class Change:
+    """A session after a command, and the events that command recorded (already saved)."""
+
+    session: DeviceSession
+    events: list[Event] = field(default_factory=list)
+
+
+class DeviceSessions(Application[UUID]):
+    """Synchronous and thread-safe, as eventsourcing applications are.
+
+    Every command loads the session, applies one aggregate command and saves; the
+    events returned are exactly the ones stored, so projecting them can never disagree
+    with what an auditor replays.
+    """
+
+    name = "pairgate"
+
+    def find(self, key: str) -> DeviceSession | None:
+        try:
+            session: object = self.repository.get(session_id(key))
+        except AggregateNotFoundError:
+            return None
+        assert isinstance(session, DeviceSession)
+        return session
+
+    def get(self, key: str) -> DeviceSession:
+        session = self.find(key)
+        if session is None:
+            raise SessionNotFoundError(key)
+        return session
+
+    def create(self, key: str, name: str, engine: str, owner: str) -> Change:
+        """Record a new session. IntegrityError if the key already has a stream."""
+        session = DeviceSession(key=key, name=name, engine=engine, owner=owner)
+        return self._save(session)
+
+    def update(self, key: str, command: Callable[[DeviceSession], None]) -> Change:
+        session = self.get(key)
+        command(session)
+        return self._save(session)
+
+    def history(self, key: str) -> list[Event]:
+        return list(self.events.get(session_id(key)))
+
+    def _save(self, session: DeviceSession) -> Change:
+        recordings = self.save(session)
+        return Change(session, [recording.domain_event for recording in recordings])
+
+
+__all__ = ["Change", "DeviceSessions", "IntegrityError"]

@@ -1,0 +1,180 @@
+"""The DeviceSession aggregate: one WhatsApp device being linked, and its transition table."""
+
+from __future__ import annotations
+
+import enum
+from datetime import datetime, timedelta
+from typing import Any
+from uuid import NAMESPACE_URL, UUID, uuid5
+
+from eventsourcing.domain import Aggregate, event
+from transitions import Machine
+
+from domain.errors import InvalidTransitionError
+
+SESSION_NAMESPACE = uuid5(NAMESPACE_URL, "https://pairgate.dev/sessions")
+CREATED_MESSAGE = "Session created"
+
+
+class SessionState(enum.StrEnum):
+    CREATED = "created"
+    QR = "qr"
+    AUTHENTICATED = "authenticated"
+    READY = "ready"
+    DISCONNECTED = "disconnected"
+
+
+class DisconnectReason(enum.StrEnum):
+    """The seed's four reasons, byte for byte; nothing else reaches clients."""
+
+    USER_LOGGED_OUT = "user logged out"
+    QR_EXPIRED = "qr expired"
+    CONNECTION_LOST = "connection lost"
+    SESSION_REVOKED = "session revoked"
+
+    @property
+    def deletes_credentials(self) -> bool:
+        """Every reason but a lost connection ends the link for good."""
+        return self is not DisconnectReason.CONNECTION_LOST
+
+
+S = SessionState
+LIVE_STATES = frozenset({S.CREATED, S.QR, S.AUTHENTICATED, S.READY})
+
+# The transition table, as data. It has no model: aggregates ask it what is allowed and
+# then record an event, so replaying events never re-runs machine callbacks.
+TRANSITIONS: list[dict[str, Any]] = [
+    {"trigger": "issue_qr", "source": [S.CREATED, S.QR], "dest": S.QR},
+    {"trigger": "authenticate", "source": [S.CREATED, S.QR], "dest": S.AUTHENTICATED},
+    {"trigger": "mark_ready", "source": S.AUTHENTICATED, "dest": S.READY},
+    # A paired device whose connection dropped reconnects with its stored credentials.
+    {
+        "trigger": "mark_ready",
+        "source": S.DISCONNECTED,
+        "dest": S.READY,
+        "conditions": "holds_credentials",
+    },
+    {"trigger": "disconnect", "source": sorted(LIVE_STATES), "dest": S.DISCONNECTED},
+    {"trigger": "restart", "source": S.DISCONNECTED, "dest": S.CREATED},
+]
+TRANSITION_TABLE = Machine(
+    model=None,
+    states=SessionState,
+    initial=S.CREATED,
+    transitions=TRANSITIONS,
+    auto_transitions=False,
+)
+
+
+def allowed_destination(session: DeviceSession, trigger: str) -> SessionState | None:
+    """The state `trigger` leads to from the session's state, or None if forbidden."""
+    # Conditions in the table name boolean attributes of the aggregate.
+    for transition in TRANSITION_TABLE.get_transitions(trigger, session.state):
+        if all(bool(getattr(session, str(c.func))) == c.target for c in transition.conditions):
+            return SessionState[str(transition.dest)]
+    return None
+
+
+def session_id(key: str) -> UUID:
+    """One key, one event stream: creating a key twice is a store integrity error."""
+    return uuid5(SESSION_NAMESPACE, key)
+
+
+class DeviceSession(Aggregate):
+    """A device's pairing lifecycle. Commands check the table; `@event` bodies only assign."""
+
+    @staticmethod
+    def create_id(key: str) -> UUID:
+        return session_id(key)
+
+    @event("SessionCreated")
+    def __init__(self, key: str, name: str, engine: str, owner: str) -> None:
+        self.key = key
+        self.name = name
+        self.engine = engine
+        self.owner = owner
+        self.state = S.CREATED
+        self.holds_credentials = False
+        self.qr_code: str | None = None
+        self.qr_expires_at: datetime | None = None
+        self.reason: DisconnectReason | None = None
+
+    # -- commands ---------------------------------------------------------------------
+
+    def issue_qr(self, code: str, timeout: float, now: datetime) -> None:
+        self._require("issue_qr")
+        self._qr_issued(code=code, timeout=timeout, expires_at=now + timedelta(seconds=timeout))
+
+    def authenticate(self) -> None:
+        self._require("authenticate")
+        self._authenticated()
+
+    def mark_ready(self) -> None:
+        self._require("mark_ready")
+        self._ready()
+
+    def disconnect(self, reason: DisconnectReason) -> None:
+        self._require("disconnect")
+        self._disconnected(reason=reason.value)
+
+    def restart(self, name: str, engine: str) -> None:
+        self._require("restart")
+        self._restarted(name=name, engine=engine)
+
+    # -- queries ----------------------------------------------------------------------
+
+    @property
+    def is_live(self) -> bool:
+        return self.state in LIVE_STATES
+
+    def qr_seconds_left(self, now: datetime) -> float:
+        if self.state is not S.QR or self.qr_expires_at is None:
+            return 0.0
+        return max(0.0, (self.qr_expires_at - now).total_seconds())
+
+    def can(self, trigger: str) -> bool:
+        return allowed_destination(self, trigger) is not None
+
+    # -- events: pure assignments, replayed from the store ----------------------------
+
+    @event("QrIssued")
+    def _qr_issued(self, code: str, timeout: float, expires_at: datetime) -> None:
+        self.state = S.QR
+        self.qr_code = code
+        self.qr_expires_at = expires_at
+
+    @event("Authenticated")
+    def _authenticated(self) -> None:
+        self.state = S.AUTHENTICATED
+        self.holds_credentials = True
+        self._forget_qr()
+
+    @event("Ready")
+    def _ready(self) -> None:
+        self.state = S.READY
+        self.reason = None
+
+    @event("Disconnected")
+    def _disconnected(self, reason: str) -> None:
+        self.state = S.DISCONNECTED
+        self.reason = DisconnectReason(reason)
+        if self.reason.deletes_credentials:
+            self.holds_credentials = False
+        self._forget_qr()
+
+    @event("Restarted")
+    def _restarted(self, name: str, engine: str) -> None:
+        self.state = S.CREATED
+        self.name = name
+        self.engine = engine
+        self.reason = None
+        # A restart is a new pairing: any credentials left by a lost connection are dropped.
+        self.holds_credentials = False
+
+    def _forget_qr(self) -> None:
+        self.qr_code = None
+        self.qr_expires_at = None
+
+    def _require(self, trigger: str) -> None:
+        if allowed_destination(self, trigger) is None:
+            raise InvalidTransitionError(self.key, trigger, self.state.value)

@@ -1,0 +1,1 @@
+"""Entrypoints: the CLI, the ASGI app, and the one composition root (bootstrap)."""

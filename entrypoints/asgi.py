@@ -1,0 +1,30 @@
+"""create_app: the ASGI application (Starlette owns the lifespan, Socket.IO is mounted on it)."""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import AsyncIterator
+
+import socketio
+from starlette.applications import Starlette
+
+from adapters.web import health_routes, simulator_routes
+from domain.ports import Clock
+from entrypoints.bootstrap import bootstrap
+from entrypoints.settings import Settings
+
+
+def create_app(settings: Settings | None = None, clock: Clock | None = None) -> socketio.ASGIApp:
+    pairgate = bootstrap(settings or Settings(), clock)
+    routes = health_routes(pairgate.service)
+    if pairgate.simulator is not None:
+        routes += simulator_routes(pairgate.simulator, pairgate.service)
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app: Starlette) -> AsyncIterator[None]:
+        yield
+        await pairgate.close()
+
+    web = Starlette(routes=routes, lifespan=lifespan)
+    web.state.pairgate = pairgate
+    return socketio.ASGIApp(pairgate.sio, other_asgi_app=web)

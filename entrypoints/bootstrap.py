@@ -1,0 +1,71 @@
+"""The composition root: settings in, a wired pairgate out. Nothing else builds adapters."""
+
+from __future__ import annotations
+
+import logging
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+
+import socketio
+
+from adapters.clock import SystemClock
+from adapters.engines.catalog import Engines
+from adapters.engines.simulator import SimulatedEngine
+from adapters.projection import SocketIoNotifier
+from adapters.socketio_gateway import PairingNamespace
+from adapters.store import open_store
+from domain.pairing import PairingService
+from domain.ports import Clock
+from domain.services import DeviceSessions
+from entrypoints.settings import Settings
+
+log = logging.getLogger("pairgate")
+
+
+@dataclass
+class Pairgate:
+    settings: Settings
+    sessions: DeviceSessions
+    service: PairingService
+    sio: socketio.AsyncServer
+    simulator: SimulatedEngine | None
+    executor: ThreadPoolExecutor
+
+    async def close(self) -> None:
+        await self.service.shutdown()
+        self.executor.shutdown(wait=True)
+        self.sessions.close()
+
+
+def bootstrap(settings: Settings, clock: Clock | None = None) -> Pairgate:
+    clock = clock or SystemClock()
+    store = settings.store_config()
+    sessions = open_store(store)
+    executor = ThreadPoolExecutor(settings.store_threads, thread_name_prefix="pairgate-store")
+
+    simulator: SimulatedEngine | None = None
+    if settings.simulate:
+        simulator = SimulatedEngine(
+            settings.sim_qr_timeouts, reconnect_delay=settings.sim_reconnect_delay
+        )
+        engines = Engines.simulated(simulator)
+    else:
+        engines = Engines({})
+
+    sio = socketio.AsyncServer(
+        async_mode="asgi",
+        cors_allowed_origins=[],
+        max_http_buffer_size=settings.max_payload_bytes,
+    )
+    notifier = SocketIoNotifier(sio)
+    service = PairingService(
+        sessions, engines, notifier, clock, executor=executor, expiry_grace=settings.expiry_grace
+    )
+    sio.register_namespace(PairingNamespace(service, notifier, clock))
+    log.info(
+        "pairgate ready: store=%s engines=%s%s",
+        store.kind,
+        ", ".join(engines.names) or "none",
+        " (simulator mode)" if simulator else "",
+    )
+    return Pairgate(settings, sessions, service, sio, simulator, executor)

@@ -1,0 +1,55 @@
+"""pairgate's settings: read once from PAIRGATE_* variables (and CLI flags), then passed down."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+from pydantic import AliasChoices, Field, SecretStr, field_validator
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+
+from adapters.engines.simulator import WHATSAPP_QR_TIMEOUTS
+from adapters.store import StoreConfig
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="PAIRGATE_", extra="ignore")
+
+    host: str = "127.0.0.1"
+    port: int = Field(8000, ge=0, le=65535)
+    simulate: bool = False
+    data_dir: Path = Path("data")
+    database_url: SecretStr | None = None
+    # eventsourcing's own variable: when set, PostgreSQL is configured by POSTGRES_*.
+    postgres_dbname: str | None = Field(None, validation_alias=AliasChoices("POSTGRES_DBNAME"))
+    store: Literal["sqlite", "postgres", "memory"] | None = Field(
+        None, description="Defaults to postgres when a database URL is set, else sqlite."
+    )
+    sim_qr_timeouts: Annotated[tuple[float, ...], NoDecode] = WHATSAPP_QR_TIMEOUTS
+    sim_reconnect_delay: float = Field(1.0, ge=0)
+    # Seconds a silent engine gets after its last QR code before pairgate expires it.
+    expiry_grace: float = Field(5.0, ge=0)
+    max_payload_bytes: int = Field(65536, ge=1024)
+    store_threads: int = Field(4, ge=1)
+    log_level: str = "info"
+
+    @field_validator("sim_qr_timeouts", mode="before")
+    @classmethod
+    def _comma_list(cls, value: Any) -> Any:
+        if isinstance(value, str):
+            return tuple(float(part) for part in value.split(",") if part.strip())
+        return value
+
+    @field_validator("sim_qr_timeouts")
+    @classmethod
+    def _positive(cls, value: tuple[float, ...]) -> tuple[float, ...]:
+        if not value or any(t <= 0 for t in value):
+            raise ValueError("must be a comma list of positive seconds, e.g. 60,20,20")
+        return value
+
+    def store_config(self) -> StoreConfig:
+        kind = self.store
+        if kind is None:
+            kind = "postgres" if self.database_url or self.postgres_dbname else "sqlite"
+        url = self.database_url.get_secret_value() if self.database_url else None
+        return StoreConfig(kind=kind, data_dir=self.data_dir, database_url=url)

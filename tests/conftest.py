@@ -1,0 +1,42 @@
+from __future__ import annotations
+
+import uuid
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
+
+import pytest
+
+from entrypoints.settings import Settings
+from tests.helpers import POSTGRES_URL, Server, postgres_available, start_server
+
+FAST_QR = (2.0, 2.0)
+
+
+@pytest.fixture(params=["sqlite", "postgres"])
+def store_settings(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[dict[str, object]]:
+    """The same scenarios on the embedded SQLite file and on a real PostgreSQL."""
+    if request.param == "sqlite":
+        yield {"data_dir": tmp_path / "data"}
+        return
+    if not postgres_available():
+        pytest.skip("PostgreSQL is not reachable on 127.0.0.1:5432")
+    import psycopg
+
+    schema = f"test_{uuid.uuid4().hex[:12]}"
+    with psycopg.connect(POSTGRES_URL, autocommit=True) as connection:
+        connection.execute(f'CREATE SCHEMA "{schema}"')
+    yield {"database_url": f"{POSTGRES_URL}?schema={schema}"}
+    with psycopg.connect(POSTGRES_URL, autocommit=True) as connection:
+        connection.execute(f'DROP SCHEMA "{schema}" CASCADE')
+
+
+@pytest.fixture
+def settings(store_settings: dict[str, object]) -> Settings:
+    return Settings(simulate=True, sim_qr_timeouts=FAST_QR, expiry_grace=1.0, **store_settings)
+
+
+@pytest.fixture
+async def server(settings: Settings) -> AsyncIterator[Server]:
+    running = await start_server(settings)
+    yield running
+    await running.stop()

@@ -1,0 +1,144 @@
+"""Real parts for tests: a uvicorn server on a free port and recording Socket.IO clients."""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import io
+import os
+import socket
+import uuid
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from dataclasses import dataclass, field
+from typing import Any
+
+import httpx
+import socketio
+import uvicorn
+import zxingcpp
+from PIL import Image
+
+from entrypoints.asgi import create_app
+from entrypoints.settings import Settings
+
+POSTGRES_URL = os.environ.get("PAIRGATE_TEST_POSTGRES", "postgresql://postgres@127.0.0.1:5432/test")
+
+
+def postgres_available() -> bool:
+    try:
+        with socket.create_connection(("127.0.0.1", 5432), timeout=1):
+            return True
+    except OSError:
+        return False
+
+
+@dataclass
+class Server:
+    url: str
+    app: Any
+    _server: uvicorn.Server
+    _task: asyncio.Task[None]
+
+    @property
+    def pairgate(self) -> Any:
+        return self.app.other_asgi_app.state.pairgate
+
+    async def stop(self) -> None:
+        self._server.should_exit = True
+        await asyncio.wait_for(self._task, 15)
+
+    async def post(self, path: str, json: Any = None) -> httpx.Response:
+        async with httpx.AsyncClient(base_url=self.url, timeout=10) as http:
+            return await http.post(path, json=json)
+
+    async def get(self, path: str) -> httpx.Response:
+        async with httpx.AsyncClient(base_url=self.url, timeout=10) as http:
+            return await http.get(path)
+
+
+async def start_server(settings: Settings) -> Server:
+    app = create_app(settings)
+    config = uvicorn.Config(app, host="127.0.0.1", port=0, log_level="warning", lifespan="on")
+    server = uvicorn.Server(config)
+    task = asyncio.create_task(server.serve())
+    while not server.started:
+        if task.done():
+            task.result()
+            raise RuntimeError("uvicorn stopped before it started")
+        await asyncio.sleep(0.01)
+    port = server.servers[0].sockets[0].getsockname()[1]
+    return Server(f"http://127.0.0.1:{port}", app, server, task)
+
+
+@asynccontextmanager
+async def running(settings: Settings) -> AsyncIterator[Server]:
+    server = await start_server(settings)
+    try:
+        yield server
+    finally:
+        await server.stop()
+
+
+@dataclass
+class Client:
+    """A python-socketio client that records every event it receives, in order."""
+
+    sio: socketio.AsyncClient = field(default_factory=socketio.AsyncClient)
+    events: list[tuple[str, Any]] = field(default_factory=list)
+    _arrived: asyncio.Condition = field(default_factory=asyncio.Condition)
+
+    def __post_init__(self) -> None:
+        async def record(event: str, data: Any = None) -> None:
+            async with self._arrived:
+                self.events.append((event, data))
+                self._arrived.notify_all()
+
+        self.sio.on("*", record)
+
+    async def connect(self, url: str, **kwargs: Any) -> Client:
+        await self.sio.connect(url, transports=["websocket"], wait_timeout=10, **kwargs)
+        return self
+
+    async def call(self, event: str, data: Any = None, timeout: float = 10) -> Any:
+        return await self.sio.call(event, data, timeout=timeout)
+
+    async def wait_for(self, event: str, count: int = 1, timeout: float = 10) -> Any:
+        """The payload of the `count`-th `event` received, waiting for it if needed."""
+
+        def arrived() -> list[Any]:
+            return [data for name, data in self.events if name == event]
+
+        async with self._arrived:
+            await asyncio.wait_for(self._arrived.wait_for(lambda: len(arrived()) >= count), timeout)
+        return arrived()[count - 1]
+
+    def names(self) -> list[str]:
+        return [name for name, _ in self.events]
+
+    async def close(self) -> None:
+        await self.sio.disconnect()
+
+
+@asynccontextmanager
+async def clients(url: str, count: int = 1, **kwargs: Any) -> AsyncIterator[list[Client]]:
+    connected = [await Client().connect(url, **kwargs) for _ in range(count)]
+    try:
+        yield connected
+    finally:
+        for client in connected:
+            await client.close()
+
+
+def decode_qr(data_uri: str) -> str:
+    """Read a `session.qr` image back with a standard decoder (zxing-cpp)."""
+    prefix = "data:image/png;base64,"
+    assert data_uri.startswith(prefix)
+    image = Image.open(io.BytesIO(base64.b64decode(data_uri[len(prefix) :])))
+    results = zxingcpp.read_barcodes(image)
+    assert len(results) == 1, "expected exactly one QR code in the image"
+    return results[0].text
+
+
+def unique_key(prefix: str = "device") -> str:
+    return f"{prefix}-{uuid.uuid4().hex[:12]}"
