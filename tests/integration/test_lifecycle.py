@@ -1,0 +1,141 @@
+"""Joining, logging out, deleting, and the simulated phone's other actions."""
+
+from __future__ import annotations
+
+import pytest
+
+from entrypoints.settings import Settings
+from tests.helpers import Client, Server, clients, decode_qr, running, unique_key
+
+
+async def pair(server: Server, client: Client, key: str, engine: str = "simulator") -> str:
+    await client.call("session.create", {"key": key, "name": "Phone", "engine": engine})
+    code = decode_qr((await client.wait_for("session.qr"))["qr"])
+    assert (await server.post(f"/api/simulator/devices/{key}/scan", {"code": code})).is_success
+    await client.wait_for("session.ready")
+    return code
+
+
+async def test_join_resends_the_current_qr_with_the_time_left(server: Server) -> None:
+    key = unique_key()
+    async with clients(server.url, 2) as [first, second]:
+        await first.call("session.create", {"key": key, "name": "Phone", "engine": "simulator"})
+        shown = await first.wait_for("session.qr")
+        ack = await second.call("session.join", {"key": key})
+        assert ack["ok"] is True and ack["state"] == "qr"
+        again = await second.wait_for("session.qr")
+        assert again["key"] == key
+        assert decode_qr(again["qr"]) == decode_qr(shown["qr"])
+        assert 0 < again["timeout"] <= shown["timeout"]
+        # From now on the second connection follows the key like the first.
+        await second.wait_for("session.qr", 2)
+
+
+async def test_create_on_a_live_key_joins_without_a_second_engine(server: Server) -> None:
+    key = unique_key()
+    request = {"key": key, "name": "Phone", "engine": "simulator"}
+    async with clients(server.url, 2) as [first, second]:
+        await first.call("session.create", request)
+        shown = await first.wait_for("session.qr")
+        ack = await second.call("session.create", request)
+        assert ack["ok"] is True and ack["joined"] is True and ack["state"] == "qr"
+        assert decode_qr((await second.wait_for("session.qr"))["qr"]) == decode_qr(shown["qr"])
+        assert "session.created" not in second.names()
+    kinds = [type(e).__name__ for e in server.pairgate.sessions.history(key)]
+    assert kinds.count("SessionCreated") == 1 and "Restarted" not in kinds
+
+
+async def test_a_dropped_paired_device_reconnects(server: Server) -> None:
+    key = unique_key()
+    async with clients(server.url) as [client]:
+        await pair(server, client, key)
+        assert (await server.post(f"/api/simulator/devices/{key}/drop")).is_success
+        assert await client.wait_for("session.disconnected") == {
+            "key": key,
+            "reason": "connection lost",
+        }
+        assert await client.wait_for("session.ready", 2) == {"key": key}
+    assert key in server.pairgate.service.running_keys
+
+
+@pytest.mark.parametrize(
+    ("action", "reason"), [("logout", "user logged out"), ("revoke", "session revoked")]
+)
+async def test_the_phone_ends_a_paired_session(server: Server, action: str, reason: str) -> None:
+    key = unique_key()
+    async with clients(server.url) as [client]:
+        await pair(server, client, key)
+        assert (await server.post(f"/api/simulator/devices/{key}/{action}")).is_success
+        assert await client.wait_for("session.disconnected") == {"key": key, "reason": reason}
+    assert key not in server.pairgate.service.running_keys
+    # Credentials are gone: nothing can drop or reconnect any more.
+    assert (await server.post(f"/api/simulator/devices/{key}/drop")).status_code == 404
+
+
+@pytest.mark.parametrize(
+    ("event", "reason"),
+    [("session.logout", "user logged out"), ("session.delete", "session revoked")],
+)
+async def test_the_owner_ends_a_paired_session(server: Server, event: str, reason: str) -> None:
+    key = unique_key()
+    async with clients(server.url) as [client]:
+        await pair(server, client, key)
+        ack = await client.call(event, {"key": key})
+        assert ack["ok"] is True and ack["state"] == "disconnected" and ack["reason"] == reason
+        assert await client.wait_for("session.disconnected") == {"key": key, "reason": reason}
+    assert key not in server.pairgate.service.running_keys
+
+
+async def test_a_wrong_or_stale_code_is_refused_and_changes_nothing(server: Server) -> None:
+    key = unique_key()
+    async with clients(server.url) as [client]:
+        await client.call("session.create", {"key": key, "name": "Phone", "engine": "simulator"})
+        code = decode_qr((await client.wait_for("session.qr"))["qr"])
+        for body in ({"code": code[::-1]}, {"code": ""}):
+            wrong = await server.post(f"/api/simulator/devices/{key}/scan", body)
+            assert wrong.status_code == 409
+            assert wrong.json()["error"]["code"] == "wrong_code"
+        malformed = await server.post(f"/api/simulator/devices/{key}/scan", {"qr": code})
+        assert malformed.status_code == 400
+        assert server.pairgate.sessions.get(key).state == "qr"
+        stale = decode_qr((await client.wait_for("session.qr", 2))["qr"])
+        assert (
+            await server.post(f"/api/simulator/devices/{key}/scan", {"code": code})
+        ).status_code == 409
+        ok = await server.post(f"/api/simulator/devices/{key}/scan", {"code": stale})
+        assert ok.json()["state"] == "ready"
+
+
+async def test_create_after_the_end_starts_a_new_pairing_on_the_same_history(
+    server: Server,
+) -> None:
+    key = unique_key()
+    async with clients(server.url) as [client]:
+        await pair(server, client, key)
+        await client.call("session.logout", {"key": key})
+        ack = await client.call("session.create", {"key": key, "name": "New", "engine": "baileys"})
+        assert ack["ok"] is True and ack["joined"] is False and ack["engine"] == "baileys"
+        assert await client.wait_for("session.created", 2) == {
+            "key": key,
+            "message": "Session created",
+        }
+        await client.wait_for("session.qr", 2)
+    kinds = [type(e).__name__ for e in server.pairgate.sessions.history(key)]
+    assert kinds[-3:] == ["Disconnected", "Restarted", "QrIssued"]
+
+
+async def test_history_survives_a_restart_on_the_same_store(settings: Settings) -> None:
+    key = unique_key()
+    async with running(settings) as server, clients(server.url) as [client]:
+        await pair(server, client, key)
+        before = [type(e).__name__ for e in server.pairgate.sessions.history(key)]
+    async with running(settings) as server, clients(server.url) as [client]:
+        after = [type(e).__name__ for e in server.pairgate.sessions.history(key)]
+        # A graceful stop takes devices offline, and says so in the history.
+        assert after == [*before, "Disconnected"]
+        ack = await client.call("session.join", {"key": key})
+        assert ack["state"] == "disconnected" and ack["reason"] == "connection lost"
+        again = await client.call(
+            "session.create", {"key": key, "name": "P", "engine": "simulator"}
+        )
+        assert again["ok"] is True and again["state"] == "created"
