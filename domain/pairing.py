@@ -76,6 +76,8 @@ class PairingService:
             await self._notifier.subscribe(key, subscriber)
             change = await self._record_start(key, session, name, engine_name, owner)
             await self._notifier.publish(key, change.events)
+            if session is not None:
+                await self._forget_previous_link(key, engine)
             self._running[key] = engine
             try:
                 await engine.start(key, self)
@@ -159,6 +161,12 @@ class PairingService:
             events = (await self._update(key, _disconnect(Reason.CONNECTION_LOST))).events
         change = await self._update(key, lambda s: s.restart(name, engine))
         return Change(change.session, events + change.events)
+
+    async def _forget_previous_link(self, key: str, engine: WhatsAppEngine) -> None:
+        """A restart is a new pairing: no engine may resume the key's old credentials."""
+        previous = self._running.pop(key, None)
+        for stale in {id(e): e for e in (previous, engine) if e is not None}.values():
+            await _quietly(stale.discard(key), "discard", key)
 
     async def _end_by_owner(self, key: str, owner: str, reason: DisconnectReason) -> DeviceSession:
         async with self._lock(key):

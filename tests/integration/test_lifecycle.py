@@ -139,3 +139,20 @@ async def test_history_survives_a_restart_on_the_same_store(settings: Settings) 
             "session.create", {"key": key, "name": "P", "engine": "simulator"}
         )
         assert again["ok"] is True and again["state"] == "created"
+
+
+async def test_create_while_a_paired_device_is_reconnecting_starts_a_fresh_pairing(
+    settings: Settings,
+) -> None:
+    slow_reconnect = settings.model_copy(update={"sim_reconnect_delay": 30.0})
+    key = unique_key()
+    async with running(slow_reconnect) as server, clients(server.url) as [client]:
+        await pair(server, client, key)
+        await server.post(f"/api/simulator/devices/{key}/drop")
+        await client.wait_for("session.disconnected")
+        ack = await client.call("session.create", {"key": key, "name": "P", "engine": "simulator"})
+        assert ack["ok"] is True and ack["joined"] is False
+        # The old link's credentials are not reused: the device must be scanned again.
+        code = decode_qr((await client.wait_for("session.qr", 2))["qr"])
+        await server.post(f"/api/simulator/devices/{key}/scan", {"code": code})
+        await client.wait_for("session.ready", 2)
