@@ -54,7 +54,7 @@ def bootstrap(settings: Settings, clock: Clock | None = None) -> Pairgate:
 
     sio = socketio.AsyncServer(
         async_mode="asgi",
-        cors_allowed_origins=[],
+        cors_allowed_origins=None,  # same origin only; [] would disable the Origin check
         max_http_buffer_size=settings.max_payload_bytes,
     )
     notifier = SocketIoNotifier(sio)
