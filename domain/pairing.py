@@ -56,6 +56,7 @@ class PairingService:
         # Engines may go quiet; the watchdog ends a pairing `expiry_grace` after its code.
         self._expiry_grace = expiry_grace
         self._running: dict[str, WhatsAppEngine] = {}
+        self._closing = False
         self._watchdogs: dict[str, asyncio.TimerHandle] = {}
         self._tasks: set[asyncio.Task[None]] = set()
         self._locks: weakref.WeakValueDictionary[str, asyncio.Lock] = weakref.WeakValueDictionary()
@@ -66,6 +67,8 @@ class PairingService:
         self, key: str, name: str, engine_name: str, owner: str, subscriber: str
     ) -> Outcome:
         engine = self._engines.resolve(engine_name)
+        if self._closing:
+            raise EngineUnavailableError("pairgate is shutting down; try again shortly", key=key)
         async with self._lock(key):
             session = await self._store(self.sessions.find, key)
             if session is not None:
@@ -131,6 +134,7 @@ class PairingService:
 
     async def shutdown(self) -> None:
         """Take every device offline: they did lose their connection, so record it."""
+        self._closing = True
         for key in list(self._running):
             async with self._lock(key):
                 engine = self._running.pop(key, None)

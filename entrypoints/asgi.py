@@ -10,7 +10,7 @@ from starlette.applications import Starlette
 
 from adapters.web import health_routes, simulator_routes
 from domain.ports import Clock
-from entrypoints.bootstrap import bootstrap
+from entrypoints.bootstrap import Pairgate, bootstrap
 from entrypoints.settings import Settings
 
 
@@ -28,3 +28,9 @@ def create_app(settings: Settings | None = None, clock: Clock | None = None) -> 
     web = Starlette(routes=routes, lifespan=lifespan)
     web.state.pairgate = pairgate
     return socketio.ASGIApp(pairgate.sio, other_asgi_app=web)
+
+
+def pairgate_of(app: socketio.ASGIApp) -> Pairgate:
+    """The wired service behind an app made by create_app."""
+    pairgate: Pairgate = app.other_asgi_app.state.pairgate
+    return pairgate

@@ -31,6 +31,21 @@ class Pairgate:
     simulator: SimulatedEngine | None
     executor: ThreadPoolExecutor
 
+    async def drain(self) -> None:
+        """Before the web server closes connections: record and announce, then hang up.
+
+        Clients still connected get `session.disconnected` ("connection lost") for their
+        devices, and long-polling clients are released at once instead of at their next
+        ping, which would hold a graceful shutdown for up to 25 s.
+        """
+        await self.service.shutdown()
+        engineio = self.sio.eio
+        # Not `eio.disconnect()`: it waits for every polling client to fetch its close packet.
+        for socket in list(engineio.sockets.values()):
+            await socket.close(wait=False, reason=engineio.reason.SERVER_DISCONNECT)
+        engineio.sockets = {}
+        await self.sio.shutdown()
+
     async def close(self) -> None:
         await self.service.shutdown()
         self.executor.shutdown(wait=True)

@@ -37,15 +37,18 @@ def serve_forever(settings: Settings) -> int:
     import uvicorn
 
     from entrypoints.asgi import create_app
+    from entrypoints.server import PairgateServer
 
     logging.basicConfig(
         level=settings.log_level.upper(),
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
     )
-    uvicorn.run(
+    config = uvicorn.Config(
         create_app(settings),
         host=settings.host,
         port=settings.port,
         log_level=settings.log_level,
+        timeout_graceful_shutdown=10,
     )
+    PairgateServer(config).run()
     return 0

@@ -19,7 +19,8 @@ import uvicorn
 import zxingcpp
 from PIL import Image
 
-from entrypoints.asgi import create_app
+from entrypoints.asgi import create_app, pairgate_of
+from entrypoints.server import PairgateServer
 from entrypoints.settings import Settings
 
 POSTGRES_URL = os.environ.get("PAIRGATE_TEST_POSTGRES", "postgresql://postgres@127.0.0.1:5432/test")
@@ -42,7 +43,7 @@ class Server:
 
     @property
     def pairgate(self) -> Any:
-        return self.app.other_asgi_app.state.pairgate
+        return pairgate_of(self.app)
 
     async def stop(self) -> None:
         self._server.should_exit = True
@@ -60,7 +61,7 @@ class Server:
 async def start_server(settings: Settings) -> Server:
     app = create_app(settings)
     config = uvicorn.Config(app, host="127.0.0.1", port=0, log_level="warning", lifespan="on")
-    server = uvicorn.Server(config)
+    server = PairgateServer(config)
     task = asyncio.create_task(server.serve())
     while not server.started:
         if task.done():
@@ -96,8 +97,9 @@ class Client:
 
         self.sio.on("*", record)
 
-    async def connect(self, url: str, **kwargs: Any) -> Client:
-        await self.sio.connect(url, transports=["websocket"], wait_timeout=10, **kwargs)
+    async def connect(self, url: str, transports: list[str] | None = None, **kwargs: Any) -> Client:
+        transports = transports or ["websocket"]
+        await self.sio.connect(url, transports=transports, wait_timeout=10, **kwargs)
         return self
 
     async def call(self, event: str, data: Any = None, timeout: float = 10) -> Any:

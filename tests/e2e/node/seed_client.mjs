@@ -34,8 +34,11 @@ if (!serverUrl || !key || rest.length > 0) usage();
 const events = [];
 const transports = [];
 let socket;
+let failed = false;
 
 function fail(message) {
+  if (failed) return;
+  failed = true;
   const recorded = JSON.stringify(events).slice(0, 2000);
   process.stderr.write(`seed_client: ${message}\nevents so far: ${recorded}\n`);
   socket?.disconnect();
@@ -103,8 +106,9 @@ async function main() {
     timeout: STEP_TIMEOUT_MS,
   });
   socket.onAny((name, ...payload) => {
-    events.push([name, payload.length === 1 ? payload[0] : payload]);
-    if (name === "session.error") fail(`server sent session.error ${JSON.stringify(payload)}`);
+    const data = payload.length === 1 ? payload[0] : payload;
+    events.push([name, data]);
+    if (name === "session.error") fail(`server sent session.error ${JSON.stringify(data)}`);
     settleWaiters();
   });
   socket.io.on("open", () => {
