@@ -16,7 +16,7 @@ from concurrent.futures import Executor
 from dataclasses import dataclass
 from typing import ParamSpec, TypeVar
 
-from domain.errors import EngineUnavailableError, ForbiddenError
+from domain.errors import DeviceSessionError, EngineUnavailableError, ForbiddenError
 from domain.ports import Clock, EngineCatalog, SessionNotifier, WhatsAppEngine
 from domain.services import Change, DeviceSessions, IntegrityError
 from domain.session import DeviceSession, DisconnectReason, SessionState
@@ -200,10 +200,17 @@ class PairingService:
         if session.state is S.QR:
             self._arm(key, session)
         elif session.state is S.DISCONNECTED and not session.holds_credentials:
-            engine = self._running.pop(key, None)
+            # The engine may not run here (a restarted process): its credentials go anyway.
+            engine = self._running.pop(key, None) or self._engine_named(session.engine)
             if engine is not None:
                 teardown = engine.logout if unlink else engine.discard
                 await _quietly(teardown(key), teardown.__name__, key)
+
+    def _engine_named(self, name: str) -> WhatsAppEngine | None:
+        try:
+            return self._engines.resolve(name)
+        except DeviceSessionError:
+            return None
 
     def _arm(self, key: str, session: DeviceSession) -> None:
         code = session.qr_code

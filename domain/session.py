@@ -55,6 +55,13 @@ TRANSITIONS: list[dict[str, Any]] = [
         "conditions": "holds_credentials",
     },
     {"trigger": "disconnect", "source": sorted(LIVE_STATES), "dest": S.DISCONNECTED},
+    # The owner may end, for good, a paired device that is offline (e.g. reconnecting).
+    {
+        "trigger": "end_offline_link",
+        "source": S.DISCONNECTED,
+        "dest": S.DISCONNECTED,
+        "conditions": "holds_credentials",
+    },
     {"trigger": "restart", "source": S.DISCONNECTED, "dest": S.CREATED},
 ]
 TRANSITION_TABLE = Machine(
@@ -114,7 +121,8 @@ class DeviceSession(Aggregate):
         self._ready()
 
     def disconnect(self, reason: DisconnectReason) -> None:
-        self._require("disconnect")
+        offline = self.state is S.DISCONNECTED and reason.deletes_credentials
+        self._require("end_offline_link" if offline else "disconnect")
         self._disconnected(reason=reason.value)
 
     def restart(self, name: str, engine: str) -> None:

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
 import pytest
 
 from entrypoints.settings import Settings
@@ -141,18 +144,41 @@ async def test_history_survives_a_restart_on_the_same_store(settings: Settings) 
         assert again["ok"] is True and again["state"] == "created"
 
 
-async def test_create_while_a_paired_device_is_reconnecting_starts_a_fresh_pairing(
-    settings: Settings,
-) -> None:
+@asynccontextmanager
+async def reconnecting(settings: Settings) -> AsyncIterator[tuple[Server, Client, str]]:
+    """A paired device whose connection dropped, reconnecting slowly (30 s)."""
     slow_reconnect = settings.model_copy(update={"sim_reconnect_delay": 30.0})
     key = unique_key()
     async with running(slow_reconnect) as server, clients(server.url) as [client]:
         await pair(server, client, key)
         await server.post(f"/api/simulator/devices/{key}/drop")
         await client.wait_for("session.disconnected")
+        yield server, client, key
+
+
+async def test_create_while_a_paired_device_is_reconnecting_starts_a_fresh_pairing(
+    settings: Settings,
+) -> None:
+    async with reconnecting(settings) as (server, client, key):
         ack = await client.call("session.create", {"key": key, "name": "P", "engine": "simulator"})
         assert ack["ok"] is True and ack["joined"] is False
         # The old link's credentials are not reused: the device must be scanned again.
         code = decode_qr((await client.wait_for("session.qr", 2))["qr"])
         await server.post(f"/api/simulator/devices/{key}/scan", {"code": code})
         await client.wait_for("session.ready", 2)
+
+
+@pytest.mark.parametrize(
+    ("event", "reason"),
+    [("session.logout", "user logged out"), ("session.delete", "session revoked")],
+)
+async def test_the_owner_can_end_a_device_while_it_reconnects(
+    settings: Settings, event: str, reason: str
+) -> None:
+    async with reconnecting(settings) as (server, client, key):
+        ack = await client.call(event, {"key": key})
+        assert ack["ok"] is True and ack["state"] == "disconnected" and ack["reason"] == reason
+        assert await client.wait_for("session.disconnected", 2) == {"key": key, "reason": reason}
+        assert key not in server.pairgate.service.running_keys
+        # The link is gone: the simulator no longer serves the device at all.
+        assert (await server.post(f"/api/simulator/devices/{key}/drop")).status_code == 404
