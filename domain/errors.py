@@ -19,10 +19,9 @@ class InvalidTransitionError(DeviceSessionError):
 
     code = "invalid_transition"
 
-    def __init__(self, key: str, trigger: str, state: str) -> None:
-        action = trigger.replace("_", " ")
+    def __init__(self, key: str, action: str, state: str) -> None:
         super().__init__(f"cannot {action} while the session is {state}", key=key)
-        self.trigger = trigger
+        self.action = action
         self.state = state
 
 

@@ -16,7 +16,12 @@ from concurrent.futures import Executor
 from dataclasses import dataclass
 from typing import ParamSpec, TypeVar
 
-from domain.errors import DeviceSessionError, EngineUnavailableError, ForbiddenError
+from domain.errors import (
+    DeviceSessionError,
+    EngineUnavailableError,
+    ForbiddenError,
+    InvalidTransitionError,
+)
 from domain.ports import Clock, EngineCatalog, SessionNotifier, WhatsAppEngine
 from domain.services import Change, DeviceSessions, IntegrityError
 from domain.session import DeviceSession, DisconnectReason, SessionState
@@ -47,14 +52,17 @@ class PairingService:
         *,
         executor: Executor | None = None,
         expiry_grace: float = 5.0,
+        start_timeout: float = 60.0,
     ) -> None:
         self.sessions = sessions
         self._engines = engines
         self._notifier = notifier
         self._clock = clock
         self._executor = executor
-        # Engines may go quiet; the watchdog ends a pairing `expiry_grace` after its code.
+        # Engines may go quiet. A watchdog ends a pairing `expiry_grace` after its last code,
+        # and a start that shows no QR code within `start_timeout`.
         self._expiry_grace = expiry_grace
+        self._start_timeout = start_timeout
         self._running: dict[str, WhatsAppEngine] = {}
         self._closing = False
         self._watchdogs: dict[str, asyncio.TimerHandle] = {}
@@ -76,8 +84,8 @@ class PairingService:
                 if session.is_live and key in self._running:
                     await self._notifier.subscribe(key, subscriber)
                     return Outcome(session, joined=True)
-            await self._notifier.subscribe(key, subscriber)
             change = await self._record_start(key, session, name, engine_name, owner)
+            await self._notifier.subscribe(key, subscriber)
             await self._notifier.publish(key, change.events)
             if session is not None:
                 await self._forget_previous_link(key, engine)
@@ -91,6 +99,7 @@ class PairingService:
                 raise EngineUnavailableError(
                     f"engine {engine_name!r} could not start: {error}", key=key
                 ) from error
+            self._arm(key, change.session)
             return Outcome(change.session)
 
     async def join(self, key: str, owner: str, subscriber: str) -> DeviceSession:
@@ -156,9 +165,10 @@ class PairingService:
         if session is None:
             try:
                 return await self._store(self.sessions.create, key, name, engine, owner)
-            except IntegrityError:  # created by another process a moment ago
-                session = await self._store(self.sessions.get, key)
-                _check_owner(session, owner)
+            except IntegrityError:
+                # Another process created the key a moment ago and runs its engine: this
+                # one must neither restart nor run a second engine for it.
+                raise InvalidTransitionError(key, "create", "being created elsewhere") from None
         events = []
         if session.is_live:
             # Recorded as live, but no engine runs it here: the process that did has gone.
@@ -187,8 +197,11 @@ class PairingService:
                 return
             try:
                 change = await self._update(key, command)
+            except InvalidTransitionError as refused:
+                log.warning("engine report for %s refused: %s", key, refused.message)
+                return
             except Exception:
-                log.exception("engine report for %s refused", key)
+                log.exception("engine report for %s failed", key)
                 return
             await self._settle(key, change)
 
@@ -197,7 +210,7 @@ class PairingService:
         await self._notifier.publish(key, change.events)
         session = change.session
         self._disarm(key)
-        if session.state is S.QR:
+        if session.is_live:
             self._arm(key, session)
         elif session.state is S.DISCONNECTED and not session.holds_credentials:
             # The engine may not run here (a restarted process): its credentials go anyway.
@@ -213,10 +226,17 @@ class PairingService:
             return None
 
     def _arm(self, key: str, session: DeviceSession) -> None:
-        code = session.qr_code
-        delay = session.qr_seconds_left(self._clock.now()) + self._expiry_grace
+        """Expire the session unless it moves on: from `qr` as `qr expired`, from `created`
+        (an engine that never showed a code) as `connection lost`."""
+        if session.state is S.QR:
+            delay = session.qr_seconds_left(self._clock.now()) + self._expiry_grace
+            reason = Reason.QR_EXPIRED
+        elif session.state is S.CREATED:
+            delay, reason = self._start_timeout, Reason.CONNECTION_LOST
+        else:
+            return
         self._watchdogs[key] = asyncio.get_running_loop().call_later(
-            delay, self._spawn_expiry, key, code
+            delay, self._spawn_expiry, key, session.version, reason
         )
 
     def _disarm(self, key: str) -> None:
@@ -224,17 +244,17 @@ class PairingService:
         if handle is not None:
             handle.cancel()
 
-    def _spawn_expiry(self, key: str, code: str | None) -> None:
-        task = asyncio.ensure_future(self._expire_if_unchanged(key, code))
+    def _spawn_expiry(self, key: str, version: int, reason: DisconnectReason) -> None:
+        task = asyncio.ensure_future(self._expire_if_unchanged(key, version, reason))
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
 
-    async def _expire_if_unchanged(self, key: str, code: str | None) -> None:
+    async def _expire_if_unchanged(self, key: str, version: int, reason: DisconnectReason) -> None:
         def expire(session: DeviceSession) -> None:
-            if session.state is S.QR and session.qr_code == code:
-                session.disconnect(Reason.QR_EXPIRED)
+            if session.version == version:
+                session.disconnect(reason)
 
-        log.warning("engine went quiet on %s; expiring its pairing", key)
+        log.warning("engine went quiet on %s; ending it as %r", key, reason.value)
         await self._from_engine(key, expire)
 
     async def _update(self, key: str, command: Callable[[DeviceSession], None]) -> Change:

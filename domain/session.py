@@ -109,24 +109,26 @@ class DeviceSession(Aggregate):
     # -- commands ---------------------------------------------------------------------
 
     def issue_qr(self, code: str, timeout: float, now: datetime) -> None:
-        self._require("issue_qr")
+        if timeout <= 0:
+            raise ValueError(f"a QR code's timeout must be positive, not {timeout}")
+        self._require("issue_qr", "show a QR code")
         self._qr_issued(code=code, timeout=timeout, expires_at=now + timedelta(seconds=timeout))
 
     def authenticate(self) -> None:
-        self._require("authenticate")
+        self._require("authenticate", "authenticate")
         self._authenticated()
 
     def mark_ready(self) -> None:
-        self._require("mark_ready")
+        self._require("mark_ready", "mark the device ready")
         self._ready()
 
     def disconnect(self, reason: DisconnectReason) -> None:
         offline = self.state is S.DISCONNECTED and reason.deletes_credentials
-        self._require("end_offline_link" if offline else "disconnect")
+        self._require("end_offline_link" if offline else "disconnect", f"end it ({reason})")
         self._disconnected(reason=reason.value)
 
     def restart(self, name: str, engine: str) -> None:
-        self._require("restart")
+        self._require("restart", "start a new pairing")
         self._restarted(name=name, engine=engine)
 
     # -- queries ----------------------------------------------------------------------
@@ -183,6 +185,7 @@ class DeviceSession(Aggregate):
         self.qr_code = None
         self.qr_expires_at = None
 
-    def _require(self, trigger: str) -> None:
+    def _require(self, trigger: str, action: str) -> None:
+        """`action` says, in the client's words, what was refused."""
         if allowed_destination(self, trigger) is None:
-            raise InvalidTransitionError(self.key, trigger, self.state.value)
+            raise InvalidTransitionError(self.key, action, self.state.value)

@@ -74,7 +74,13 @@ def bootstrap(settings: Settings, clock: Clock | None = None) -> Pairgate:
     )
     notifier = SocketIoNotifier(sio)
     service = PairingService(
-        sessions, engines, notifier, clock, executor=executor, expiry_grace=settings.expiry_grace
+        sessions,
+        engines,
+        notifier,
+        clock,
+        executor=executor,
+        expiry_grace=settings.expiry_grace,
+        start_timeout=settings.start_timeout,
     )
     sio.register_namespace(PairingNamespace(service, notifier, clock))
     log.info(

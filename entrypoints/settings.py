@@ -29,6 +29,8 @@ class Settings(BaseSettings):
     sim_reconnect_delay: float = Field(1.0, ge=0)
     # Seconds a silent engine gets after its last QR code before pairgate expires it.
     expiry_grace: float = Field(5.0, ge=0)
+    # Seconds an engine gets, after a session is created, to show its first QR code.
+    start_timeout: float = Field(60.0, gt=0)
     max_payload_bytes: int = Field(65536, ge=1024)
     store_threads: int = Field(4, ge=1)
     log_level: str = "info"

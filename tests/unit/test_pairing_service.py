@@ -1,0 +1,463 @@
+"""PairingService with fakes behind every port and a real DeviceSessions in memory."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+
+import pytest
+
+from domain.errors import (
+    EngineUnavailableError,
+    ForbiddenError,
+    InvalidTransitionError,
+    SessionNotFoundError,
+    UnknownEngineError,
+)
+from domain.pairing import PairingService
+from domain.ports import EngineEvents
+from domain.services import DeviceSessions
+from domain.session import DisconnectReason, SessionState
+
+R = DisconnectReason
+KEY = "device123"
+
+
+@dataclass
+class FakeEngine:
+    """A WhatsAppEngine that records what it is told; tests speak for it through `events`."""
+
+    name: str = "fake"
+    calls: list[tuple[str, str]] = field(default_factory=list)
+    events: dict[str, EngineEvents] = field(default_factory=dict)
+    fail_start: Exception | None = None
+
+    async def start(self, key: str, events: EngineEvents) -> None:
+        self.calls.append(("start", key))
+        if self.fail_start is not None:
+            raise self.fail_start
+        self.events[key] = events
+
+    async def stop(self, key: str) -> None:
+        self.calls.append(("stop", key))
+
+    async def logout(self, key: str) -> None:
+        self.calls.append(("logout", key))
+
+    async def discard(self, key: str) -> None:
+        self.calls.append(("discard", key))
+
+    def told(self, key: str = KEY) -> list[str]:
+        return [call for call, k in self.calls if k == key]
+
+
+@dataclass
+class FakeCatalog:
+    engines: dict[str, FakeEngine]
+
+    def resolve(self, name: str) -> FakeEngine:
+        if name not in self.engines:
+            raise UnknownEngineError(f"engine {name!r} is not available")
+        return self.engines[name]
+
+
+@dataclass
+class FakeNotifier:
+    log: list[tuple[str, str, Any]] = field(default_factory=list)
+
+    async def subscribe(self, key: str, subscriber: str) -> None:
+        self.log.append(("subscribe", key, subscriber))
+
+    async def publish(self, key: str, events: Sequence[Any]) -> None:
+        self.log.append(("publish", key, [_describe(e) for e in events]))
+
+    def published(self, key: str = KEY) -> list[str]:
+        return [e for kind, k, events in self.log if kind == "publish" and k == key for e in events]
+
+
+def _describe(event: Any) -> str:
+    name = type(event).__name__
+    return f"{name}({event.reason})" if name == "Disconnected" else name
+
+
+@dataclass
+class FakeClock:
+    current: datetime = datetime(2024, 5, 1, 12, 0, tzinfo=UTC)
+
+    def now(self) -> datetime:
+        return self.current
+
+
+@dataclass
+class World:
+    service: PairingService
+    engine: FakeEngine  # serves "baileys"
+    other: FakeEngine  # serves "simulator"
+    notifier: FakeNotifier
+    clock: FakeClock
+    sessions: DeviceSessions
+
+    def history(self, key: str = KEY) -> list[str]:
+        return [_describe(e) for e in self.sessions.history(key)]
+
+    def state(self, key: str = KEY) -> SessionState:
+        return self.sessions.get(key).state
+
+
+def build(expiry_grace: float = 5.0, start_timeout: float = 60.0) -> World:
+    engine, other, notifier, clock = FakeEngine(), FakeEngine("other"), FakeNotifier(), FakeClock()
+    sessions = DeviceSessions(env={"PERSISTENCE_MODULE": "eventsourcing.popo"})
+    catalog = FakeCatalog({"baileys": engine, "simulator": other})
+    service = PairingService(
+        sessions,
+        catalog,
+        notifier,
+        clock,
+        expiry_grace=expiry_grace,
+        start_timeout=start_timeout,
+    )
+    return World(service, engine, other, notifier, clock, sessions)
+
+
+@pytest.fixture
+async def world() -> AsyncIterator[World]:
+    built = build()
+    yield built
+    await built.service.shutdown()
+
+
+@pytest.fixture
+async def impatient() -> AsyncIterator[World]:
+    """A world whose watchdog fires 0.05 s after a code expires or a start shows no code."""
+    built = build(expiry_grace=0.05, start_timeout=0.05)
+    yield built
+    await built.service.shutdown()
+
+
+async def create(world: World, key: str = KEY, owner: str = "alice", sid: str = "sid-1") -> Any:
+    return await world.service.create(key, "My Device", "baileys", owner, sid)
+
+
+async def pair(world: World, key: str = KEY) -> None:
+    await create(world, key)
+    await world.engine.events[key].qr_issued(key, "code-1", 60)
+    await world.engine.events[key].paired(key)
+    await world.engine.events[key].connected(key)
+
+
+async def eventually(condition: Callable[[], bool], timeout: float = 5.0) -> None:
+    """Poll `condition` until true, failing after `timeout` seconds."""
+    async with asyncio.timeout(timeout):
+        while not condition():
+            await asyncio.sleep(0.005)
+
+
+async def test_create_subscribes_then_publishes_then_starts_one_engine(world: World) -> None:
+    outcome = await create(world)
+
+    assert outcome.joined is False and outcome.session.state is SessionState.CREATED
+    assert world.history() == ["SessionCreated"]
+    assert world.notifier.log == [
+        ("subscribe", KEY, "sid-1"),
+        ("publish", KEY, ["SessionCreated"]),
+    ]
+    assert world.engine.told() == ["start"]
+    assert world.engine.events[KEY] is world.service
+    assert world.service.running_keys == {KEY}
+
+
+async def test_an_engine_qr_is_recorded_and_published(world: World) -> None:
+    await create(world)
+    world.clock.current = datetime(2031, 2, 3, 4, 5, 6, tzinfo=UTC)
+    await world.engine.events[KEY].qr_issued(KEY, "code-1", 60)
+
+    assert world.notifier.published() == ["SessionCreated", "QrIssued"]
+    session = world.sessions.get(KEY)
+    assert (session.state, session.qr_code) == (SessionState.QR, "code-1")
+    assert session.qr_expires_at == datetime(2031, 2, 3, 4, 6, 6, tzinfo=UTC)
+
+
+async def test_the_owner_joins_a_live_key_without_a_second_engine(world: World) -> None:
+    await create(world, sid="sid-1")
+    outcome = await create(world, sid="sid-2")
+    joined = await world.service.join(KEY, "alice", "sid-3")
+
+    assert outcome.joined is True and joined.state is SessionState.CREATED
+    assert [entry[2] for entry in world.notifier.log[-2:]] == ["sid-2", "sid-3"]
+    assert world.engine.told() == ["start"]
+    assert world.history() == ["SessionCreated"]
+    with pytest.raises(SessionNotFoundError) as refused:
+        await world.service.join("nobody", "alice", "sid-2")
+    assert refused.value.code == "not_found"
+
+
+INTRUSIONS: dict[str, Callable[[World], Awaitable[Any]]] = {
+    "create": lambda world: create(world, owner="mallory", sid="sid-m"),
+    "join": lambda world: world.service.join(KEY, "mallory", "sid-m"),
+    "logout": lambda world: world.service.logout(KEY, "mallory"),
+    "delete": lambda world: world.service.delete(KEY, "mallory"),
+}
+
+
+@pytest.mark.parametrize("request_", INTRUSIONS)
+async def test_another_owner_is_forbidden(world: World, request_: str) -> None:
+    await pair(world)
+    log = list(world.notifier.log)
+
+    with pytest.raises(ForbiddenError) as refused:
+        await INTRUSIONS[request_](world)
+
+    assert refused.value.code == "forbidden"
+    assert world.history() == ["SessionCreated", "QrIssued", "Authenticated", "Ready"]
+    assert world.notifier.log == log
+    assert world.engine.told() == ["start"]
+
+
+async def test_an_expired_qr_ends_the_pairing_and_discards_the_engine(world: World) -> None:
+    await create(world)
+    await world.engine.events[KEY].qr_issued(KEY, "code-1", 60)
+    await world.engine.events[KEY].qr_expired(KEY)
+
+    assert world.notifier.published()[-1] == "Disconnected(qr expired)"
+    assert world.engine.told() == ["start", "discard"]
+    assert world.service.running_keys == set()
+
+
+async def test_pairing_authenticates_then_readies(world: World) -> None:
+    await pair(world)
+
+    assert world.notifier.published() == ["SessionCreated", "QrIssued", "Authenticated", "Ready"]
+    session = world.sessions.get(KEY)
+    assert session.state is SessionState.READY and session.holds_credentials
+
+
+async def test_a_paired_device_keeps_its_engine_through_a_lost_connection(world: World) -> None:
+    await pair(world)
+    await world.engine.events[KEY].disconnected(KEY, R.CONNECTION_LOST)
+
+    assert world.state() is SessionState.DISCONNECTED
+    assert world.engine.told() == ["start"]
+    assert KEY in world.service.running_keys
+
+    await world.engine.events[KEY].connected(KEY)
+    assert world.notifier.published()[-2:] == ["Disconnected(connection lost)", "Ready"]
+    assert world.state() is SessionState.READY
+
+
+@pytest.mark.parametrize("reason", [R.CONNECTION_LOST, R.USER_LOGGED_OUT])
+async def test_an_unpaired_or_unlinked_device_is_discarded(world: World, reason: R) -> None:
+    await create(world)
+    await world.engine.events[KEY].qr_issued(KEY, "code-1", 60)
+    await world.engine.events[KEY].disconnected(KEY, reason)
+
+    assert world.history()[-1] == f"Disconnected({reason})"
+    assert world.engine.told() == ["start", "discard"]
+    assert world.service.running_keys == set()
+
+
+@pytest.mark.parametrize(
+    ("end", "reason"), [("logout", R.USER_LOGGED_OUT), ("delete", R.SESSION_REVOKED)]
+)
+async def test_the_owner_ending_a_session_unlinks_it(world: World, end: str, reason: R) -> None:
+    await pair(world)
+    session = await getattr(world.service, end)(KEY, "alice")
+
+    assert (session.state, session.reason) == (SessionState.DISCONNECTED, reason)
+    assert world.notifier.published()[-1] == f"Disconnected({reason})"
+    assert world.engine.told() == ["start", "logout"]
+    assert world.service.running_keys == set()
+
+    with pytest.raises(InvalidTransitionError) as refused:
+        await getattr(world.service, end)(KEY, "alice")
+    assert refused.value.code == "invalid_transition"
+    assert world.history()[-1] == f"Disconnected({reason})"
+
+
+@pytest.mark.parametrize(
+    ("end", "reason"), [("logout", R.USER_LOGGED_OUT), ("delete", R.SESSION_REVOKED)]
+)
+async def test_the_owner_can_end_a_device_while_it_reconnects(
+    world: World, end: str, reason: R
+) -> None:
+    await pair(world)
+    await world.engine.events[KEY].disconnected(KEY, R.CONNECTION_LOST)
+    assert KEY in world.service.running_keys  # still linked, and reconnecting
+
+    session = await getattr(world.service, end)(KEY, "alice")
+
+    assert (session.reason, session.holds_credentials) == (reason, False)
+    assert world.history()[-2:] == ["Disconnected(connection lost)", f"Disconnected({reason})"]
+    assert world.engine.told() == ["start", "logout"]
+    assert world.service.running_keys == set()
+
+
+@pytest.mark.parametrize(("engine", "told"), [("baileys", ["logout"]), ("gone-engine", [])])
+async def test_ending_a_key_no_engine_runs_here_still_unlinks_it(
+    world: World, engine: str, told: list[str]
+) -> None:
+    world.sessions.create(KEY, "My Device", engine, "alice")  # by a process that has gone
+    world.sessions.update(KEY, lambda session: session.authenticate())
+
+    await world.service.logout(KEY, "alice")
+
+    assert world.history()[-1] == "Disconnected(user logged out)"
+    assert world.engine.told() == told
+    assert world.service.running_keys == set()
+
+
+async def test_an_engine_that_cannot_start_leaves_a_lost_connection(world: World) -> None:
+    world.engine.fail_start = OSError("no network")
+
+    with pytest.raises(EngineUnavailableError) as refused:
+        await create(world)
+
+    assert refused.value.code == "engine_unavailable"
+    assert world.history() == ["SessionCreated", "Disconnected(connection lost)"]
+    assert world.notifier.published() == world.history()
+    assert world.engine.told() == ["start", "discard"]
+    assert world.service.running_keys == set()
+
+
+async def test_the_watchdog_expires_a_qr_the_engine_went_quiet_on(impatient: World) -> None:
+    world = impatient
+    await create(world, key="quiet")
+    await create(world, key="rotating")
+    await world.engine.events["rotating"].qr_issued("rotating", "old", 0.05)
+    await world.engine.events["rotating"].qr_issued("rotating", "new", 60)
+    await world.engine.events["quiet"].qr_issued("quiet", "only", 0.05)
+
+    await eventually(lambda: "Disconnected(qr expired)" in world.notifier.published("quiet"))
+
+    assert world.history("quiet") == ["SessionCreated", "QrIssued", "Disconnected(qr expired)"]
+    assert world.engine.told("quiet") == ["start", "discard"]
+    assert world.sessions.get("rotating").qr_code == "new"
+    assert world.state("rotating") is SessionState.QR
+
+
+async def test_engine_reports_out_of_turn_are_ignored(world: World) -> None:
+    await create(world)
+    await world.engine.events[KEY].connected(KEY)  # the table refuses created -> ready
+    assert world.history() == ["SessionCreated"] and KEY in world.service.running_keys
+
+    await world.engine.events[KEY].qr_expired(KEY)
+    await world.service.paired(KEY)  # the key no longer runs here
+    assert world.history() == ["SessionCreated", "Disconnected(qr expired)"]
+
+
+async def test_reports_for_a_live_key_this_service_does_not_run_are_ignored(world: World) -> None:
+    world.sessions.create(KEY, "My Device", "baileys", "alice")  # by another process
+
+    await world.service.qr_issued(KEY, "code", 60)
+    await world.service.paired(KEY)
+    await world.service.qr_issued("never-created", "code", 60)
+
+    assert world.history() == ["SessionCreated"]
+    assert world.notifier.log == []
+
+
+async def test_create_on_a_disconnected_key_restarts_it(world: World) -> None:
+    await create(world)
+    await world.engine.events[KEY].qr_expired(KEY)
+    outcome = await world.service.create(KEY, "Renamed", "simulator", "alice", "sid-2")
+
+    assert outcome.joined is False
+    assert (outcome.session.state, outcome.session.name) == (SessionState.CREATED, "Renamed")
+    assert outcome.session.engine == "simulator"
+    assert world.history() == ["SessionCreated", "Disconnected(qr expired)", "Restarted"]
+    assert world.notifier.log[-2:] == [
+        ("subscribe", KEY, "sid-2"),
+        ("publish", KEY, ["Restarted"]),
+    ]
+    assert world.engine.told() == ["start", "discard"]
+    # A restart is a new pairing: the engine forgets any old link before it starts.
+    assert world.other.told() == ["discard", "start"]
+    assert world.service.running_keys == {KEY}
+
+
+@pytest.mark.parametrize(("engine", "old", "new"), [
+    ("baileys", ["start", "discard", "start"], []),
+    ("simulator", ["start", "discard"], ["discard", "start"]),
+], ids=["same-engine", "other-engine"])  # fmt: skip
+async def test_create_after_a_lost_connection_forgets_the_old_link(
+    world: World, engine: str, old: list[str], new: list[str]
+) -> None:
+    await pair(world)
+    await world.engine.events[KEY].disconnected(KEY, R.CONNECTION_LOST)
+
+    await world.service.create(KEY, "My Device", engine, "alice", "sid-1")
+
+    session = world.sessions.get(KEY)
+    assert (session.state, session.holds_credentials) == (SessionState.CREATED, False)
+    assert world.history()[-2:] == ["Disconnected(connection lost)", "Restarted"]
+    assert (world.engine.told(), world.other.told()) == (old, new)
+
+
+async def test_create_on_a_key_left_live_by_a_gone_process_restarts_it(world: World) -> None:
+    world.sessions.create(KEY, "My Device", "baileys", "alice")
+    world.sessions.update(KEY, lambda session: session.authenticate())
+
+    outcome = await create(world)
+
+    assert outcome.joined is False and outcome.session.state is SessionState.CREATED
+    expected = ["Disconnected(connection lost)", "Restarted"]
+    assert world.history() == ["SessionCreated", "Authenticated", *expected]
+    assert world.notifier.log == [("subscribe", KEY, "sid-1"), ("publish", KEY, expected)]
+    assert world.engine.told() == ["discard", "start"]
+
+
+async def test_shutdown_stops_every_engine_and_records_lost_connections() -> None:
+    world = build()
+    await create(world, key="pairing")
+    await world.engine.events["pairing"].qr_issued("pairing", "code", 60)
+    await pair(world, key="paired")
+    await pair(world, key="offline")
+    await world.engine.events["offline"].disconnected("offline", R.CONNECTION_LOST)
+
+    await world.service.shutdown()
+
+    stopped = sorted(key for call, key in world.engine.calls if call == "stop")
+    assert stopped == ["offline", "paired", "pairing"]
+    for key in ("pairing", "paired", "offline"):
+        assert world.history(key)[-1] == "Disconnected(connection lost)"
+        assert world.notifier.published(key)[-1] == "Disconnected(connection lost)"
+    assert world.history("offline").count("Disconnected(connection lost)") == 1
+    assert world.service.running_keys == set()
+    assert asyncio.all_tasks() == {asyncio.current_task()}
+
+
+async def test_the_watchdog_ends_a_start_that_never_shows_a_code(impatient: World) -> None:
+    world = impatient
+    await create(world)  # the engine starts, then says nothing at all
+    await eventually(lambda: world.state() is SessionState.DISCONNECTED)
+    assert world.history() == ["SessionCreated", "Disconnected(connection lost)"]
+    assert world.engine.told() == ["start", "discard"]
+    assert KEY not in world.service.running_keys
+
+
+async def test_a_qr_code_without_a_positive_timeout_is_refused(world: World) -> None:
+    await create(world)
+    await world.engine.events[KEY].qr_issued(KEY, "code-1", 0)
+    assert world.history() == ["SessionCreated"]
+
+
+async def test_losing_a_create_race_to_another_process_neither_restarts_nor_starts(
+    world: World,
+) -> None:
+    """Between this process's lookup and its create, another process creates the key."""
+    real_find = world.sessions.find
+
+    def find_then_lose_the_race(key: str) -> Any:
+        found = real_find(key)
+        world.sessions.create(key, "Theirs", "baileys", "alice")
+        return found
+
+    world.sessions.find = find_then_lose_the_race  # type: ignore[method-assign]
+    with pytest.raises(InvalidTransitionError) as refused:
+        await create(world)
+    assert "being created elsewhere" in refused.value.message
+    assert world.history() == ["SessionCreated"]
+    assert world.engine.told() == []
+    assert world.notifier.log == []  # not even subscribed to a key that may be someone else's
