@@ -141,6 +141,11 @@ class PairingService:
     def running_keys(self) -> frozenset[str]:
         return frozenset(self._running)
 
+    @property
+    def watched_keys(self) -> frozenset[str]:
+        """Keys with an armed expiry watchdog: live sessions waiting on their engine."""
+        return frozenset(self._watchdogs)
+
     async def shutdown(self) -> None:
         """Take every device offline: they did lose their connection, so record it."""
         self._closing = True

@@ -4,7 +4,10 @@ from __future__ import annotations
 
 import argparse
 import logging
+import sys
 from collections.abc import Sequence
+
+from pydantic import ValidationError
 
 from entrypoints.settings import Settings
 
@@ -27,7 +30,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     overrides = {
         name: value for name, value in vars(args).items() if name != "command" and value is not None
     }
-    settings = Settings(**overrides)
+    try:
+        settings = Settings(**overrides)
+    except ValidationError as invalid:
+        for problem in invalid.errors(include_url=False, include_input=False):
+            name = "PAIRGATE_" + "_".join(str(part) for part in problem["loc"]).upper()
+            print(f"pairgate: {name}: {problem['msg']}", file=sys.stderr)
+        return 2
     if args.command == "serve":
         return serve_forever(settings)
     return 2

@@ -83,7 +83,10 @@ async def test_qr_codes_rotate_then_expire_and_the_engine_stops(server: Server) 
             "session.disconnected",
         ]
 
+    # Nothing keeps running for the dead session: no engine, no device, no timer.
     assert key not in server.pairgate.service.running_keys
+    assert key not in server.pairgate.service.watched_keys
+    assert not server.pairgate.simulator.serves(key)
     late = await server.post(f"/api/simulator/devices/{key}/scan", {"code": second})
     assert late.status_code == 404
     health = await server.get("/healthz")

@@ -224,6 +224,7 @@ async def test_an_expired_qr_ends_the_pairing_and_discards_the_engine(world: Wor
     assert world.notifier.published()[-1] == "Disconnected(qr expired)"
     assert world.engine.told() == ["start", "discard"]
     assert world.service.running_keys == set()
+    assert world.service.watched_keys == set()
 
 
 async def test_pairing_authenticates_then_readies(world: World) -> None:

@@ -1,0 +1,76 @@
+"""Settings from the environment, and the event store configuration they produce."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from pydantic import ValidationError
+
+from adapters.store import StoreConfig
+from entrypoints.settings import Settings
+
+
+def test_defaults_are_the_embedded_ones(monkeypatch: pytest.MonkeyPatch) -> None:
+    for name in ("PAIRGATE_DATABASE_URL", "PAIRGATE_STORE", "POSTGRES_DBNAME"):
+        monkeypatch.delenv(name, raising=False)
+    settings = Settings()
+    assert (settings.host, settings.port, settings.simulate) == ("127.0.0.1", 8000, False)
+    assert settings.sim_qr_timeouts == (60.0, 20.0, 20.0, 20.0, 20.0, 20.0)
+    assert settings.store_config().environment() == {
+        "PERSISTENCE_MODULE": "eventsourcing.sqlite",
+        "SQLITE_DBNAME": "data/pairgate.sqlite3",
+        "SQLITE_LOCK_TIMEOUT": "10",
+    }
+
+
+def test_variables_are_read_with_the_pairgate_prefix(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("PAIRGATE_SIMULATE", "1")
+    monkeypatch.setenv("PAIRGATE_SIM_QR_TIMEOUTS", "2, 1.5")
+    monkeypatch.setenv("PAIRGATE_DATA_DIR", "/var/lib/pairgate")
+    settings = Settings()
+    assert settings.simulate is True
+    assert settings.sim_qr_timeouts == (2.0, 1.5)
+    assert settings.data_dir == Path("/var/lib/pairgate")
+
+
+@pytest.mark.parametrize("timeouts", ["0,1", "-5", "", "a,b"])
+def test_qr_timeouts_must_be_positive_seconds(
+    monkeypatch: pytest.MonkeyPatch, timeouts: str
+) -> None:
+    monkeypatch.setenv("PAIRGATE_SIM_QR_TIMEOUTS", timeouts)
+    with pytest.raises(ValidationError, match="sim_qr_timeouts"):
+        Settings()
+
+
+def test_a_database_url_selects_postgres_and_stays_secret() -> None:
+    settings = Settings(database_url="postgresql://app:s3cret%21@db.example:6543/pairs?schema=gw")
+    assert "s3cret" not in repr(settings) and "s3cret" not in str(settings)
+    assert settings.store_config().environment() == {
+        "PERSISTENCE_MODULE": "eventsourcing.postgres",
+        "POSTGRES_HOST": "db.example",
+        "POSTGRES_PORT": "6543",
+        "POSTGRES_DBNAME": "pairs",
+        "POSTGRES_USER": "app",
+        "POSTGRES_PASSWORD": "s3cret!",
+        "POSTGRES_SCHEMA": "gw",
+    }
+
+
+def test_eventsourcing_postgres_variables_select_postgres(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("PAIRGATE_DATABASE_URL", raising=False)
+    monkeypatch.setenv("POSTGRES_DBNAME", "pairgate")
+    config = Settings().store_config()
+    assert config.kind == "postgres"
+    # Only the module is set: eventsourcing reads POSTGRES_* from the environment itself.
+    assert config.environment() == {"PERSISTENCE_MODULE": "eventsourcing.postgres"}
+
+
+def test_other_url_schemes_are_refused() -> None:
+    with pytest.raises(ValueError, match="postgresql://"):
+        StoreConfig(kind="postgres", database_url="mysql://db/pairs").environment()
+
+
+def test_memory_store_for_experiments() -> None:
+    environment = Settings(store="memory").store_config().environment()
+    assert environment == {"PERSISTENCE_MODULE": "eventsourcing.popo"}
