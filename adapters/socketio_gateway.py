@@ -58,6 +58,7 @@ class PairingNamespace(socketio.AsyncNamespace):  # type: ignore[misc]  # untype
             "session.join": self._join,
             "session.logout": self._logout,
             "session.delete": self._delete,
+            "session.history": self._history,
         }
 
     async def trigger_event(self, event: str, *args: Any) -> Any:
@@ -99,6 +100,11 @@ class PairingNamespace(socketio.AsyncNamespace):  # type: ignore[misc]  # untype
     async def _delete(self, sid: str, data: Any) -> Reply:
         request = payloads.parse(payloads.KeyRequest, data)
         return describe(await self._service.delete(request.key, self._identities[sid]))
+
+    async def _history(self, sid: str, data: Any) -> Reply:
+        request = payloads.parse(payloads.KeyRequest, data)
+        entries = await self._service.history(request.key, self._identities[sid])
+        return {"key": request.key, "events": [entry.as_dict() for entry in entries]}
 
     # -- replies ----------------------------------------------------------------------
 

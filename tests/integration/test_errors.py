@@ -11,6 +11,7 @@ from tests.helpers import Client, Server, clients, running, unique_key
 
 VALID = {"key": "device-ok", "name": "My Device", "engine": "simulator"}
 NO_PAYLOAD = object()
+KEY_EVENTS = ["session.join", "session.logout", "session.delete", "session.history"]
 
 BAD_CREATES: list[tuple[str, Any, str]] = [
     ("no payload", NO_PAYLOAD, "invalid_payload"),
@@ -72,7 +73,7 @@ async def test_bad_create_is_refused_with_a_typed_error(
         await assert_healthy(server, client)
 
 
-@pytest.mark.parametrize("event", ["session.join", "session.logout", "session.delete"])
+@pytest.mark.parametrize("event", KEY_EVENTS)
 @pytest.mark.parametrize(
     ("payload", "code"),
     [("device123", "invalid_payload"), ({}, "invalid_payload"), ({"key": "a b"}, "invalid_key")],
@@ -86,7 +87,7 @@ async def test_bad_key_requests_are_refused(
         assert (await client.wait_for("session.error"))["code"] == code
 
 
-@pytest.mark.parametrize("event", ["session.join", "session.logout", "session.delete"])
+@pytest.mark.parametrize("event", KEY_EVENTS)
 async def test_unknown_key_is_not_found(server: Server, event: str) -> None:
     key = unique_key("missing")
     async with clients(server.url) as [client]:

@@ -43,6 +43,17 @@ async def test_seed_example_pairs_end_to_end(server: Server) -> None:
             "session.ready",
         ]
 
+        audit = await client.call("session.history", {"key": "device123"})
+        assert audit["ok"] is True and audit["key"] == "device123"
+        assert [(e["version"], e["type"], e["state"]) for e in audit["events"]] == [
+            (1, "SessionCreated", "created"),
+            (2, "QrIssued", "qr"),
+            (3, "Authenticated", "authenticated"),
+            (4, "Ready", "ready"),
+        ]
+        assert audit["events"][1]["timeout"] == 2
+        assert code not in str(audit)  # the QR text is a pairing secret
+
     history = server.pairgate.sessions.history("device123")
     assert [type(event).__name__ for event in history] == [
         "SessionCreated",
