@@ -64,11 +64,21 @@ class PairingNamespace(socketio.AsyncNamespace):  # type: ignore[misc]  # untype
     async def trigger_event(self, event: str, *args: Any) -> Any:
         if event in ("connect", "disconnect"):
             return await super().trigger_event(event, *args)
-        handler = self._handlers.get(event)
-        if handler is None:
-            return None  # unknown events are ignored, as Socket.IO servers do
         sid, data = args[0], (args[1] if len(args) > 1 else None)
-        return await self._reply(sid, handler, data)
+        handler = self._handlers.get(event)
+        if handler is not None:
+            return await self._reply(sid, handler, data)
+        if isinstance(event, str) and event.startswith("session."):
+            return await self._reply(sid, self._unknown_request(event), data)
+        return None  # other events are not pairgate's: ignored, as Socket.IO servers do
+
+    def _unknown_request(self, event: str) -> Handler:
+        async def refuse(sid: str, data: Any) -> Reply:
+            known = ", ".join(sorted(self._handlers))
+            message = f"unknown request {event[:64]!r}; use one of: {known}"
+            raise payloads.RequestRefused("invalid_payload", message, payloads.echo_key(data))
+
+        return refuse
 
     async def on_connect(self, sid: str, environ: dict[str, Any], auth: Any = None) -> None:
         self._identities[sid] = DEFAULT_IDENTITY

@@ -129,3 +129,15 @@ async def test_real_engines_are_unavailable_outside_simulator_mode(settings: Set
         assert unknown["error"]["code"] == "unknown_engine"
         assert (await server.post("/api/simulator/devices/device-ok/scan", {})).status_code == 404
         assert server.pairgate.sessions.find("device-ok") is None
+
+
+async def test_an_unknown_session_request_is_refused(server: Server) -> None:
+    async with clients(server.url) as [client]:
+        ack = await client.call("session.restart", {"key": "device123"})
+        assert ack["ok"] is False and ack["error"]["code"] == "invalid_payload"
+        assert "session.create" in ack["error"]["message"]
+        error = await client.wait_for("session.error")
+        assert error["key"] == "device123" and error["code"] == "invalid_payload"
+        # Events outside pairgate's protocol are left alone, as Socket.IO servers do.
+        assert await client.call("chat.message", {"text": "hi"}) is None
+        await assert_healthy(server, client)
