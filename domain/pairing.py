@@ -104,8 +104,7 @@ class PairingService:
             return Outcome(change.session)
 
     async def join(self, key: str, owner: str, subscriber: str) -> DeviceSession:
-        session = await self._store(self.sessions.get, key)
-        _check_owner(session, owner)
+        session = await self._owned(key, owner)
         await self._notifier.subscribe(key, subscriber)
         return session
 
@@ -116,8 +115,7 @@ class PairingService:
         return await self._end_by_owner(key, owner, Reason.SESSION_REVOKED)
 
     async def history(self, key: str, owner: str) -> list[HistoryEntry]:
-        session = await self._store(self.sessions.get, key)
-        _check_owner(session, owner)
+        await self._owned(key, owner)
         return session_history(await self._store(self.sessions.history, key))
 
     async def find(self, key: str) -> DeviceSession | None:
@@ -195,11 +193,15 @@ class PairingService:
 
     async def _end_by_owner(self, key: str, owner: str, reason: DisconnectReason) -> DeviceSession:
         async with self._lock(key):
-            session = await self._store(self.sessions.get, key)
-            _check_owner(session, owner)
+            await self._owned(key, owner)
             change = await self._update(key, _disconnect(reason))
             await self._settle(key, change, unlink=True)
             return change.session
+
+    async def _owned(self, key: str, owner: str) -> DeviceSession:
+        session = await self._store(self.sessions.get, key)
+        _check_owner(session, owner)
+        return session
 
     async def _from_engine(self, key: str, command: Callable[[DeviceSession], None]) -> None:
         async with self._lock(key):
