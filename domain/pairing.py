@@ -26,6 +26,7 @@ from domain.history import HistoryEntry, session_history
 from domain.ports import Clock, EngineCatalog, SessionNotifier, WhatsAppEngine
 from domain.services import Change, DeviceSessions, IntegrityError
 from domain.session import DeviceSession, DisconnectReason, SessionState
+from domain.watchdog import Watchdog
 
 log = logging.getLogger(__name__)
 
@@ -66,8 +67,7 @@ class PairingService:
         self._start_timeout = start_timeout
         self._running: dict[str, WhatsAppEngine] = {}
         self._closing = False
-        self._watchdogs: dict[str, asyncio.TimerHandle] = {}
-        self._tasks: set[asyncio.Task[None]] = set()
+        self._watchdog = Watchdog(self._expire_if_unchanged)
         self._locks: weakref.WeakValueDictionary[str, asyncio.Lock] = weakref.WeakValueDictionary()
 
     # -- client requests --------------------------------------------------------------
@@ -148,7 +148,7 @@ class PairingService:
     @property
     def watched_keys(self) -> frozenset[str]:
         """Keys with an armed expiry watchdog: live sessions waiting on their engine."""
-        return frozenset(self._watchdogs)
+        return self._watchdog.keys
 
     async def shutdown(self) -> None:
         """Take every device offline: they did lose their connection, so record it."""
@@ -158,13 +158,11 @@ class PairingService:
                 engine = self._running.pop(key, None)
                 if engine is None:
                     continue
-                self._disarm(key)
+                self._watchdog.disarm(key)
                 await _quietly(engine.stop(key), "stop", key)
                 change = await self._update(key, _disconnect_if(Reason.CONNECTION_LOST, None))
                 await self._notifier.publish(key, change.events)
-        for task in list(self._tasks):
-            task.cancel()
-        await asyncio.gather(*self._tasks, return_exceptions=True)
+        await self._watchdog.close()
 
     # -- internals --------------------------------------------------------------------
 
@@ -222,7 +220,7 @@ class PairingService:
         """Project a saved change: to subscribers first, then to timers and the engine."""
         await self._notifier.publish(key, change.events)
         session = change.session
-        self._disarm(key)
+        self._watchdog.disarm(key)
         if session.is_live:
             self._arm(key, session)
         elif session.state is S.DISCONNECTED and not session.holds_credentials:
@@ -243,31 +241,19 @@ class PairingService:
         (an engine that never showed a code) as `connection lost`."""
         if session.state is S.QR:
             delay = session.qr_seconds_left(self._clock.now()) + self._expiry_grace
-            reason = Reason.QR_EXPIRED
         elif session.state is S.CREATED:
-            delay, reason = self._start_timeout, Reason.CONNECTION_LOST
+            delay = self._start_timeout
         else:
             return
-        self._watchdogs[key] = asyncio.get_running_loop().call_later(
-            delay, self._spawn_expiry, key, session.version, reason
-        )
+        self._watchdog.arm(key, delay, session.version)
 
-    def _disarm(self, key: str) -> None:
-        handle = self._watchdogs.pop(key, None)
-        if handle is not None:
-            handle.cancel()
-
-    def _spawn_expiry(self, key: str, version: int, reason: DisconnectReason) -> None:
-        task = asyncio.ensure_future(self._expire_if_unchanged(key, version, reason))
-        self._tasks.add(task)
-        task.add_done_callback(self._tasks.discard)
-
-    async def _expire_if_unchanged(self, key: str, version: int, reason: DisconnectReason) -> None:
+    async def _expire_if_unchanged(self, key: str, version: int) -> None:
         def expire(session: DeviceSession) -> None:
             if session.version == version:
+                reason = Reason.QR_EXPIRED if session.state is S.QR else Reason.CONNECTION_LOST
+                log.warning("engine went quiet on %s; ending it as %r", key, reason.value)
                 session.disconnect(reason)
 
-        log.warning("engine went quiet on %s; ending it as %r", key, reason.value)
         await self._from_engine(key, expire)
 
     async def _update(self, key: str, command: Callable[[DeviceSession], None]) -> Change:
