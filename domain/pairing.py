@@ -223,7 +223,7 @@ class PairingService:
         self._watchdog.disarm(key)
         if session.is_live:
             self._arm(key, session)
-        elif session.state is S.DISCONNECTED and not session.holds_credentials:
+        elif not session.holds_credentials:
             # The engine may not run here (a restarted process): its credentials go anyway.
             engine = self._running.pop(key, None) or self._engine_named(session.engine)
             if engine is not None:

@@ -44,7 +44,7 @@ def whatsapp_shaped_code() -> str:
 class _Device:
     events: EngineEvents
     stopped: asyncio.Event = field(default_factory=asyncio.Event)
-    task: asyncio.Task[None] | None = None
+    task: asyncio.Task[None] | None = None  # held: the event loop keeps only weak references
     code: str | None = None
     code_deadline: float = 0.0
 
@@ -114,12 +114,11 @@ class SimulatedEngine:
         """The network drops: a paired device reconnects after `reconnect_delay`."""
         device = self._device(key)
         device.stopped.set()
-        if key not in self._credentials:
+        paired = key in self._credentials
+        if not paired:
             self._devices.pop(key, None)
-            await device.events.disconnected(key, DisconnectReason.CONNECTION_LOST)
-            return
         await device.events.disconnected(key, DisconnectReason.CONNECTION_LOST)
-        if self._devices.get(key) is device:
+        if paired and self._devices.get(key) is device:
             again = self._devices[key] = _Device(device.events)
             again.task = asyncio.create_task(
                 self._connect(key, again, delay=self._reconnect_delay), name=f"simulator:{key}"
