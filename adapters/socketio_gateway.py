@@ -113,8 +113,8 @@ class PairingNamespace(socketio.AsyncNamespace):  # type: ignore[misc]  # untype
 
     async def _history(self, sid: str, data: Any) -> Reply:
         request = payloads.parse(payloads.KeyRequest, data)
-        entries = await self._service.history(request.key, self._identities[sid])
-        return {"key": request.key, "events": [entry.as_dict() for entry in entries]}
+        events = await self._service.history(request.key, self._identities[sid])
+        return {"key": request.key, "events": events}
 
     # -- replies ----------------------------------------------------------------------
 

@@ -45,3 +45,12 @@ class UnknownEngineError(DeviceSessionError):
 
 class EngineUnavailableError(DeviceSessionError):
     code = "engine_unavailable"
+
+
+class VersionOutOfRangeError(DeviceSessionError):
+    code = "invalid_payload"
+
+    def __init__(self, key: str, version: int, last: int) -> None:
+        super().__init__(
+            f"session {key!r} has versions 1 to {last}; there is no version {version}", key=key
+        )

@@ -22,7 +22,7 @@ from domain.errors import (
     ForbiddenError,
     InvalidTransitionError,
 )
-from domain.history import HistoryEntry, session_history
+from domain.history import Record, session_history
 from domain.ports import Clock, EngineCatalog, SessionNotifier, WhatsAppEngine
 from domain.services import Change, DeviceSessions, IntegrityError
 from domain.session import DeviceSession, DisconnectReason, SessionState
@@ -114,9 +114,9 @@ class PairingService:
     async def delete(self, key: str, owner: str) -> DeviceSession:
         return await self._end_by_owner(key, owner, Reason.SESSION_REVOKED)
 
-    async def history(self, key: str, owner: str) -> list[HistoryEntry]:
+    async def history(self, key: str, owner: str, at: int | None = None) -> list[Record]:
         await self._owned(key, owner)
-        return session_history(await self._store(self.sessions.history, key))
+        return session_history(await self._store(self.sessions.history, key, at))
 
     async def find(self, key: str) -> DeviceSession | None:
         return await self._store(self.sessions.find, key)

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from uuid import UUID
 
@@ -10,7 +10,7 @@ from eventsourcing.application import AggregateNotFoundError, Application
 from eventsourcing.domain import DomainEventProtocol
 from eventsourcing.persistence import IntegrityError
 
-from domain.errors import SessionNotFoundError
+from domain.errors import SessionNotFoundError, VersionOutOfRangeError
 from domain.session import DeviceSession, session_id
 
 Event = DomainEventProtocol[UUID]
@@ -33,6 +33,7 @@ class DeviceSessions(Application[UUID]):
     """
 
     name = "pairgate"
+    log_section_size = 100
 
     def find(self, key: str) -> DeviceSession | None:
         try:
@@ -58,8 +59,25 @@ class DeviceSessions(Application[UUID]):
         command(session)
         return self._save(session)
 
-    def history(self, key: str) -> list[Event]:
-        return list(self.events.get(session_id(key)))
+    def history(self, key: str, at: int | None = None) -> list[Event]:
+        """The key's events in order, up to version `at` (all of them if None)."""
+        events = list(self.events.get(session_id(key)))
+        if not events:
+            raise SessionNotFoundError(key)
+        if at is None:
+            return events
+        if not 1 <= at <= len(events):  # versions run 1, 2, 3 ... without gaps
+            raise VersionOutOfRangeError(key, at, len(events))
+        return events[:at]
+
+    def notifications(self, since: int = 0, page: int = 100) -> Iterator[tuple[int, Event]]:
+        """Every recorded event of every session in global order, after position `since`."""
+        while section := self.notification_log.select(
+            start=since, limit=page, inclusive_of_start=False
+        ):
+            for notification in section:
+                yield notification.id, self.mapper.to_domain_event(notification)
+            since = section[-1].id
 
     def _save(self, session: DeviceSession) -> Change:
         recordings = self.save(session)

@@ -1,20 +1,26 @@
-"""`pairgate serve`: the command line."""
+"""The command line: `pairgate serve | history | export`."""
 
 from __future__ import annotations
 
 import argparse
+import json
 import logging
+import os
 import sys
 from collections.abc import Sequence
+from typing import Any, TextIO
 
 from pydantic import ValidationError
 
 from entrypoints.settings import Settings
 
+SETTINGS_FLAGS = ("host", "port", "simulate", "data_dir")
 
-def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="pairgate", description=__doc__)
-    commands = parser.add_subparsers(dest="command", required=True)
+
+def parser() -> argparse.ArgumentParser:
+    root = argparse.ArgumentParser(prog="pairgate", description="Link WhatsApp devices by QR code.")
+    commands = root.add_subparsers(dest="command", required=True)
+
     serve = commands.add_parser("serve", help="run the Socket.IO pairing service")
     serve.add_argument("--host", help="interface to bind (default 127.0.0.1)")
     serve.add_argument("--port", type=int, help="port to listen on (default 8000)")
@@ -24,11 +30,28 @@ def main(argv: Sequence[str] | None = None) -> int:
         default=None,
         help="serve every engine name with the built-in simulator (offline)",
     )
-    serve.add_argument("--data-dir", help="where the SQLite event store lives (default ./data)")
-    args = parser.parse_args(argv)
 
+    history = commands.add_parser("history", help="a session's recorded events, oldest first")
+    history.add_argument("key")
+    history.add_argument("--at", type=int, metavar="VERSION", help="stop at this version")
+    history.add_argument("--json", action="store_true", help="print a JSON array")
+
+    export = commands.add_parser("export", help="every recorded event as JSON lines")
+    export.add_argument(
+        "--since", type=int, default=0, metavar="POSITION", help="resume after this position"
+    )
+
+    for command in (serve, history, export):
+        command.add_argument("--data-dir", help="the SQLite event store's directory (./data)")
+    return root
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = parser().parse_args(argv)
     overrides = {
-        name: value for name, value in vars(args).items() if name != "command" and value is not None
+        name: getattr(args, name)
+        for name in SETTINGS_FLAGS
+        if getattr(args, name, None) is not None
     }
     try:
         settings = Settings(**overrides)
@@ -39,7 +62,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2
     if args.command == "serve":
         return serve_forever(settings)
-    return 2
+    try:
+        return run_audit(args, settings, sys.stdout)
+    except BrokenPipeError:  # `pairgate export | head`: the reader has all it wanted
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 0
 
 
 def serve_forever(settings: Settings) -> int:
@@ -61,3 +88,47 @@ def serve_forever(settings: Settings) -> int:
     )
     PairgateServer(config).run()
     return 0
+
+
+def run_audit(args: argparse.Namespace, settings: Settings, out: TextIO) -> int:
+    """`history` and `export` read the event store directly; no server needs to run."""
+    from adapters.store import open_store
+    from domain.errors import DeviceSessionError
+    from domain.history import export_records, session_history
+
+    sessions = open_store(settings.store_config())
+    try:
+        if args.command == "export":
+            for record in export_records(sessions, args.since):
+                out.write(json.dumps(record) + "\n")
+            return 0
+        records = session_history(sessions.history(args.key, args.at))
+    except DeviceSessionError as refused:
+        print(f"pairgate: {refused.message}", file=sys.stderr)
+        return 1
+    finally:
+        sessions.close()
+    out.write(json.dumps(records, indent=2) + "\n" if args.json else table(records))
+    return 0
+
+
+def table(records: list[dict[str, Any]]) -> str:
+    header = ("VERSION", "TIMESTAMP (UTC)", "TYPE", "STATE", "DETAILS")
+    rows = [header] + [
+        (
+            str(r["version"]),
+            r["timestamp"][:23].replace("T", " "),
+            r["type"],
+            r["state"],
+            "  ".join(f"{k}={v}" for k, v in list(r.items())[4:]),
+        )
+        for r in records
+    ]
+    widths = [max(len(row[i]) for row in rows) for i in range(len(header) - 1)]
+    return "".join(
+        "  ".join(cell.ljust(width) for cell, width in zip(row, widths, strict=False)).rstrip()
+        + "  "
+        + row[-1]
+        + "\n"
+        for row in rows
+    )

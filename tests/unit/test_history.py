@@ -21,7 +21,7 @@ def test_history_lists_each_event_with_the_state_after_it() -> None:
     sessions.update("device123", lambda s: s.disconnect(DisconnectReason.USER_LOGGED_OUT))
     sessions.update("device123", lambda s: s.restart("New name", "neonize"))
 
-    entries = [e.as_dict() for e in session_history(sessions.history("device123"))]
+    entries = session_history(sessions.history("device123"))
 
     assert [(e["version"], e["type"], e["state"]) for e in entries] == [
         (1, "SessionCreated", "created"),
