@@ -122,7 +122,8 @@ class DeviceSessionsMachine(RuleBasedStateMachine):
         self.runner.close()
 
     def stream(self, key: str) -> list[tuple[str, int]]:
-        return [(type(e).__name__, e.originator_version) for e in self.sessions.history(key)]
+        events = self.sessions.events.get(session_id(key))  # raw: also for keys never created
+        return [(type(e).__name__, e.originator_version) for e in events]
 
     def allows(self, key: str, trigger: str, reason: DisconnectReason | None = None) -> bool:
         """Whether the table allows `trigger` on `key` (for disconnect: with `reason`, or
