@@ -10,6 +10,8 @@ from typing import Annotated, Any, Literal, TypeVar
 
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints, ValidationError
 
+from domain.session import DeviceSession, SessionState
+
 KEY_PATTERN = r"^[A-Za-z0-9_.-]{1,64}$"
 Key = Annotated[str, StringConstraints(pattern=KEY_PATTERN, min_length=1, max_length=64)]
 # 1-128 printable characters: no control characters, no line breaks.
@@ -90,6 +92,19 @@ class SessionError(Emission):
     key: str | None
     code: ErrorCode
     message: str
+
+
+def describe(session: DeviceSession) -> dict[str, Any]:
+    """A session as acknowledgements and the HTTP API show it."""
+    view: dict[str, Any] = {
+        "key": session.key,
+        "state": session.state.value,
+        "name": session.name,
+        "engine": session.engine,
+    }
+    if session.state is SessionState.DISCONNECTED and session.reason is not None:
+        view["reason"] = session.reason.value
+    return view
 
 
 class RequestRefused(Exception):

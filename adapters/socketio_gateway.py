@@ -14,30 +14,18 @@ from typing import Any
 import socketio
 
 from adapters import payloads
+from adapters.payloads import describe
 from adapters.projection import SocketIoNotifier
 from domain.errors import DeviceSessionError
 from domain.pairing import PairingService
 from domain.ports import Clock
-from domain.session import DeviceSession, SessionState
+from domain.session import DeviceSession
 
 log = logging.getLogger(__name__)
 
 DEFAULT_IDENTITY = "default"
 Reply = dict[str, Any]
 Handler = Callable[[str, Any], Awaitable[Reply]]
-
-
-def describe(session: DeviceSession) -> Reply:
-    """A session as acknowledgements show it."""
-    view: Reply = {
-        "key": session.key,
-        "state": session.state.value,
-        "name": session.name,
-        "engine": session.engine,
-    }
-    if session.state is SessionState.DISCONNECTED and session.reason is not None:
-        view["reason"] = session.reason.value
-    return view
 
 
 class PairingNamespace(socketio.AsyncNamespace):  # type: ignore[misc]  # untyped library

@@ -114,6 +114,11 @@ class PairingService:
     async def delete(self, key: str, owner: str) -> DeviceSession:
         return await self._end_by_owner(key, owner, Reason.SESSION_REVOKED)
 
+    async def state(self, key: str, owner: str, at: int | None = None) -> DeviceSession:
+        """The session now, or right after its event number `at`."""
+        session = await self._owned(key, owner)
+        return session if at is None else await self._store(self.sessions.state_at, key, at)
+
     async def history(self, key: str, owner: str, at: int | None = None) -> list[Record]:
         await self._owned(key, owner)
         return session_history(await self._store(self.sessions.history, key, at))

@@ -49,6 +49,15 @@ class DeviceSessions(Application[UUID]):
             raise SessionNotFoundError(key)
         return session
 
+    def state_at(self, key: str, version: int) -> DeviceSession:
+        """The session as it was right after its event number `version`."""
+        last = self.get(key).version
+        if not 1 <= version <= last:
+            raise VersionOutOfRangeError(key, version, last)
+        session: object = self.repository.get(session_id(key), version=version)
+        assert isinstance(session, DeviceSession)
+        return session
+
     def create(self, key: str, name: str, engine: str, owner: str) -> Change:
         """Record a new session. IntegrityError if the key already has a stream."""
         session = DeviceSession(key=key, name=name, engine=engine, owner=owner)

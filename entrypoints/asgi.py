@@ -8,6 +8,7 @@ from collections.abc import AsyncIterator
 import socketio
 from starlette.applications import Starlette
 
+from adapters.http_api import session_routes
 from adapters.web import health_routes, simulator_routes
 from domain.ports import Clock
 from entrypoints.bootstrap import Pairgate, bootstrap
@@ -16,7 +17,7 @@ from entrypoints.settings import Settings
 
 def create_app(settings: Settings | None = None, clock: Clock | None = None) -> socketio.ASGIApp:
     pairgate = bootstrap(settings or Settings(), clock)
-    routes = health_routes(pairgate.service)
+    routes = health_routes(pairgate.service) + session_routes(pairgate.service)
     if pairgate.simulator is not None:
         routes += simulator_routes(pairgate.simulator, pairgate.service)
 
