@@ -2,13 +2,20 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import binascii
+from dataclasses import dataclass, field
 from pathlib import Path
 from urllib.parse import parse_qs, unquote, urlsplit
 
 from domain.services import DeviceSessions
 
 SQLITE_FILE = "pairgate.sqlite3"
+CIPHER = "eventsourcing.cryptography:AESCipher"  # AES-GCM, from the cryptography package
+COMPRESSOR = "eventsourcing.compressor:ZlibCompressor"
+
+
+class StoreUnreadableError(Exception):
+    """The store cannot be opened or read as configured; the message says which setting."""
 
 
 @dataclass(frozen=True)
@@ -17,10 +24,18 @@ class StoreConfig:
 
     kind: str = "sqlite"
     data_dir: Path = Path("data")
-    database_url: str | None = None
+    database_url: str | None = field(default=None, repr=False)
+    cipher_key: str | None = field(default=None, repr=False)
 
     def environment(self) -> dict[str, str]:
         """The eventsourcing environment variables for this configuration."""
+        if not self.cipher_key:
+            return self._persistence()
+        # Compressed, then encrypted: ciphertext does not compress.
+        encryption = {"CIPHER_TOPIC": CIPHER, "CIPHER_KEY": self.cipher_key}
+        return {**self._persistence(), **encryption, "COMPRESSOR_TOPIC": COMPRESSOR}
+
+    def _persistence(self) -> dict[str, str]:
         if self.kind == "memory":
             return {"PERSISTENCE_MODULE": "eventsourcing.popo"}
         if self.kind == "postgres":
@@ -59,6 +74,40 @@ def _postgres_env(url: str | None) -> dict[str, str]:
 
 
 def open_store(config: StoreConfig) -> DeviceSessions:
+    """The store, proven readable with this configuration (StoreUnreadableError if not)."""
     if config.kind == "sqlite":
         config.data_dir.mkdir(parents=True, exist_ok=True)
-    return DeviceSessions(env=config.environment())
+    try:
+        sessions = DeviceSessions(env=config.environment())
+    except (ValueError, binascii.Error) as error:
+        if not config.cipher_key:
+            raise
+        raise StoreUnreadableError(
+            "PAIRGATE_CIPHER_KEY must be 16, 24 or 32 bytes in base64 "
+            f"(`pairgate keygen` prints one): {error}"
+        ) from None
+    try:
+        _read_first_event(sessions)
+    except Exception as error:
+        sessions.close()
+        raise StoreUnreadableError(_unreadable(config, error)) from None
+    return sessions
+
+
+def _read_first_event(sessions: DeviceSessions) -> None:
+    """Decode one stored event: a wrong key must stop start-up, never yield garbage later."""
+    for notification in sessions.notification_log.select(start=None, limit=1):
+        sessions.mapper.to_domain_event(notification)
+
+
+def _unreadable(config: StoreConfig, error: Exception) -> str:
+    if config.cipher_key:
+        return (
+            "the stored events cannot be decrypted with PAIRGATE_CIPHER_KEY: it is not the "
+            "key they were written with, or they were written without one "
+            f"({type(error).__name__})"
+        )
+    return (
+        "the stored events cannot be read: they look encrypted, so set PAIRGATE_CIPHER_KEY "
+        f"to the key they were written with ({type(error).__name__})"
+    )

@@ -41,6 +41,8 @@ def parser() -> argparse.ArgumentParser:
         "--since", type=int, default=0, metavar="POSITION", help="resume after this position"
     )
 
+    commands.add_parser("keygen", help="print a new PAIRGATE_CIPHER_KEY (AES-256, base64)")
+
     for command in (serve, history, export):
         command.add_argument("--data-dir", help="the SQLite event store's directory (./data)")
     return root
@@ -48,6 +50,11 @@ def parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = parser().parse_args(argv)
+    if args.command == "keygen":
+        from eventsourcing.cryptography import AESCipher
+
+        print(AESCipher.create_key(num_bytes=32))
+        return 0
     overrides = {
         name: getattr(args, name)
         for name in SETTINGS_FLAGS
@@ -60,10 +67,15 @@ def main(argv: Sequence[str] | None = None) -> int:
             name = "PAIRGATE_" + "_".join(str(part) for part in problem["loc"]).upper()
             print(f"pairgate: {name}: {problem['msg']}", file=sys.stderr)
         return 2
-    if args.command == "serve":
-        return serve_forever(settings)
+    from adapters.store import StoreUnreadableError
+
     try:
+        if args.command == "serve":
+            return serve_forever(settings)
         return run_audit(args, settings, sys.stdout)
+    except StoreUnreadableError as unreadable:
+        print(f"pairgate: {unreadable}", file=sys.stderr)
+        return 2
     except BrokenPipeError:  # `pairgate export | head`: the reader has all it wanted
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         return 0

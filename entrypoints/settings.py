@@ -20,6 +20,8 @@ class Settings(BaseSettings):
     simulate: bool = False
     data_dir: Path = Path("data")
     database_url: SecretStr | None = None
+    # AES-GCM key (base64 of 16, 24 or 32 bytes) for events at rest; `pairgate keygen`.
+    cipher_key: SecretStr | None = None
     # eventsourcing's own variable: when set, PostgreSQL is configured by POSTGRES_*.
     postgres_dbname: str | None = Field(None, validation_alias=AliasChoices("POSTGRES_DBNAME"))
     store: Literal["sqlite", "postgres", "memory"] | None = Field(
@@ -53,5 +55,13 @@ class Settings(BaseSettings):
         kind = self.store
         if kind is None:
             kind = "postgres" if self.database_url or self.postgres_dbname else "sqlite"
-        url = self.database_url.get_secret_value() if self.database_url else None
-        return StoreConfig(kind=kind, data_dir=self.data_dir, database_url=url)
+        return StoreConfig(
+            kind=kind,
+            data_dir=self.data_dir,
+            database_url=_reveal(self.database_url),
+            cipher_key=_reveal(self.cipher_key),
+        )
+
+
+def _reveal(secret: SecretStr | None) -> str | None:
+    return secret.get_secret_value() if secret is not None else None

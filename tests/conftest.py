@@ -10,14 +10,16 @@ from entrypoints.settings import Settings
 from tests.helpers import POSTGRES_URL, Server, postgres_available, start_server
 
 FAST_QR = (2.0, 2.0)
+TEST_CIPHER_KEY = "EfOssJp2onwPHNocJcWH1JYV92G0C0gIv/wB2vOiUMQ="  # for tests only
 
 
-@pytest.fixture(params=["sqlite", "postgres"])
+@pytest.fixture(params=["sqlite", "postgres", "postgres+cipher"])
 def store_settings(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[dict[str, object]]:
-    """The same scenarios on the embedded SQLite file and on a real PostgreSQL."""
+    """The same scenarios on the embedded SQLite file, on a real PostgreSQL, and encrypted."""
     if request.param == "sqlite":
         yield {"data_dir": tmp_path / "data"}
         return
+    cipher = {"cipher_key": TEST_CIPHER_KEY} if request.param.endswith("+cipher") else {}
     if not postgres_available():
         pytest.skip("PostgreSQL is not reachable on 127.0.0.1:5432")
     import psycopg
@@ -25,7 +27,7 @@ def store_settings(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[d
     schema = f"test_{uuid.uuid4().hex[:12]}"
     with psycopg.connect(POSTGRES_URL, autocommit=True) as connection:
         connection.execute(f'CREATE SCHEMA "{schema}"')
-    yield {"database_url": f"{POSTGRES_URL}?schema={schema}"}
+    yield {"database_url": f"{POSTGRES_URL}?schema={schema}", **cipher}
     with psycopg.connect(POSTGRES_URL, autocommit=True) as connection:
         connection.execute(f'DROP SCHEMA "{schema}" CASCADE')
 
