@@ -26,14 +26,24 @@ class StoreConfig:
     data_dir: Path = Path("data")
     database_url: str | None = field(default=None, repr=False)
     cipher_key: str | None = field(default=None, repr=False)
+    snapshot_interval: int = 50  # 0: never snapshot
 
     def environment(self) -> dict[str, str]:
         """The eventsourcing environment variables for this configuration."""
+        env = self._encryption() | self._persistence()
+        if self.snapshot_interval > 0:
+            env |= {
+                "IS_SNAPSHOTTING_ENABLED": "y",
+                "SNAPSHOT_INTERVAL": str(self.snapshot_interval),
+            }
+        return env
+
+    def _encryption(self) -> dict[str, str]:
         if not self.cipher_key:
-            return self._persistence()
+            return {}
         # Compressed, then encrypted: ciphertext does not compress.
         encryption = {"CIPHER_TOPIC": CIPHER, "CIPHER_KEY": self.cipher_key}
-        return {**self._persistence(), **encryption, "COMPRESSOR_TOPIC": COMPRESSOR}
+        return {**encryption, "COMPRESSOR_TOPIC": COMPRESSOR}
 
     def _persistence(self) -> dict[str, str]:
         if self.kind == "memory":

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from uuid import UUID
 
@@ -34,6 +34,13 @@ class DeviceSessions(Application[UUID]):
 
     name = "pairgate"
     log_section_size = 100
+    SNAPSHOT_INTERVAL = "SNAPSHOT_INTERVAL"
+
+    def __init__(self, env: Mapping[str, str] | None = None) -> None:
+        super().__init__(env)
+        # Every N events a snapshot is saved, so loading a long history replays < N events.
+        interval = int(self.env.get(self.SNAPSHOT_INTERVAL) or 0)
+        self._snapshot_interval = interval if self.snapshots is not None else 0
 
     def find(self, key: str) -> DeviceSession | None:
         try:
@@ -90,7 +97,12 @@ class DeviceSessions(Application[UUID]):
 
     def _save(self, session: DeviceSession) -> Change:
         recordings = self.save(session)
-        return Change(session, [recording.domain_event for recording in recordings])
+        events = [recording.domain_event for recording in recordings]
+        if self._snapshot_interval:
+            for event in events:
+                if event.originator_version % self._snapshot_interval == 0:
+                    self.take_snapshot(session.id, version=event.originator_version)
+        return Change(session, events)
 
 
 __all__ = ["Change", "DeviceSessions", "IntegrityError"]

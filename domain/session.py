@@ -100,11 +100,11 @@ class DeviceSession(Aggregate):
         self.name = name
         self.engine = engine
         self.owner = owner
-        self.state = S.CREATED
+        self._state = S.CREATED.value
         self.holds_credentials = False
         self.qr_code: str | None = None
         self.qr_expires_at: datetime | None = None
-        self.reason: DisconnectReason | None = None
+        self._reason: str | None = None
 
     # -- commands ---------------------------------------------------------------------
 
@@ -133,6 +133,16 @@ class DeviceSession(Aggregate):
 
     # -- queries ----------------------------------------------------------------------
 
+    # State and reason are kept as their plain values: snapshots store an aggregate's
+    # attributes as JSON, which would bring a str enum back as a bare str.
+    @property
+    def state(self) -> SessionState:
+        return SessionState(self._state)
+
+    @property
+    def reason(self) -> DisconnectReason | None:
+        return DisconnectReason(self._reason) if self._reason is not None else None
+
     @property
     def is_live(self) -> bool:
         return self.state in LIVE_STATES
@@ -149,35 +159,35 @@ class DeviceSession(Aggregate):
 
     @event("QrIssued")
     def _qr_issued(self, code: str, timeout: float, expires_at: datetime) -> None:
-        self.state = S.QR
+        self._state = S.QR.value
         self.qr_code = code
         self.qr_expires_at = expires_at
 
     @event("Authenticated")
     def _authenticated(self) -> None:
-        self.state = S.AUTHENTICATED
+        self._state = S.AUTHENTICATED.value
         self.holds_credentials = True
         self._forget_qr()
 
     @event("Ready")
     def _ready(self) -> None:
-        self.state = S.READY
-        self.reason = None
+        self._state = S.READY.value
+        self._reason = None
 
     @event("Disconnected")
     def _disconnected(self, reason: str) -> None:
-        self.state = S.DISCONNECTED
-        self.reason = DisconnectReason(reason)
-        if self.reason.deletes_credentials:
+        self._state = S.DISCONNECTED.value
+        self._reason = reason
+        if DisconnectReason(reason).deletes_credentials:
             self.holds_credentials = False
         self._forget_qr()
 
     @event("Restarted")
     def _restarted(self, name: str, engine: str) -> None:
-        self.state = S.CREATED
+        self._state = S.CREATED.value
         self.name = name
         self.engine = engine
-        self.reason = None
+        self._reason = None
         # A restart is a new pairing: any credentials left by a lost connection are dropped.
         self.holds_credentials = False
 

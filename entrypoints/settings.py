@@ -22,6 +22,8 @@ class Settings(BaseSettings):
     database_url: SecretStr | None = None
     # AES-GCM key (base64 of 16, 24 or 32 bytes) for events at rest; `pairgate keygen`.
     cipher_key: SecretStr | None = None
+    # Save a snapshot of a session every N events (0: never), so long histories load fast.
+    snapshot_interval: int = Field(50, ge=0)
     # eventsourcing's own variable: when set, PostgreSQL is configured by POSTGRES_*.
     postgres_dbname: str | None = Field(None, validation_alias=AliasChoices("POSTGRES_DBNAME"))
     store: Literal["sqlite", "postgres", "memory"] | None = Field(
@@ -60,6 +62,7 @@ class Settings(BaseSettings):
             data_dir=self.data_dir,
             database_url=_reveal(self.database_url),
             cipher_key=_reveal(self.cipher_key),
+            snapshot_interval=self.snapshot_interval,
         )
 
 

@@ -21,6 +21,8 @@ def test_defaults_are_the_embedded_ones(monkeypatch: pytest.MonkeyPatch) -> None
         "PERSISTENCE_MODULE": "eventsourcing.sqlite",
         "SQLITE_DBNAME": "data/pairgate.sqlite3",
         "SQLITE_LOCK_TIMEOUT": "10",
+        "IS_SNAPSHOTTING_ENABLED": "y",
+        "SNAPSHOT_INTERVAL": "50",
     }
 
 
@@ -54,13 +56,15 @@ def test_a_database_url_selects_postgres_and_stays_secret() -> None:
         "POSTGRES_USER": "app",
         "POSTGRES_PASSWORD": "s3cret!",
         "POSTGRES_SCHEMA": "gw",
+        "IS_SNAPSHOTTING_ENABLED": "y",
+        "SNAPSHOT_INTERVAL": "50",
     }
 
 
 def test_eventsourcing_postgres_variables_select_postgres(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.delenv("PAIRGATE_DATABASE_URL", raising=False)
     monkeypatch.setenv("POSTGRES_DBNAME", "pairgate")
-    config = Settings().store_config()
+    config = Settings(snapshot_interval=0).store_config()
     assert config.kind == "postgres"
     # Only the module is set: eventsourcing reads POSTGRES_* from the environment itself.
     assert config.environment() == {"PERSISTENCE_MODULE": "eventsourcing.postgres"}
@@ -72,5 +76,5 @@ def test_other_url_schemes_are_refused() -> None:
 
 
 def test_memory_store_for_experiments() -> None:
-    environment = Settings(store="memory").store_config().environment()
+    environment = Settings(store="memory", snapshot_interval=0).store_config().environment()
     assert environment == {"PERSISTENCE_MODULE": "eventsourcing.popo"}
