@@ -27,8 +27,8 @@ def qr_fingerprint(code: str) -> str:
     return hashlib.sha256(code.encode()).hexdigest()[:12]
 
 
-def event_record(event: DomainEventProtocol[UUID]) -> Record:
-    """JSON-ready: `version`, `type`, `timestamp`, then the event's own fields."""
+def event_record(event: DomainEventProtocol[UUID], **extra: Any) -> Record:
+    """JSON-ready: `version`, `type`, `timestamp`, any `extra`, then the event's fields."""
     fields = {k: _json(v) for k, v in vars(event).items() if k not in _ENVELOPE}
     if "code" in fields:
         fields["fingerprint"] = qr_fingerprint(fields.pop("code"))
@@ -36,6 +36,7 @@ def event_record(event: DomainEventProtocol[UUID]) -> Record:
         "version": event.originator_version,
         "type": type(event).__name__,
         "timestamp": _json(event.timestamp),  # type: ignore[attr-defined]
+        **extra,
         **fields,
     }
 
@@ -48,8 +49,7 @@ def session_history(events: Iterable[DomainEventProtocol[UUID]]) -> list[Record]
         assert isinstance(event, AggregateEvent)
         session = event.mutate(session)
         assert isinstance(session, DeviceSession)
-        version, kind, timestamp, *fields = event_record(event).items()
-        records.append(dict([version, kind, timestamp, ("state", session.state.value), *fields]))
+        records.append(event_record(event, state=session.state.value))
     return records
 
 
