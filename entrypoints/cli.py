@@ -43,6 +43,17 @@ def parser() -> argparse.ArgumentParser:
 
     commands.add_parser("keygen", help="print a new PAIRGATE_CIPHER_KEY (AES-256, base64)")
 
+    scan = commands.add_parser(
+        "scan",
+        help="link a device from this terminal",
+        description="Exit status: 0 ready, 1 disconnected, 2 refused, 3 server unreachable.",
+    )
+    scan.add_argument("key")
+    scan.add_argument("--name", help="device name (default: the key)")
+    scan.add_argument("--engine", default="baileys", help="engine (default baileys)")
+    scan.add_argument("--server", default="http://127.0.0.1:8000", help="pairgate's URL")
+    scan.add_argument("--token", help="access token, when the server requires one")
+
     for command in (serve, history, export):
         command.add_argument("--data-dir", help="the SQLite event store's directory (./data)")
     return root
@@ -50,6 +61,13 @@ def parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = parser().parse_args(argv)
+    if args.command == "scan":
+        import asyncio
+
+        from entrypoints.scan import scan
+
+        name = args.name or args.key
+        return asyncio.run(scan(args.server, args.key, name, args.engine, args.token, sys.stdout))
     if args.command == "keygen":
         from eventsourcing.cryptography import AESCipher
 
