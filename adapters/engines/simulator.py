@@ -91,13 +91,18 @@ class SimulatedEngine:
     def serves(self, key: str) -> bool:
         return key in self._devices
 
-    async def scan(self, key: str, code: str) -> None:
+    def current_code(self, key: str) -> str:
+        """The text of the QR code the device shows now (what a phone would read)."""
         device = self._device(key)
         loop = asyncio.get_running_loop()
-        if device.code is None:
+        if device.code is None or loop.time() >= device.code_deadline:
             raise SimulatorRefusal(409, "not_pairing", f"{key!r} is not showing a QR code")
-        if code != device.code or loop.time() >= device.code_deadline:
+        return device.code
+
+    async def scan(self, key: str, code: str) -> None:
+        if code != self.current_code(key):
             raise SimulatorRefusal(409, "wrong_code", "that is not the current QR code")
+        device = self._devices[key]
         device.code = None
         device.stopped.set()  # ends the rotation
         self._credentials.add(key)

@@ -1,0 +1,358 @@
+/* pairgate Scan-QR page: session.create / session.join over Socket.IO, QR + countdown. */
+(function () {
+  "use strict";
+
+  var TEXT = {
+    en: {
+      title: "Link a WhatsApp device",
+      keyLabel: "Device key",
+      keyHint: "Letters, digits, dot, dash, underscore.",
+      nameLabel: "Device name",
+      engineLabel: "Engine",
+      start: "Start",
+      qrHeading: "QR code",
+      qrHelp: "On your phone open WhatsApp → Linked devices → Link a device, then point the camera at this code.",
+      qrAlt: "QR code to scan with WhatsApp for device {key}",
+      simHeading: "Simulator",
+      simHelp: "This server runs the built-in simulator: these buttons play the phone.",
+      simScan: "Simulate scan",
+      simLogout: "Log out on the phone",
+      simDrop: "Drop the connection",
+      simRevoke: "Revoke the session",
+      simDone: "Simulator: {action} done.",
+      simFailed: "Simulator: {action} failed: {message}",
+      countdown: "This code expires in {seconds} s.",
+      countdownOver: "This code has expired; waiting for a new one…",
+      state: {
+        connecting: "Connecting to the server…",
+        idle: "Connected. Enter a device key and press Start.",
+        created: "Session {key} created. Waiting for the QR code…",
+        qr: "Scan the QR code for {key} with WhatsApp on your phone.",
+        authenticated: "Scanned: {key} is authenticated; connecting the device…",
+        ready: "Linked: {key} is connected and ready.",
+        disconnected: "Disconnected ({reason}): {explain}",
+        error: "Error: {message}",
+        offline: "Connection to the server lost; reconnecting…",
+      },
+      reason: {
+        "qr expired": "the QR code expired before it was scanned. Press Start to get a new one.",
+        "user logged out": "the device was logged out.",
+        "connection lost": "the connection to the device was lost.",
+        "session revoked": "the session was ended by the server.",
+        other: "the session ended.",
+      },
+    },
+    id: {
+      title: "Tautkan perangkat WhatsApp",
+      keyLabel: "Kunci perangkat",
+      keyHint: "Huruf, angka, titik, tanda hubung, garis bawah.",
+      nameLabel: "Nama perangkat",
+      engineLabel: "Mesin",
+      start: "Mulai",
+      qrHeading: "Kode QR",
+      qrHelp: "Di ponsel buka WhatsApp → Perangkat tertaut → Tautkan perangkat, lalu arahkan kamera ke kode ini.",
+      qrAlt: "Kode QR untuk dipindai dengan WhatsApp bagi perangkat {key}",
+      simHeading: "Simulator",
+      simHelp: "Server ini menjalankan simulator bawaan: tombol-tombol ini berperan sebagai ponsel.",
+      simScan: "Simulasikan pindai",
+      simLogout: "Keluar di ponsel",
+      simDrop: "Putuskan koneksi",
+      simRevoke: "Cabut sesi",
+      simDone: "Simulator: {action} berhasil.",
+      simFailed: "Simulator: {action} gagal: {message}",
+      countdown: "Kode ini kedaluwarsa dalam {seconds} detik.",
+      countdownOver: "Kode ini sudah kedaluwarsa; menunggu kode baru…",
+      state: {
+        connecting: "Menghubungkan ke server…",
+        idle: "Terhubung. Masukkan kunci perangkat lalu tekan Mulai.",
+        created: "Sesi {key} dibuat. Menunggu kode QR…",
+        qr: "Pindai kode QR untuk {key} dengan WhatsApp di ponsel Anda.",
+        authenticated: "Terpindai: {key} terautentikasi; menghubungkan perangkat…",
+        ready: "Tertaut: {key} terhubung dan siap.",
+        disconnected: "Terputus ({reason}): {explain}",
+        error: "Galat: {message}",
+        offline: "Koneksi ke server terputus; menyambung ulang…",
+      },
+      reason: {
+        "qr expired": "kode QR kedaluwarsa sebelum dipindai. Tekan Mulai untuk kode baru.",
+        "user logged out": "perangkat telah keluar (logout).",
+        "connection lost": "koneksi ke perangkat terputus.",
+        "session revoked": "sesi diakhiri oleh server.",
+        other: "sesi berakhir.",
+      },
+    },
+  };
+  var STORAGE = "pairgate.scan";
+  var $ = function (id) { return document.getElementById(id); };
+  var statusEl = $("status");
+  var qrBox = $("qr-box");
+  var qrImg = $("qr");
+  var countdownEl = $("countdown");
+  var form = $("start-form");
+
+  var view = {
+    lang: pickLanguage(),
+    state: "connecting", // data-state of #status
+    phase: "connecting", // which text: a state, or "idle"/"offline"
+    key: null,
+    reason: null,
+    message: null,
+    deadline: null, // ms timestamp when the shown QR expires
+  };
+  var simulate = false;
+  var connectedBefore = false;
+  var pendingStart = null;
+  var eventsSinceRequest = 0;
+
+  function pickLanguage() {
+    var saved = null;
+    try { saved = localStorage.getItem("pairgate.lang"); } catch (e) { /* private mode */ }
+    if (saved === "en" || saved === "id") return saved;
+    var langs = navigator.languages && navigator.languages.length ? navigator.languages : [navigator.language || "en"];
+    for (var i = 0; i < langs.length; i++) {
+      var tag = String(langs[i]).toLowerCase();
+      if (tag.indexOf("id") === 0 || tag.indexOf("in") === 0) return "id";
+      if (tag.indexOf("en") === 0) return "en";
+    }
+    return "en";
+  }
+
+  function fill(template, values) {
+    return template.replace(/\{(\w+)\}/g, function (_, name) {
+      return values[name] == null ? "" : String(values[name]);
+    });
+  }
+
+  function t() { return TEXT[view.lang]; }
+
+  function render() {
+    var text = t();
+    document.documentElement.lang = view.lang;
+    document.querySelectorAll("[data-i18n]").forEach(function (el) {
+      el.textContent = text[el.getAttribute("data-i18n")];
+    });
+    document.querySelectorAll("[data-lang]").forEach(function (button) {
+      button.setAttribute("aria-pressed", String(button.getAttribute("data-lang") === view.lang));
+    });
+    var reason = view.reason || "";
+    var explain = text.reason[reason] || text.reason.other;
+    statusEl.setAttribute("data-state", view.state);
+    statusEl.textContent = fill(text.state[view.phase], {
+      key: view.key, reason: reason, explain: explain, message: view.message,
+    });
+    qrImg.alt = fill(text.qrAlt, { key: view.key });
+    var showQr = view.state === "qr" && !!qrImg.getAttribute("src");
+    qrBox.hidden = !showQr;
+    var active = !!view.key && view.state !== "connecting";
+    document.querySelectorAll("#simulator button").forEach(function (b) { b.disabled = !active; });
+    tick();
+  }
+
+  function tick() {
+    if (view.state !== "qr" || view.deadline === null) {
+      countdownEl.textContent = "";
+      countdownEl.setAttribute("data-seconds", "");
+      return;
+    }
+    var left = Math.max(0, Math.ceil((view.deadline - Date.now()) / 1000));
+    countdownEl.setAttribute("data-seconds", String(left));
+    countdownEl.textContent = left > 0 ? fill(t().countdown, { seconds: left }) : t().countdownOver;
+  }
+  setInterval(tick, 250);
+
+  function setState(state, extra) {
+    view.state = state;
+    view.phase = state;
+    view.reason = (extra && extra.reason) || null;
+    view.message = (extra && extra.message) || null;
+    if (state !== "qr") {
+      view.deadline = null;
+      qrImg.removeAttribute("src");
+    }
+    render();
+  }
+
+  // -- the connection ---------------------------------------------------------------
+
+  var params = new URLSearchParams(location.search);
+  var token = params.get("token");
+  var socket = io({ auth: token ? { token: token } : {}, transports: ["websocket", "polling"] });
+  window.__pairgateSocket = socket; // for tests and the curious
+
+  function mine(data) { return data && view.key !== null && data.key === view.key; }
+
+  socket.on("connect", function () {
+    if (connectedBefore && view.key) {
+      join(view.key);
+    } else if (pendingStart) {
+      var request = pendingStart;
+      pendingStart = null;
+      create(request);
+    } else if (!view.key) {
+      view.state = view.phase = "idle";
+      render();
+    }
+    connectedBefore = true;
+  });
+  socket.on("disconnect", function () {
+    view.state = "connecting";
+    view.phase = "offline";
+    render();
+  });
+  socket.on("connect_error", function (err) {
+    view.state = "error";
+    view.phase = "error";
+    view.message = err && err.message ? err.message : String(err);
+    render();
+  });
+
+  socket.on("session.created", function (data) {
+    if (!mine(data)) return;
+    eventsSinceRequest++;
+    setState("created");
+  });
+  socket.on("session.qr", function (data) {
+    if (!mine(data)) return;
+    eventsSinceRequest++;
+    qrImg.setAttribute("src", data.qr);
+    view.deadline = Date.now() + Number(data.timeout) * 1000;
+    view.state = view.phase = "qr";
+    view.reason = view.message = null;
+    render();
+  });
+  socket.on("session.authenticated", function (data) {
+    if (!mine(data)) return;
+    eventsSinceRequest++;
+    setState("authenticated");
+  });
+  socket.on("session.ready", function (data) {
+    if (!mine(data)) return;
+    eventsSinceRequest++;
+    setState("ready");
+  });
+  socket.on("session.disconnected", function (data) {
+    if (!mine(data)) return;
+    eventsSinceRequest++;
+    setState("disconnected", { reason: data.reason });
+  });
+  socket.on("session.error", function (data) {
+    if (data && data.key !== null && data.key !== undefined && data.key !== view.key) return;
+    setState("error", { message: data && data.message });
+  });
+
+  // An ack tells the state at the time of the request: it only counts when no newer
+  // session event for the key arrived first (events can overtake the ack).
+  function applyAck(ack) {
+    if (!ack || !ack.ok || eventsSinceRequest > 0) return;
+    if (ack.state === "qr" && !qrImg.getAttribute("src")) {
+      view.state = view.phase = "qr"; // the code itself comes as session.qr
+      render();
+      return;
+    }
+    setState(ack.state, { reason: ack.reason });
+  }
+
+  function create(request) {
+    view.key = request.key;
+    eventsSinceRequest = 0;
+    try { sessionStorage.setItem(STORAGE, JSON.stringify(request)); } catch (e) { /* ignore */ }
+    socket.emit("session.create", request, applyAck); // joins when the key is live
+  }
+
+  function join(key) {
+    eventsSinceRequest = 0;
+    socket.emit("session.join", { key: key }, applyAck);
+  }
+
+  function start(request) {
+    $("key").value = request.key;
+    $("name").value = request.name;
+    $("engine").value = request.engine;
+    var url = new URL(location.href);
+    url.searchParams.set("key", request.key);
+    url.searchParams.set("name", request.name);
+    url.searchParams.set("engine", request.engine);
+    history.replaceState(null, "", url.toString());
+    qrImg.removeAttribute("src");
+    view.deadline = null;
+    if (socket.connected) create(request);
+    else pendingStart = request;
+  }
+
+  function readForm() {
+    var key = $("key").value.trim();
+    return {
+      key: key,
+      name: $("name").value.trim() || key,
+      engine: $("engine").value.trim() || "baileys",
+    };
+  }
+
+  form.addEventListener("submit", function (event) {
+    event.preventDefault();
+    if (!form.reportValidity()) return;
+    start(readForm());
+  });
+
+  // -- language switch --------------------------------------------------------------
+
+  document.querySelectorAll("[data-lang]").forEach(function (button) {
+    button.addEventListener("click", function () {
+      view.lang = button.getAttribute("data-lang");
+      try { localStorage.setItem("pairgate.lang", view.lang); } catch (e) { /* ignore */ }
+      render();
+    });
+  });
+
+  // -- simulator --------------------------------------------------------------------
+
+  function simulatorCall(action) {
+    var key = view.key;
+    var base = "/api/simulator/devices/" + encodeURIComponent(key) + "/";
+    var label = t()["sim" + action.charAt(0).toUpperCase() + action.slice(1)];
+    var body = Promise.resolve({});
+    if (action === "scan") {
+      body = fetch(base + "code", { cache: "no-store" }).then(function (r) { return r.json(); })
+        .then(function (answer) {
+          if (!answer.ok) throw new Error(answer.error.message);
+          return { code: answer.code };
+        });
+    }
+    body.then(function (payload) {
+      return fetch(base + action, {
+        method: "POST",
+        headers: { "content-type": "application/json" },
+        body: JSON.stringify(payload),
+      }).then(function (r) { return r.json(); });
+    }).then(function (answer) {
+      if (!answer.ok) throw new Error(answer.error.message);
+      $("sim-result").textContent = fill(t().simDone, { action: label });
+    }).catch(function (err) {
+      $("sim-result").textContent = fill(t().simFailed, { action: label, message: err.message });
+    });
+  }
+
+  document.querySelectorAll("#simulator button").forEach(function (button) {
+    button.addEventListener("click", function () {
+      if (view.key) simulatorCall(button.getAttribute("data-action"));
+    });
+  });
+
+  fetch("/api/info", { cache: "no-store" }).then(function (r) { return r.json(); })
+    .then(function (info) {
+      simulate = !!info.simulate;
+      $("simulator").hidden = !simulate;
+    }).catch(function () { /* no simulator controls */ });
+
+  // -- start-up: prefill from the URL (or this tab's last session) and maybe start ----
+
+  var saved = null;
+  try { saved = JSON.parse(sessionStorage.getItem(STORAGE) || "null"); } catch (e) { saved = null; }
+  var key = params.get("key") || (saved && saved.key) || "";
+  var fromSaved = !params.get("key") && saved;
+  $("key").value = key;
+  $("name").value = params.get("name") || (fromSaved ? saved.name : "") || "";
+  $("engine").value = params.get("engine") || (fromSaved ? saved.engine : "") || "baileys";
+  render();
+  if (key) start(readForm());
+})();
