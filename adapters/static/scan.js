@@ -102,6 +102,7 @@
   var simulate = false;
   var connectedBefore = false;
   var pendingStart = null;
+  var resuming = null; // the key this tab showed before a reload
   var eventsSinceRequest = 0;
 
   function pickLanguage() {
@@ -187,7 +188,7 @@
     } else if (pendingStart) {
       var request = pendingStart;
       pendingStart = null;
-      create(request);
+      begin(request);
     } else if (!view.key) {
       view.state = view.phase = "idle";
       render();
@@ -264,6 +265,19 @@
     socket.emit("session.join", { key: key }, applyAck);
   }
 
+  // A reload of this tab's session rejoins it (and shows its truth, even "disconnected");
+  // anything else, or a key the server does not know, creates.
+  function begin(request) {
+    if (!(resuming && resuming === request.key)) return create(request);
+    resuming = null;
+    view.key = request.key;
+    eventsSinceRequest = 0;
+    socket.emit("session.join", { key: request.key }, function (ack) {
+      if (ack && ack.ok) applyAck(ack);
+      else create(request);
+    });
+  }
+
   function start(request) {
     $("key").value = request.key;
     $("name").value = request.name;
@@ -275,7 +289,7 @@
     history.replaceState(null, "", url.toString());
     qrImg.removeAttribute("src");
     view.deadline = null;
-    if (socket.connected) create(request);
+    if (socket.connected) begin(request);
     else pendingStart = request;
   }
 
@@ -350,6 +364,7 @@
   try { saved = JSON.parse(sessionStorage.getItem(STORAGE) || "null"); } catch (e) { saved = null; }
   var key = params.get("key") || (saved && saved.key) || "";
   var fromSaved = !params.get("key") && saved;
+  resuming = saved && saved.key === key ? key : null;
   $("key").value = key;
   $("name").value = params.get("name") || (fromSaved ? saved.name : "") || "";
   $("engine").value = params.get("engine") || (fromSaved ? saved.engine : "") || "baileys";

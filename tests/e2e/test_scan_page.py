@@ -157,8 +157,13 @@ async def test_a_reload_in_qr_state_rejoins_the_same_session(
     before = await seconds_left(page)
     first_src = await page.locator("#qr").get_attribute("src")
 
+    sent: list[str] = []
+    page.on("websocket", lambda ws: ws.on("framesent", lambda frame: sent.append(str(frame))))
     await page.reload()
     await wait_for_qr(page)
+    # The reloaded page asks to rejoin its session; it does not create one.
+    assert any('"session.join"' in frame for frame in sent), sent
+    assert not any('"session.create"' in frame for frame in sent), sent
     await expect(page.locator("#key")).to_have_value(key)
     await expect(page.locator("#name")).to_have_value("Kitchen tablet")
     assert await seconds_left(page) <= before
