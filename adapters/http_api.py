@@ -10,36 +10,41 @@ from starlette.responses import JSONResponse
 from starlette.routing import Route
 
 from adapters import payloads
-from adapters.socketio_gateway import DEFAULT_IDENTITY
+from adapters.identity import Identities
 from adapters.web import error_response
 from domain.errors import DeviceSessionError
 from domain.pairing import PairingService
 
 STATUS = {"invalid_payload": 400, "invalid_key": 400, "forbidden": 403, "not_found": 404}
-Query = Callable[[str, int | None], Awaitable[dict[str, Any]]]
+Query = Callable[[str, str, int | None], Awaitable[dict[str, Any]]]
 
 
-def session_routes(service: PairingService) -> list[Route]:
+def session_routes(service: PairingService, identities: Identities) -> list[Route]:
     """GET /api/sessions/{key}[?at=N] and GET /api/sessions/{key}/history[?at=N]."""
 
-    async def state(key: str, at: int | None) -> dict[str, Any]:
-        session = await service.state(key, DEFAULT_IDENTITY, at)
+    async def state(key: str, identity: str, at: int | None) -> dict[str, Any]:
+        session = await service.state(key, identity, at)
         return {**payloads.describe(session), "version": session.version}
 
-    async def history(key: str, at: int | None) -> dict[str, Any]:
-        return {"key": key, "events": await service.history(key, DEFAULT_IDENTITY, at)}
+    async def history(key: str, identity: str, at: int | None) -> dict[str, Any]:
+        return {"key": key, "events": await service.history(key, identity, at)}
 
     return [
-        Route("/api/sessions/{key:str}", _endpoint(state)),
-        Route("/api/sessions/{key:str}/history", _endpoint(history)),
+        Route("/api/sessions/{key:str}", _endpoint(state, identities)),
+        Route("/api/sessions/{key:str}/history", _endpoint(history, identities)),
     ]
 
 
-def _endpoint(query: Query) -> Callable[[Request], Awaitable[JSONResponse]]:
+def _endpoint(query: Query, identities: Identities) -> Callable[[Request], Awaitable[JSONResponse]]:
     async def handle(request: Request) -> JSONResponse:
+        identity = identities.from_bearer(request.headers.get("authorization"))
+        if identity is None:
+            response = error_response(401, "unauthorized", "send Authorization: Bearer <token>")
+            response.headers["www-authenticate"] = "Bearer"
+            return response
         try:
             key = payloads.parse(payloads.KeyRequest, dict(request.path_params)).key
-            body = await query(key, _version(request.query_params.get("at")))
+            body = await query(key, identity, _version(request.query_params.get("at")))
         except payloads.RequestRefused as refused:
             return error_response(400, refused.code, refused.message)
         except DeviceSessionError as refused:

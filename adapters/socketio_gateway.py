@@ -14,6 +14,7 @@ from typing import Any
 import socketio
 
 from adapters import payloads
+from adapters.identity import Identities
 from adapters.payloads import describe
 from adapters.projection import SocketIoNotifier
 from domain.errors import DeviceSessionError
@@ -23,7 +24,6 @@ from domain.session import DeviceSession
 
 log = logging.getLogger(__name__)
 
-DEFAULT_IDENTITY = "default"
 Reply = dict[str, Any]
 Handler = Callable[[str, Any], Awaitable[Reply]]
 
@@ -34,12 +34,14 @@ class PairingNamespace(socketio.AsyncNamespace):  # type: ignore[misc]  # untype
         service: PairingService,
         notifier: SocketIoNotifier,
         clock: Clock,
+        identities: Identities,
         namespace: str = "/",
     ) -> None:
         super().__init__(namespace)
         self._service = service
         self._notifier = notifier
         self._clock = clock
+        self._known = identities
         self._identities: dict[str, str] = {}
         self._handlers: dict[str, Handler] = {
             "session.create": self._create,
@@ -69,7 +71,11 @@ class PairingNamespace(socketio.AsyncNamespace):  # type: ignore[misc]  # untype
         return refuse
 
     async def on_connect(self, sid: str, environ: dict[str, Any], auth: Any = None) -> None:
-        self._identities[sid] = DEFAULT_IDENTITY
+        token = auth.get("token") if isinstance(auth, dict) else None
+        identity = self._known.identify(token)
+        if identity is None:
+            raise socketio.exceptions.ConnectionRefusedError("unauthorized")
+        self._identities[sid] = identity
 
     async def on_disconnect(self, sid: str, reason: Any = None) -> None:
         self._identities.pop(sid, None)

@@ -18,7 +18,7 @@ from entrypoints.settings import Settings
 
 def create_app(settings: Settings | None = None, clock: Clock | None = None) -> socketio.ASGIApp:
     pairgate = bootstrap(settings or Settings(), clock)
-    routes = health_routes(pairgate.service) + session_routes(pairgate.service)
+    routes = health_routes(pairgate.service) + session_routes(pairgate.service, pairgate.identities)
     if pairgate.simulator is not None:
         routes += simulator_routes(pairgate.simulator, pairgate.service)
 

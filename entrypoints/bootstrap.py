@@ -11,6 +11,7 @@ import socketio
 from adapters.clock import SystemClock
 from adapters.engines.catalog import Engines
 from adapters.engines.simulator import SimulatedEngine
+from adapters.identity import DEFAULT_IDENTITY, Identities
 from adapters.projection import SocketIoNotifier
 from adapters.socketio_gateway import PairingNamespace
 from adapters.store import open_store
@@ -30,6 +31,7 @@ class Pairgate:
     sio: socketio.AsyncServer
     simulator: SimulatedEngine | None
     executor: ThreadPoolExecutor
+    identities: Identities
 
     async def drain(self) -> None:
         """Before the web server closes connections: record and announce, then hang up.
@@ -67,9 +69,11 @@ def bootstrap(settings: Settings, clock: Clock | None = None) -> Pairgate:
     else:
         engines = Engines({})
 
+    origins = settings.allowed_origins
     sio = socketio.AsyncServer(
         async_mode="asgi",
-        cors_allowed_origins=None,  # same origin only; [] would disable the Origin check
+        # None: same origin only. ([] would disable the Origin check altogether.)
+        cors_allowed_origins="*" if "*" in origins else (list(origins) or None),
         max_http_buffer_size=settings.max_payload_bytes,
     )
     notifier = SocketIoNotifier(sio)
@@ -82,11 +86,16 @@ def bootstrap(settings: Settings, clock: Clock | None = None) -> Pairgate:
         expiry_grace=settings.expiry_grace,
         start_timeout=settings.start_timeout,
     )
-    sio.register_namespace(PairingNamespace(service, notifier, clock))
+    identities = settings.identities()
+    sio.register_namespace(PairingNamespace(service, notifier, clock, identities))
+    if identities.required:
+        log.info("access tokens required: %d identities", len(identities.names))
+    else:
+        log.warning("no PAIRGATE_TOKENS: every client is the single identity %r", DEFAULT_IDENTITY)
     log.info(
         "pairgate ready: store=%s engines=%s%s",
         store.kind,
         ", ".join(engines.names) or "none",
         " (simulator mode)" if simulator else "",
     )
-    return Pairgate(settings, sessions, service, sio, simulator, executor)
+    return Pairgate(settings, sessions, service, sio, simulator, executor, identities)

@@ -85,6 +85,11 @@ def main(argv: Sequence[str] | None = None) -> int:
             name = "PAIRGATE_" + "_".join(str(part) for part in problem["loc"]).upper()
             print(f"pairgate: {name}: {problem['msg']}", file=sys.stderr)
         return 2
+    try:
+        settings.identities()
+    except (ValueError, OSError) as bad:
+        print(f"pairgate: PAIRGATE_TOKENS: {bad}", file=sys.stderr)
+        return 2
     from adapters.store import StoreUnreadableError
 
     try:

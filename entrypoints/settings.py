@@ -9,6 +9,7 @@ from pydantic import AliasChoices, Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 from adapters.engines.simulator import WHATSAPP_QR_TIMEOUTS
+from adapters.identity import Identities
 from adapters.store import StoreConfig
 
 
@@ -20,6 +21,11 @@ class Settings(BaseSettings):
     simulate: bool = False
     data_dir: Path = Path("data")
     database_url: SecretStr | None = None
+    # `identity:token` pairs (comma-separated), or a file of them; unset: one identity.
+    tokens: SecretStr | None = None
+    tokens_file: Path | None = None
+    # Origins allowed to open Socket.IO connections besides the server's own; "*" for any.
+    allowed_origins: Annotated[tuple[str, ...], NoDecode] = ()
     # AES-GCM key (base64 of 16, 24 or 32 bytes) for events at rest; `pairgate keygen`.
     cipher_key: SecretStr | None = None
     # Save a snapshot of a session every N events (0: never), so long histories load fast.
@@ -38,6 +44,20 @@ class Settings(BaseSettings):
     max_payload_bytes: int = Field(65536, ge=1024)
     store_threads: int = Field(4, ge=1)
     log_level: str = "info"
+
+    @field_validator("allowed_origins", mode="before")
+    @classmethod
+    def _origins(cls, value: Any) -> Any:
+        if isinstance(value, str):
+            return tuple(part.strip() for part in value.split(",") if part.strip())
+        return value
+
+    def identities(self) -> Identities:
+        """From PAIRGATE_TOKENS and PAIRGATE_TOKENS_FILE together (ValueError if malformed)."""
+        spec = _reveal(self.tokens) or ""
+        if self.tokens_file is not None:
+            spec += "," + self.tokens_file.read_text()
+        return Identities.parse(spec)
 
     @field_validator("sim_qr_timeouts", mode="before")
     @classmethod

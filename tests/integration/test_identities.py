@@ -1,0 +1,85 @@
+"""Access tokens and ownership: a key is its creator's, and nobody else's."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import httpx
+import pytest
+import socketio
+
+from entrypoints.settings import Settings
+from tests.helpers import Client, Server, decode_qr, start_server, unique_key
+
+TOKENS = "alice:token-of-alice,bob:token-of-bob"
+
+
+@pytest.fixture
+async def guarded(tmp_path: Path) -> AsyncIterator[Server]:
+    settings = Settings(simulate=True, sim_qr_timeouts=(30.0,), data_dir=tmp_path, tokens=TOKENS)
+    server = await start_server(settings)
+    yield server
+    await server.stop()
+
+
+async def connect(server: Server, token: str) -> Client:
+    return await Client().connect(server.url, auth={"token": token})
+
+
+@pytest.mark.parametrize("auth", [None, {}, {"token": "token-of-eve"}, {"token": 42}])
+async def test_a_missing_or_wrong_token_is_refused_at_connect(
+    guarded: Server, auth: object
+) -> None:
+    client = Client()
+    refusals: list[object] = []
+    client.sio.on("connect_error", refusals.append)
+    with pytest.raises(socketio.exceptions.ConnectionError):
+        await client.connect(guarded.url, auth=auth)
+    assert refusals == [{"message": "unauthorized"}]
+
+
+async def test_another_identity_is_forbidden_and_hears_nothing(guarded: Server) -> None:
+    key = unique_key()
+    alice, bob = await connect(guarded, "token-of-alice"), await connect(guarded, "token-of-bob")
+    try:
+        await alice.call("session.create", {"key": key, "name": "Alice's", "engine": "baileys"})
+        code = decode_qr((await alice.wait_for("session.qr"))["qr"])
+        for event, payload in [
+            ("session.create", {"key": key, "name": "Mine now", "engine": "baileys"}),
+            ("session.join", {"key": key}),
+            ("session.logout", {"key": key}),
+            ("session.delete", {"key": key}),
+            ("session.history", {"key": key}),
+        ]:
+            ack = await bob.call(event, payload)
+            assert ack["ok"] is False and ack["error"]["code"] == "forbidden", event
+        await guarded.post(f"/api/simulator/devices/{key}/scan", {"code": code})
+        await alice.wait_for("session.ready")
+        # Bob saw his five refusals and not one event of Alice's session.
+        assert bob.names() == ["session.error"] * 5
+        assert all(error["code"] == "forbidden" for _, error in bob.events)
+        assert guarded.pairgate.sessions.get(key).state == "ready"
+    finally:
+        await alice.close()
+        await bob.close()
+
+
+async def test_the_http_api_needs_the_owners_bearer_token(guarded: Server) -> None:
+    key = unique_key()
+    alice = await connect(guarded, "token-of-alice")
+    try:
+        await alice.call("session.create", {"key": key, "name": "Alice's", "engine": "baileys"})
+    finally:
+        await alice.close()
+    async with httpx.AsyncClient(base_url=guarded.url) as http:
+        path = f"/api/sessions/{key}/history"
+        anonymous = await http.get(path)
+        assert anonymous.status_code == 401
+        assert anonymous.headers["www-authenticate"] == "Bearer"
+        wrong = await http.get(path, headers={"Authorization": "Bearer token-of-eve"})
+        assert wrong.status_code == 401
+        other = await http.get(path, headers={"Authorization": "Bearer token-of-bob"})
+        assert other.status_code == 403 and other.json()["error"]["code"] == "forbidden"
+        owner = await http.get(path, headers={"Authorization": "Bearer token-of-alice"})
+        assert owner.status_code == 200 and owner.json()["events"][0]["owner"] == "alice"
