@@ -5,7 +5,8 @@ from __future__ import annotations
 import pytest
 import socketio
 
-from tests.helpers import Client, Server
+from entrypoints.settings import Settings
+from tests.helpers import Client, Server, running
 
 
 async def test_a_foreign_origin_is_refused(server: Server) -> None:
@@ -22,3 +23,14 @@ async def test_the_same_origin_is_accepted(server: Server) -> None:
         assert ack["error"]["code"] == "not_found"
     finally:
         await client.close()
+
+
+async def test_configured_origins_are_accepted_and_others_refused(settings: Settings) -> None:
+    listed = settings.model_copy(update={"allowed_origins": ("http://app.example",)})
+    async with running(listed) as server:
+        client = await Client().connect(server.url, headers={"Origin": "http://app.example"})
+        await client.close()
+        stranger = Client()
+        with pytest.raises(socketio.exceptions.ConnectionError):
+            await stranger.connect(server.url, headers={"Origin": "http://evil.example"})
+        await stranger.sio.eio.http.close()
