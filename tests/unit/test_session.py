@@ -17,6 +17,7 @@ from adapters.payloads import SessionDisconnected
 from domain.errors import InvalidTransitionError
 from domain.services import DeviceSessions
 from domain.session import DeviceSession, DisconnectReason, SessionState, session_id
+from tests.unit.expected import EVENT_OF
 
 Step = Callable[[DeviceSession], None]
 R = DisconnectReason
@@ -33,13 +34,6 @@ EXPECTED_TABLE: dict[str, dict[str, str]] = {
     "authenticated": {"mark_ready": "ready", "disconnect": "disconnected"},
     "ready": {"disconnect": "disconnected"},
     "disconnected": {"restart": "created"},
-}
-EVENT_OF = {
-    "issue_qr": "QrIssued",
-    "authenticate": "Authenticated",
-    "mark_ready": "Ready",
-    "disconnect": "Disconnected",
-    "restart": "Restarted",
 }
 
 

@@ -24,6 +24,7 @@ from adapters.projection import project
 from domain.errors import InvalidTransitionError, SessionNotFoundError
 from domain.services import DeviceSessions, IntegrityError
 from domain.session import DeviceSession, DisconnectReason, SessionState, session_id
+from tests.unit.expected import EVENT_OF
 
 R = DisconnectReason
 SEED_REASONS = {"user logged out", "qr expired", "connection lost", "session revoked"}
@@ -42,13 +43,6 @@ ALLOWED_FROM = {
     "mark_ready": {"authenticated"},
     "disconnect": {"created", "qr", "authenticated", "ready"},
     "restart": {"disconnected"},
-}
-EVENT_OF = {
-    "issue_qr": "QrIssued",
-    "authenticate": "Authenticated",
-    "mark_ready": "Ready",
-    "disconnect": "Disconnected",
-    "restart": "Restarted",
 }
 # Hypothesis leans towards the first choice of a sampled_from: put progress first, and the
 # reason that keeps credentials first, so that deep lifecycles are common.

@@ -1,0 +1,10 @@
+"""What the domain tests expect, written out independently of domain/session.py."""
+
+# The event each aggregate command records.
+EVENT_OF = {
+    "issue_qr": "QrIssued",
+    "authenticate": "Authenticated",
+    "mark_ready": "Ready",
+    "disconnect": "Disconnected",
+    "restart": "Restarted",
+}
