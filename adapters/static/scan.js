@@ -207,33 +207,25 @@
     render();
   });
 
-  socket.on("session.created", function (data) {
-    if (!mine(data)) return;
-    eventsSinceRequest++;
-    setState("created");
-  });
-  socket.on("session.qr", function (data) {
-    if (!mine(data)) return;
-    eventsSinceRequest++;
+  // Session events for this page's key; each one outdates any ack still in flight.
+  function follow(event, apply) {
+    socket.on(event, function (data) {
+      if (!mine(data)) return;
+      eventsSinceRequest++;
+      apply(data);
+    });
+  }
+  follow("session.created", function () { setState("created"); });
+  follow("session.qr", function (data) {
     qrImg.setAttribute("src", data.qr);
     view.deadline = Date.now() + Number(data.timeout) * 1000;
     view.state = view.phase = "qr";
     view.reason = view.message = null;
     render();
   });
-  socket.on("session.authenticated", function (data) {
-    if (!mine(data)) return;
-    eventsSinceRequest++;
-    setState("authenticated");
-  });
-  socket.on("session.ready", function (data) {
-    if (!mine(data)) return;
-    eventsSinceRequest++;
-    setState("ready");
-  });
-  socket.on("session.disconnected", function (data) {
-    if (!mine(data)) return;
-    eventsSinceRequest++;
+  follow("session.authenticated", function () { setState("authenticated"); });
+  follow("session.ready", function () { setState("ready"); });
+  follow("session.disconnected", function (data) {
     setState("disconnected", { reason: data.reason });
   });
   socket.on("session.error", function (data) {
