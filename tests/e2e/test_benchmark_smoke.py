@@ -1,0 +1,32 @@
+"""The load benchmark keeps working: 5 seconds at 20 sessions per second, pairgate and baseline.
+
+Not a timed test: it only checks that every arrival got through and the JSON has its shape.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[2]
+PERCENTILES = {"p50", "p95", "p99", "max"}
+
+
+def test_load_benchmark_smoke(tmp_path: Path) -> None:
+    out = tmp_path / "load.json"
+    command = [sys.executable, "-m", "benchmarks.load", "--rate", "20", "--duration", "5"]
+    subprocess.run([*command, "--json", str(out)], cwd=REPO, check=True, timeout=90)
+
+    result = json.loads(out.read_text())
+    assert result["rate"] == 20
+    for target in ("pairgate", "baseline"):
+        measured = result[target]
+        assert measured["errors"] == 0, measured["example_error"]
+        assert set(measured["create_to_qr_ms"]) >= PERCENTILES
+        assert set(measured["scan_to_ready_ms"]) >= PERCENTILES
+        assert measured["create_to_qr_ms"]["max"] is not None
+        assert measured["achieved_rate"] > 0
+        assert measured["cpu_s"] >= 0
+        assert measured["rss_mb"] > 0
