@@ -18,6 +18,8 @@ Key = Annotated[str, StringConstraints(pattern=KEY_PATTERN, min_length=1, max_le
 Name = Annotated[str, StringConstraints(pattern=r"^[^\x00-\x1f\x7f-\x9f]{1,128}$")]
 KEY_FORMAT_ERRORS = {"string_pattern_mismatch", "string_too_short", "string_too_long"}
 EngineName = Annotated[str, StringConstraints(min_length=1, max_length=32)]
+# A phone number in international format: country code and number, 8-15 digits, "+" optional.
+Phone = Annotated[str, StringConstraints(pattern=r"^\+?[1-9][0-9]{7,14}$")]
 
 ERROR_CODES = (
     "invalid_payload",
@@ -54,6 +56,13 @@ class CreateRequest(Request):
     key: Key
     name: Name
     engine: EngineName
+    phone: Phone | None = Field(
+        None, description="Pair by phone number too: the server emits session.pair_code"
+    )
+
+    @property
+    def phone_digits(self) -> str | None:
+        return self.phone.lstrip("+") if self.phone else None
 
 
 class KeyRequest(Request):
@@ -74,6 +83,12 @@ class SessionCreated(Emission):
 class SessionQr(Emission):
     key: str
     qr: str = Field(description="PNG image as a data URI: data:image/png;base64,...")
+    timeout: int = Field(description="Seconds until this code expires")
+
+
+class SessionPairCode(Emission):
+    key: str
+    code: str = Field(description="Pairing code as WhatsApp shows it, e.g. ABCD-EFGH")
     timeout: int = Field(description="Seconds until this code expires")
 
 

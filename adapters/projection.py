@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import math
 from collections.abc import Sequence
+from datetime import datetime
 from uuid import UUID
 
 import socketio
@@ -23,6 +24,11 @@ async def qr_emission(key: str, code: str, seconds_left: float) -> Emission:
     return "session.qr", payloads.SessionQr(key=key, qr=image, timeout=math.ceil(seconds_left))
 
 
+def pair_code_emission(key: str, code: str, seconds_left: float) -> Emission:
+    payload = payloads.SessionPairCode(key=key, code=code, timeout=math.ceil(seconds_left))
+    return "session.pair_code", payload
+
+
 async def project(key: str, event: DomainEventProtocol[UUID]) -> list[Emission]:
     """The emissions one recorded event makes. The type names are the domain's."""
     match type(event).__name__:
@@ -30,6 +36,9 @@ async def project(key: str, event: DomainEventProtocol[UUID]) -> list[Emission]:
             return [("session.created", payloads.SessionCreated(key=key))]
         case "QrIssued":
             return [await qr_emission(key, event.code, event.timeout)]  # type: ignore[attr-defined]
+        case "PairCodeIssued":
+            code, timeout = event.code, event.timeout  # type: ignore[attr-defined]
+            return [pair_code_emission(key, code, timeout)]
         case "Authenticated":
             return [("session.authenticated", payloads.SessionKey(key=key))]
         case "Ready":
@@ -54,8 +63,13 @@ class SocketIoNotifier:
             for name, payload in await project(key, event):
                 await self._sio.emit(name, payload.model_dump(), room=key)
 
-    async def send_current(self, session: DeviceSession, seconds_left: float, to: str) -> None:
-        """Re-send the live QR code to one rejoining connection, with the time it has left."""
-        if session.qr_code is not None and seconds_left > 0:
-            name, payload = await qr_emission(session.key, session.qr_code, seconds_left)
+    async def send_current(self, session: DeviceSession, now: datetime, to: str) -> None:
+        """Re-send the live QR code and pairing code to one rejoining connection, with the
+        time each has left."""
+        emissions = []
+        if session.qr_code is not None and (left := session.qr_seconds_left(now)) > 0:
+            emissions.append(await qr_emission(session.key, session.qr_code, left))
+        if session.pair_code is not None and (left := session.pair_code_seconds_left(now)) > 0:
+            emissions.append(pair_code_emission(session.key, session.pair_code, left))
+        for name, payload in emissions:
             await self._sio.emit(name, payload.model_dump(), to=to)

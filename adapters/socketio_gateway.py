@@ -85,7 +85,12 @@ class PairingNamespace(socketio.AsyncNamespace):  # type: ignore[misc]  # untype
     async def _create(self, sid: str, data: Any) -> Reply:
         request = payloads.parse(payloads.CreateRequest, data)
         outcome = await self._service.create(
-            request.key, request.name, request.engine, self._identities[sid], sid
+            request.key,
+            request.name,
+            request.engine,
+            self._identities[sid],
+            sid,
+            phone=request.phone_digits,
         )
         if outcome.joined:
             await self._send_current(sid, outcome.session)
@@ -113,8 +118,7 @@ class PairingNamespace(socketio.AsyncNamespace):  # type: ignore[misc]  # untype
     # -- replies ----------------------------------------------------------------------
 
     async def _send_current(self, sid: str, session: DeviceSession) -> None:
-        seconds_left = session.qr_seconds_left(self._clock.now())
-        await self._notifier.send_current(session, seconds_left, to=sid)
+        await self._notifier.send_current(session, self._clock.now(), to=sid)
 
     async def _reply(self, sid: str, handler: Handler, data: Any) -> Reply:
         try:

@@ -13,7 +13,7 @@ import logging
 import weakref
 from collections.abc import Awaitable, Callable
 from concurrent.futures import Executor
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import ParamSpec, TypeVar
 
 from domain.errors import (
@@ -42,6 +42,15 @@ class Outcome:
 
     session: DeviceSession
     joined: bool = False
+
+
+@dataclass
+class Recovery:
+    """What `PairingService.recover` found: keys by what became of them."""
+
+    interrupted: list[str] = field(default_factory=list)
+    resumed: list[str] = field(default_factory=list)
+    unavailable: list[str] = field(default_factory=list)
 
 
 class PairingService:
@@ -73,7 +82,14 @@ class PairingService:
     # -- client requests --------------------------------------------------------------
 
     async def create(
-        self, key: str, name: str, engine_name: str, owner: str, subscriber: str
+        self,
+        key: str,
+        name: str,
+        engine_name: str,
+        owner: str,
+        subscriber: str,
+        *,
+        phone: str | None = None,
     ) -> Outcome:
         engine = self._engines.resolve(engine_name)
         if self._closing:
@@ -92,7 +108,7 @@ class PairingService:
                 await self._forget_previous_link(key, engine)
             self._running[key] = engine
             try:
-                await engine.start(key, self)
+                await engine.start(key, self, phone=phone)
             except Exception as error:
                 log.exception("engine %s failed to start %s", engine.name, key)
                 lost = await self._update(key, _disconnect(Reason.CONNECTION_LOST))
@@ -132,6 +148,10 @@ class PairingService:
         now = self._clock.now()
         await self._from_engine(key, lambda s: s.issue_qr(code, timeout, now))
 
+    async def pair_code_issued(self, key: str, code: str, timeout: float) -> None:
+        now = self._clock.now()
+        await self._from_engine(key, lambda s: s.issue_pair_code(code, timeout, now))
+
     async def qr_expired(self, key: str) -> None:
         await self._from_engine(key, _disconnect_if(Reason.QR_EXPIRED, {S.CREATED, S.QR}))
 
@@ -154,6 +174,54 @@ class PairingService:
     def watched_keys(self) -> frozenset[str]:
         """Keys with an armed expiry watchdog: live sessions waiting on their engine."""
         return self._watchdog.keys
+
+    async def recover(self) -> Recovery:
+        """At start-up, set the record straight about the sessions an earlier run left.
+
+        Sessions still recorded as live lost their engine with that process (a crash, a
+        kill): they are recorded as `connection lost`, and unpaired ones lose whatever
+        their engine had stored. Every paired device that is offline with its credentials
+        is then started again from them, without a QR code; `session.ready` follows when
+        its engine is back online.
+        """
+        recovery = Recovery()
+        for key in await self._store(lambda: list(self.sessions.keys())):
+            async with self._lock(key):
+                session = await self._store(self.sessions.find, key)
+                if session is None or key in self._running:
+                    continue
+                if session.is_live:
+                    change = await self._update(key, _disconnect(Reason.CONNECTION_LOST))
+                    await self._settle(key, change)
+                    recovery.interrupted.append(key)
+                    session = change.session
+                if session.state is S.DISCONNECTED and session.holds_credentials:
+                    await self._resume(key, session, recovery)
+        if recovery.interrupted or recovery.resumed or recovery.unavailable:
+            log.info(
+                "recovered the store: %d interrupted sessions recorded as connection lost, "
+                "%d paired devices resumed, %d waiting for an engine this server lacks",
+                len(recovery.interrupted),
+                len(recovery.resumed),
+                len(recovery.unavailable),
+            )
+        return recovery
+
+    async def _resume(self, key: str, session: DeviceSession, recovery: Recovery) -> None:
+        engine = self._engine_named(session.engine)
+        if engine is None:
+            log.warning("cannot resume %s: engine %r is not available", key, session.engine)
+            recovery.unavailable.append(key)
+            return
+        self._running[key] = engine
+        try:
+            await engine.start(key, self)
+        except Exception:
+            log.exception("engine %s failed to resume %s", engine.name, key)
+            self._running.pop(key, None)
+            recovery.unavailable.append(key)
+        else:
+            recovery.resumed.append(key)
 
     async def shutdown(self) -> None:
         """Take every device offline: they did lose their connection, so record it."""
@@ -245,7 +313,7 @@ class PairingService:
         """Expire the session unless it moves on: from `qr` as `qr expired`, from `created`
         (an engine that never showed a code) as `connection lost`."""
         if session.state is S.QR:
-            delay = session.qr_seconds_left(self._clock.now()) + self._expiry_grace
+            delay = session.pairing_seconds_left(self._clock.now()) + self._expiry_grace
         elif session.state is S.CREATED:
             delay = self._start_timeout
         else:

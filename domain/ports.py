@@ -23,6 +23,11 @@ class EngineEvents(Protocol):
 
     async def qr_issued(self, key: str, code: str, timeout: float) -> None: ...
 
+    async def pair_code_issued(self, key: str, code: str, timeout: float) -> None:
+        """The phone-number alternative to a QR code: `code` as WhatsApp shows it
+        (`ABCD-EFGH`), to be typed on the phone within `timeout` seconds."""
+        ...
+
     async def qr_expired(self, key: str) -> None:
         """The engine's last code timed out unscanned; it has stopped pairing."""
         ...
@@ -43,9 +48,11 @@ class WhatsAppEngine(Protocol):
 
     name: str
 
-    async def start(self, key: str, events: EngineEvents) -> None:
+    async def start(self, key: str, events: EngineEvents, *, phone: str | None = None) -> None:
         """Connect the device: pair it (reporting QR codes) or resume its credentials.
 
+        With `phone` (digits, international format) an unpaired device also asks WhatsApp
+        for a pairing code for that number and reports it through `pair_code_issued`.
         Returns once the work is under way; progress arrives through `events`, never
         from inside this call.
         """

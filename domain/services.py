@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from uuid import UUID
 
 from eventsourcing.application import AggregateNotFoundError, Application
 from eventsourcing.domain import DomainEventProtocol
 from eventsourcing.persistence import IntegrityError
+from eventsourcing.utils import get_topic
 
 from domain.errors import SessionNotFoundError, VersionOutOfRangeError
 from domain.session import DeviceSession, session_id
@@ -86,14 +87,23 @@ class DeviceSessions(Application[UUID]):
             raise VersionOutOfRangeError(key, at, len(events))
         return events[:at]
 
-    def notifications(self, since: int = 0, page: int = 100) -> Iterator[tuple[int, Event]]:
-        """Every recorded event of every session in global order, after position `since`."""
+    def notifications(
+        self, since: int = 0, page: int = 100, topics: Sequence[str] = ()
+    ) -> Iterator[tuple[int, Event]]:
+        """Every recorded event of every session in global order, after position `since`
+        (only events of the given topics, when some are named)."""
         while section := self.notification_log.select(
-            start=since, limit=page, inclusive_of_start=False
+            start=since, limit=page, topics=topics, inclusive_of_start=False
         ):
             for notification in section:
                 yield notification.id, self.mapper.to_domain_event(notification)
             since = section[-1].id
+
+    def keys(self) -> Iterator[str]:
+        """Every key ever created, in creation order."""
+        created = get_topic(DeviceSession.SessionCreated)  # type: ignore[attr-defined]
+        for _, event in self.notifications(topics=[created]):
+            yield event.key  # type: ignore[attr-defined]
 
     def _save(self, session: DeviceSession) -> Change:
         recordings = self.save(session)

@@ -45,6 +45,8 @@ LIVE_STATES = frozenset({S.CREATED, S.QR, S.AUTHENTICATED, S.READY})
 # then record an event, so replaying events never re-runs machine callbacks.
 TRANSITIONS: list[dict[str, Any]] = [
     {"trigger": "issue_qr", "source": [S.CREATED, S.QR], "dest": S.QR},
+    # Pairing by phone number: a code to type on the phone, beside (or instead of) the QR.
+    {"trigger": "issue_pair_code", "source": [S.CREATED, S.QR], "dest": S.QR},
     {"trigger": "authenticate", "source": [S.CREATED, S.QR], "dest": S.AUTHENTICATED},
     {"trigger": "mark_ready", "source": S.AUTHENTICATED, "dest": S.READY},
     # A paired device whose connection dropped reconnects with its stored credentials.
@@ -90,6 +92,10 @@ def session_id(key: str) -> UUID:
 class DeviceSession(Aggregate):
     """A device's pairing lifecycle. Commands check the table; `@event` bodies only assign."""
 
+    # Class defaults: snapshots taken before these attributes existed still load.
+    pair_code: str | None = None
+    pair_code_expires_at: datetime | None = None
+
     @staticmethod
     def create_id(key: str) -> UUID:
         return session_id(key)
@@ -113,6 +119,13 @@ class DeviceSession(Aggregate):
             raise ValueError(f"a QR code's timeout must be positive, not {timeout}")
         self._require("issue_qr", "show a QR code")
         self._qr_issued(code=code, timeout=timeout, expires_at=now + timedelta(seconds=timeout))
+
+    def issue_pair_code(self, code: str, timeout: float, now: datetime) -> None:
+        if timeout <= 0:
+            raise ValueError(f"a pairing code's timeout must be positive, not {timeout}")
+        self._require("issue_pair_code", "show a pairing code")
+        expires_at = now + timedelta(seconds=timeout)
+        self._pair_code_issued(code=code, timeout=timeout, expires_at=expires_at)
 
     def authenticate(self) -> None:
         self._require("authenticate", "authenticate")
@@ -148,9 +161,15 @@ class DeviceSession(Aggregate):
         return self.state in LIVE_STATES
 
     def qr_seconds_left(self, now: datetime) -> float:
-        if self.state is not S.QR or self.qr_expires_at is None:
-            return 0.0
-        return max(0.0, (self.qr_expires_at - now).total_seconds())
+        """Seconds the current QR code has left (0 if none)."""
+        return _seconds_left(self.qr_expires_at if self.state is S.QR else None, now)
+
+    def pair_code_seconds_left(self, now: datetime) -> float:
+        return _seconds_left(self.pair_code_expires_at if self.state is S.QR else None, now)
+
+    def pairing_seconds_left(self, now: datetime) -> float:
+        """Seconds until neither the QR code nor the pairing code can be used."""
+        return max(self.qr_seconds_left(now), self.pair_code_seconds_left(now))
 
     def can(self, trigger: str) -> bool:
         return allowed_destination(self, trigger) is not None
@@ -162,6 +181,12 @@ class DeviceSession(Aggregate):
         self._state = S.QR.value
         self.qr_code = code
         self.qr_expires_at = expires_at
+
+    @event("PairCodeIssued")
+    def _pair_code_issued(self, code: str, timeout: float, expires_at: datetime) -> None:
+        self._state = S.QR.value
+        self.pair_code = code
+        self.pair_code_expires_at = expires_at
 
     @event("Authenticated")
     def _authenticated(self) -> None:
@@ -194,8 +219,14 @@ class DeviceSession(Aggregate):
     def _forget_qr(self) -> None:
         self.qr_code = None
         self.qr_expires_at = None
+        self.pair_code = None
+        self.pair_code_expires_at = None
 
     def _require(self, trigger: str, action: str) -> None:
         """`action` says, in the client's words, what was refused."""
         if allowed_destination(self, trigger) is None:
             raise InvalidTransitionError(self.key, action, self.state.value)
+
+
+def _seconds_left(deadline: datetime | None, now: datetime) -> float:
+    return 0.0 if deadline is None else max(0.0, (deadline - now).total_seconds())

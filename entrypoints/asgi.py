@@ -24,6 +24,8 @@ def create_app(settings: Settings | None = None, clock: Clock | None = None) -> 
 
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
+        if pairgate.settings.recover:
+            await pairgate.service.recover()
         yield
         await pairgate.close()
 

@@ -9,6 +9,7 @@ from dataclasses import dataclass
 import socketio
 
 from adapters.clock import SystemClock
+from adapters.credentials import CredentialVault
 from adapters.engines.catalog import Engines
 from adapters.engines.simulator import SimulatedEngine
 from adapters.identity import DEFAULT_IDENTITY, Identities
@@ -16,7 +17,7 @@ from adapters.projection import SocketIoNotifier
 from adapters.socketio_gateway import PairingNamespace
 from adapters.store import open_store
 from domain.pairing import PairingService
-from domain.ports import Clock
+from domain.ports import Clock, WhatsAppEngine
 from domain.services import DeviceSessions
 from entrypoints.settings import Settings
 
@@ -54,20 +55,28 @@ class Pairgate:
         self.sessions.close()
 
 
+def installed_engines(settings: Settings, vault: CredentialVault) -> Engines:
+    """The real WhatsApp engines this machine can run, and hints for those it cannot."""
+    available: dict[str, WhatsAppEngine] = {}
+    missing: dict[str, str] = {}
+    return Engines(available, missing)
+
+
 def bootstrap(settings: Settings, clock: Clock | None = None) -> Pairgate:
     clock = clock or SystemClock()
     store = settings.store_config()
     sessions = open_store(store)
     executor = ThreadPoolExecutor(settings.store_threads, thread_name_prefix="pairgate-store")
 
+    vault = CredentialVault(settings.credentials_path, settings.cipher)
     simulator: SimulatedEngine | None = None
     if settings.simulate:
         simulator = SimulatedEngine(
-            settings.sim_qr_timeouts, reconnect_delay=settings.sim_reconnect_delay
+            settings.sim_qr_timeouts, reconnect_delay=settings.sim_reconnect_delay, vault=vault
         )
         engines = Engines.simulated(simulator)
     else:
-        engines = Engines({})
+        engines = installed_engines(settings, vault)
 
     origins = settings.allowed_origins
     sio = socketio.AsyncServer(

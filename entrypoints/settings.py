@@ -20,6 +20,11 @@ class Settings(BaseSettings):
     port: int = Field(8000, ge=0, le=65535)
     simulate: bool = False
     data_dir: Path = Path("data")
+    # At start-up, close sessions a crashed run left live and resume paired devices. Only
+    # one process per store may do this (several processes: see docs/deployment.md).
+    recover: bool = True
+    # Linked devices' WhatsApp credentials (0700 per device); default: <data dir>/credentials.
+    credentials_dir: Path | None = None
     database_url: SecretStr | None = None
     # `identity:token` pairs (comma-separated), or a file of them; unset: one identity.
     tokens: SecretStr | None = None
@@ -72,6 +77,14 @@ class Settings(BaseSettings):
         if not value or any(t <= 0 for t in value):
             raise ValueError("must be a comma list of positive seconds, e.g. 60,20,20")
         return value
+
+    @property
+    def credentials_path(self) -> Path:
+        return self.credentials_dir or self.data_dir / "credentials"
+
+    @property
+    def cipher(self) -> str | None:
+        return _reveal(self.cipher_key)
 
     def store_config(self) -> StoreConfig:
         kind = self.store

@@ -27,7 +27,7 @@ def store_settings(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[d
     schema = f"test_{uuid.uuid4().hex[:12]}"
     with psycopg.connect(POSTGRES_URL, autocommit=True) as connection:
         connection.execute(f'CREATE SCHEMA "{schema}"')
-    yield {"database_url": f"{POSTGRES_URL}?schema={schema}", **cipher}
+    yield {"database_url": f"{POSTGRES_URL}?schema={schema}", "data_dir": tmp_path, **cipher}
     with psycopg.connect(POSTGRES_URL, autocommit=True) as connection:
         connection.execute(f'DROP SCHEMA "{schema}" CASCADE')
 

@@ -14,8 +14,12 @@ KNOWN_ENGINES = ("neonize", "whatsmeow", "baileys", "simulator")
 class Engines:
     """EngineCatalog over the engines this process actually has."""
 
-    def __init__(self, available: Mapping[str, WhatsAppEngine]) -> None:
+    def __init__(
+        self, available: Mapping[str, WhatsAppEngine], missing: Mapping[str, str] | None = None
+    ) -> None:
+        """`missing`: engines this process cannot run, each with a hint on how to get it."""
         self._available = dict(available)
+        self._missing = dict(missing or {})
 
     @classmethod
     def simulated(cls, simulator: WhatsAppEngine) -> Engines:
@@ -30,6 +34,10 @@ class Engines:
         engine = self._available.get(name)
         if engine is not None:
             return engine
+        if name in self._missing:
+            raise EngineUnavailableError(
+                f"engine {name!r} is not available on this server: {self._missing[name]}"
+            )
         if name in KNOWN_ENGINES:
             raise EngineUnavailableError(
                 f"engine {name!r} is not available on this server; {self._offer()}"

@@ -10,11 +10,13 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import json
 import logging
 import secrets
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
+from adapters.credentials import CredentialVault
 from domain.ports import EngineEvents
 from domain.session import DisconnectReason
 
@@ -40,6 +42,16 @@ def whatsapp_shaped_code() -> str:
     return ",".join([ref, *keys])
 
 
+# WhatsApp's pairing-code alphabet: no 0, O, I or U, so codes are easy to type.
+PAIRING_ALPHABET = "123456789ABCDEFGHJKLMNPQRSTVWXYZ"
+
+
+def pairing_code() -> str:
+    """Eight characters as WhatsApp shows them: `ABCD-EFGH`."""
+    code = "".join(secrets.choice(PAIRING_ALPHABET) for _ in range(8))
+    return f"{code[:4]}-{code[4:]}"
+
+
 @dataclass
 class _Device:
     events: EngineEvents
@@ -47,6 +59,8 @@ class _Device:
     task: asyncio.Task[None] | None = None  # held: the event loop keeps only weak references
     code: str | None = None
     code_deadline: float = 0.0
+    phone: str | None = None
+    pair_code: str | None = None
 
 
 class SimulatedEngine:
@@ -57,20 +71,23 @@ class SimulatedEngine:
         qr_timeouts: Sequence[float] = WHATSAPP_QR_TIMEOUTS,
         *,
         reconnect_delay: float = 1.0,
+        vault: CredentialVault | None = None,
     ) -> None:
         if not qr_timeouts or any(t <= 0 for t in qr_timeouts):
             raise ValueError("QR timeouts must be a non-empty list of positive seconds")
         self._qr_timeouts = tuple(qr_timeouts)
         self._reconnect_delay = reconnect_delay
         self._devices: dict[str, _Device] = {}
+        # Paired devices' (simulated) keys: in the vault, so they survive a restart.
+        self._vault = vault
         self._credentials: set[str] = set()
 
     # -- WhatsAppEngine ---------------------------------------------------------------
 
-    async def start(self, key: str, events: EngineEvents) -> None:
+    async def start(self, key: str, events: EngineEvents, *, phone: str | None = None) -> None:
         await self.stop(key)
-        device = self._devices[key] = _Device(events)
-        work = self._connect(key, device) if key in self._credentials else self._pair(key, device)
+        device = self._devices[key] = _Device(events, phone=phone)
+        work = self._connect(key, device) if self._paired(key) else self._pair(key, device)
         device.task = asyncio.create_task(work, name=f"simulator:{key}")
 
     async def stop(self, key: str) -> None:
@@ -85,6 +102,8 @@ class SimulatedEngine:
     async def discard(self, key: str) -> None:
         await self.stop(key)
         self._credentials.discard(key)
+        if self._vault is not None:
+            await asyncio.to_thread(self._vault.remove, self.name, key)
 
     # -- the simulated phone (HTTP control endpoints) ---------------------------------
 
@@ -100,12 +119,13 @@ class SimulatedEngine:
         return device.code
 
     async def scan(self, key: str, code: str) -> None:
-        if code != self.current_code(key):
+        """The phone reads the current QR code, or its user types the pairing code."""
+        device = self._device(key)
+        if code != device.pair_code and code != self.current_code(key):
             raise SimulatorRefusal(409, "wrong_code", "that is not the current QR code")
-        device = self._devices[key]
-        device.code = None
+        device.code = device.pair_code = None
         device.stopped.set()  # ends the rotation
-        self._credentials.add(key)
+        await self._save_credentials(key)
         await device.events.paired(key)
         await device.events.connected(key)
 
@@ -119,7 +139,7 @@ class SimulatedEngine:
         """The network drops: a paired device reconnects after `reconnect_delay`."""
         device = self._device(key)
         device.stopped.set()
-        paired = key in self._credentials
+        paired = self._paired(key)
         if not paired:
             self._devices.pop(key, None)
         await device.events.disconnected(key, DisconnectReason.CONNECTION_LOST)
@@ -137,6 +157,19 @@ class SimulatedEngine:
             raise SimulatorRefusal(404, "not_found", f"the simulator serves no device {key!r}")
         return device
 
+    def _paired(self, key: str) -> bool:
+        if self._vault is None:
+            return key in self._credentials
+        return self._vault.holds(self.name, key)
+
+    async def _save_credentials(self, key: str) -> None:
+        self._credentials.add(key)
+        if self._vault is not None:
+            keys = {"noise": secrets.token_hex(32), "identity": secrets.token_hex(32)}
+            await asyncio.to_thread(
+                self._vault.write, self.name, key, "device.json", json.dumps(keys).encode()
+            )
+
     async def _end(self, key: str, reason: DisconnectReason) -> None:
         device = self._device(key)
         await self.discard(key)
@@ -148,9 +181,15 @@ class SimulatedEngine:
             device.code = whatsapp_shaped_code()
             device.code_deadline = loop.time() + timeout
             await device.events.qr_issued(key, device.code, timeout)
+            if device.phone is not None and device.pair_code is None:
+                # Like whatsmeow: a pairing code can be asked for once the first QR is out,
+                # and it stays valid for the rest of the pairing window.
+                device.pair_code = pairing_code()
+                window = sum(self._qr_timeouts)
+                await device.events.pair_code_issued(key, device.pair_code, window)
             if await _stopped_within(device, timeout):
                 return
-        device.code = None
+        device.code = device.pair_code = None
         self._devices.pop(key, None)
         await device.events.qr_expired(key)
 

@@ -35,7 +35,7 @@ class FakeEngine:
     events: dict[str, EngineEvents] = field(default_factory=dict)
     fail_start: Exception | None = None
 
-    async def start(self, key: str, events: EngineEvents) -> None:
+    async def start(self, key: str, events: EngineEvents, *, phone: str | None = None) -> None:
         self.calls.append(("start", key))
         if self.fail_start is not None:
             raise self.fail_start

@@ -1,0 +1,87 @@
+"""CredentialVault: where engines keep each linked device's WhatsApp credentials.
+
+One directory per (engine, key): `<data dir>/credentials/<engine>/<sha256(key)>`, created
+0700 (files 0600), so another local user cannot read a device's keys. The key is hashed
+so that any client-chosen string is a safe, fixed-length name. Files written through the
+vault are encrypted with AES-GCM when pairgate has a cipher key; engines whose library
+writes its own files there (whatsmeow's SQLite, Baileys' auth state) get the directory
+and its permissions only.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import shutil
+from pathlib import Path
+
+from eventsourcing.cryptography import AESCipher
+from eventsourcing.utils import Environment
+
+DIRECTORY_MODE = 0o700
+FILE_MODE = 0o600
+
+
+class CredentialsUnreadableError(Exception):
+    """Stored credentials cannot be decrypted with the configured cipher key."""
+
+
+class CredentialVault:
+    def __init__(self, root: Path, cipher_key: str | None = None) -> None:
+        self.root = root
+        self._cipher = None
+        if cipher_key:
+            self._cipher = AESCipher(Environment(env={AESCipher.CIPHER_KEY: cipher_key}))
+
+    @property
+    def encrypted(self) -> bool:
+        return self._cipher is not None
+
+    def directory(self, engine: str, key: str, *, create: bool = True) -> Path:
+        """The device's own directory (created 0700, parents too, unless `create` is false)."""
+        path = self.root / engine / hashlib.sha256(key.encode()).hexdigest()
+        if create:
+            self.root.parent.mkdir(parents=True, exist_ok=True)
+            for part in (self.root, self.root / engine, path):
+                part.mkdir(mode=DIRECTORY_MODE, exist_ok=True)
+                part.chmod(DIRECTORY_MODE)  # mkdir's mode is masked by the umask
+        return path
+
+    def holds(self, engine: str, key: str) -> bool:
+        """Whether any credentials are stored for the device."""
+        path = self.directory(engine, key, create=False)
+        return path.is_dir() and any(path.iterdir())
+
+    def write(self, engine: str, key: str, name: str, data: bytes) -> Path:
+        """Store `data` as the file `name` (0600, atomically replaced, encrypted if keyed)."""
+        path = self.directory(engine, key) / name
+        partial = path.with_name(f".{name}.partial")
+        sealed = self._cipher.encrypt(data) if self._cipher else data
+        descriptor = os.open(partial, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, FILE_MODE)
+        with os.fdopen(descriptor, "wb") as file:
+            file.write(sealed)
+            file.flush()
+            os.fsync(file.fileno())
+        os.replace(partial, path)
+        return path
+
+    def read(self, engine: str, key: str, name: str) -> bytes | None:
+        """The file's contents, or None when the device has no such file."""
+        path = self.directory(engine, key, create=False) / name
+        try:
+            sealed = path.read_bytes()
+        except FileNotFoundError:
+            return None
+        if self._cipher is None:
+            return sealed
+        try:
+            return self._cipher.decrypt(sealed)
+        except ValueError as error:
+            raise CredentialsUnreadableError(
+                f"credentials in {path.parent} cannot be decrypted: is PAIRGATE_CIPHER_KEY "
+                "the key they were written with?"
+            ) from error
+
+    def remove(self, engine: str, key: str) -> None:
+        """Delete the device's credentials, all of them (nothing to do if there are none)."""
+        shutil.rmtree(self.directory(engine, key, create=False), ignore_errors=True)
