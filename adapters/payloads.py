@@ -18,8 +18,8 @@ Key = Annotated[str, StringConstraints(pattern=KEY_PATTERN, min_length=1, max_le
 Name = Annotated[str, StringConstraints(pattern=r"^[^\x00-\x1f\x7f-\x9f]{1,128}$")]
 KEY_FORMAT_ERRORS = {"string_pattern_mismatch", "string_too_short", "string_too_long"}
 EngineName = Annotated[str, StringConstraints(min_length=1, max_length=32)]
-# A phone number in international format: country code and number, 8-15 digits, "+" optional.
-Phone = Annotated[str, StringConstraints(pattern=r"^\+?[1-9][0-9]{7,14}$")]
+# A phone number in international format: country code and number, 8-15 digits, no "+".
+Phone = Annotated[str, StringConstraints(pattern=r"^[1-9][0-9]{7,14}$")]
 
 ERROR_CODES = (
     "invalid_payload",
@@ -59,10 +59,6 @@ class CreateRequest(Request):
     phone: Phone | None = Field(
         None, description="Pair by phone number too: the server emits session.pair_code"
     )
-
-    @property
-    def phone_digits(self) -> str | None:
-        return self.phone.lstrip("+") if self.phone else None
 
 
 class KeyRequest(Request):

@@ -90,7 +90,7 @@ class PairingNamespace(socketio.AsyncNamespace):  # type: ignore[misc]  # untype
             request.engine,
             self._identities[sid],
             sid,
-            phone=request.phone_digits,
+            phone=request.phone,
         )
         if outcome.joined:
             await self._send_current(sid, outcome.session)

@@ -25,13 +25,19 @@ def health_routes(service: PairingService) -> list[Route]:
 
 
 def simulator_routes(simulator: SimulatedEngine, service: PairingService) -> list[Route]:
-    """POST /api/simulator/devices/{key}/{scan|logout|drop|revoke}: the phone's side."""
+    """POST /api/simulator/devices/{key}/{scan|pair|logout|drop|revoke}: the phone's side."""
 
     async def scan(key: str, body: dict[str, Any]) -> None:
         code = body.get("code")
         if not isinstance(code, str):
             raise SimulatorRefusal(400, "invalid_payload", 'body must be {"code": "<QR text>"}')
         await simulator.scan(key, code)
+
+    async def pair(key: str, body: dict[str, Any]) -> None:
+        code = body.get("code")
+        if not isinstance(code, str):
+            raise SimulatorRefusal(400, "invalid_payload", 'body must be {"code": "ABCD-EFGH"}')
+        await simulator.enter_pair_code(key, code)
 
     async def logout(key: str, body: dict[str, Any]) -> None:
         await simulator.phone_logout(key)
@@ -59,7 +65,13 @@ def simulator_routes(simulator: SimulatedEngine, service: PairingService) -> lis
     base = "/api/simulator/devices/{key:str}/"
     return [
         Route(base + name, endpoint(action), methods=["POST"])
-        for name, action in {"scan": scan, "logout": logout, "drop": drop, "revoke": revoke}.items()
+        for name, action in {
+            "scan": scan,
+            "pair": pair,
+            "logout": logout,
+            "drop": drop,
+            "revoke": revoke,
+        }.items()
     ]
 
 

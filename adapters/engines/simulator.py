@@ -119,10 +119,22 @@ class SimulatedEngine:
         return device.code
 
     async def scan(self, key: str, code: str) -> None:
-        """The phone reads the current QR code, or its user types the pairing code."""
-        device = self._device(key)
-        if code != device.pair_code and code != self.current_code(key):
+        """The phone reads the current QR code."""
+        if code != self.current_code(key):
             raise SimulatorRefusal(409, "wrong_code", "that is not the current QR code")
+        await self._link(key)
+
+    async def enter_pair_code(self, key: str, code: str) -> None:
+        """The phone's user types the pairing code (Link with phone number)."""
+        device = self._device(key)
+        if device.pair_code is None:
+            raise SimulatorRefusal(409, "not_pairing", f"{key!r} has no pairing code")
+        if code.strip().upper() != device.pair_code:
+            raise SimulatorRefusal(409, "wrong_code", "that is not the pairing code")
+        await self._link(key)
+
+    async def _link(self, key: str) -> None:
+        device = self._devices[key]
         device.code = device.pair_code = None
         device.stopped.set()  # ends the rotation
         await self._save_credentials(key)
