@@ -17,7 +17,8 @@ from adapters import payloads
 from adapters.identity import Identities
 from adapters.payloads import describe
 from adapters.projection import SocketIoNotifier
-from domain.errors import DeviceSessionError
+from adapters.rate_limits import RequestLimits
+from domain.errors import DeviceSessionError, LimitReachedError
 from domain.pairing import PairingService
 from domain.ports import Clock
 from domain.session import DeviceSession
@@ -35,6 +36,7 @@ class PairingNamespace(socketio.AsyncNamespace):  # type: ignore[misc]  # untype
         notifier: SocketIoNotifier,
         clock: Clock,
         identities: Identities,
+        limits: RequestLimits,
         namespace: str = "/",
     ) -> None:
         super().__init__(namespace)
@@ -42,7 +44,10 @@ class PairingNamespace(socketio.AsyncNamespace):  # type: ignore[misc]  # untype
         self._notifier = notifier
         self._clock = clock
         self._known = identities
+        self._limits = limits
         self._identities: dict[str, str] = {}
+        # Who a connection is for connect bans: its identity, or its address without tokens.
+        self._peers: dict[str, str] = {}
         self._handlers: dict[str, Handler] = {
             "session.create": self._create,
             "session.join": self._join,
@@ -75,10 +80,18 @@ class PairingNamespace(socketio.AsyncNamespace):  # type: ignore[misc]  # untype
         identity = self._known.identify(token)
         if identity is None:
             raise socketio.exceptions.ConnectionRefusedError("unauthorized")
+        peer = _peer(environ, identity, self._known.required)
+        if (wait := await self._limits.banned_for(peer)) is not None:
+            raise socketio.exceptions.ConnectionRefusedError(
+                "rate_limited", {"retry_after": round(wait, 3)}
+            )
         self._identities[sid] = identity
+        self._peers[sid] = peer
 
     async def on_disconnect(self, sid: str, reason: Any = None) -> None:
         self._identities.pop(sid, None)
+        self._peers.pop(sid, None)
+        await self._limits.forget(sid)
 
     # -- requests ---------------------------------------------------------------------
 
@@ -120,16 +133,47 @@ class PairingNamespace(socketio.AsyncNamespace):  # type: ignore[misc]  # untype
     async def _send_current(self, sid: str, session: DeviceSession) -> None:
         await self._notifier.send_current(session, self._clock.now(), to=sid)
 
-    async def _reply(self, sid: str, handler: Handler, data: Any) -> Reply:
+    async def _reply(self, sid: str, handler: Handler, data: Any) -> Reply | None:
+        identity = self._identities.get(sid)
+        if identity is None:
+            return None  # sent just before its connection closed
+        try:
+            await self._limits.admit(sid, identity, payloads.echo_key(data))
+        except LimitReachedError as refused:
+            if await self._limits.strike(sid):
+                log.warning("hanging up on %s: it ignores rate_limited replies", sid)
+                await self._limits.ban(self._peers.get(sid, identity))
+                await self.disconnect(sid)
+                return None
+            return await self._refuse(
+                sid, data, "rate_limited", refused.message, refused.retry_after
+            )
+        retry_after: float | None = None
         try:
             return {"ok": True, **await handler(sid, data)}
         except payloads.RequestRefused as refused:
             code, message = refused.code, refused.message
+        except LimitReachedError as refused:
+            code, message, retry_after = "rate_limited", refused.message, refused.retry_after
         except DeviceSessionError as refused:
             code, message = refused.code, refused.message  # type: ignore[assignment]
         except Exception:
             log.exception("request from %s failed", sid)
             code, message = "internal", "internal error; the server log has the details"
+        return await self._refuse(sid, data, code, message, retry_after)
+
+    async def _refuse(
+        self, sid: str, data: Any, code: payloads.ErrorCode, message: str, retry_after: float | None
+    ) -> Reply:
         error = payloads.SessionError(key=payloads.echo_key(data), code=code, message=message)
         await self.emit("session.error", error.model_dump(), to=sid)
-        return {"ok": False, "error": {"code": error.code, "message": error.message}}
+        refusal: dict[str, Any] = {"code": error.code, "message": error.message}
+        if retry_after is not None:
+            refusal["retry_after"] = retry_after  # seconds: when a retry can succeed
+        return {"ok": False, "error": refusal}
+
+
+def _peer(environ: dict[str, Any], identity: str, by_identity: bool) -> str:
+    if by_identity:
+        return f"identity:{identity}"
+    return f"address:{environ.get('REMOTE_ADDR') or environ.get('asgi.scope', {}).get('client')}"

@@ -54,3 +54,15 @@ class VersionOutOfRangeError(DeviceSessionError):
         super().__init__(
             f"session {key!r} has versions 1 to {last}; there is no version {version}", key=key
         )
+
+
+class LimitReachedError(DeviceSessionError):
+    """A cap or rate limit refuses the request for now; `retry_after` seconds, if known."""
+
+    code = "rate_limited"
+
+    def __init__(
+        self, message: str, *, key: str | None = None, retry_after: float | None = None
+    ) -> None:
+        super().__init__(message, key=key)
+        self.retry_after = retry_after

@@ -11,6 +11,7 @@ import asyncio
 import functools
 import logging
 import weakref
+from collections import Counter
 from collections.abc import Awaitable, Callable
 from concurrent.futures import Executor
 from dataclasses import dataclass, field
@@ -21,6 +22,7 @@ from domain.errors import (
     EngineUnavailableError,
     ForbiddenError,
     InvalidTransitionError,
+    LimitReachedError,
 )
 from domain.history import Record, session_history
 from domain.ports import Clock, EngineCatalog, SessionNotifier, WhatsAppEngine
@@ -64,6 +66,8 @@ class PairingService:
         executor: Executor | None = None,
         expiry_grace: float = 5.0,
         start_timeout: float = 60.0,
+        max_sessions: int = 0,
+        max_unpaired: int = 0,
     ) -> None:
         self.sessions = sessions
         self._engines = engines
@@ -75,6 +79,12 @@ class PairingService:
         self._expiry_grace = expiry_grace
         self._start_timeout = start_timeout
         self._running: dict[str, WhatsAppEngine] = {}
+        # Caps (0: none): live sessions per owner, and pairings under way on this server.
+        self._max_sessions = max_sessions
+        self._max_unpaired = max_unpaired
+        self._owners: dict[str, str] = {}  # owner of each running key
+        self._live_by_owner: Counter[str] = Counter()
+        self._unpaired: set[str] = set()  # running keys still showing codes
         self._closing = False
         self._watchdog = Watchdog(self._expire_if_unchanged)
         self._locks: weakref.WeakValueDictionary[str, asyncio.Lock] = weakref.WeakValueDictionary()
@@ -101,12 +111,14 @@ class PairingService:
                 if session.is_live and key in self._running:
                     await self._notifier.subscribe(key, subscriber)
                     return Outcome(session, joined=True)
+            self._check_capacity(key, owner)
             change = await self._record_start(key, session, name, engine_name, owner)
             await self._notifier.subscribe(key, subscriber)
             await self._notifier.publish(key, change.events)
             if session is not None:
                 await self._forget_previous_link(key, engine)
-            self._running[key] = engine
+            self._run(key, engine, owner)
+            self._unpaired.add(key)
             try:
                 await engine.start(key, self, phone=phone)
             except Exception as error:
@@ -213,12 +225,12 @@ class PairingService:
             log.warning("cannot resume %s: engine %r is not available", key, session.engine)
             recovery.unavailable.append(key)
             return
-        self._running[key] = engine
+        self._run(key, engine, session.owner)
         try:
             await engine.start(key, self)
         except Exception:
             log.exception("engine %s failed to resume %s", engine.name, key)
-            self._running.pop(key, None)
+            self._unrun(key)
             recovery.unavailable.append(key)
         else:
             recovery.resumed.append(key)
@@ -228,7 +240,7 @@ class PairingService:
         self._closing = True
         for key in list(self._running):
             async with self._lock(key):
-                engine = self._running.pop(key, None)
+                engine = self._unrun(key)
                 if engine is None:
                     continue
                 self._watchdog.disarm(key)
@@ -258,7 +270,7 @@ class PairingService:
 
     async def _forget_previous_link(self, key: str, engine: WhatsAppEngine) -> None:
         """A restart is a new pairing: no engine may resume the key's old credentials."""
-        previous = self._running.pop(key, None)
+        previous = self._unrun(key)
         for stale in {id(e): e for e in (previous, engine) if e is not None}.values():
             await _quietly(stale.discard(key), "discard", key)
 
@@ -294,14 +306,47 @@ class PairingService:
         await self._notifier.publish(key, change.events)
         session = change.session
         self._watchdog.disarm(key)
+        if session.state not in (S.CREATED, S.QR):
+            self._unpaired.discard(key)
         if session.is_live:
             self._arm(key, session)
         elif not session.holds_credentials:
             # The engine may not run here (a restarted process): its credentials go anyway.
-            engine = self._running.pop(key, None) or self._engine_named(session.engine)
+            engine = self._unrun(key) or self._engine_named(session.engine)
             if engine is not None:
                 teardown = engine.logout if unlink else engine.discard
                 await _quietly(teardown(key), teardown.__name__, key)
+
+    def _check_capacity(self, key: str, owner: str) -> None:
+        if self._max_sessions and self._live_by_owner[owner] >= self._max_sessions:
+            raise LimitReachedError(
+                f"this identity already has {self._max_sessions} live sessions, the most "
+                "allowed (PAIRGATE_MAX_SESSIONS); log out or delete one first",
+                key=key,
+            )
+        if self._max_unpaired and len(self._unpaired) >= self._max_unpaired:
+            raise LimitReachedError(
+                f"the server is pairing {self._max_unpaired} devices, the most it allows "
+                "at once (PAIRGATE_MAX_UNPAIRED); try again in a minute",
+                key=key,
+                retry_after=20.0,
+            )
+
+    def _run(self, key: str, engine: WhatsAppEngine, owner: str) -> None:
+        self._unrun(key)
+        self._running[key] = engine
+        self._owners[key] = owner
+        self._live_by_owner[owner] += 1
+
+    def _unrun(self, key: str) -> WhatsAppEngine | None:
+        """Forget the key's engine (returned, if any): it no longer runs here."""
+        self._unpaired.discard(key)
+        owner = self._owners.pop(key, None)
+        if owner is not None:
+            self._live_by_owner[owner] -= 1
+            if not self._live_by_owner[owner]:
+                del self._live_by_owner[owner]
+        return self._running.pop(key, None)
 
     def _engine_named(self, name: str) -> WhatsAppEngine | None:
         try:

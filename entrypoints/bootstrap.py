@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import shutil
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
@@ -10,10 +11,12 @@ import socketio
 
 from adapters.clock import SystemClock
 from adapters.credentials import CredentialVault
+from adapters.engines import baileys
 from adapters.engines.catalog import Engines
 from adapters.engines.simulator import SimulatedEngine
 from adapters.identity import DEFAULT_IDENTITY, Identities
 from adapters.projection import SocketIoNotifier
+from adapters.rate_limits import RequestLimits
 from adapters.socketio_gateway import PairingNamespace
 from adapters.store import open_store
 from domain.pairing import PairingService
@@ -59,6 +62,20 @@ def installed_engines(settings: Settings, vault: CredentialVault) -> Engines:
     """The real WhatsApp engines this machine can run, and hints for those it cannot."""
     available: dict[str, WhatsAppEngine] = {}
     missing: dict[str, str] = {}
+    import importlib.util
+
+    if importlib.util.find_spec("neonize") is not None:
+        from adapters.engines.neonize import NeonizeEngine  # neonize itself loads on first use
+
+        available["neonize"] = available["whatsmeow"] = NeonizeEngine(vault)
+    else:
+        missing["neonize"] = missing["whatsmeow"] = (
+            "install it with `pip install 'pairgate[neonize]'`"
+        )
+    if shutil.which("node") and baileys.sidecar_installed():
+        available["baileys"] = baileys.BaileysEngine(vault)
+    else:
+        missing["baileys"] = baileys.INSTALL_HINT
     return Engines(available, missing)
 
 
@@ -94,9 +111,12 @@ def bootstrap(settings: Settings, clock: Clock | None = None) -> Pairgate:
         executor=executor,
         expiry_grace=settings.expiry_grace,
         start_timeout=settings.start_timeout,
+        max_sessions=settings.max_sessions,
+        max_unpaired=settings.max_unpaired,
     )
     identities = settings.identities()
-    sio.register_namespace(PairingNamespace(service, notifier, clock, identities))
+    limits = RequestLimits(settings.rate_limit_connection, settings.rate_limit_identity)
+    sio.register_namespace(PairingNamespace(service, notifier, clock, identities, limits))
     if identities.required:
         log.info("access tokens required: %d identities", len(identities.names))
     else:

@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
+from limits import parse_many
 from pydantic import AliasChoices, Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
@@ -47,6 +48,12 @@ class Settings(BaseSettings):
     # Seconds an engine gets, after a session is created, to show its first QR code.
     start_timeout: float = Field(60.0, gt=0)
     max_payload_bytes: int = Field(65536, ge=1024)
+    # Request rates (`limits` notation: "20/second;300/minute"; empty: no limit).
+    rate_limit_connection: str = "20/second;600/minute"
+    rate_limit_identity: str = "200/second"
+    # Live sessions one identity may run, and pairings under way server-wide (0: no cap).
+    max_sessions: int = Field(1000, ge=0)
+    max_unpaired: int = Field(5000, ge=0)
     store_threads: int = Field(4, ge=1)
     log_level: str = "info"
 
@@ -63,6 +70,13 @@ class Settings(BaseSettings):
         if self.tokens_file is not None:
             spec += "," + self.tokens_file.read_text()
         return Identities.parse(spec)
+
+    @field_validator("rate_limit_connection", "rate_limit_identity")
+    @classmethod
+    def _rate(cls, value: str) -> str:
+        if value.strip():
+            parse_many(value)  # ValueError names the part it cannot read
+        return value.strip()
 
     @field_validator("sim_qr_timeouts", mode="before")
     @classmethod
