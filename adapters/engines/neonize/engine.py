@@ -1,0 +1,471 @@
+"""NeonizeEngine: real WhatsApp linked devices through neonize (whatsmeow, in Go).
+
+One whatsmeow client per device, each with its own credential store: a SQLite file in
+the device's vault directory (0700; the file 0600), or one shared PostgreSQL database
+when `database_url` is given (see docs/engines.md). neonize calls back on Go threads;
+every callback is handed to the event loop and handled there, one device's in order,
+by one task per device, which reports to pairgate through EngineEvents.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import hashlib
+import itertools
+import logging
+import os
+from collections.abc import Callable, Sequence
+from concurrent.futures import Future
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from adapters.credentials import FILE_MODE, CredentialVault
+from adapters.engines.neonize import library
+from adapters.engines.neonize.mapping import REASONS, Signal, describe, translators
+from adapters.engines.neonize.workers import IdleClosingPool
+from domain.ports import EngineEvents
+from domain.session import DisconnectReason
+
+log = logging.getLogger(__name__)
+
+# whatsmeow shows six codes, the first for 60 s and the others for 20 s, then stops
+# without a word: the engine times them itself.
+WHATSMEOW_QR_TIMEOUTS = (60.0, 20.0, 20.0, 20.0, 20.0, 20.0)
+# A pairing code stays valid for WhatsApp's whole pairing window.
+PAIR_CODE_TIMEOUT = 160.0
+# A paired device whose connection attempt failed outright (whatsmeow does not retry
+# those) tries again after these delays, the last one repeating.
+RETRY_DELAYS = (5.0, 15.0, 30.0, 60.0, 120.0, 300.0)
+STORE_FILE = "whatsmeow.sqlite3"
+DEVICE_FILE = "device.jid"  # PostgreSQL store: which of its devices is this key's
+# Threads for short calls (stop, logout, pairing codes) besides one per live client.
+CONTROL_THREADS = 8
+# Client start-ups go one at a time (concurrent start-ups crashed the Go runtime): the
+# next waits until this one has shown a sign of life, has failed, or for this long.
+START_GAP = 1.0
+STOP_TIMEOUT = 10.0
+
+
+@dataclass
+class _Device:
+    key: str
+    events: EngineEvents
+    phone: str | None
+    paired: bool
+    inbox: asyncio.Queue[tuple[Any, ...]] = field(default_factory=asyncio.Queue)
+    consumer: asyncio.Task[None] | None = None
+    client: Any = None
+    connection: asyncio.Future[None] | None = None
+    generation: int = 0
+    begun: asyncio.Event = field(default_factory=asyncio.Event)
+    codes: int = 0
+    expiry: asyncio.TimerHandle | None = None
+    retry: asyncio.TimerHandle | None = None
+    attempts: int = 0
+    online: bool = False
+    lost: bool = False  # a lost connection was reported and no reconnect since
+    ended: bool = False  # the link ended (expired, logged out, revoked): report no more
+    stopped: bool = False
+    helpers: set[asyncio.Task[None]] = field(default_factory=set)
+
+
+@dataclass(frozen=True)
+class DeviceStatus:
+    """What the engine holds for a key (for operators and tests)."""
+
+    store: str  # what whatsmeow was opened on: a SQLite path, or "postgresql"
+    paired: bool  # started from stored credentials, or paired since
+    online: bool
+    codes: int  # QR codes shown by the current client
+    attempts: int  # connection attempts that failed in a row
+
+
+class NeonizeEngine:
+    name = "neonize"
+
+    def __init__(
+        self,
+        vault: CredentialVault,
+        *,
+        database_url: str | None = None,
+        max_devices: int = 500,
+        qr_timeouts: Sequence[float] = WHATSMEOW_QR_TIMEOUTS,
+        retry_delays: Sequence[float] = RETRY_DELAYS,
+        client_name: str = "LINUX",
+    ) -> None:
+        """`database_url`: keep whatsmeow's stores in this PostgreSQL database instead of
+        one SQLite file per device. `client_name`: how the phone lists the linked device
+        when paired by code (a neonize `ClientName`)."""
+        self._vault = vault
+        self._database_url = database_url
+        self._max_devices = max_devices
+        self._qr_timeouts = tuple(qr_timeouts)
+        self._retry_delays = tuple(retry_delays)
+        self._client_name = client_name
+        self._devices: dict[str, _Device] = {}
+        self._workers = IdleClosingPool(max_devices + CONTROL_THREADS, "pairgate-neonize")
+        self._gate = asyncio.Lock()
+        self._uuids = itertools.count(1)
+
+    # -- WhatsAppEngine ---------------------------------------------------------------
+
+    async def start(self, key: str, events: EngineEvents, *, phone: str | None = None) -> None:
+        await self.stop(key)
+        if len(self._devices) >= self._max_devices:
+            raise RuntimeError(f"the neonize engine serves at most {self._max_devices} devices")
+        await self._call(library.neonize)  # the first import takes ~0.3 s
+        paired = await self._call(self._vault.holds, self.name, key)
+        device = self._devices[key] = _Device(key, events, phone, paired)
+        device.consumer = asyncio.create_task(self._consume(device), name=f"neonize:{key}")
+        device.inbox.put_nowait(("connect", device.generation))
+
+    async def stop(self, key: str) -> None:
+        device = self._devices.pop(key, None)
+        if device is not None:
+            await self._halt(device)
+
+    async def logout(self, key: str) -> None:
+        device = self._devices.get(key)
+        client = device.client if device is not None else None
+        if device is not None and device.online and client is not None:
+            try:
+                await asyncio.wait_for(self._call(client.logout), STOP_TIMEOUT)
+            except Exception as error:
+                log.warning("WhatsApp was not told that %s logged out: %s", key, error)
+        else:
+            log.info("%s is offline: WhatsApp keeps listing it until the phone removes it", key)
+        await self.discard(key)
+
+    async def discard(self, key: str) -> None:
+        await self.stop(key)
+        jid = await self._call(self._vault.read, self.name, key, DEVICE_FILE)
+        if self._database_url and jid:
+            await self._call(_forget_postgres_device, self._database_url, jid.decode())
+        await self._call(self._vault.remove, self.name, key)
+
+    async def close(self) -> None:
+        """Stop every device and let the engine's threads go (at shutdown)."""
+        for key in list(self._devices):
+            await self.stop(key)
+        await asyncio.to_thread(self._workers.shutdown, True)
+
+    def status(self, key: str) -> DeviceStatus | None:
+        device = self._devices.get(key)
+        if device is None:
+            return None
+        store = "postgresql" if self._database_url else str(self._store_path(key))
+        return DeviceStatus(store, device.paired, device.online, device.codes, device.attempts)
+
+    # -- one device's events, in order --------------------------------------------------
+
+    async def _consume(self, device: _Device) -> None:
+        while True:
+            item = await device.inbox.get()
+            if device.stopped:
+                return
+            what, generation, *args = item
+            if generation != device.generation:
+                continue  # from a client the device has replaced
+            try:
+                await self._handle(device, what, *args)
+            except Exception:
+                log.exception("neonize: handling %s for %s failed", what, device.key)
+
+    async def _handle(self, device: _Device, what: str, *args: Any) -> None:
+        if what == "connect":
+            await self._connect(device)
+        elif what == "qr":
+            await self._show_code(device, args[0].decode())
+        elif what == "expired":
+            await self._expire(device, args[0])
+        elif what == "pair_code":
+            if not (device.ended or device.paired):
+                await device.events.pair_code_issued(device.key, args[0], PAIR_CODE_TIMEOUT)
+        elif what == "event":
+            await self._on_event(device, args[0], args[1])
+        elif what == "ended":
+            await self._on_connection_end(device, args[0])
+
+    async def _show_code(self, device: _Device, code: str) -> None:
+        if device.ended:
+            return
+        if device.paired:
+            # whatsmeow asks to pair only when its store holds no device: the stored
+            # credentials are gone (or were never completed), so this link is over.
+            log.warning("neonize: %s shows a QR code: its stored credentials are gone", device.key)
+            device.ended = True
+            await device.events.disconnected(device.key, DisconnectReason.SESSION_REVOKED)
+            return
+        index, device.codes = device.codes, device.codes + 1
+        timeout = self._qr_timeouts[min(index, len(self._qr_timeouts) - 1)]
+        await device.events.qr_issued(device.key, code, timeout)
+        last = index >= len(self._qr_timeouts) - 1
+        # whatsmeow shows the next code when this one times out; a little slack for that.
+        self._arm_expiry(device, timeout if last else timeout + 5.0)
+        if device.phone is not None and index == 0:
+            self._helper(device, self._ask_pair_code(device, device.generation))
+
+    async def _expire(self, device: _Device, codes: int) -> None:
+        if codes != device.codes or device.ended or device.paired:
+            return
+        device.ended = True
+        await device.events.qr_expired(device.key)
+        if self._devices.get(device.key) is device:  # pairgate ignored it: stop anyway
+            await self.stop(device.key)
+
+    async def _on_event(self, device: _Device, signal: Signal, event: Any) -> None:
+        log.debug("neonize %s: %s -> %s", device.key, describe(event), signal.value)
+        key, events = device.key, device.events
+        if device.ended:
+            return
+        if signal is Signal.PAIRED:
+            self._cancel_expiry(device)
+            device.paired = True
+            if self._database_url:
+                await self._call(self._remember_postgres_device, key, event.ID)
+            await events.paired(key)
+        elif signal is Signal.PAIR_FAILED:
+            log.warning("neonize: pairing %s failed: %s", key, event.Error or "no reason given")
+        elif signal is Signal.CONNECTED or (signal is Signal.RESTORED and device.lost):
+            self._cancel_expiry(device)
+            device.online, device.lost, device.attempts = True, False, 0
+            await events.connected(key)
+        elif signal is Signal.LOST:
+            await self._report_lost(device, describe(event))
+        elif signal in (Signal.LOGGED_OUT, Signal.REVOKED):
+            log.warning("neonize: %s ended by WhatsApp: %s", key, describe(event))
+            device.ended, device.online = True, False
+            self._cancel_expiry(device)
+            await events.disconnected(key, REASONS[signal])
+
+    async def _report_lost(self, device: _Device, why: str) -> None:
+        if device.lost or device.ended:
+            return
+        log.info("neonize: %s lost its connection: %s", device.key, why)
+        device.lost, device.online = True, False
+        await device.events.disconnected(device.key, DisconnectReason.CONNECTION_LOST)
+
+    async def _on_connection_end(self, device: _Device, error: BaseException | None) -> None:
+        """neonize's connect() returned: the attempt failed (no retry by whatsmeow)."""
+        device.client = device.connection = None
+        self._cancel_expiry(device)
+        await self._report_lost(device, str(error) if error else "the client stopped")
+        if self._devices.get(device.key) is not device or device.stopped:
+            return
+        if device.paired and not device.ended:
+            delay = self._retry_delays[min(device.attempts, len(self._retry_delays) - 1)]
+            device.attempts += 1
+            log.info("neonize: %s tries again in %.0f s", device.key, delay)
+            device.retry = asyncio.get_running_loop().call_later(
+                delay, device.inbox.put_nowait, ("connect", device.generation)
+            )
+        else:
+            # Nothing runs for it any more; pairgate discards it when it records the loss.
+            self._devices.pop(device.key, None)
+            device.stopped = True
+            device.inbox.put_nowait(("stop", -1))
+
+    # -- the whatsmeow client -----------------------------------------------------------
+
+    async def _connect(self, device: _Device) -> None:
+        device.retry = None
+        async with self._gate:
+            if device.stopped:
+                return
+            device.generation += 1
+            device.codes = 0
+            device.begun.clear()
+            loop = asyncio.get_running_loop()
+            deliver = self._threadsafe_deliver(device, loop, device.generation)
+            device.client = client = await self._call(self._new_client, device, deliver)
+            future = loop.run_in_executor(self._workers, self._run_client, client)
+            device.connection = future
+            generation = device.generation
+            future.add_done_callback(
+                lambda done: self._deliver(
+                    device, ("ended", generation, None if done.cancelled() else done.exception())
+                )
+            )
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(device.begun.wait(), START_GAP)
+
+    def _new_client(self, device: _Device, deliver: Callable[[tuple[Any, ...]], None]) -> Any:
+        """A whatsmeow client for the device, its handlers registered (in a worker thread)."""
+        neonize = library.neonize()
+        uuid = f"pairgate-{_digest(device.key)[:16]}-{next(self._uuids)}"
+        if self._database_url:
+            jid = self._stored_jid(device.key)
+            client = neonize.NewClient(self._database_url, jid=jid, uuid=uuid, new_device=not jid)
+            client.uuid = uuid.encode()  # with a JID neonize would key the client by number
+        else:
+            client = neonize.NewClient(str(self._prepare_store(device.key)), uuid=uuid)
+
+        def on_qr(_client: Any, code: bytes) -> None:
+            deliver(("qr", code))
+
+        client.event.qr(on_qr)
+        for event_class, translate in translators().items():
+            client.event(event_class)(_handler(translate, deliver))
+        return client
+
+    def _run_client(self, client: Any) -> None:
+        """The client's whole connection (a worker thread): returns when it is stopped,
+        raises when it could not connect (whatsmeow does not retry a failed dial)."""
+        client.connect()
+
+    def _stop_client(self, client: Any) -> None:
+        client.stop()
+
+    def _threadsafe_deliver(
+        self, device: _Device, loop: asyncio.AbstractEventLoop, generation: int
+    ) -> Callable[[tuple[Any, ...]], None]:
+        """What neonize's callbacks (on Go threads) call: hands an item to the loop."""
+
+        def deliver(item: tuple[Any, ...]) -> None:
+            what, *args = item
+            try:
+                loop.call_soon_threadsafe(self._deliver, device, (what, generation, *args))
+            except RuntimeError:  # the loop has closed: nobody is listening any more
+                log.debug("neonize: %s for %s arrived after the loop closed", what, device.key)
+
+        return deliver
+
+    def _deliver(self, device: _Device, item: tuple[Any, ...]) -> None:
+        if item[1] == device.generation:
+            device.begun.set()
+        device.inbox.put_nowait(item)
+
+    def _prepare_store(self, key: str) -> Path:
+        """The device's SQLite file, created 0600 before whatsmeow opens it: SQLite gives
+        its -wal and -shm files the database's permissions."""
+        path = self._store_path(key)
+        self._vault.directory(self.name, key)
+        os.close(os.open(path, os.O_WRONLY | os.O_CREAT, FILE_MODE))
+        path.chmod(FILE_MODE)
+        return path
+
+    def _store_path(self, key: str) -> Path:
+        return self._vault.directory(self.name, key, create=False) / STORE_FILE
+
+    def _stored_jid(self, key: str) -> Any:
+        text = self._vault.read(self.name, key, DEVICE_FILE)
+        return _parse_jid(text.decode()) if text else None
+
+    def _remember_postgres_device(self, key: str, jid: Any) -> None:
+        self._vault.write(self.name, key, DEVICE_FILE, _format_jid(jid).encode())
+
+    async def _ask_pair_code(self, device: _Device, generation: int) -> None:
+        client = device.client
+        if client is None or device.phone is None:
+            return
+        enum = library.neonize().ClientName
+        try:
+            code = await self._call(
+                client.PairPhone, device.phone, True, client_name=enum[self._client_name]
+            )
+        except Exception as error:
+            log.warning("neonize: no pairing code for %s: %s", device.key, error)
+            return
+        self._deliver(device, ("pair_code", generation, _pair_code_format(code)))
+
+    async def _halt(self, device: _Device) -> None:
+        device.stopped = True
+        self._cancel_expiry(device)
+        if device.retry is not None:
+            device.retry.cancel()
+        current = asyncio.current_task()
+        for task in [device.consumer, *device.helpers]:
+            # Not the task that is reporting right now (pairgate stops a device from
+            # within its report): that report completes, and the task then ends.
+            if task is not None and task is not current:
+                task.cancel()
+        device.inbox.put_nowait(("stop", -1))
+        client, connection = device.client, device.connection
+        if client is None or connection is None or connection.done():
+            return
+        try:
+            await asyncio.wait_for(self._call(self._stop_client, client), STOP_TIMEOUT)
+            await asyncio.wait_for(asyncio.shield(connection), STOP_TIMEOUT)
+        except TimeoutError:
+            log.warning("neonize: %s did not stop within %.0f s", device.key, STOP_TIMEOUT)
+        except Exception:
+            pass  # connect() ended with its error; the device is stopped either way
+
+    def _arm_expiry(self, device: _Device, seconds: float) -> None:
+        self._cancel_expiry(device)
+        item = ("expired", device.generation, device.codes)
+        device.expiry = asyncio.get_running_loop().call_later(
+            seconds, device.inbox.put_nowait, item
+        )
+
+    def _cancel_expiry(self, device: _Device) -> None:
+        if device.expiry is not None:
+            device.expiry.cancel()
+            device.expiry = None
+
+    def _helper(self, device: _Device, work: Any) -> None:
+        task = asyncio.create_task(work)
+        device.helpers.add(task)
+        task.add_done_callback(device.helpers.discard)
+
+    async def _call(self, fn: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
+        future: Future[Any] = self._workers.submit(fn, *args, **kwargs)
+        return await asyncio.wrap_future(future)
+
+
+def _handler(
+    translate: Callable[[Any], Signal], deliver: Callable[[tuple[Any, ...]], None]
+) -> Callable[[Any, Any], None]:
+    """A neonize event handler (run on a Go thread). neonize swallows what a handler
+    raises, so failures are logged here."""
+
+    def handle(_client: Any, event: Any) -> None:
+        try:
+            deliver(("event", translate(event), event))
+        except Exception:
+            log.exception("neonize: could not handle %s", type(event).__name__)
+
+    return handle
+
+
+def _digest(key: str) -> str:
+    return hashlib.sha256(key.encode()).hexdigest()
+
+
+def _pair_code_format(code: str) -> str:
+    """As WhatsApp shows it: `ABCD-EFGH`."""
+    plain = code.replace("-", "").strip().upper()
+    return f"{plain[:4]}-{plain[4:]}" if len(plain) == 8 else code
+
+
+def _format_jid(jid: Any) -> str:
+    """whatsmeow's JID.String(): `user[.agent][:device]@server`, its store's key."""
+    user = f"{jid.User}.{jid.RawAgent}" if jid.RawAgent else jid.User
+    if jid.Device:
+        user = f"{user}:{jid.Device}"
+    return f"{user}@{jid.Server}"
+
+
+def _parse_jid(text: str) -> Any:
+    user, _, server = text.partition("@")
+    user, _, device = user.partition(":")
+    user, _, agent = user.partition(".")
+    return library.proto().JID(
+        User=user,
+        Server=server,
+        Device=int(device or 0),
+        RawAgent=int(agent or 0),
+        Integrator=0,
+        IsEmpty=False,
+    )
+
+
+def _forget_postgres_device(database_url: str, jid: str) -> None:
+    """Delete a device from whatsmeow's PostgreSQL store; its other tables follow
+    (whatsmeow's foreign keys cascade from whatsmeow_device)."""
+    import psycopg
+
+    with psycopg.connect(database_url, autocommit=True) as connection:
+        connection.execute("DELETE FROM whatsmeow_device WHERE jid = %s", (jid,))
