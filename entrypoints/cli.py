@@ -119,7 +119,7 @@ def serve_forever(settings: Settings) -> int:
         host=settings.host,
         port=settings.port,
         log_level=settings.log_level,
-        timeout_graceful_shutdown=10,
+        timeout_graceful_shutdown=settings.shutdown_grace,
     )
     PairgateServer(config).run()
     return 0

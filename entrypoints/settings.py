@@ -47,6 +47,9 @@ class Settings(BaseSettings):
     expiry_grace: float = Field(5.0, ge=0)
     # Seconds an engine gets, after a session is created, to show its first QR code.
     start_timeout: float = Field(60.0, gt=0)
+    # Seconds a SIGTERM stop may take (announce, stop engines, close connections) before
+    # pairgate stops anyway.
+    shutdown_grace: int = Field(10, ge=1)
     max_payload_bytes: int = Field(65536, ge=1024)
     # Request rates (`limits` notation: "20/second;300/minute"; empty: no limit).
     rate_limit_connection: str = "20/second;600/minute"

@@ -1,0 +1,27 @@
+"""Fixtures for end-to-end tests: real `pairgate serve` processes."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pytest
+
+from tests.e2e.service_process import ServiceProcess
+
+
+@pytest.fixture
+def start_service(tmp_path: Path) -> Iterator[Callable[[Path], ServiceProcess]]:
+    """Starts `pairgate serve` processes; whatever still runs at teardown is killed."""
+    started: list[ServiceProcess] = []
+
+    def start(data_dir: Path) -> ServiceProcess:
+        service = ServiceProcess.start(data_dir, tmp_path / f"pairgate-{len(started)}.log")
+        started.append(service)
+        return service
+
+    try:
+        yield start
+    finally:
+        for service in started:
+            service.kill()
