@@ -217,3 +217,83 @@ async def test_the_credential_store_is_private(tmp_path: Path) -> None:
     assert found.pop("neonize") == 0o700
     assert found.pop(store.parent.name) == 0o700
     assert found and set(found.values()) == {0o600}, found
+
+
+@pytest.fixture
+def whatsmeow_database() -> Iterator[str]:
+    """A fresh PostgreSQL database for whatsmeow's tables (skips without a server)."""
+    from tests.helpers import POSTGRES_URL, postgres_available
+
+    if not postgres_available():
+        pytest.skip("PostgreSQL is not reachable on 127.0.0.1:5432")
+    import psycopg
+
+    name = f"whatsmeow_{os.getpid()}_{time.monotonic_ns() % 10**9}"
+    base, _, _ = POSTGRES_URL.rpartition("/")
+    with psycopg.connect(POSTGRES_URL, autocommit=True) as connection:
+        connection.execute(f'CREATE DATABASE "{name}"')
+    # whatsmeow talks to PostgreSQL through lib/pq, which requires TLS unless told not to.
+    yield f"{base}/{name}?sslmode=disable"
+    with psycopg.connect(POSTGRES_URL, autocommit=True) as connection:
+        connection.execute(f'DROP DATABASE "{name}" WITH (FORCE)')
+
+
+async def test_whatsmeow_on_postgresql_keeps_only_the_device_id_in_the_vault(
+    whatsmeow_database: str, tmp_path: Path
+) -> None:
+    import psycopg
+
+    from adapters.engines.neonize import NeonizeEngine, library
+    from adapters.engines.neonize.stores import WhatsmeowStores, format_jid, parse_jid
+
+    vault = CredentialVault(tmp_path / "credentials")
+    engine = NeonizeEngine(vault, database_url=whatsmeow_database)
+    reports = RecordedReports()
+    try:
+        await engine.start("unpaired", reports)
+        for _ in range(500):
+            if reports.got:
+                break
+            await asyncio.sleep(0.01)
+        assert reports.got == [("disconnected", DisconnectReason.CONNECTION_LOST)]
+        assert not vault.holds("neonize", "unpaired")  # nothing of it in the vault
+
+        # A device paired earlier: whatsmeow's row, and its id in the key's vault file.
+        jid = parse_jid("6281234567890:7@s.whatsapp.net")
+        assert format_jid(jid) == "6281234567890:7@s.whatsapp.net"
+        with psycopg.connect(whatsmeow_database, autocommit=True) as connection:
+            key_bytes = b"\0" * 32
+            connection.execute(
+                "INSERT INTO whatsmeow_device (jid, registration_id, noise_key, identity_key,"
+                " signed_pre_key, signed_pre_key_id, signed_pre_key_sig, adv_key, adv_details,"
+                " adv_account_sig, adv_account_sig_key, adv_device_sig, platform, business_name,"
+                " push_name, lid_migration_ts, companion_meta_nonce) VALUES"
+                " (%s, 1, %s, %s, %s, 1, %s, %s, %s, %s, %s, %s, '', '', '', 0, '')",
+                (
+                    format_jid(jid),
+                    *[key_bytes] * 3,
+                    b"\0" * 64,
+                    key_bytes,
+                    b"",
+                    *[b"\0" * 64, key_bytes, b"\0" * 64],
+                ),
+            )
+            connection.execute(
+                "INSERT INTO whatsmeow_pre_keys (jid, key_id, key, uploaded)"
+                " VALUES (%s, 1, %s, true)",
+                (format_jid(jid), key_bytes),
+            )
+        WhatsmeowStores(vault, "neonize", whatsmeow_database).remember("paired", jid)
+        assert vault.read("neonize", "paired", "device.jid") == b"6281234567890:7@s.whatsapp.net"
+
+        await engine.start("paired", reports)
+        status = engine.status("paired")
+        assert status is not None and status.paired and status.store == "postgresql"
+        await engine.discard("paired")
+        with psycopg.connect(whatsmeow_database) as connection:
+            assert connection.execute("SELECT count(*) FROM whatsmeow_device").fetchone() == (0,)
+            assert connection.execute("SELECT count(*) FROM whatsmeow_pre_keys").fetchone() == (0,)
+        assert not vault.holds("neonize", "paired")
+        assert library.proto().JID  # the proto module stayed importable
+    finally:
+        await engine.close()

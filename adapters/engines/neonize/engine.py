@@ -14,16 +14,15 @@ import contextlib
 import hashlib
 import itertools
 import logging
-import os
 from collections.abc import Callable, Sequence
 from concurrent.futures import Future
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
-from adapters.credentials import FILE_MODE, CredentialVault
+from adapters.credentials import CredentialVault
 from adapters.engines.neonize import library
 from adapters.engines.neonize.mapping import REASONS, Signal, describe, translators
+from adapters.engines.neonize.stores import WhatsmeowStores
 from adapters.engines.neonize.workers import IdleClosingPool
 from domain.ports import EngineEvents
 from domain.session import DisconnectReason
@@ -38,13 +37,11 @@ PAIR_CODE_TIMEOUT = 160.0
 # A paired device whose connection attempt failed outright (whatsmeow does not retry
 # those) tries again after these delays, the last one repeating.
 RETRY_DELAYS = (5.0, 15.0, 30.0, 60.0, 120.0, 300.0)
-STORE_FILE = "whatsmeow.sqlite3"
-DEVICE_FILE = "device.jid"  # PostgreSQL store: which of its devices is this key's
 # Threads for short calls (stop, logout, pairing codes) besides one per live client.
 CONTROL_THREADS = 8
 # Client start-ups go one at a time (concurrent start-ups crashed the Go runtime): the
 # next waits until this one has shown a sign of life, has failed, or for this long.
-START_GAP = 1.0
+START_GAP = 0.5
 STOP_TIMEOUT = 10.0
 
 
@@ -98,8 +95,7 @@ class NeonizeEngine:
         """`database_url`: keep whatsmeow's stores in this PostgreSQL database instead of
         one SQLite file per device. `client_name`: how the phone lists the linked device
         when paired by code (a neonize `ClientName`)."""
-        self._vault = vault
-        self._database_url = database_url
+        self._stores = WhatsmeowStores(vault, self.name, database_url)
         self._max_devices = max_devices
         self._qr_timeouts = tuple(qr_timeouts)
         self._retry_delays = tuple(retry_delays)
@@ -116,7 +112,7 @@ class NeonizeEngine:
         if len(self._devices) >= self._max_devices:
             raise RuntimeError(f"the neonize engine serves at most {self._max_devices} devices")
         await self._call(library.neonize)  # the first import takes ~0.3 s
-        paired = await self._call(self._vault.holds, self.name, key)
+        paired = await self._call(self._stores.holds, key)
         device = self._devices[key] = _Device(key, events, phone, paired)
         device.consumer = asyncio.create_task(self._consume(device), name=f"neonize:{key}")
         device.inbox.put_nowait(("connect", device.generation))
@@ -140,10 +136,7 @@ class NeonizeEngine:
 
     async def discard(self, key: str) -> None:
         await self.stop(key)
-        jid = await self._call(self._vault.read, self.name, key, DEVICE_FILE)
-        if self._database_url and jid:
-            await self._call(_forget_postgres_device, self._database_url, jid.decode())
-        await self._call(self._vault.remove, self.name, key)
+        await self._call(self._stores.forget, key)
 
     async def close(self) -> None:
         """Stop every device and let the engine's threads go (at shutdown)."""
@@ -155,8 +148,9 @@ class NeonizeEngine:
         device = self._devices.get(key)
         if device is None:
             return None
-        store = "postgresql" if self._database_url else str(self._store_path(key))
-        return DeviceStatus(store, device.paired, device.online, device.codes, device.attempts)
+        return DeviceStatus(
+            self._stores.describe(key), device.paired, device.online, device.codes, device.attempts
+        )
 
     # -- one device's events, in order --------------------------------------------------
 
@@ -223,8 +217,7 @@ class NeonizeEngine:
         if signal is Signal.PAIRED:
             self._cancel_expiry(device)
             device.paired = True
-            if self._database_url:
-                await self._call(self._remember_postgres_device, key, event.ID)
+            await self._call(self._stores.remember, key, event.ID)
             await events.paired(key)
         elif signal is Signal.PAIR_FAILED:
             log.warning("neonize: pairing %s failed: %s", key, event.Error or "no reason given")
@@ -294,13 +287,13 @@ class NeonizeEngine:
     def _new_client(self, device: _Device, deliver: Callable[[tuple[Any, ...]], None]) -> Any:
         """A whatsmeow client for the device, its handlers registered (in a worker thread)."""
         neonize = library.neonize()
-        uuid = f"pairgate-{_digest(device.key)[:16]}-{next(self._uuids)}"
-        if self._database_url:
-            jid = self._stored_jid(device.key)
-            client = neonize.NewClient(self._database_url, jid=jid, uuid=uuid, new_device=not jid)
-            client.uuid = uuid.encode()  # with a JID neonize would key the client by number
-        else:
-            client = neonize.NewClient(str(self._prepare_store(device.key)), uuid=uuid)
+        # neonize keys its Go-side clients by uuid: one per connection attempt, so that a
+        # replaced client's finalizer (it stops its uuid) can never stop its successor.
+        digest = hashlib.sha256(device.key.encode()).hexdigest()
+        uuid = f"pairgate-{digest[:16]}-{next(self._uuids)}"
+        name, arguments = self._stores.client_arguments(device.key)
+        client = neonize.NewClient(name, uuid=uuid, **arguments)
+        client.uuid = uuid.encode()  # given a JID, neonize would use the phone number
 
         def on_qr(_client: Any, code: bytes) -> None:
             deliver(("qr", code))
@@ -336,25 +329,6 @@ class NeonizeEngine:
         if item[1] == device.generation:
             device.begun.set()
         device.inbox.put_nowait(item)
-
-    def _prepare_store(self, key: str) -> Path:
-        """The device's SQLite file, created 0600 before whatsmeow opens it: SQLite gives
-        its -wal and -shm files the database's permissions."""
-        path = self._store_path(key)
-        self._vault.directory(self.name, key)
-        os.close(os.open(path, os.O_WRONLY | os.O_CREAT, FILE_MODE))
-        path.chmod(FILE_MODE)
-        return path
-
-    def _store_path(self, key: str) -> Path:
-        return self._vault.directory(self.name, key, create=False) / STORE_FILE
-
-    def _stored_jid(self, key: str) -> Any:
-        text = self._vault.read(self.name, key, DEVICE_FILE)
-        return _parse_jid(text.decode()) if text else None
-
-    def _remember_postgres_device(self, key: str, jid: Any) -> None:
-        self._vault.write(self.name, key, DEVICE_FILE, _format_jid(jid).encode())
 
     async def _ask_pair_code(self, device: _Device, generation: int) -> None:
         client = device.client
@@ -430,42 +404,7 @@ def _handler(
     return handle
 
 
-def _digest(key: str) -> str:
-    return hashlib.sha256(key.encode()).hexdigest()
-
-
 def _pair_code_format(code: str) -> str:
     """As WhatsApp shows it: `ABCD-EFGH`."""
     plain = code.replace("-", "").strip().upper()
     return f"{plain[:4]}-{plain[4:]}" if len(plain) == 8 else code
-
-
-def _format_jid(jid: Any) -> str:
-    """whatsmeow's JID.String(): `user[.agent][:device]@server`, its store's key."""
-    user = f"{jid.User}.{jid.RawAgent}" if jid.RawAgent else jid.User
-    if jid.Device:
-        user = f"{user}:{jid.Device}"
-    return f"{user}@{jid.Server}"
-
-
-def _parse_jid(text: str) -> Any:
-    user, _, server = text.partition("@")
-    user, _, device = user.partition(":")
-    user, _, agent = user.partition(".")
-    return library.proto().JID(
-        User=user,
-        Server=server,
-        Device=int(device or 0),
-        RawAgent=int(agent or 0),
-        Integrator=0,
-        IsEmpty=False,
-    )
-
-
-def _forget_postgres_device(database_url: str, jid: str) -> None:
-    """Delete a device from whatsmeow's PostgreSQL store; its other tables follow
-    (whatsmeow's foreign keys cascade from whatsmeow_device)."""
-    import psycopg
-
-    with psycopg.connect(database_url, autocommit=True) as connection:
-        connection.execute("DELETE FROM whatsmeow_device WHERE jid = %s", (jid,))
