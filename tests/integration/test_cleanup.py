@@ -1,0 +1,122 @@
+"""Nothing outlives a session: 500 sessions come and go, and the server holds no more
+tasks, threads, open files, timers, locks or credentials than before."""
+
+from __future__ import annotations
+
+import asyncio
+import gc
+import os
+import threading
+from pathlib import Path
+
+from entrypoints.settings import Settings
+from tests.helpers import Client, Server, clients, decode_qr, running, unique_key
+
+SESSIONS = 500
+CLIENTS = 10
+
+
+# Pool workers (the store's executor, asyncio's default executor) are made on demand up
+# to a fixed maximum and then reused: they are capacity, not leftovers.
+POOLS = ("pairgate-store", "asyncio_")
+
+
+def session_threads() -> list[str]:
+    return [t.name for t in threading.enumerate() if not t.name.startswith(POOLS)]
+
+
+def open_files() -> int:
+    return len(os.listdir("/proc/self/fd"))
+
+
+async def come_and_go(server: Server, client: Client, index: int) -> None:
+    """One session's life: even ones are paired then deleted, odd ones expire unscanned."""
+    key = unique_key(f"churn{index}")
+    ack = await client.call("session.create", {"key": key, "name": "P", "engine": "simulator"})
+    assert ack["ok"], ack
+    while not any(n == "session.qr" and e["key"] == key for n, e in client.events):
+        await asyncio.sleep(0.005)
+    if index % 2 == 0:
+        qr = next(e["qr"] for n, e in client.events if n == "session.qr" and e["key"] == key)
+        scanned = await server.post(f"/api/simulator/devices/{key}/scan", {"code": decode_qr(qr)})
+        if scanned.is_success:  # else the 0.5 s code expired first: that ends it as well
+            await client.call("session.delete", {"key": key})
+    while not any(n == "session.disconnected" and e["key"] == key for n, e in client.events):
+        await asyncio.sleep(0.01)
+
+
+async def test_500_sessions_come_and_go_without_a_trace(tmp_path: Path) -> None:
+    settings = Settings(
+        simulate=True,
+        sim_qr_timeouts=(0.5,),
+        expiry_grace=0.5,
+        data_dir=tmp_path / "data",
+        rate_limit_connection="",
+        rate_limit_identity="",
+    )
+    async with running(settings) as server:
+        service = server.pairgate.service
+        async with clients(server.url, CLIENTS) as warmup:  # first use creates pools, caches
+            await asyncio.gather(*(come_and_go(server, c, i) for i, c in enumerate(warmup)))
+        await asyncio.sleep(0.5)
+        gc.collect()
+        tasks, threads, files = len(asyncio.all_tasks()), session_threads(), open_files()
+
+        async with clients(server.url, CLIENTS) as churners:
+
+            async def churn(client: Client, first: int) -> None:
+                for index in range(first, SESSIONS, CLIENTS):
+                    await come_and_go(server, client, index)
+
+            await asyncio.gather(*(churn(c, i) for i, c in enumerate(churners)))
+        await asyncio.sleep(1.0)  # connections closing, the last teardowns
+        gc.collect()
+
+        print(
+            f"\nafter {SESSIONS} sessions: tasks {tasks} → {len(asyncio.all_tasks())}, "
+            f"threads besides pools {len(threads)} → {len(session_threads())}, "
+            f"open files {files} → {open_files()}"
+        )
+        assert len(asyncio.all_tasks()) <= tasks
+        assert session_threads() == threads
+        assert open_files() <= files
+        assert service.running_keys == frozenset()
+        assert service.watched_keys == frozenset()
+        assert len(service._locks) == 0  # per-key locks go with their last user
+        assert len(server.pairgate.sio.manager.rooms.get("/", {})) <= 1  # only the None room
+        credentials = settings.credentials_path / "simulator"
+        assert not credentials.exists() or not any(credentials.iterdir())
+        # Every one of them is on record, ended.
+        ended = [service.sessions.get(k) for k in service.sessions.keys()]
+        assert len(ended) == SESSIONS + CLIENTS
+        assert {s.state.value for s in ended} == {"disconnected"}
+
+
+async def test_a_pairing_ends_on_time_after_every_client_left(server: Server) -> None:
+    key = unique_key()
+    async with clients(server.url) as [client]:
+        await client.call("session.create", {"key": key, "name": "P", "engine": "simulator"})
+        await client.wait_for("session.qr")
+    # Nobody is watching any more; the pairing window (FAST_QR: 4 s) still closes it.
+    service = server.pairgate.service
+    for _ in range(100):
+        session = await service.find(key)
+        if session is not None and session.state.value == "disconnected":
+            break
+        await asyncio.sleep(0.1)
+    assert session is not None and session.reason is not None
+    assert session.reason.value == "qr expired"
+    assert key not in service.running_keys and key not in service.watched_keys
+
+
+async def test_a_paired_device_keeps_running_without_clients(server: Server) -> None:
+    key = unique_key()
+    async with clients(server.url) as [client]:
+        await client.call("session.create", {"key": key, "name": "P", "engine": "simulator"})
+        code = decode_qr((await client.wait_for("session.qr"))["qr"])
+        await server.post(f"/api/simulator/devices/{key}/scan", {"code": code})
+        await client.wait_for("session.ready")
+    await asyncio.sleep(5)  # longer than any pairing window here
+    session = await server.pairgate.service.find(key)
+    assert session is not None and session.state.value == "ready"
+    assert key in server.pairgate.service.running_keys
