@@ -1,0 +1,219 @@
+"""BaileysEngine: WhatsApp through Baileys, hosted by one Node sidecar per pairgate process.
+
+The sidecar starts with the first Baileys session and is started again when it dies:
+sessions it served get `connection lost`, paired devices are resumed. Each device's
+credentials live in `CredentialVault.directory("baileys", key)`, written by Baileys once the
+device has paired, so `vault.holds` is "paired". What a closed socket means is decided in
+`reasons.py` alone.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+
+from adapters.credentials import CredentialVault
+from adapters.engines.baileys.reasons import Next, outcome
+from adapters.engines.baileys.sidecar import SIDECAR_SCRIPT, Message, Sidecar, SidecarError
+from domain.ports import EngineEvents
+from domain.session import DisconnectReason
+
+log = logging.getLogger(__name__)
+
+# Seconds before a paired device's reconnection attempts; the last one repeats.
+RECONNECT_DELAYS = (1.0, 2.0, 5.0, 10.0, 30.0, 60.0)
+SIDECAR_EXITED = "the Baileys sidecar exited"
+
+
+@dataclass
+class _Device:
+    events: EngineEvents
+    phone: str | None
+    live: bool  # as pairgate records it: reports of a lost connection only while live
+    inbox: asyncio.Queue[Message | None] = field(default_factory=asyncio.Queue)
+    worker: asyncio.Task[None] | None = None
+    retry: asyncio.Task[None] | None = None
+    attempts: int = 0
+
+
+class BaileysEngine:
+    name = "baileys"
+
+    def __init__(
+        self,
+        vault: CredentialVault,
+        *,
+        node: str = "node",
+        args: Sequence[str] = (),
+        env: Mapping[str, str] | None = None,
+        reconnect_delays: Sequence[float] = RECONNECT_DELAYS,
+    ) -> None:
+        """`args`: extra sidecar arguments (tests pass `--replay FILE`)."""
+        self._vault = vault
+        self._sidecar = Sidecar(
+            [node, str(SIDECAR_SCRIPT), *args], self._on_event, self._on_sidecar_exit, env=env
+        )
+        self._spawning = asyncio.Lock()
+        self._reconnect_delays = tuple(reconnect_delays)
+        self._devices: dict[str, _Device] = {}
+        self._closed = False
+
+    @property
+    def sidecar_pid(self) -> int | None:
+        return self._sidecar.pid
+
+    # -- WhatsAppEngine ---------------------------------------------------------------
+
+    async def start(self, key: str, events: EngineEvents, *, phone: str | None = None) -> None:
+        await self.stop(key)
+        paired = await asyncio.to_thread(self._vault.holds, self.name, key)
+        # Unpaired: a new pairing, live as recorded. Paired: a resume of an offline device.
+        device = self._devices[key] = _Device(events, None if paired else phone, not paired)
+        device.worker = asyncio.create_task(self._work(key, device), name=f"baileys:{key}")
+        try:
+            await self._connect(key, device)
+        except Exception:
+            self._forget(key, device)
+            raise
+
+    async def stop(self, key: str) -> None:
+        if self._forget(key) is not None and self._sidecar.running:
+            with contextlib.suppress(SidecarError):
+                await self._sidecar.call("stop", key=key)
+
+    async def logout(self, key: str) -> None:
+        self._forget(key)
+        directory = self._vault.directory(self.name, key, create=False)
+        try:
+            if await asyncio.to_thread(self._vault.holds, self.name, key):
+                await self._ensure_sidecar()
+            if self._sidecar.running:
+                reply = await self._sidecar.call("logout", key=key, dir=str(directory))
+                if not reply.get("unlinked"):
+                    log.warning("could not unlink %s at WhatsApp; deleting its credentials", key)
+        except SidecarError as error:
+            log.warning("could not unlink %s at WhatsApp (%s); deleting its keys", key, error)
+        await asyncio.to_thread(self._vault.remove, self.name, key)
+
+    async def discard(self, key: str) -> None:
+        await self.stop(key)
+        await asyncio.to_thread(self._vault.remove, self.name, key)
+
+    async def close(self) -> None:
+        """Close every socket (credentials stay) and end the sidecar. Call at shutdown."""
+        self._closed = True
+        devices = list(self._devices.items())
+        for key, device in devices:
+            self._forget(key, device)
+        await self._sidecar.close()
+        tasks = [t for _, d in devices for t in (d.worker, d.retry) if t is not None]
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+
+    # -- the sidecar ------------------------------------------------------------------
+
+    async def _ensure_sidecar(self) -> None:
+        async with self._spawning:
+            if self._closed:
+                raise SidecarError("the Baileys engine is closed")
+            if not self._sidecar.running:
+                await self._sidecar.start()
+
+    async def _connect(self, key: str, device: _Device) -> None:
+        await self._ensure_sidecar()
+        directory = await asyncio.to_thread(self._vault.directory, self.name, key)
+        if self._devices.get(key) is device:
+            await self._sidecar.call("start", key=key, dir=str(directory), phone=device.phone)
+
+    def _on_event(self, message: Message) -> None:
+        device = self._devices.get(str(message.get("key")))
+        if device is not None:
+            device.inbox.put_nowait(message)
+
+    def _on_sidecar_exit(self) -> None:
+        if self._closed:
+            return
+        for device in self._devices.values():
+            device.inbox.put_nowait({"event": "closed", "status": None, "message": SIDECAR_EXITED})
+
+    # -- one device's reports, in order -----------------------------------------------
+
+    async def _work(self, key: str, device: _Device) -> None:
+        while (message := await device.inbox.get()) is not None:
+            if self._devices.get(key) is not device:
+                continue
+            try:
+                await self._report(key, device, message)
+            except Exception:
+                log.exception("Baileys report for %s failed", key)
+
+    async def _report(self, key: str, device: _Device, message: Message) -> None:
+        events, kind = device.events, message.get("event")
+        if kind == "qr":
+            await events.qr_issued(key, str(message["code"]), float(message["timeout"]))
+        elif kind == "pair_code":
+            await events.pair_code_issued(key, str(message["code"]), float(message["timeout"]))
+        elif kind == "paired":
+            await events.paired(key)
+        elif kind == "connected":
+            device.live, device.attempts = True, 0
+            await events.connected(key)
+        elif kind == "closed":
+            await self._closed_socket(key, device, message.get("status"), str(message["message"]))
+
+    async def _closed_socket(
+        self, key: str, device: _Device, status: int | None, message: str
+    ) -> None:
+        result = outcome(status, message)
+        log.info("Baileys socket of %s closed (%s %s): %s", key, status, message, result.next)
+        if result.next is Next.RESTART:
+            self._reconnect(key, device, 0.0)
+            return
+        if result.next is Next.QR_EXPIRED:
+            self._forget(key, device)
+            await device.events.qr_expired(key)
+            return
+        reason = result.reason or DisconnectReason.CONNECTION_LOST
+        paired = await asyncio.to_thread(self._vault.holds, self.name, key)
+        if reason is DisconnectReason.CONNECTION_LOST and paired:
+            delay = self._reconnect_delays[min(device.attempts, len(self._reconnect_delays) - 1)]
+            device.attempts += 1
+            self._reconnect(key, device, delay)
+            if device.live:
+                device.live = False
+                await device.events.disconnected(key, reason)
+            return
+        self._forget(key, device)
+        if reason.deletes_credentials:
+            # Dead at WhatsApp's end: keeping them would only make the device retry forever.
+            await asyncio.to_thread(self._vault.remove, self.name, key)
+        await device.events.disconnected(key, reason)
+
+    def _reconnect(self, key: str, device: _Device, delay: float) -> None:
+        async def again() -> None:
+            await asyncio.sleep(delay)
+            try:
+                await self._connect(key, device)
+            except SidecarError as error:
+                log.warning("Baileys could not reconnect %s: %s", key, error)
+                # A failed attempt counts as a closed socket, reported in order by the worker.
+                device.inbox.put_nowait({"event": "closed", "status": None, "message": str(error)})
+
+        if device.retry is not None and not device.retry.done():
+            device.retry.cancel()  # one attempt at a time: a newer close supersedes it
+        device.retry = asyncio.create_task(again(), name=f"baileys-retry:{key}")
+
+    def _forget(self, key: str, device: _Device | None = None) -> _Device | None:
+        """Stop serving `key` (only if it is still `device`, when given)."""
+        current = self._devices.get(key)
+        if current is None or (device is not None and current is not device):
+            return None
+        del self._devices[key]
+        if current.retry is not None and current.retry is not asyncio.current_task():
+            current.retry.cancel()
+        current.inbox.put_nowait(None)
+        return current

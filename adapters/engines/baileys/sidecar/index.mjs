@@ -1,0 +1,216 @@
+// pairgate's Baileys sidecar: one Node process hosting every Baileys socket of one pairgate
+// process. It is a separate process because Baileys' libsignal is GPL-3.0.
+//
+// Protocol: newline-delimited JSON. Commands on stdin, each with an `id` answered by
+// {"id", "ok", "error"?} on stdout:
+//   {"id": 1, "cmd": "start", "key": "k", "dir": "/0700/dir", "phone": "628..."?}
+//   {"id": 2, "cmd": "stop", "key": "k"}      close, keep the credentials
+//   {"id": 3, "cmd": "logout", "key": "k", "dir": "..."}   unlink at WhatsApp, close
+// Events on stdout: {"event": "ready"}, then per key "qr" {code, timeout}, "pair_code"
+// {code, timeout}, "paired" (credentials written), "connected", "closed" {status, message}.
+// Policy (what a status means, when to reconnect) lives in pairgate, not here.
+//
+// Credentials reach `dir` only once the device has paired, so a directory with creds.json
+// means "paired". With `--replay FILE`, sockets replay recorded connection.update shapes
+// from FILE ({key: [[step, ...], ...]}, one list per socket) instead of reaching WhatsApp.
+import { existsSync, readFileSync } from 'node:fs'
+import { join } from 'node:path'
+import { createInterface } from 'node:readline'
+import { EventEmitter } from 'node:events'
+import makeWASocket, { useMultiFileAuthState } from '@whiskeysockets/baileys'
+import pino from 'pino'
+
+process.umask(0o077) // Baileys' files: 0600, directories 0700
+
+const FIRST_QR_SECONDS = 60 // Baileys' own rotation: 60 s, then 20 s per code
+const NEXT_QR_SECONDS = 20
+const PAIR_CODE_SECONDS = 160
+const LOGOUT_CONNECT_MS = 10000
+
+const logger = pino({ level: process.env.PAIRGATE_BAILEYS_LOG_LEVEL || 'warn' }, pino.destination(2))
+const replayAt = process.argv.indexOf('--replay')
+const replays = replayAt > 0 ? JSON.parse(readFileSync(process.argv[replayAt + 1], 'utf8')) : null
+// WhatsApp's endpoint, unless overridden (a proxy, or a local stand-in in tests).
+const endpoint = process.env.PAIRGATE_BAILEYS_WS_URL ? { waWebSocketUrl: process.env.PAIRGATE_BAILEYS_WS_URL } : {}
+const options = { logger, browser: ['pairgate', 'Chrome', '1.0.0'], markOnlineOnConnect: false, ...endpoint }
+const sockets = new Map() // key -> {sock}
+
+const warn = (key) => (error) => logger.warn({ key, message: error?.message }, 'connection update failed')
+const send = (message) => process.stdout.write(JSON.stringify(message) + '\n')
+
+async function authState (dir) {
+  // Before pairing, Baileys writes routing info and keys: keep those in memory, so that
+  // only a paired device has files, and write them all once it has paired.
+  const { state, saveCreds } = await useMultiFileAuthState(dir)
+  const paired = existsSync(join(dir, 'creds.json'))
+  const pending = {}
+  let deferring = !paired
+  const keys = {
+    get: async (type, ids) => {
+      const found = await state.keys.get(type, ids)
+      for (const id of ids) if (pending[type]?.[id] !== undefined) found[id] = pending[type][id]
+      return found
+    },
+    set: async (data) => {
+      if (!deferring) return state.keys.set(data)
+      for (const [type, values] of Object.entries(data)) Object.assign((pending[type] ??= {}), values)
+    }
+  }
+  const save = async () => { if (!deferring) await saveCreds() }
+  const commit = async () => {
+    deferring = false
+    await state.keys.set(pending)
+    await saveCreds()
+  }
+  return { auth: { creds: state.creds, keys }, paired, save, commit }
+}
+
+function replaySocket (steps, creds) {
+  // Stands in for makeWASocket: replays recorded connection.update shapes.
+  const ev = new EventEmitter()
+  ev.on('creds.update', (update) => Object.assign(creds, update)) // as Baileys does, first
+  let ended = false
+  const end = (error) => {
+    if (ended) return
+    ended = true
+    ev.emit('connection.update', { connection: 'close', lastDisconnect: { error, date: new Date() } })
+  }
+  ;(async () => {
+    for (const step of steps) {
+      await new Promise((resolve) => setTimeout(resolve, step.after ?? 0))
+      if (ended) return
+      const update = { ...step.update }
+      const error = update.lastDisconnect?.error
+      if (error) {
+        const boom = new Error(error.message)
+        boom.isBoom = true
+        boom.output = { statusCode: error.statusCode, payload: { ...error } }
+        ended = update.connection === 'close'
+        update.lastDisconnect = { error: boom, date: new Date() }
+      }
+      if (step.creds) ev.emit('creds.update', step.creds)
+      ev.emit('connection.update', update)
+    }
+  })()
+  return {
+    ev,
+    end,
+    logout: async () => end(Object.assign(new Error('Intentional Logout'), { output: { statusCode: 401 } })),
+    requestPairingCode: async () => 'ABCD1234'
+  }
+}
+
+async function start ({ key, dir, phone }) {
+  stop({ key })
+  const state = await authState(dir)
+  const script = replays?.[key]?.shift()
+  const sock = replays
+    ? replaySocket(script ?? [], state.auth.creds)
+    : makeWASocket({ ...options, auth: state.auth })
+  const handle = { sock }
+  sockets.set(key, handle)
+  const live = () => sockets.get(key) === handle
+  let codes = 0
+  sock.ev.on('creds.update', async () => { await state.save() })
+  // One update at a time: `closed` (515) must not overtake `paired` and its file writes.
+  let updates = Promise.resolve()
+  sock.ev.on('connection.update', (update) => { updates = updates.then(() => onUpdate(update)).catch(warn(key)) })
+  const onUpdate = async (update) => {
+    if (!live()) return
+    if (update.qr) {
+      send({ event: 'qr', key, code: update.qr, timeout: codes++ ? NEXT_QR_SECONDS : FIRST_QR_SECONDS })
+      if (codes === 1 && phone && !state.paired) requestCode(key, handle, phone)
+    }
+    if (update.isNewLogin) {
+      await state.commit()
+      if (live()) send({ event: 'paired', key })
+    }
+    if (update.connection === 'open') send({ event: 'connected', key })
+    if (update.connection === 'close') {
+      sockets.delete(key)
+      const error = update.lastDisconnect?.error
+      send({ event: 'closed', key, status: error?.output?.statusCode ?? null, message: String(error?.message ?? '') })
+    }
+  }
+  return { paired: state.paired }
+}
+
+async function requestCode (key, handle, phone) {
+  try {
+    const code = await handle.sock.requestPairingCode(phone)
+    if (sockets.get(key) === handle) {
+      send({ event: 'pair_code', key, code: `${code.slice(0, 4)}-${code.slice(4)}`, timeout: PAIR_CODE_SECONDS })
+    }
+  } catch (error) {
+    logger.warn({ key, message: error?.message }, 'pairing code request failed')
+  }
+}
+
+function stop ({ key }) {
+  const handle = sockets.get(key)
+  sockets.delete(key) // silences the socket: nothing more is reported for it
+  if (handle) handle.sock.end(undefined)
+}
+
+async function logout ({ key, dir }) {
+  let handle = sockets.get(key)
+  sockets.delete(key)
+  if (!handle && dir && existsSync(join(dir, 'creds.json')) && !replays) {
+    // Offline: connect with the credentials just long enough to unlink them.
+    const state = await authState(dir)
+    handle = { sock: makeWASocket({ ...options, auth: state.auth }) }
+    handle.sock.ev.on('creds.update', state.save)
+    const opened = await new Promise((resolve) => {
+      const timer = setTimeout(() => resolve(false), LOGOUT_CONNECT_MS)
+      handle.sock.ev.on('connection.update', ({ connection }) => {
+        if (connection === 'open' || connection === 'close') {
+          clearTimeout(timer)
+          resolve(connection === 'open')
+        }
+      })
+    })
+    if (!opened) {
+      handle.sock.end(undefined)
+      return { unlinked: false }
+    }
+  }
+  if (!handle) return { unlinked: false }
+  try {
+    await handle.sock.logout()
+    return { unlinked: true }
+  } catch (error) {
+    handle.sock.end(undefined)
+    return { unlinked: false, error: String(error?.message ?? error) }
+  }
+}
+
+const commands = { start, stop, logout }
+
+async function run (command) {
+  try {
+    const result = await commands[command.cmd](command)
+    send({ id: command.id, ok: true, ...result })
+  } catch (error) {
+    send({ id: command.id, ok: false, error: String(error?.message ?? error) })
+  }
+}
+
+const queues = new Map() // key -> the promise of its last command: one command at a time per key
+
+createInterface({ input: process.stdin }).on('line', (line) => {
+  let command
+  try {
+    command = JSON.parse(line)
+  } catch (error) {
+    return send({ id: null, ok: false, error: `not JSON: ${error.message}` })
+  }
+  const queued = (queues.get(command.key) ?? Promise.resolve()).then(() => run(command))
+  queues.set(command.key, queued)
+  queued.then(() => { if (queues.get(command.key) === queued) queues.delete(command.key) })
+}).on('close', () => {
+  // pairgate has gone (or closed us): close every socket, keep the credentials.
+  for (const key of [...sockets.keys()]) stop({ key })
+  process.exit(0)
+})
+
+send({ event: 'ready', pid: process.pid })
