@@ -24,6 +24,7 @@ import pytest
 from adapters.credentials import CredentialVault
 from adapters.engines.baileys import BaileysEngine, sidecar_installed
 from adapters.engines.baileys.reasons import QR_REFS_ENDED
+from adapters.engines.baileys.sidecar import SidecarError
 from domain.session import DisconnectReason as Reason
 from entrypoints.settings import Settings
 from tests.helpers import Client, Server, clients, running, unique_key
@@ -355,3 +356,32 @@ async def test_without_node_baileys_is_unavailable_with_a_hint(
             error = await client.wait_for("session.error")
     assert ack["error"]["code"] == error["code"] == "engine_unavailable"
     assert "npm ci --prefix adapters/engines/baileys/sidecar" in error["message"]
+
+
+async def test_logout_of_an_offline_device_deletes_its_credentials(
+    tmp_path: Path, vault: CredentialVault
+) -> None:
+    await pair(tmp_path, vault, "k")
+    engine = BaileysEngine(vault)  # the real Baileys: it tries to reach WhatsApp to unlink
+    try:
+        await engine.logout("k")
+    finally:
+        await engine.close()
+    assert not vault.holds("baileys", "k")
+
+
+async def test_the_sidecar_refuses_what_it_does_not_know(vault: CredentialVault) -> None:
+    engine = BaileysEngine(vault)
+    try:
+        await engine._ensure_sidecar()
+        with pytest.raises(SidecarError, match="failed"):
+            await engine._sidecar.call("reboot", key="k")
+    finally:
+        await engine.close()
+
+
+async def test_a_missing_node_fails_the_start_not_the_process(vault: CredentialVault) -> None:
+    engine = BaileysEngine(vault, node="/nonexistent/node")
+    with pytest.raises(SidecarError, match="cannot run"):
+        await engine.start("k", Reports())
+    await engine.close()

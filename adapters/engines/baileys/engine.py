@@ -171,7 +171,9 @@ class BaileysEngine:
         result = outcome(status, message)
         log.info("Baileys socket of %s closed (%s %s): %s", key, status, message, result.next)
         if result.next is Next.RESTART:
-            self._reconnect(key, device, 0.0)
+            # At once the first time (after a scan); a server that keeps asking backs off.
+            self._reconnect(key, device, self._next_delay(device) if device.attempts else 0.0)
+            device.attempts = max(device.attempts, 1)
             return
         if result.next is Next.QR_EXPIRED:
             self._forget(key, device)
@@ -180,9 +182,7 @@ class BaileysEngine:
         reason = result.reason or DisconnectReason.CONNECTION_LOST
         paired = await asyncio.to_thread(self._vault.holds, self.name, key)
         if reason is DisconnectReason.CONNECTION_LOST and paired:
-            delay = self._reconnect_delays[min(device.attempts, len(self._reconnect_delays) - 1)]
-            device.attempts += 1
-            self._reconnect(key, device, delay)
+            self._reconnect(key, device, self._next_delay(device))
             if device.live:
                 device.live = False
                 await device.events.disconnected(key, reason)
@@ -192,6 +192,11 @@ class BaileysEngine:
             # Dead at WhatsApp's end: keeping them would only make the device retry forever.
             await asyncio.to_thread(self._vault.remove, self.name, key)
         await device.events.disconnected(key, reason)
+
+    def _next_delay(self, device: _Device) -> float:
+        delays = self._reconnect_delays
+        device.attempts += 1
+        return delays[min(device.attempts - 1, len(delays) - 1)]
 
     def _reconnect(self, key: str, device: _Device, delay: float) -> None:
         async def again() -> None:

@@ -21,6 +21,8 @@ import makeWASocket, { useMultiFileAuthState } from '@whiskeysockets/baileys'
 import pino from 'pino'
 
 process.umask(0o077) // Baileys' files: 0600, directories 0700
+// One device's failed promise must not end every device's socket (Node exits on them).
+process.on('unhandledRejection', (error) => logger.warn({ message: error?.message }, 'unhandled rejection'))
 
 const FIRST_QR_SECONDS = 60 // Baileys' own rotation: 60 s, then 20 s per code
 const NEXT_QR_SECONDS = 20
@@ -35,7 +37,7 @@ const endpoint = process.env.PAIRGATE_BAILEYS_WS_URL ? { waWebSocketUrl: process
 const options = { logger, browser: ['pairgate', 'Chrome', '1.0.0'], markOnlineOnConnect: false, ...endpoint }
 const sockets = new Map() // key -> {sock}
 
-const warn = (key) => (error) => logger.warn({ key, message: error?.message }, 'connection update failed')
+const warn = (key, what) => (error) => logger.warn({ key, message: error?.message }, what)
 const send = (message) => process.stdout.write(JSON.stringify(message) + '\n')
 
 async function authState (dir) {
@@ -111,10 +113,10 @@ async function start ({ key, dir, phone }) {
   sockets.set(key, handle)
   const live = () => sockets.get(key) === handle
   let codes = 0
-  sock.ev.on('creds.update', async () => { await state.save() })
+  sock.ev.on('creds.update', () => { state.save().catch(warn(key, 'saving credentials failed')) })
   // One update at a time: `closed` (515) must not overtake `paired` and its file writes.
   let updates = Promise.resolve()
-  sock.ev.on('connection.update', (update) => { updates = updates.then(() => onUpdate(update)).catch(warn(key)) })
+  sock.ev.on('connection.update', (update) => { updates = updates.then(() => onUpdate(update)).catch(warn(key, 'connection update failed')) })
   const onUpdate = async (update) => {
     if (!live()) return
     if (update.qr) {
@@ -159,7 +161,7 @@ async function logout ({ key, dir }) {
     // Offline: connect with the credentials just long enough to unlink them.
     const state = await authState(dir)
     handle = { sock: makeWASocket({ ...options, auth: state.auth }) }
-    handle.sock.ev.on('creds.update', state.save)
+    handle.sock.ev.on('creds.update', () => { state.save().catch(warn(key, 'saving credentials failed')) })
     const opened = await new Promise((resolve) => {
       const timer = setTimeout(() => resolve(false), LOGOUT_CONNECT_MS)
       handle.sock.ev.on('connection.update', ({ connection }) => {
@@ -201,8 +203,9 @@ createInterface({ input: process.stdin }).on('line', (line) => {
   let command
   try {
     command = JSON.parse(line)
+    if (typeof command?.cmd !== 'string') throw new Error('no command')
   } catch (error) {
-    return send({ id: null, ok: false, error: `not JSON: ${error.message}` })
+    return send({ id: command?.id ?? null, ok: false, error: `not a command: ${error.message}` })
   }
   const queued = (queues.get(command.key) ?? Promise.resolve()).then(() => run(command))
   queues.set(command.key, queued)
