@@ -16,12 +16,17 @@ import itertools
 import logging
 from collections.abc import Callable, Sequence
 from concurrent.futures import Future
-from dataclasses import dataclass, field
 from typing import Any
 
 from adapters.credentials import CredentialVault
 from adapters.engines.neonize import library
-from adapters.engines.neonize.mapping import REASONS, Signal, describe, translators
+from adapters.engines.neonize.device import (
+    Device,
+    DeviceStatus,
+    pair_code_format,
+    register_handlers,
+)
+from adapters.engines.neonize.mapping import REASONS, Signal, describe
 from adapters.engines.neonize.stores import WhatsmeowStores
 from adapters.engines.neonize.workers import IdleClosingPool
 from domain.ports import EngineEvents
@@ -45,40 +50,6 @@ START_GAP = 0.5
 STOP_TIMEOUT = 10.0
 
 
-@dataclass
-class _Device:
-    key: str
-    events: EngineEvents
-    phone: str | None
-    paired: bool
-    inbox: asyncio.Queue[tuple[Any, ...]] = field(default_factory=asyncio.Queue)
-    consumer: asyncio.Task[None] | None = None
-    client: Any = None
-    connection: asyncio.Future[None] | None = None
-    generation: int = 0
-    begun: asyncio.Event = field(default_factory=asyncio.Event)
-    codes: int = 0
-    expiry: asyncio.TimerHandle | None = None
-    retry: asyncio.TimerHandle | None = None
-    attempts: int = 0
-    online: bool = False
-    lost: bool = False  # a lost connection was reported and no reconnect since
-    ended: bool = False  # the link ended (expired, logged out, revoked): report no more
-    stopped: bool = False
-    helpers: set[asyncio.Task[None]] = field(default_factory=set)
-
-
-@dataclass(frozen=True)
-class DeviceStatus:
-    """What the engine holds for a key (for operators and tests)."""
-
-    store: str  # what whatsmeow was opened on: a SQLite path, or "postgresql"
-    paired: bool  # started from stored credentials, or paired since
-    online: bool
-    codes: int  # QR codes shown by the current client
-    attempts: int  # connection attempts that failed in a row
-
-
 class NeonizeEngine:
     name = "neonize"
 
@@ -100,7 +71,7 @@ class NeonizeEngine:
         self._qr_timeouts = tuple(qr_timeouts)
         self._retry_delays = tuple(retry_delays)
         self._client_name = client_name
-        self._devices: dict[str, _Device] = {}
+        self._devices: dict[str, Device] = {}
         self._workers = IdleClosingPool(max_devices + CONTROL_THREADS, "pairgate-neonize")
         self._gate = asyncio.Lock()
         self._uuids = itertools.count(1)
@@ -113,7 +84,7 @@ class NeonizeEngine:
             raise RuntimeError(f"the neonize engine serves at most {self._max_devices} devices")
         await self._call(library.neonize)  # the first import takes ~0.3 s
         paired = await self._call(self._stores.holds, key)
-        device = self._devices[key] = _Device(key, events, phone, paired)
+        device = self._devices[key] = Device(key, events, phone, paired)
         device.consumer = asyncio.create_task(self._consume(device), name=f"neonize:{key}")
         device.inbox.put_nowait(("connect", device.generation))
 
@@ -148,13 +119,11 @@ class NeonizeEngine:
         device = self._devices.get(key)
         if device is None:
             return None
-        return DeviceStatus(
-            self._stores.describe(key), device.paired, device.online, device.codes, device.attempts
-        )
+        return device.status(self._stores.describe(key))
 
     # -- one device's events, in order --------------------------------------------------
 
-    async def _consume(self, device: _Device) -> None:
+    async def _consume(self, device: Device) -> None:
         while True:
             item = await device.inbox.get()
             if device.stopped:
@@ -167,7 +136,7 @@ class NeonizeEngine:
             except Exception:
                 log.exception("neonize: handling %s for %s failed", what, device.key)
 
-    async def _handle(self, device: _Device, what: str, *args: Any) -> None:
+    async def _handle(self, device: Device, what: str, *args: Any) -> None:
         if what == "connect":
             await self._connect(device)
         elif what == "qr":
@@ -182,7 +151,7 @@ class NeonizeEngine:
         elif what == "ended":
             await self._on_connection_end(device, args[0])
 
-    async def _show_code(self, device: _Device, code: str) -> None:
+    async def _show_code(self, device: Device, code: str) -> None:
         if device.ended:
             return
         if device.paired:
@@ -197,11 +166,11 @@ class NeonizeEngine:
         await device.events.qr_issued(device.key, code, timeout)
         last = index >= len(self._qr_timeouts) - 1
         # whatsmeow shows the next code when this one times out; a little slack for that.
-        self._arm_expiry(device, timeout if last else timeout + 5.0)
+        device.arm_expiry(timeout if last else timeout + 5.0)
         if device.phone is not None and index == 0:
             self._helper(device, self._ask_pair_code(device, device.generation))
 
-    async def _expire(self, device: _Device, codes: int) -> None:
+    async def _expire(self, device: Device, codes: int) -> None:
         if codes != device.codes or device.ended or device.paired:
             return
         device.ended = True
@@ -209,20 +178,20 @@ class NeonizeEngine:
         if self._devices.get(device.key) is device:  # pairgate ignored it: stop anyway
             await self.stop(device.key)
 
-    async def _on_event(self, device: _Device, signal: Signal, event: Any) -> None:
+    async def _on_event(self, device: Device, signal: Signal, event: Any) -> None:
         log.debug("neonize %s: %s -> %s", device.key, describe(event), signal.value)
         key, events = device.key, device.events
         if device.ended:
             return
         if signal is Signal.PAIRED:
-            self._cancel_expiry(device)
+            device.cancel_expiry()
             device.paired = True
             await self._call(self._stores.remember, key, event.ID)
             await events.paired(key)
         elif signal is Signal.PAIR_FAILED:
             log.warning("neonize: pairing %s failed: %s", key, event.Error or "no reason given")
         elif signal is Signal.CONNECTED or (signal is Signal.RESTORED and device.lost):
-            self._cancel_expiry(device)
+            device.cancel_expiry()
             device.online, device.lost, device.attempts = True, False, 0
             await events.connected(key)
         elif signal is Signal.LOST:
@@ -230,20 +199,20 @@ class NeonizeEngine:
         elif signal in (Signal.LOGGED_OUT, Signal.REVOKED):
             log.warning("neonize: %s ended by WhatsApp: %s", key, describe(event))
             device.ended, device.online = True, False
-            self._cancel_expiry(device)
+            device.cancel_expiry()
             await events.disconnected(key, REASONS[signal])
 
-    async def _report_lost(self, device: _Device, why: str) -> None:
+    async def _report_lost(self, device: Device, why: str) -> None:
         if device.lost or device.ended:
             return
         log.info("neonize: %s lost its connection: %s", device.key, why)
         device.lost, device.online = True, False
         await device.events.disconnected(device.key, DisconnectReason.CONNECTION_LOST)
 
-    async def _on_connection_end(self, device: _Device, error: BaseException | None) -> None:
+    async def _on_connection_end(self, device: Device, error: BaseException | None) -> None:
         """neonize's connect() returned: the attempt failed (no retry by whatsmeow)."""
         device.client = device.connection = None
-        self._cancel_expiry(device)
+        device.cancel_expiry()
         await self._report_lost(device, str(error) if error else "the client stopped")
         if self._devices.get(device.key) is not device or device.stopped:
             return
@@ -251,9 +220,7 @@ class NeonizeEngine:
             delay = self._retry_delays[min(device.attempts, len(self._retry_delays) - 1)]
             device.attempts += 1
             log.info("neonize: %s tries again in %.0f s", device.key, delay)
-            device.retry = asyncio.get_running_loop().call_later(
-                delay, device.inbox.put_nowait, ("connect", device.generation)
-            )
+            device.retry = device.later(delay, ("connect", device.generation))
         else:
             # Nothing runs for it any more; pairgate discards it when it records the loss.
             self._devices.pop(device.key, None)
@@ -262,7 +229,7 @@ class NeonizeEngine:
 
     # -- the whatsmeow client -----------------------------------------------------------
 
-    async def _connect(self, device: _Device) -> None:
+    async def _connect(self, device: Device) -> None:
         device.retry = None
         async with self._gate:
             if device.stopped:
@@ -271,20 +238,19 @@ class NeonizeEngine:
             device.codes = 0
             device.begun.clear()
             loop = asyncio.get_running_loop()
-            deliver = self._threadsafe_deliver(device, loop, device.generation)
-            device.client = client = await self._call(self._new_client, device, deliver)
+            device.client = client = await self._call(self._new_client, device, loop)
             future = loop.run_in_executor(self._workers, self._run_client, client)
             device.connection = future
             generation = device.generation
             future.add_done_callback(
-                lambda done: self._deliver(
-                    device, ("ended", generation, None if done.cancelled() else done.exception())
+                lambda done: device.deliver(
+                    ("ended", generation, None if done.cancelled() else done.exception())
                 )
             )
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(device.begun.wait(), START_GAP)
 
-    def _new_client(self, device: _Device, deliver: Callable[[tuple[Any, ...]], None]) -> Any:
+    def _new_client(self, device: Device, loop: asyncio.AbstractEventLoop) -> Any:
         """A whatsmeow client for the device, its handlers registered (in a worker thread)."""
         neonize = library.neonize()
         # neonize keys its Go-side clients by uuid: one per connection attempt, so that a
@@ -294,13 +260,7 @@ class NeonizeEngine:
         name, arguments = self._stores.client_arguments(device.key)
         client = neonize.NewClient(name, uuid=uuid, **arguments)
         client.uuid = uuid.encode()  # given a JID, neonize would use the phone number
-
-        def on_qr(_client: Any, code: bytes) -> None:
-            deliver(("qr", code))
-
-        client.event.qr(on_qr)
-        for event_class, translate in translators().items():
-            client.event(event_class)(_handler(translate, deliver))
+        register_handlers(client, device, loop)
         return client
 
     def _run_client(self, client: Any) -> None:
@@ -311,26 +271,7 @@ class NeonizeEngine:
     def _stop_client(self, client: Any) -> None:
         client.stop()
 
-    def _threadsafe_deliver(
-        self, device: _Device, loop: asyncio.AbstractEventLoop, generation: int
-    ) -> Callable[[tuple[Any, ...]], None]:
-        """What neonize's callbacks (on Go threads) call: hands an item to the loop."""
-
-        def deliver(item: tuple[Any, ...]) -> None:
-            what, *args = item
-            try:
-                loop.call_soon_threadsafe(self._deliver, device, (what, generation, *args))
-            except RuntimeError:  # the loop has closed: nobody is listening any more
-                log.debug("neonize: %s for %s arrived after the loop closed", what, device.key)
-
-        return deliver
-
-    def _deliver(self, device: _Device, item: tuple[Any, ...]) -> None:
-        if item[1] == device.generation:
-            device.begun.set()
-        device.inbox.put_nowait(item)
-
-    async def _ask_pair_code(self, device: _Device, generation: int) -> None:
+    async def _ask_pair_code(self, device: Device, generation: int) -> None:
         client = device.client
         if client is None or device.phone is None:
             return
@@ -342,11 +283,11 @@ class NeonizeEngine:
         except Exception as error:
             log.warning("neonize: no pairing code for %s: %s", device.key, error)
             return
-        self._deliver(device, ("pair_code", generation, _pair_code_format(code)))
+        device.deliver(("pair_code", generation, pair_code_format(code)))
 
-    async def _halt(self, device: _Device) -> None:
+    async def _halt(self, device: Device) -> None:
         device.stopped = True
-        self._cancel_expiry(device)
+        device.cancel_expiry()
         if device.retry is not None:
             device.retry.cancel()
         current = asyncio.current_task()
@@ -360,26 +301,15 @@ class NeonizeEngine:
         if client is None or connection is None or connection.done():
             return
         try:
-            await asyncio.wait_for(self._call(self._stop_client, client), STOP_TIMEOUT)
-            await asyncio.wait_for(asyncio.shield(connection), STOP_TIMEOUT)
+            async with asyncio.timeout(STOP_TIMEOUT):
+                await self._call(self._stop_client, client)
+                await asyncio.shield(connection)
         except TimeoutError:
             log.warning("neonize: %s did not stop within %.0f s", device.key, STOP_TIMEOUT)
         except Exception:
             pass  # connect() ended with its error; the device is stopped either way
 
-    def _arm_expiry(self, device: _Device, seconds: float) -> None:
-        self._cancel_expiry(device)
-        item = ("expired", device.generation, device.codes)
-        device.expiry = asyncio.get_running_loop().call_later(
-            seconds, device.inbox.put_nowait, item
-        )
-
-    def _cancel_expiry(self, device: _Device) -> None:
-        if device.expiry is not None:
-            device.expiry.cancel()
-            device.expiry = None
-
-    def _helper(self, device: _Device, work: Any) -> None:
+    def _helper(self, device: Device, work: Any) -> None:
         task = asyncio.create_task(work)
         device.helpers.add(task)
         task.add_done_callback(device.helpers.discard)
@@ -387,24 +317,3 @@ class NeonizeEngine:
     async def _call(self, fn: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
         future: Future[Any] = self._workers.submit(fn, *args, **kwargs)
         return await asyncio.wrap_future(future)
-
-
-def _handler(
-    translate: Callable[[Any], Signal], deliver: Callable[[tuple[Any, ...]], None]
-) -> Callable[[Any, Any], None]:
-    """A neonize event handler (run on a Go thread). neonize swallows what a handler
-    raises, so failures are logged here."""
-
-    def handle(_client: Any, event: Any) -> None:
-        try:
-            deliver(("event", translate(event), event))
-        except Exception:
-            log.exception("neonize: could not handle %s", type(event).__name__)
-
-    return handle
-
-
-def _pair_code_format(code: str) -> str:
-    """As WhatsApp shows it: `ABCD-EFGH`."""
-    plain = code.replace("-", "").strip().upper()
-    return f"{plain[:4]}-{plain[4:]}" if len(plain) == 8 else code
