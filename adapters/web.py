@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 from typing import Any
 
+from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.responses import JSONResponse
 from starlette.routing import Route
@@ -15,6 +16,18 @@ from domain.pairing import PairingService
 
 def error_response(status: int, code: str, message: str) -> JSONResponse:
     return JSONResponse({"ok": False, "error": {"code": code, "message": message}}, status)
+
+
+async def _http_error(request: Request, error: Exception) -> JSONResponse:
+    assert isinstance(error, HTTPException)
+    code = {404: "not_found", 405: "invalid_payload"}.get(error.status_code, "invalid_payload")
+    return error_response(
+        error.status_code, code, f"{request.method} {request.url.path}: {error.detail}"
+    )
+
+
+# Routing errors in the API's own shape instead of Starlette's plain text.
+HTTP_ERROR_HANDLERS = {404: _http_error, 405: _http_error}
 
 
 def health_routes(service: PairingService) -> list[Route]:

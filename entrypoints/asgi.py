@@ -10,7 +10,7 @@ from starlette.applications import Starlette
 
 from adapters.http_api import session_routes
 from adapters.scan_page import scan_page_routes
-from adapters.web import health_routes, simulator_routes
+from adapters.web import HTTP_ERROR_HANDLERS, health_routes, simulator_routes
 from domain.ports import Clock
 from entrypoints.bootstrap import Pairgate, bootstrap
 from entrypoints.settings import Settings
@@ -29,7 +29,11 @@ def create_app(settings: Settings | None = None, clock: Clock | None = None) -> 
         yield
         await pairgate.close()
 
-    web = Starlette(routes=[*routes, *scan_page_routes(pairgate.simulator)], lifespan=lifespan)
+    web = Starlette(
+        routes=[*routes, *scan_page_routes(pairgate.simulator)],
+        lifespan=lifespan,
+        exception_handlers=HTTP_ERROR_HANDLERS,
+    )
     web.state.pairgate = pairgate
     return socketio.ASGIApp(pairgate.sio, other_asgi_app=web)
 
