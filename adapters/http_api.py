@@ -11,7 +11,7 @@ from starlette.routing import Route
 
 from adapters import payloads
 from adapters.identity import Identities
-from adapters.web import error_response
+from adapters.web import error_response, unauthorized
 from domain.errors import DeviceSessionError
 from domain.pairing import PairingService
 
@@ -39,9 +39,7 @@ def _endpoint(query: Query, identities: Identities) -> Callable[[Request], Await
     async def handle(request: Request) -> JSONResponse:
         identity = identities.from_bearer(request.headers.get("authorization"))
         if identity is None:
-            response = error_response(401, "unauthorized", "send Authorization: Bearer <token>")
-            response.headers["www-authenticate"] = "Bearer"
-            return response
+            return unauthorized()
         try:
             key = payloads.parse(payloads.KeyRequest, dict(request.path_params)).key
             body = await query(key, identity, _version(request.query_params.get("at")))

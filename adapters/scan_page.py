@@ -17,13 +17,17 @@ from starlette.routing import BaseRoute, Mount, Route
 from starlette.staticfiles import StaticFiles
 
 from adapters.engines.simulator import SimulatedEngine, SimulatorRefusal
-from adapters.web import error_response
+from adapters.identity import Identities
+from adapters.web import error_response, refuse_stranger
+from domain.pairing import PairingService
 
 STATIC_DIR = Path(__file__).parent / "static"
 NO_STORE = {"cache-control": "no-store"}
 
 
-def scan_page_routes(simulator: SimulatedEngine | None) -> list[BaseRoute]:
+def scan_page_routes(
+    simulator: SimulatedEngine | None, service: PairingService, identities: Identities
+) -> list[BaseRoute]:
     """The page at `/` and `/scan`, `/static/...`, `/api/info` and, simulating, `.../code`."""
 
     async def page(request: Request) -> Response:
@@ -39,13 +43,18 @@ def scan_page_routes(simulator: SimulatedEngine | None) -> list[BaseRoute]:
         Mount("/static", StaticFiles(directory=STATIC_DIR), name="static"),
     ]
     if simulator is not None:
-        routes.append(Route("/api/simulator/devices/{key:str}/code", _current_code(simulator)))
+        current_code = _current_code(simulator, service, identities)
+        routes.append(Route("/api/simulator/devices/{key:str}/code", current_code))
     return routes
 
 
-def _current_code(simulator: SimulatedEngine) -> Callable[[Request], Awaitable[JSONResponse]]:
+def _current_code(
+    simulator: SimulatedEngine, service: PairingService, identities: Identities
+) -> Callable[[Request], Awaitable[JSONResponse]]:
     async def code(request: Request) -> JSONResponse:
         key = request.path_params["key"]
+        if denied := await refuse_stranger(request, identities, service, key):
+            return denied
         try:
             text = simulator.current_code(key)
         except SimulatorRefusal as refusal:

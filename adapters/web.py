@@ -11,6 +11,7 @@ from starlette.responses import JSONResponse
 from starlette.routing import Route
 
 from adapters.engines.simulator import SimulatedEngine, SimulatorRefusal
+from adapters.identity import Identities
 from domain.pairing import PairingService
 
 
@@ -30,6 +31,25 @@ async def _http_error(request: Request, error: Exception) -> JSONResponse:
 HTTP_ERROR_HANDLERS = {404: _http_error, 405: _http_error}
 
 
+def unauthorized() -> JSONResponse:
+    response = error_response(401, "unauthorized", "send Authorization: Bearer <token>")
+    response.headers["www-authenticate"] = "Bearer"
+    return response
+
+
+async def refuse_stranger(
+    request: Request, identities: Identities, service: PairingService, key: str
+) -> JSONResponse | None:
+    """401 without a valid token, 403 when another identity owns `key`; None: go ahead."""
+    identity = identities.from_bearer(request.headers.get("authorization"))
+    if identity is None:
+        return unauthorized()
+    session = await service.find(key) if identities.required else None
+    if session is not None and session.owner != identity:
+        return error_response(403, "forbidden", f"session {key!r} belongs to another identity")
+    return None
+
+
 def health_routes(service: PairingService) -> list[Route]:
     async def healthz(request: Request) -> JSONResponse:
         return JSONResponse({"status": "ok", "sessions_running": len(service.running_keys)})
@@ -37,7 +57,9 @@ def health_routes(service: PairingService) -> list[Route]:
     return [Route("/healthz", healthz)]
 
 
-def simulator_routes(simulator: SimulatedEngine, service: PairingService) -> list[Route]:
+def simulator_routes(
+    simulator: SimulatedEngine, service: PairingService, identities: Identities
+) -> list[Route]:
     """POST /api/simulator/devices/{key}/{scan|pair|logout|drop|revoke}: the phone's side."""
 
     async def scan(key: str, body: dict[str, Any]) -> None:
@@ -64,6 +86,8 @@ def simulator_routes(simulator: SimulatedEngine, service: PairingService) -> lis
     def endpoint(action: Any) -> Any:
         async def handle(request: Request) -> JSONResponse:
             key = request.path_params["key"]
+            if denied := await refuse_stranger(request, identities, service, key):
+                return denied
             try:
                 body = await _json_object(request)
                 await action(key, body)

@@ -20,7 +20,7 @@ def create_app(settings: Settings | None = None, clock: Clock | None = None) -> 
     pairgate = bootstrap(settings or Settings(), clock)
     routes = health_routes(pairgate.service) + session_routes(pairgate.service, pairgate.identities)
     if pairgate.simulator is not None:
-        routes += simulator_routes(pairgate.simulator, pairgate.service)
+        routes += simulator_routes(pairgate.simulator, pairgate.service, pairgate.identities)
 
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
@@ -30,7 +30,10 @@ def create_app(settings: Settings | None = None, clock: Clock | None = None) -> 
         await pairgate.close()
 
     web = Starlette(
-        routes=[*routes, *scan_page_routes(pairgate.simulator)],
+        routes=[
+            *routes,
+            *scan_page_routes(pairgate.simulator, pairgate.service, pairgate.identities),
+        ],
         lifespan=lifespan,
         exception_handlers=HTTP_ERROR_HANDLERS,
     )

@@ -49,9 +49,10 @@ class Server:
         self._server.should_exit = True
         await asyncio.wait_for(self._task, 15)
 
-    async def post(self, path: str, json: Any = None) -> httpx.Response:
+    async def post(self, path: str, json: Any = None, token: str | None = None) -> httpx.Response:
+        headers = {"authorization": f"Bearer {token}"} if token else None
         async with httpx.AsyncClient(base_url=self.url, timeout=10) as http:
-            return await http.post(path, json=json)
+            return await http.post(path, json=json, headers=headers)
 
     async def get(self, path: str) -> httpx.Response:
         async with httpx.AsyncClient(base_url=self.url, timeout=10) as http:

@@ -178,6 +178,8 @@
   var params = new URLSearchParams(location.search);
   var token = params.get("token");
   var socket = io({ auth: token ? { token: token } : {}, transports: ["websocket", "polling"] });
+  // The same token, for the simulator's HTTP endpoints.
+  var authHeaders = token ? { authorization: "Bearer " + token } : {};
   window.__pairgateSocket = socket; // for tests and the curious
 
   function mine(data) { return data && view.key !== null && data.key === view.key; }
@@ -318,7 +320,7 @@
     var label = t()["sim" + action.charAt(0).toUpperCase() + action.slice(1)];
     var body = Promise.resolve({});
     if (action === "scan") {
-      body = fetch(base + "code", { cache: "no-store" }).then(function (r) { return r.json(); })
+      body = fetch(base + "code", { cache: "no-store", headers: authHeaders }).then(function (r) { return r.json(); })
         .then(function (answer) {
           if (!answer.ok) throw new Error(answer.error.message);
           return { code: answer.code };
@@ -327,7 +329,7 @@
     body.then(function (payload) {
       return fetch(base + action, {
         method: "POST",
-        headers: { "content-type": "application/json" },
+        headers: Object.assign({ "content-type": "application/json" }, authHeaders),
         body: JSON.stringify(payload),
       }).then(function (r) { return r.json(); });
     }).then(function (answer) {

@@ -276,3 +276,19 @@ async def test_static_files_info_and_code_endpoints(tmp_path: Path) -> None:
     async with running(Settings(simulate=False, data_dir=tmp_path / "real")) as server:
         assert (await server.get("/api/info")).json() == {"simulate": False}
         assert (await server.get("/api/simulator/devices/nobody/code")).status_code == 404
+
+
+async def test_with_tokens_the_page_uses_its_token_for_everything(
+    browser: Any, tmp_path: Path
+) -> None:
+    settings = Settings(simulate=True, data_dir=tmp_path / "data", tokens="carol:carol-secret")
+    async with running(settings) as server:
+        refused = await open_page(browser, f"{server.url}/?key={unique_key('page')}")
+        await expect(status(refused)).to_have_attribute("data-state", "error")
+        key = unique_key("page")
+        page = await open_page(browser, f"{server.url}/?key={key}&token=carol-secret")
+        await wait_for_qr(page)
+        await page.get_by_role("button", name="Simulate scan").click()
+        await wait_for_state(page, "ready")
+        session = await server.pairgate.service.find(key)
+        assert session is not None and session.owner == "carol"

@@ -54,7 +54,8 @@ async def test_another_identity_is_forbidden_and_hears_nothing(guarded: Server) 
         ]:
             ack = await bob.call(event, payload)
             assert ack["ok"] is False and ack["error"]["code"] == "forbidden", event
-        await guarded.post(f"/api/simulator/devices/{key}/scan", {"code": code})
+        scan = f"/api/simulator/devices/{key}/scan"
+        await guarded.post(scan, {"code": code}, token="token-of-alice")
         await alice.wait_for("session.ready")
         # Bob saw his five refusals and not one event of Alice's session.
         assert bob.names() == ["session.error"] * 5
@@ -83,3 +84,30 @@ async def test_the_http_api_needs_the_owners_bearer_token(guarded: Server) -> No
         assert other.status_code == 403 and other.json()["error"]["code"] == "forbidden"
         owner = await http.get(path, headers={"Authorization": "Bearer token-of-alice"})
         assert owner.status_code == 200 and owner.json()["events"][0]["owner"] == "alice"
+
+
+async def test_the_simulated_phone_answers_only_the_owner(guarded: Server) -> None:
+    key = unique_key()
+    alice = await connect(guarded, "token-of-alice")
+    try:
+        await alice.call("session.create", {"key": key, "name": "Alice's", "engine": "simulator"})
+        await alice.wait_for("session.qr")
+        base = f"/api/simulator/devices/{key}"
+        async with httpx.AsyncClient(base_url=guarded.url, timeout=10) as http:
+            anonymous = await http.get(f"{base}/code")
+            assert anonymous.status_code == 401 and anonymous.json()["error"]["code"] == (
+                "unauthorized"
+            )
+            bob = {"authorization": "Bearer token-of-bob"}
+            assert (await http.get(f"{base}/code", headers=bob)).status_code == 403
+            for action in ("scan", "pair", "logout", "drop", "revoke"):
+                refused = await http.post(f"{base}/{action}", json={"code": "x"}, headers=bob)
+                assert refused.status_code == 403, action
+                assert (await http.post(f"{base}/{action}", json={})).status_code == 401
+            mine = {"authorization": "Bearer token-of-alice"}
+            code = (await http.get(f"{base}/code", headers=mine)).json()["code"]
+            scanned = await http.post(f"{base}/scan", json={"code": code}, headers=mine)
+            assert scanned.status_code == 200
+        await alice.wait_for("session.ready")
+    finally:
+        await alice.close()
