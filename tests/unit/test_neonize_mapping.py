@@ -410,3 +410,92 @@ def test_pairgate_does_not_import_neonize_until_an_engine_starts() -> None:
     )
     done = subprocess.run([sys.executable, "-c", script], cwd=Path(__file__).parents[2])
     assert done.returncode == 0
+
+
+# -- through pairgate's own service: what gets recorded, and the teardown it triggers --
+
+
+@dataclass
+class Published:
+    events: list[str] = field(default_factory=list)
+
+    async def subscribe(self, key: str, subscriber: str) -> None:
+        pass
+
+    async def publish(self, key: str, events: Any) -> None:
+        for event in events:
+            name = type(event).__name__
+            self.events.append(f"{name}({event.reason})" if name == "Disconnected" else name)
+
+
+@dataclass
+class Clock:
+    def now(self) -> Any:
+        from datetime import UTC, datetime
+
+        return datetime.now(UTC)
+
+
+async def serving(engine: Any) -> tuple[Any, Published]:
+    from adapters.engines.catalog import Engines
+    from domain.pairing import PairingService
+    from domain.services import DeviceSessions
+
+    sessions = DeviceSessions(env={"PERSISTENCE_MODULE": "eventsourcing.popo"})
+    published = Published()
+    service = PairingService(sessions, Engines({"neonize": engine}), published, Clock())
+    await service.create(KEY, "Phone", "neonize", "owner", "sid")
+    return service, published
+
+
+async def until(condition: Callable[[], bool], timeout: float = 5.0) -> None:
+    for _ in range(int(timeout / 0.01)):
+        if condition():
+            return
+        await asyncio.sleep(0.01)
+    raise AssertionError("timed out")
+
+
+async def test_the_service_records_a_pairing_and_a_phone_logout(
+    engine: Any, tmp_path: Path
+) -> None:
+    service, published = await serving(engine)
+    await until(lambda: bool(engine.clients))
+    assert CredentialVault(tmp_path / "credentials").holds("neonize", KEY)
+    client = engine.clients[-1]
+    await asyncio.to_thread(go_shows_qr, client, "2@code")
+    await emit(client, pair_success(), connected())
+    await until(lambda: published.events[-1:] == ["Ready"])
+    assert engine.status(KEY).paired
+    await emit(client, proto().LoggedOut(OnConnect=False, Reason=1))
+    vault = CredentialVault(tmp_path / "credentials")
+    # The store whatsmeow was opened on is deleted with the link.
+    await until(lambda: engine.status(KEY) is None and not vault.holds("neonize", KEY))
+    assert published.events == [
+        "SessionCreated",
+        "QrIssued",
+        "Authenticated",
+        "Ready",
+        "Disconnected(user logged out)",
+    ]
+    await service.shutdown()
+
+
+async def test_the_service_discards_a_pairing_whose_codes_ran_out(nz: Any, tmp_path: Path) -> None:
+    vault = CredentialVault(tmp_path)
+    engine = _engine_class()(vault, qr_timeouts=(0.1,))
+    try:
+        service, published = await serving(engine)
+        await until(lambda: bool(engine.clients))
+        vault.write("neonize", KEY, "whatsmeow.sqlite3", b"")  # what whatsmeow would leave
+        await asyncio.to_thread(go_shows_qr, client := engine.clients[-1], "2@code")
+        await until(lambda: published.events[-1:] == ["Disconnected(qr expired)"])
+        # The service discarded it from within the engine's own report: stopped, deleted.
+        await until(lambda: engine.status(KEY) is None and not vault.holds("neonize", KEY))
+        assert published.events == ["SessionCreated", "QrIssued", "Disconnected(qr expired)"]
+        await emit(client, connected())  # a late event from the stopped client
+        await asyncio.sleep(0.05)
+        assert published.events[-1] == "Disconnected(qr expired)"
+        await service.shutdown()
+    finally:
+        await engine.close()
