@@ -138,6 +138,11 @@ class SimulatedEngine:
         device.code = device.pair_code = None
         device.stopped.set()  # ends the rotation
         await self._save_credentials(key)
+        if self._devices.get(key) is not device:
+            # Stopped while the credentials were being written (an expiry won the race):
+            # the pairing is over, so these credentials must not outlive it.
+            await self.discard(key)
+            raise SimulatorRefusal(409, "not_pairing", f"{key!r} stopped pairing")
         await device.events.paired(key)
         await device.events.connected(key)
 
