@@ -385,3 +385,14 @@ async def test_a_missing_node_fails_the_start_not_the_process(vault: CredentialV
     with pytest.raises(SidecarError, match="cannot run"):
         await engine.start("k", Reports())
     await engine.close()
+
+
+async def test_a_resumed_device_asked_to_pair_again_is_revoked(
+    tmp_path: Path, vault: CredentialVault
+) -> None:
+    await pair(tmp_path, vault, "k")
+    reports = Reports()
+    async with replaying(tmp_path, {"k": [[update(qr=QR)]]}, vault) as engine:
+        await engine.start("k", reports)
+        assert await reports.wait_count("k", 1) == [("disconnected", Reason.SESSION_REVOKED)]
+    assert not vault.holds("baileys", "k")

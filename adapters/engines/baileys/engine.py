@@ -154,6 +154,11 @@ class BaileysEngine:
     async def _report(self, key: str, device: _Device, message: Message) -> None:
         events, kind = device.events, message.get("event")
         if kind == "qr":
+            if message.get("resumed"):
+                # A paired device asked to pair again: WhatsApp no longer knows its keys.
+                await self.discard(key)
+                await events.disconnected(key, DisconnectReason.SESSION_REVOKED)
+                return
             await events.qr_issued(key, str(message["code"]), float(message["timeout"]))
         elif kind == "pair_code":
             await events.pair_code_issued(key, str(message["code"]), float(message["timeout"]))

@@ -6,8 +6,9 @@
 //   {"id": 1, "cmd": "start", "key": "k", "dir": "/0700/dir", "phone": "628..."?}
 //   {"id": 2, "cmd": "stop", "key": "k"}      close, keep the credentials
 //   {"id": 3, "cmd": "logout", "key": "k", "dir": "..."}   unlink at WhatsApp, close
-// Events on stdout: {"event": "ready"}, then per key "qr" {code, timeout}, "pair_code"
-// {code, timeout}, "paired" (credentials written), "connected", "closed" {status, message}.
+// Events on stdout: {"event": "ready"}, then per key: "qr" {code, timeout, resumed (the
+// socket started from stored credentials)}, "pair_code" {code, timeout}, "paired" (the
+// credentials are written), "connected", "closed" {status, message}.
 // Policy (what a status means, when to reconnect) lives in pairgate, not here.
 //
 // Credentials reach `dir` only once the device has paired, so a directory with creds.json
@@ -120,7 +121,8 @@ async function start ({ key, dir, phone }) {
   const onUpdate = async (update) => {
     if (!live()) return
     if (update.qr) {
-      send({ event: 'qr', key, code: update.qr, timeout: codes++ ? NEXT_QR_SECONDS : FIRST_QR_SECONDS })
+      const timeout = codes++ ? NEXT_QR_SECONDS : FIRST_QR_SECONDS
+      send({ event: 'qr', key, code: update.qr, timeout, resumed: state.paired })
       if (codes === 1 && phone && !state.paired) requestCode(key, handle, phone)
     }
     if (update.isNewLogin) {
