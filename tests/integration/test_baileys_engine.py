@@ -8,6 +8,7 @@ the real Baileys offline (WhatsApp unreachable) behind a real pairgate server.
 from __future__ import annotations
 
 import asyncio
+import functools
 import json
 import os
 import shutil
@@ -27,7 +28,7 @@ from adapters.engines.baileys.reasons import QR_REFS_ENDED
 from adapters.engines.baileys.sidecar import SidecarError
 from domain.session import DisconnectReason as Reason
 from entrypoints.settings import Settings
-from tests.helpers import Client, Server, clients, running, unique_key
+from tests.helpers import Client, Server, clients, decode_qr, running, unique_key
 
 pytestmark = pytest.mark.skipif(
     not (shutil.which("node") and sidecar_installed()),
@@ -256,7 +257,8 @@ async def test_the_sidecar_is_restarted_after_it_dies(
 
 @asynccontextmanager
 async def real_server(tmp_path: Path) -> AsyncIterator[Server]:
-    async with running(Settings(simulate=False, data_dir=tmp_path / "data")) as server:
+    settings = Settings(simulate=False, data_dir=tmp_path / "data")
+    async with running(settings) as server:
         engine = baileys_of(server)
         try:
             yield server
@@ -396,3 +398,36 @@ async def test_a_resumed_device_asked_to_pair_again_is_revoked(
         await engine.start("k", reports)
         assert await reports.wait_count("k", 1) == [("disconnected", Reason.SESSION_REVOKED)]
     assert not vault.holds("baileys", "k")
+
+
+async def test_the_seed_flow_and_a_restart_through_a_server(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """pairgate's own service over the replaying sidecar: pair, stop the server, resume."""
+
+    def replaying_engines(scripts: dict[str, list[list[dict[str, Any]]]]) -> None:
+        replay = tmp_path / f"replay-{time.monotonic_ns()}.json"
+        replay.write_text(json.dumps(scripts))
+        engine = functools.partial(BaileysEngine, args=["--replay", str(replay)])
+        monkeypatch.setattr("entrypoints.bootstrap.baileys.BaileysEngine", engine)
+
+    scan = [update(qr=QR), PAIR_SUCCESS, closed(515, "restart")]
+    replaying_engines({"device123": [scan, [update(connection="open")]]})
+    async with real_server(tmp_path) as server, clients(server.url) as [client]:
+        await create(client, "device123")
+        qr = await client.wait_for("session.qr")
+        assert decode_qr(qr["qr"]) == QR and qr["timeout"] == 60
+        await client.wait_for("session.ready")
+        assert client.names() == [
+            "session.created",
+            "session.qr",
+            "session.authenticated",
+            "session.ready",
+        ]
+
+    replaying_engines({"device123": [[update(connection="open")]]})
+    async with real_server(tmp_path) as server, clients(server.url) as [client]:
+        joined = await client.call("session.join", {"key": "device123"})
+        if joined["state"] != "ready":
+            await client.wait_for("session.ready")
+        assert "session.qr" not in client.names()
