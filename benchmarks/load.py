@@ -27,14 +27,14 @@ from typing import Any
 from benchmarks.common import ServerProcess, baseline_server, emit, pairgate_server, percentiles
 from benchmarks.load_client import Outcome, run_process
 
-TARGETS: dict[str, Callable[[Path], ServerProcess]] = {
+TARGETS: dict[str, Callable[[Path, dict[str, str]], ServerProcess]] = {
     "pairgate": pairgate_server,
-    "baseline": lambda data_dir: baseline_server(),
+    "baseline": lambda data_dir, env: baseline_server(),
 }
 
 
-def offer(url: str, rate: float, duration: float, clients: int) -> list[Outcome]:
-    """Run the open-loop load from `clients` processes; every arrival's outcome."""
+def offer(url: str, rate: float, duration: float, clients: int) -> tuple[list[Outcome], float]:
+    """Run the open-loop load from `clients` processes: every arrival's outcome, client CPU s."""
     run = os.urandom(3).hex()
     start = time.time() + 1.0  # every process is up before the first arrival is due
     with ProcessPoolExecutor(clients, mp_context=get_context("spawn")) as pool:
@@ -42,7 +42,8 @@ def offer(url: str, rate: float, duration: float, clients: int) -> list[Outcome]
             pool.submit(run_process, url, rate, duration, start, offset, clients, run)
             for offset in range(clients)
         ]
-        return [outcome for future in futures for outcome in future.result()]
+        results = [future.result() for future in futures]
+    return [o for outcomes, _ in results for o in outcomes], sum(cpu for _, cpu in results)
 
 
 def summarise(outcomes: list[Outcome], rate: float) -> dict[str, Any]:
@@ -70,15 +71,20 @@ def summarise(outcomes: list[Outcome], rate: float) -> dict[str, Any]:
     }
 
 
-def measure(target: str, rate: float, duration: float, clients: int) -> dict[str, Any]:
+def measure(
+    target: str, rate: float, duration: float, clients: int, env: dict[str, str] | None = None
+) -> dict[str, Any]:
     """One fresh server, a short warm-up, then the measured load."""
     data_dir = Path(tempfile.mkdtemp(prefix="pairgate-load-"))
-    server = TARGETS[target](data_dir)
+    server = TARGETS[target](data_dir, env or {})
     try:
         offer(server.url, 5, 1, 1)  # warm-up: imports, QR layouts, store tables
         cpu_before = server.cpu_s()
-        result = summarise(offer(server.url, rate, duration, clients), rate)
+        outcomes, client_cpu_s = offer(server.url, rate, duration, clients)
+        result = summarise(outcomes, rate)
         result["cpu_s"] = round(server.cpu_s() - cpu_before, 2)
+        # The load generator's own CPU: near `clients` cores per second, it is the bottleneck.
+        result["client_cpu_s"] = round(client_cpu_s, 2)
         result["rss_mb"] = round(server.rss_mb(), 1)
         return result
     finally:
@@ -96,7 +102,7 @@ def find_max(target: str, args: argparse.Namespace) -> dict[str, Any]:
     steps: list[dict[str, Any]] = []
 
     def step(rate: float) -> bool:
-        result = measure(target, rate, args.step_duration, args.clients)
+        result = measure(target, rate, args.step_duration, args.clients, args.env)
         ok = passes(result, args.max_p99_ms)
         steps.append({"rate": rate, "pass": ok, **result})
         qr = result["create_to_qr_ms"]
@@ -135,8 +141,16 @@ def main() -> None:
     parser.add_argument("--step-factor", type=float, default=1.3)
     parser.add_argument("--step-duration", type=float, default=5)
     parser.add_argument("--ceiling", type=float, default=2000)
+    parser.add_argument(
+        "--pairgate-env",
+        action="append",
+        default=[],
+        metavar="NAME=VALUE",
+        help="extra environment for pairgate, e.g. PAIRGATE_STORE=memory (repeatable)",
+    )
     parser.add_argument("--json", type=Path, help="write the results here too")
     args = parser.parse_args()
+    args.env = dict(item.split("=", 1) for item in args.pairgate_env)
     targets = [t.strip() for t in args.targets.split(",") if t.strip()]
 
     if args.find_max:
@@ -148,8 +162,9 @@ def main() -> None:
             result["ratio"] = round(ratio, 2)
     else:
         result = {"benchmark": "load", "rate": args.rate, "duration_s": args.duration}
+        result["pairgate_env"] = args.env
         for target in targets:
-            result[target] = measure(target, args.rate, args.duration, args.clients)
+            result[target] = measure(target, args.rate, args.duration, args.clients, args.env)
     emit(result, args.json)
 
 

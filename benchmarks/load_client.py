@@ -109,9 +109,11 @@ async def generate(
 
 def run_process(
     url: str, rate: float, duration: float, start: float, offset: int, processes: int, run: str
-) -> list[Outcome]:
-    """The entry point of a client process (picklable arguments, picklable results)."""
+) -> tuple[list[Outcome], float]:
+    """A client process's entry point: the outcomes, and the CPU seconds the process used."""
     import uvloop  # uvicorn[standard] brings it; the clients should cost as little as they can
 
+    cpu = time.process_time()
     with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
-        return runner.run(generate(url, rate, duration, start, offset, processes, run))
+        outcomes = runner.run(generate(url, rate, duration, start, offset, processes, run))
+    return outcomes, time.process_time() - cpu
