@@ -174,7 +174,7 @@ class BaileysEngine:
         self, key: str, device: _Device, status: int | None, message: str
     ) -> None:
         result = outcome(status, message)
-        log.info("Baileys socket of %s closed (%s %s): %s", key, status, message, result.next)
+        log.info("Baileys socket of %s closed (%s %s): %s", key, status, message, result.next.value)
         if result.next is Next.RESTART:
             # At once the first time (after a scan); a server that keeps asking backs off.
             self._reconnect(key, device, self._next_delay(device) if device.attempts else 0.0)
