@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 import binascii
+import os
 from dataclasses import dataclass, field
 from pathlib import Path
 from urllib.parse import parse_qs, unquote, urlsplit
+
+from psycopg.conninfo import make_conninfo
 
 from domain.services import DeviceSessions
 
@@ -58,6 +61,21 @@ class StoreConfig:
                 "SQLITE_LOCK_TIMEOUT": "10",
             }
         raise ValueError(f"unknown store kind {self.kind!r}; use sqlite, postgres or memory")
+
+
+def postgres_conninfo(config: StoreConfig) -> tuple[str, str | None]:
+    """libpq connection string and schema of a postgres store (for pairgate's own tables)."""
+    env = _postgres_env(config.database_url) or {
+        k: v for k, v in os.environ.items() if k.startswith("POSTGRES_")
+    }
+    conninfo = make_conninfo(
+        host=env.get("POSTGRES_HOST", "127.0.0.1"),
+        port=env.get("POSTGRES_PORT", "5432"),
+        dbname=env.get("POSTGRES_DBNAME", "postgres"),
+        user=env.get("POSTGRES_USER", "postgres"),
+        password=env.get("POSTGRES_PASSWORD", ""),
+    )
+    return conninfo, env.get("POSTGRES_SCHEMA") or None
 
 
 def _postgres_env(url: str | None) -> dict[str, str]:

@@ -12,7 +12,9 @@ from starlette.routing import Route
 
 from adapters.engines.simulator import SimulatedEngine, SimulatorRefusal
 from adapters.identity import Identities
+from domain.errors import DeviceSessionError
 from domain.pairing import PairingService
+from domain.ports import DeviceLeases
 
 
 def error_response(status: int, code: str, message: str) -> JSONResponse:
@@ -58,7 +60,10 @@ def health_routes(service: PairingService) -> list[Route]:
 
 
 def simulator_routes(
-    simulator: SimulatedEngine, service: PairingService, identities: Identities
+    simulator: SimulatedEngine,
+    service: PairingService,
+    identities: Identities,
+    leases: DeviceLeases | None = None,
 ) -> list[Route]:
     """POST /api/simulator/devices/{key}/{scan|pair|logout|drop|revoke}: the phone's side."""
 
@@ -83,16 +88,30 @@ def simulator_routes(
     async def revoke(key: str, body: dict[str, Any]) -> None:
         await simulator.revoke(key)
 
-    def endpoint(action: Any) -> Any:
+    async def elsewhere(name: str, key: str, body: dict[str, Any]) -> bool:
+        """Forward the move to the process running the key, if another one does."""
+        if leases is None or simulator.serves(key) or key in service.running_keys:
+            return False
+        if await leases.acquire(key):  # it was free: nobody runs the key
+            await leases.release(key)
+            return False
+        args = {"code": body["code"]} if isinstance(body.get("code"), str) else {}
+        await leases.forward(key, f"sim.{name}", args)
+        return True
+
+    def endpoint(name: str, action: Any) -> Any:
         async def handle(request: Request) -> JSONResponse:
             key = request.path_params["key"]
             if denied := await refuse_stranger(request, identities, service, key):
                 return denied
             try:
                 body = await _json_object(request)
-                await action(key, body)
+                if not await elsewhere(name, key, body):
+                    await action(key, body)
             except SimulatorRefusal as refusal:
                 return error_response(refusal.status, refusal.code, refusal.message)
+            except DeviceSessionError as refused:
+                return error_response(409, refused.code, refused.message)
             session = await service.find(key)
             state = session.state.value if session is not None else None
             return JSONResponse({"ok": True, "key": key, "state": state})
@@ -101,7 +120,7 @@ def simulator_routes(
 
     base = "/api/simulator/devices/{key:str}/"
     return [
-        Route(base + name, endpoint(action), methods=["POST"])
+        Route(base + name, endpoint(name, action), methods=["POST"])
         for name, action in {
             "scan": scan,
             "pair": pair,

@@ -12,7 +12,7 @@ import functools
 import logging
 import weakref
 from collections import Counter
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterable
 from concurrent.futures import Executor
 from dataclasses import dataclass, field
 from typing import ParamSpec, TypeVar
@@ -25,7 +25,14 @@ from domain.errors import (
     LimitReachedError,
 )
 from domain.history import Record, session_history
-from domain.ports import Clock, EngineCatalog, SessionNotifier, WhatsAppEngine
+from domain.ports import (
+    Clock,
+    DeviceLeases,
+    EngineCatalog,
+    SessionNotifier,
+    SoleProcess,
+    WhatsAppEngine,
+)
 from domain.services import Change, DeviceSessions, IntegrityError
 from domain.session import DeviceSession, DisconnectReason, SessionState
 from domain.watchdog import Watchdog
@@ -68,6 +75,7 @@ class PairingService:
         start_timeout: float = 60.0,
         max_sessions: int = 0,
         max_unpaired: int = 0,
+        leases: DeviceLeases | None = None,
     ) -> None:
         self.sessions = sessions
         self._engines = engines
@@ -79,6 +87,8 @@ class PairingService:
         self._expiry_grace = expiry_grace
         self._start_timeout = start_timeout
         self._running: dict[str, WhatsAppEngine] = {}
+        # Which process runs which key, when several share the store.
+        self._leases: DeviceLeases = leases or SoleProcess()
         # Caps (0: none): live sessions per owner, and pairings under way on this server.
         self._max_sessions = max_sessions
         self._max_unpaired = max_unpaired
@@ -111,8 +121,19 @@ class PairingService:
                 if session.is_live and key in self._running:
                     await self._notifier.subscribe(key, subscriber)
                     return Outcome(session, joined=True)
-            self._check_capacity(key, owner)
-            change = await self._record_start(key, session, name, engine_name, owner)
+            if key not in self._running and not await self._leases.acquire(key):
+                # Another process runs the key's engine: follow it from here.
+                if session is not None and session.is_live:
+                    await self._notifier.subscribe(key, subscriber)
+                    return Outcome(session, joined=True)
+                raise InvalidTransitionError(key, "start a new pairing", ELSEWHERE)
+            try:
+                self._check_capacity(key, owner)
+                change = await self._record_start(key, session, name, engine_name, owner)
+            except Exception:
+                if key not in self._running:
+                    await self._leases.release(key)
+                raise
             await self._notifier.subscribe(key, subscriber)
             await self._notifier.publish(key, change.events)
             if session is not None:
@@ -200,8 +221,10 @@ class PairingService:
         for key in await self._store(lambda: list(self.sessions.keys())):
             async with self._lock(key):
                 session = await self._store(self.sessions.find, key)
-                if session is None or key in self._running:
+                if session is None or key in self._running or not _needs_an_engine(session):
                     continue
+                if not await self._leases.acquire(key):
+                    continue  # another process runs it
                 if session.is_live:
                     change = await self._update(key, _disconnect(Reason.CONNECTION_LOST))
                     await self._settle(key, change)
@@ -224,6 +247,7 @@ class PairingService:
         if engine is None:
             log.warning("cannot resume %s: engine %r is not available", key, session.engine)
             recovery.unavailable.append(key)
+            await self._leases.release(key)
             return
         self._run(key, engine, session.owner)
         try:
@@ -232,8 +256,21 @@ class PairingService:
             log.exception("engine %s failed to resume %s", engine.name, key)
             self._unrun(key)
             recovery.unavailable.append(key)
+            await self._leases.release(key)
         else:
             recovery.resumed.append(key)
+
+    async def leases_lost(self, keys: Iterable[str]) -> None:
+        """This process can no longer prove it owns these keys (its lease connection
+        broke): stop their engines at once, recording nothing; the process that takes
+        a key over records what happened to it."""
+        for key in keys:
+            async with self._lock(key):
+                engine = self._unrun(key)
+                self._watchdog.disarm(key)
+                if engine is not None:
+                    log.warning("lost the lease of %s: stopping its engine", key)
+                    await _quietly(engine.stop(key), "stop", key)
 
     async def shutdown(self) -> None:
         """Take every device offline: they did lose their connection, so record it."""
@@ -247,6 +284,7 @@ class PairingService:
                 await _quietly(engine.stop(key), "stop", key)
                 change = await self._update(key, _disconnect_if(Reason.CONNECTION_LOST, None))
                 await self._notifier.publish(key, change.events)
+                await self._leases.release(key)
         await self._watchdog.close()
 
     # -- internals --------------------------------------------------------------------
@@ -276,7 +314,16 @@ class PairingService:
 
     async def _end_by_owner(self, key: str, owner: str, reason: DisconnectReason) -> DeviceSession:
         async with self._lock(key):
-            await self._owned(key, owner)
+            session = await self._owned(key, owner)
+            if (
+                key not in self._running
+                and _needs_an_engine(session)
+                and not await self._leases.acquire(key)
+            ):
+                # The engine runs in another process: that process must end it.
+                command = "logout" if reason is Reason.USER_LOGGED_OUT else "delete"
+                await self._leases.forward(key, command, {"owner": owner})
+                return await self._owned(key, owner)
             change = await self._update(key, _disconnect(reason))
             await self._settle(key, change, unlink=True)
             return change.session
@@ -316,6 +363,7 @@ class PairingService:
             if engine is not None:
                 teardown = engine.logout if unlink else engine.discard
                 await _quietly(teardown(key), teardown.__name__, key)
+            await self._leases.release(key)
 
     def _check_capacity(self, key: str, owner: str) -> None:
         if self._max_sessions and self._live_by_owner[owner] >= self._max_sessions:
@@ -386,6 +434,14 @@ class PairingService:
         if lock is None:
             lock = self._locks[key] = asyncio.Lock()
         return lock
+
+
+ELSEWHERE = "handled by another pairgate process"
+
+
+def _needs_an_engine(session: DeviceSession) -> bool:
+    """Live, or a paired device offline with its credentials: some process should run it."""
+    return session.is_live or (session.state is S.DISCONNECTED and session.holds_credentials)
 
 
 def _check_owner(session: DeviceSession, owner: str) -> None:

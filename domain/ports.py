@@ -87,3 +87,37 @@ class SessionNotifier(Protocol):
     async def publish(self, key: str, events: Sequence[DomainEventProtocol[UUID]]) -> None:
         """Project events that have been saved onto the key's subscribers, in order."""
         ...
+
+
+class DeviceLeases(Protocol):
+    """Who runs each device's engine when several processes share one store.
+
+    A process runs a key's engine only while it holds the key's lease; the lease goes
+    with the process (a crash frees it), so another process can take the device over.
+    """
+
+    async def acquire(self, key: str) -> bool:
+        """Take the key's lease (True), or False when another live process holds it."""
+        ...
+
+    async def release(self, key: str) -> None:
+        """Give the lease up: this process no longer runs the key's engine."""
+        ...
+
+    async def forward(self, key: str, command: str, args: dict[str, str]) -> None:
+        """Have the lease holder run `command` for the key; EngineUnavailableError if no
+        holder answers in time."""
+        ...
+
+
+class SoleProcess:
+    """DeviceLeases for one process alone on its store: every lease is its own."""
+
+    async def acquire(self, key: str) -> bool:
+        return True
+
+    async def release(self, key: str) -> None:
+        return None
+
+    async def forward(self, key: str, command: str, args: dict[str, str]) -> None:
+        raise AssertionError("a sole process never forwards")  # acquire is always True

@@ -27,6 +27,11 @@ class Engines:
         return cls({name: simulator for name in KNOWN_ENGINES})
 
     @property
+    def distinct(self) -> list[WhatsAppEngine]:
+        """Each engine once (one engine may serve several names)."""
+        return list({id(engine): engine for engine in self._available.values()}.values())
+
+    @property
     def names(self) -> list[str]:
         return sorted(self._available)
 

@@ -13,7 +13,7 @@ import base64
 import json
 import logging
 import secrets
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 
 from adapters.credentials import CredentialVault
@@ -221,3 +221,31 @@ async def _stopped_within(device: _Device, seconds: float) -> bool:
     except TimeoutError:
         return False
     return True
+
+
+SIMULATED_MOVES = ("scan", "pair", "logout", "drop", "revoke")
+
+
+def simulator_commands(
+    simulator: SimulatedEngine,
+) -> dict[str, Callable[[str, dict[str, str]], Awaitable[None]]]:
+    """The simulated phone's moves as commands another process can forward here:
+    `sim.scan`, `sim.pair` (args: code), `sim.logout`, `sim.drop`, `sim.revoke`."""
+
+    async def scan(key: str, args: dict[str, str]) -> None:
+        await simulator.scan(key, args["code"])
+
+    async def pair(key: str, args: dict[str, str]) -> None:
+        await simulator.enter_pair_code(key, args["code"])
+
+    async def logout(key: str, args: dict[str, str]) -> None:
+        await simulator.phone_logout(key)
+
+    async def drop(key: str, args: dict[str, str]) -> None:
+        await simulator.drop(key)
+
+    async def revoke(key: str, args: dict[str, str]) -> None:
+        await simulator.revoke(key)
+
+    moves = {"scan": scan, "pair": pair, "logout": logout, "drop": drop, "revoke": revoke}
+    return {f"sim.{name}": move for name, move in moves.items()}

@@ -1,0 +1,242 @@
+"""PostgresLeases: one owner per device across processes, by PostgreSQL advisory locks.
+
+A key's lease is a session-level advisory lock held on this process's own connection.
+PostgreSQL gives such a lock to one connection at a time and frees it the moment that
+connection ends, so a process that dies (even by `kill -9`: the kernel closes its
+socket) lets go of all its devices at once, and no two live processes can hold the same
+key. A process that loses its connection without dying loses its locks too: the
+watchdog here notices within one check interval and makes the service stop those
+engines. (Until it does, and only if PostgreSQL noticed the broken connection first,
+another process could take a key over: keep the check interval well below the
+takeover interval.)
+
+Commands for a key owned by another process (logout, delete, the simulated phone's
+moves) are forwarded with NOTIFY on the same database and answered the same way.
+
+Every grant is written to `pairgate_lease_log`, so auditors (and the tests) can check
+that no key ever had two holders at once.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import hashlib
+import json
+import logging
+import uuid
+from collections.abc import Awaitable, Callable, Iterable
+from typing import Any
+
+import psycopg
+from psycopg import sql
+
+from domain.errors import DeviceSessionError, EngineUnavailableError
+
+log = logging.getLogger(__name__)
+
+Handler = Callable[[str, dict[str, str]], Awaitable[None]]
+RPC_CHANNEL = "pairgate_rpc"
+LOG_TABLE = "pairgate_lease_log"
+
+
+def lock_id(key: str) -> int:
+    """The key's advisory lock: 64 bits of its SHA-256 (collisions: about 2^-64)."""
+    return int.from_bytes(hashlib.sha256(b"pairgate:" + key.encode()).digest()[:8], signed=True)
+
+
+class PostgresLeases:
+    def __init__(
+        self,
+        conninfo: str,
+        *,
+        schema: str | None = None,
+        check_interval: float = 5.0,
+        forward_timeout: float = 10.0,
+    ) -> None:
+        self.holder = uuid.uuid4().hex
+        self._conninfo = conninfo
+        self._schema = schema
+        self._check_interval = check_interval
+        self._forward_timeout = forward_timeout
+        self._held: set[str] = set()
+        self._handlers: dict[str, Handler] = {}
+        self._replies: dict[str, asyncio.Future[dict[str, Any]]] = {}
+        self._locks: psycopg.AsyncConnection[Any] | None = None
+        self._listener: psycopg.AsyncConnection[Any] | None = None
+        self._tasks: list[asyncio.Task[None]] = []
+        self._on_lost: Callable[[Iterable[str]], Awaitable[None]] | None = None
+        # One statement or transaction at a time on the lock connection.
+        self._guard = asyncio.Lock()
+
+    # -- lifecycle --------------------------------------------------------------------
+
+    async def open(
+        self,
+        handlers: dict[str, Handler],
+        on_lost: Callable[[Iterable[str]], Awaitable[None]],
+    ) -> None:
+        self._handlers = dict(handlers)
+        self._on_lost = on_lost
+        self._locks = await self._connect()
+        await self._locks.execute(
+            sql.SQL(
+                "CREATE TABLE IF NOT EXISTS {} (id bigserial PRIMARY KEY, key text NOT NULL, "
+                "holder text NOT NULL, acquired_at timestamptz NOT NULL DEFAULT now(), "
+                "released_at timestamptz)"
+            ).format(sql.Identifier(LOG_TABLE))
+        )
+        self._listener = await self._connect()
+        for channel in (RPC_CHANNEL, self._reply_channel(self.holder)):
+            await self._listener.execute(sql.SQL("LISTEN {}").format(sql.Identifier(channel)))
+        self._tasks = [
+            asyncio.create_task(self._listen(), name="leases:listen"),
+            asyncio.create_task(self._watch(), name="leases:watch"),
+        ]
+
+    async def close(self) -> None:
+        for task in self._tasks:
+            task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+        for key in list(self._held):
+            with contextlib.suppress(psycopg.Error):
+                await self.release(key)
+        for connection in (self._locks, self._listener):
+            if connection is not None:
+                await connection.close()
+
+    # -- DeviceLeases -------------------------------------------------------------------
+
+    async def acquire(self, key: str) -> bool:
+        if key in self._held:
+            return True
+        async with self._guard, self._connection().transaction():
+            locks = self._connection()
+            row = await (
+                await locks.execute("SELECT pg_try_advisory_lock(%s)", (lock_id(key),))
+            ).fetchone()
+            if not row or not row[0]:
+                return False
+            # A holder that died left its grant open: it ended when its lock was freed.
+            await locks.execute(
+                sql.SQL(
+                    "UPDATE {} SET released_at = now() WHERE key = %s AND released_at IS NULL"
+                ).format(sql.Identifier(LOG_TABLE)),
+                (key,),
+            )
+            await locks.execute(
+                sql.SQL("INSERT INTO {} (key, holder) VALUES (%s, %s)").format(
+                    sql.Identifier(LOG_TABLE)
+                ),
+                (key, self.holder),
+            )
+        self._held.add(key)
+        log.info("took the lease of %s", key)
+        return True
+
+    async def release(self, key: str) -> None:
+        if key not in self._held:
+            return
+        self._held.discard(key)
+        async with self._guard, self._connection().transaction():
+            locks = self._connection()
+            await locks.execute(
+                sql.SQL(
+                    "UPDATE {} SET released_at = now() "
+                    "WHERE key = %s AND holder = %s AND released_at IS NULL"
+                ).format(sql.Identifier(LOG_TABLE)),
+                (key, self.holder),
+            )
+            await locks.execute("SELECT pg_advisory_unlock(%s)", (lock_id(key),))
+
+    async def forward(self, key: str, command: str, args: dict[str, str]) -> None:
+        request_id = uuid.uuid4().hex
+        reply: asyncio.Future[dict[str, Any]] = asyncio.get_running_loop().create_future()
+        self._replies[request_id] = reply
+        message = {"id": request_id, "key": key, "command": command, "args": args}
+        try:
+            await self._notify(RPC_CHANNEL, {**message, "reply_to": self.holder})
+            answer = await asyncio.wait_for(reply, self._forward_timeout)
+        except TimeoutError:
+            raise EngineUnavailableError(
+                f"the pairgate process running {key!r} did not answer; try again shortly",
+                key=key,
+            ) from None
+        finally:
+            self._replies.pop(request_id, None)
+        if not answer.get("ok"):
+            error = EngineUnavailableError(answer.get("message", "refused"), key=key)
+            error.code = answer.get("code", error.code)
+            raise error
+
+    @property
+    def held(self) -> frozenset[str]:
+        return frozenset(self._held)
+
+    # -- internals ----------------------------------------------------------------------
+
+    async def _connect(self) -> psycopg.AsyncConnection[Any]:
+        connection = await psycopg.AsyncConnection.connect(self._conninfo, autocommit=True)
+        if self._schema:
+            await connection.execute(
+                sql.SQL("SET search_path TO {}").format(sql.Identifier(self._schema))
+            )
+        return connection
+
+    def _connection(self) -> psycopg.AsyncConnection[Any]:
+        if self._locks is None or self._locks.closed:
+            raise EngineUnavailableError("the lease database connection is down; try again")
+        return self._locks
+
+    @staticmethod
+    def _reply_channel(holder: str) -> str:
+        return f"pairgate_reply_{holder}"
+
+    async def _notify(self, channel: str, payload: dict[str, Any]) -> None:
+        text = json.dumps(payload, separators=(",", ":"))
+        async with self._guard:
+            await self._connection().execute("SELECT pg_notify(%s, %s)", (channel, text))
+
+    async def _listen(self) -> None:
+        assert self._listener is not None
+        async for notice in self._listener.notifies():
+            try:
+                message = json.loads(notice.payload)
+                if notice.channel == RPC_CHANNEL:
+                    if message["key"] in self._held:
+                        asyncio.create_task(self._serve(message))  # noqa: RUF006
+                elif (reply := self._replies.get(message.get("id", ""))) and not reply.done():
+                    reply.set_result(message)
+            except Exception:
+                log.exception("bad lease message on %s", notice.channel)
+
+    async def _serve(self, message: dict[str, Any]) -> None:
+        answer: dict[str, Any] = {"id": message["id"], "ok": True}
+        handler = self._handlers.get(message["command"])
+        try:
+            if handler is None:
+                raise EngineUnavailableError(f"unknown command {message['command']!r}")
+            await handler(message["key"], message["args"])
+        except DeviceSessionError as refused:
+            answer |= {"ok": False, "code": refused.code, "message": refused.message}
+        except Exception as error:
+            log.exception("forwarded %s for %s failed", message["command"], message["key"])
+            answer |= {"ok": False, "message": str(error)}
+        await self._notify(self._reply_channel(message["reply_to"]), answer)
+
+    async def _watch(self) -> None:
+        """Prove the lock connection alive; if it broke, every lease went with it."""
+        while True:
+            await asyncio.sleep(self._check_interval)
+            try:
+                async with self._guard:
+                    await self._connection().execute("SELECT 1")
+            except (psycopg.Error, EngineUnavailableError):
+                lost, self._held = set(self._held), set()
+                log.error("lease connection lost: giving up %d devices", len(lost))
+                if self._on_lost is not None and lost:
+                    await self._on_lost(lost)
+                with contextlib.suppress(psycopg.Error):
+                    if self._locks is not None:
+                        await self._locks.close()
+                    self._locks = await self._connect()
