@@ -9,16 +9,21 @@ import socketio
 from starlette.applications import Starlette
 
 from adapters.http_api import session_routes
+from adapters.metrics import PairgateMetrics, metrics_routes
+from adapters.readiness import Readiness, readiness_routes
 from adapters.scan_page import scan_page_routes
 from adapters.web import HTTP_ERROR_HANDLERS, health_routes, simulator_routes
 from domain.ports import Clock
-from entrypoints.bootstrap import Pairgate, bootstrap
+from entrypoints.bootstrap import Pairgate, bootstrap, close_fanout
 from entrypoints.settings import Settings
 
 
 def create_app(settings: Settings | None = None, clock: Clock | None = None) -> socketio.ASGIApp:
-    pairgate = bootstrap(settings or Settings(), clock)
+    metrics = PairgateMetrics()
+    pairgate = bootstrap(settings or Settings(), clock, metrics)
+    readiness = Readiness(pairgate.sessions, pairgate.executor, pairgate.settings.redis)
     routes = health_routes(pairgate.service) + session_routes(pairgate.service, pairgate.identities)
+    routes += readiness_routes(readiness) + metrics_routes(metrics)
     if pairgate.simulator is not None:
         routes += simulator_routes(pairgate.simulator, pairgate.service, pairgate.identities)
 
@@ -28,6 +33,7 @@ def create_app(settings: Settings | None = None, clock: Clock | None = None) -> 
             await pairgate.service.recover()
         yield
         await pairgate.close()
+        await close_fanout(pairgate.sio)
 
     web = Starlette(
         routes=[

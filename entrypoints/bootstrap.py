@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import shutil
 from concurrent.futures import ThreadPoolExecutor
@@ -15,6 +16,7 @@ from adapters.engines import baileys
 from adapters.engines.catalog import Engines
 from adapters.engines.simulator import SimulatedEngine
 from adapters.identity import DEFAULT_IDENTITY, Identities
+from adapters.metrics import ObservedNotifier, PairgateMetrics
 from adapters.projection import SocketIoNotifier
 from adapters.rate_limits import RequestLimits
 from adapters.socketio_gateway import PairingNamespace
@@ -79,11 +81,33 @@ def installed_engines(settings: Settings, vault: CredentialVault) -> Engines:
     return Engines(available, missing)
 
 
-def bootstrap(settings: Settings, clock: Clock | None = None) -> Pairgate:
+def fanout_manager(redis_url: str | None) -> socketio.AsyncManager:
+    """Redis pub/sub carries each emission to every process's clients; else this one's."""
+    if redis_url is None:
+        return socketio.AsyncManager()
+    return socketio.AsyncRedisManager(redis_url, channel="pairgate")
+
+
+async def close_fanout(sio: socketio.AsyncServer) -> None:
+    """Stop the Redis listener and close its connections (the library does neither)."""
+    manager = sio.manager
+    listener = getattr(manager, "thread", None)
+    if listener is not None:
+        listener.cancel()
+        await asyncio.gather(listener, return_exceptions=True)
+    for connection in (getattr(manager, "pubsub", None), getattr(manager, "redis", None)):
+        if connection is not None:
+            await connection.aclose()
+
+
+def bootstrap(
+    settings: Settings, clock: Clock | None = None, metrics: PairgateMetrics | None = None
+) -> Pairgate:
     clock = clock or SystemClock()
+    metrics = metrics or PairgateMetrics()
     store = settings.store_config()
     sessions = open_store(store)
-    executor = ThreadPoolExecutor(settings.store_threads, thread_name_prefix="pairgate-store")
+    executor = metrics.store_executor(settings.store_threads)  # a timed ThreadPoolExecutor
 
     vault = CredentialVault(settings.credentials_path, settings.cipher)
     simulator: SimulatedEngine | None = None
@@ -101,12 +125,14 @@ def bootstrap(settings: Settings, clock: Clock | None = None) -> Pairgate:
         # None: same origin only. ([] would disable the Origin check altogether.)
         cors_allowed_origins="*" if "*" in origins else (list(origins) or None),
         max_http_buffer_size=settings.max_payload_bytes,
+        transports=list(settings.transports),
+        client_manager=fanout_manager(settings.redis),
     )
     notifier = SocketIoNotifier(sio)
     service = PairingService(
         sessions,
         engines,
-        notifier,
+        ObservedNotifier(notifier, metrics),
         clock,
         executor=executor,
         expiry_grace=settings.expiry_grace,
@@ -114,6 +140,7 @@ def bootstrap(settings: Settings, clock: Clock | None = None) -> Pairgate:
         max_sessions=settings.max_sessions,
         max_unpaired=settings.max_unpaired,
     )
+    metrics.watch(service, sio)
     identities = settings.identities()
     limits = RequestLimits(settings.rate_limit_connection, settings.rate_limit_identity)
     sio.register_namespace(PairingNamespace(service, notifier, clock, identities, limits))

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import logging
 import os
 import sys
 from collections.abc import Sequence
@@ -42,6 +41,7 @@ def parser() -> argparse.ArgumentParser:
     )
 
     commands.add_parser("keygen", help="print a new PAIRGATE_CIPHER_KEY (AES-256, base64)")
+    commands.add_parser("asyncapi", help="print the AsyncAPI 3.0 document of the protocol")
 
     scan = commands.add_parser(
         "scan",
@@ -72,6 +72,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         from eventsourcing.cryptography import AESCipher
 
         print(AESCipher.create_key(num_bytes=32))
+        return 0
+    if args.command == "asyncapi":
+        from adapters.asyncapi import render
+
+        sys.stdout.write(render())
         return 0
     overrides = {
         name: getattr(args, name)
@@ -108,14 +113,15 @@ def serve_forever(settings: Settings) -> int:
     import uvicorn
 
     from entrypoints.asgi import create_app
+    from entrypoints.logs import configure_logging
     from entrypoints.server import PairgateServer
 
-    logging.basicConfig(
-        level=settings.log_level.upper(),
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-    )
+    configure_logging(settings.log_level, settings.log_format)
+    json_logs = settings.log_format == "json"
     config = uvicorn.Config(
         create_app(settings),
+        # JSON: uvicorn's own loggers go through the root handler too.
+        log_config=None if json_logs else uvicorn.config.LOGGING_CONFIG,
         host=settings.host,
         port=settings.port,
         log_level=settings.log_level,

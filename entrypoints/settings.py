@@ -59,6 +59,12 @@ class Settings(BaseSettings):
     max_unpaired: int = Field(5000, ge=0)
     store_threads: int = Field(4, ge=1)
     log_level: str = "info"
+    # "json": one JSON object per log line (time, level, logger, message, key).
+    log_format: Literal["text", "json"] = "text"
+    # Redis for Socket.IO fan-out between processes (unset: the in-memory manager).
+    redis_url: SecretStr | None = None
+    # Engine.IO transports offered; "websocket" alone needs no sticky sessions.
+    transports: Annotated[tuple[str, ...], NoDecode] = ("polling", "websocket")
 
     @field_validator("allowed_origins", mode="before")
     @classmethod
@@ -81,6 +87,15 @@ class Settings(BaseSettings):
             parse_many(value)  # ValueError names the part it cannot read
         return value.strip()
 
+    @field_validator("transports", mode="before")
+    @classmethod
+    def _transports(cls, value: Any) -> Any:
+        if isinstance(value, str):
+            value = tuple(part.strip() for part in value.split(",") if part.strip())
+        if not value or not set(value) <= {"polling", "websocket"}:
+            raise ValueError("must be polling, websocket or polling,websocket")
+        return value
+
     @field_validator("sim_qr_timeouts", mode="before")
     @classmethod
     def _comma_list(cls, value: Any) -> Any:
@@ -102,6 +117,10 @@ class Settings(BaseSettings):
     @property
     def cipher(self) -> str | None:
         return _reveal(self.cipher_key)
+
+    @property
+    def redis(self) -> str | None:
+        return _reveal(self.redis_url)
 
     def store_config(self) -> StoreConfig:
         kind = self.store

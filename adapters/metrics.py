@@ -1,0 +1,212 @@
+"""Prometheus metrics, read off what pairgate already does: recorded events, store calls,
+connections. Nothing in the domain knows about them.
+
+Each wired pairgate has its own registry (several servers can share one test process);
+`GET /metrics` serves it in the text exposition format.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable, Iterator, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
+from datetime import datetime
+from typing import Any, ParamSpec, TypeVar
+from uuid import UUID
+
+import socketio
+from eventsourcing.domain import DomainEventProtocol
+from prometheus_client import (
+    CONTENT_TYPE_LATEST,
+    CollectorRegistry,
+    Counter,
+    Histogram,
+    ProcessCollector,
+    generate_latest,
+)
+from prometheus_client.core import GaugeMetricFamily
+from prometheus_client.registry import Collector
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.routing import Route
+
+from domain.pairing import PairingService
+from domain.ports import SessionNotifier
+from domain.session import DisconnectReason, SessionState
+
+log = logging.getLogger(__name__)
+
+P = ParamSpec("P")
+T = TypeVar("T")
+
+# The state each recorded event leaves a session in, by the event's type name.
+STATE_AFTER = {
+    "SessionCreated": "created",
+    "Restarted": "created",
+    "QrIssued": "qr",
+    "PairCodeIssued": "qr",
+    "Authenticated": "authenticated",
+    "Ready": "ready",
+    "Disconnected": "disconnected",
+}
+# DeviceSessions calls worth telling apart; anything else is "other" (bounded labels).
+STORE_OPERATIONS = {"find", "get", "create", "update", "history", "state_at", "keys", "ping"}
+PAIR_BUCKETS = (2.0, 5.0, 10.0, 15.0, 20.0, 30.0, 45.0, 60.0, 90.0, 120.0, 180.0, 300.0)
+STORE_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5)
+
+
+class PairgateMetrics:
+    def __init__(self) -> None:
+        self.registry = CollectorRegistry()
+        self.qr_codes = Counter(
+            "pairgate_qr_codes_issued", "QR codes shown to clients.", registry=self.registry
+        )
+        self.disconnects = Counter(
+            "pairgate_disconnects",
+            "Sessions recorded as disconnected, by reason.",
+            ["reason"],
+            registry=self.registry,
+        )
+        for reason in DisconnectReason:
+            self.disconnects.labels(reason.value)
+        self.pair_seconds = Histogram(
+            "pairgate_pair_duration_seconds",
+            "Seconds from a pairing's start (session.created) to session.ready.",
+            buckets=PAIR_BUCKETS,
+            registry=self.registry,
+        )
+        self.store_seconds = Histogram(
+            "pairgate_store_seconds",
+            "Seconds each event store call took in its worker thread.",
+            ["operation"],
+            buckets=STORE_BUCKETS,
+            registry=self.registry,
+        )
+        ProcessCollector(registry=self.registry)
+        self._states: dict[str, str] = {}  # last recorded state of keys seen live here
+        self._pairing_since: dict[str, datetime] = {}
+
+    def observe(self, key: str, events: Sequence[DomainEventProtocol[UUID]]) -> None:
+        """Count what a key's newly recorded events say."""
+        for event in events:
+            kind = type(event).__name__
+            state = STATE_AFTER.get(kind)
+            if state == "disconnected":
+                self._states.pop(key, None)
+            elif state is not None:
+                self._states[key] = state
+            if kind in ("SessionCreated", "Restarted"):
+                self._pairing_since[key] = _timestamp(event)
+            elif kind == "QrIssued":
+                self.qr_codes.inc()
+            elif kind == "Ready":
+                started = self._pairing_since.pop(key, None)
+                if started is not None:
+                    self.pair_seconds.observe((_timestamp(event) - started).total_seconds())
+            elif kind == "Disconnected":
+                self._pairing_since.pop(key, None)
+                reason = event.reason  # type: ignore[attr-defined]
+                self.disconnects.labels(getattr(reason, "value", reason)).inc()
+
+    def watch(self, service: PairingService, sio: socketio.AsyncServer) -> None:
+        """Gauges read at scrape time: sessions by state, Socket.IO connections."""
+        self.registry.register(_LiveSessions(self._states, service))
+        self.registry.register(_Connections(sio))
+
+    def store_executor(self, threads: int) -> TimedExecutor:
+        return TimedExecutor(self.store_seconds, threads)
+
+    def exposition(self) -> bytes:
+        return generate_latest(self.registry)
+
+
+class _LiveSessions(Collector):
+    def __init__(self, states: dict[str, str], service: PairingService) -> None:
+        self._states = states
+        self._service = service
+
+    def collect(self) -> Iterator[GaugeMetricFamily]:
+        gauge = GaugeMetricFamily(
+            "pairgate_sessions",
+            "Sessions whose engine runs in this process, by state.",
+            labels=["state"],
+        )
+        counts = dict.fromkeys((state.value for state in SessionState), 0)
+        for key in self._service.running_keys:
+            # Running with no live state seen: a paired device offline (resumed or dropped).
+            counts[self._states.get(key, "disconnected")] += 1
+        for state, count in counts.items():
+            gauge.add_metric([state], count)
+        yield gauge
+
+
+class _Connections(Collector):
+    def __init__(self, sio: socketio.AsyncServer) -> None:
+        self._sio = sio
+
+    def collect(self) -> Iterator[GaugeMetricFamily]:
+        # Connected sids sit in the namespace's `None` room (this process's only).
+        connected = sum(1 for _ in self._sio.manager.get_participants("/", None))
+        yield GaugeMetricFamily(
+            "pairgate_socketio_connections",
+            "Socket.IO connections open on this process.",
+            value=connected,
+        )
+
+
+class TimedExecutor(ThreadPoolExecutor):
+    """The store's thread pool; every call it runs is timed by operation name."""
+
+    def __init__(self, histogram: Histogram, threads: int) -> None:
+        super().__init__(threads, thread_name_prefix="pairgate-store")
+        self._histogram = histogram
+
+    def submit(self, fn: Callable[P, T], /, *args: P.args, **kwargs: P.kwargs) -> Future[T]:
+        timer = self._histogram.labels(_operation(fn))
+
+        def timed(*args: P.args, **kwargs: P.kwargs) -> T:
+            started = time.perf_counter()
+            try:
+                return fn(*args, **kwargs)
+            finally:
+                timer.observe(time.perf_counter() - started)
+
+        return super().submit(timed, *args, **kwargs)
+
+
+def _timestamp(event: DomainEventProtocol[UUID]) -> datetime:
+    stamp: datetime = event.timestamp  # type: ignore[attr-defined]  # eventsourcing's events
+    return stamp
+
+
+def _operation(fn: Callable[..., Any]) -> str:
+    name = getattr(getattr(fn, "func", fn), "__name__", "")
+    return name if name in STORE_OPERATIONS else "other"
+
+
+class ObservedNotifier:
+    """The service's notifier, counting every recorded event on its way to the rooms."""
+
+    def __init__(self, inner: SessionNotifier, metrics: PairgateMetrics) -> None:
+        self._inner = inner
+        self._metrics = metrics
+
+    async def subscribe(self, key: str, subscriber: str) -> None:
+        await self._inner.subscribe(key, subscriber)
+
+    async def publish(self, key: str, events: Sequence[DomainEventProtocol[UUID]]) -> None:
+        self._metrics.observe(key, events)
+        for event in events:
+            log.debug("%s recorded %s", key, type(event).__name__, extra={"key": key})
+        await self._inner.publish(key, events)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._inner, name)
+
+
+def metrics_routes(metrics: PairgateMetrics) -> list[Route]:
+    async def scrape(request: Request) -> Response:
+        return Response(metrics.exposition(), media_type=CONTENT_TYPE_LATEST)
+
+    return [Route("/metrics", scrape)]

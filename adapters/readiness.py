@@ -1,0 +1,86 @@
+"""`GET /readyz`: may this process take traffic? Its event store and Redis (when
+configured) must answer. `/healthz` stays liveness: the process itself is up."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Awaitable, Callable
+from concurrent.futures import Executor
+
+from starlette.requests import Request
+from starlette.responses import JSONResponse
+from starlette.routing import Route
+
+from domain.services import DeviceSessions
+
+log = logging.getLogger(__name__)
+
+CHECK_TIMEOUT = 2.0  # seconds each dependency gets to answer
+
+
+class Readiness:
+    def __init__(
+        self,
+        sessions: DeviceSessions,
+        executor: Executor,
+        redis_url: str | None,
+        timeout: float = CHECK_TIMEOUT,
+    ) -> None:
+        self._sessions = sessions
+        self._executor = executor
+        self._redis_url = redis_url
+        self._timeout = timeout
+
+    async def checks(self) -> dict[str, str]:
+        """Each dependency's answer: "ok", or why not."""
+        probes: dict[str, Callable[[], Awaitable[object]]] = {"store": self._store}
+        if self._redis_url is not None:
+            probes["redis"] = self._redis
+        names = list(probes)
+        outcomes = await asyncio.gather(
+            *(asyncio.wait_for(probes[name](), self._timeout) for name in names),
+            return_exceptions=True,
+        )
+        results = {}
+        for name, outcome in zip(names, outcomes, strict=True):
+            if isinstance(outcome, BaseException):
+                why = "timed out" if isinstance(outcome, TimeoutError) else type(outcome).__name__
+                log.warning("readiness: %s check failed: %s", name, outcome or why)
+                results[name] = f"failed: {why}"
+            else:
+                results[name] = "ok"
+        return results
+
+    async def _store(self) -> object:
+        # Runs where every store call runs, so a saturated pool reads as not ready.
+        loop = asyncio.get_running_loop()
+        return await loop.run_in_executor(self._executor, self.ping)
+
+    def ping(self) -> object:
+        """The store's check (timed as the `ping` store operation)."""
+        return self._sessions.recorder.max_notification_id()  # one cheap query
+
+    async def _redis(self) -> object:
+        from redis import asyncio as aioredis
+
+        assert self._redis_url is not None
+        client = aioredis.Redis.from_url(
+            self._redis_url, socket_connect_timeout=self._timeout, socket_timeout=self._timeout
+        )
+        try:
+            return await client.ping()
+        finally:
+            await client.aclose()
+
+
+def readiness_routes(readiness: Readiness) -> list[Route]:
+    async def readyz(request: Request) -> JSONResponse:
+        checks = await readiness.checks()
+        failed = [name for name, result in checks.items() if result != "ok"]
+        if failed:
+            body = {"status": "not ready", "checks": checks, "failed": failed}
+            return JSONResponse(body, 503)
+        return JSONResponse({"status": "ready", "checks": checks})
+
+    return [Route("/readyz", readyz)]
