@@ -1,0 +1,108 @@
+"""Two pairgate processes on one store and one Redis: an emission made by one reaches the
+room's clients connected to the other (python-socketio's AsyncRedisManager)."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import socket
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+from pydantic import SecretStr
+
+from entrypoints.settings import Settings
+from tests.helpers import POSTGRES_URL, Server, clients, postgres_available, running, unique_key
+
+REDIS_URL = os.environ.get("PAIRGATE_TEST_REDIS", "redis://127.0.0.1:6379/0")
+
+
+def redis_available() -> bool:
+    try:
+        with socket.create_connection(("127.0.0.1", 6379), timeout=1):
+            return True
+    except OSError:
+        return False
+
+
+@pytest.fixture
+def shared_store(tmp_path: Path) -> Iterator[str]:
+    """A PostgreSQL schema of its own, for both servers."""
+    if not redis_available():
+        pytest.skip("Redis is not reachable on 127.0.0.1:6379")
+    if not postgres_available():
+        pytest.skip("PostgreSQL is not reachable on 127.0.0.1:5432")
+    import psycopg
+
+    schema = f"test_{uuid.uuid4().hex[:12]}"
+    with psycopg.connect(POSTGRES_URL, autocommit=True) as connection:
+        connection.execute(f'CREATE SCHEMA "{schema}"')
+    yield f"{POSTGRES_URL}?schema={schema}"
+    with psycopg.connect(POSTGRES_URL, autocommit=True) as connection:
+        connection.execute(f'DROP SCHEMA "{schema}" CASCADE')
+
+
+def process_settings(database_url: str, data_dir: Path, redis: bool) -> Settings:
+    return Settings(
+        simulate=True,
+        sim_qr_timeouts=(30.0,),
+        database_url=SecretStr(database_url),
+        redis_url=SecretStr(REDIS_URL) if redis else None,
+        data_dir=data_dir,
+        recover=False,
+    )
+
+
+async def scan(server: Server, key: str) -> None:
+    async with httpx.AsyncClient(base_url=server.url, timeout=10) as http:
+        code = (await http.get(f"/api/simulator/devices/{key}/code")).json()["code"]
+    scanned = await server.post(f"/api/simulator/devices/{key}/scan", {"code": code})
+    assert scanned.status_code == 200, scanned.text
+
+
+async def test_an_emission_on_one_process_reaches_a_client_on_another(
+    shared_store: str, tmp_path: Path
+) -> None:
+    one = process_settings(shared_store, tmp_path / "one", redis=True)
+    two = process_settings(shared_store, tmp_path / "two", redis=True)
+    key = unique_key()
+    async with running(one) as server1, running(two) as server2:
+        async with clients(server1.url) as [creator], clients(server2.url) as [follower]:
+            request = {"key": key, "name": "P", "engine": "simulator"}
+            assert (await creator.call("session.create", request))["ok"]
+            await creator.wait_for("session.qr")
+            joined = await follower.call("session.join", {"key": key})
+            assert joined["ok"] and joined["state"] == "qr", joined
+
+            await scan(server1, key)  # the engine runs on server 1: so do its emissions
+            assert await follower.wait_for("session.authenticated") == {"key": key}
+            assert await follower.wait_for("session.ready") == {"key": key}
+            assert await creator.wait_for("session.ready") == {"key": key}
+            # Once each: the process that emitted delivers to its own clients itself.
+            await asyncio.sleep(0.2)
+            assert creator.names().count("session.ready") == 1
+            assert follower.names().count("session.ready") == 1
+            assert key in server1.pairgate.service.running_keys
+            assert key not in server2.pairgate.service.running_keys
+
+
+async def test_without_redis_the_other_process_s_clients_hear_nothing(
+    shared_store: str, tmp_path: Path
+) -> None:
+    """The control: the same scenario on in-memory managers does not fan out."""
+    one = process_settings(shared_store, tmp_path / "one", redis=False)
+    two = process_settings(shared_store, tmp_path / "two", redis=False)
+    key = unique_key()
+    async with running(one) as server1, running(two) as server2:
+        async with clients(server1.url) as [creator], clients(server2.url) as [follower]:
+            request = {"key": key, "name": "P", "engine": "simulator"}
+            assert (await creator.call("session.create", request))["ok"]
+            await creator.wait_for("session.qr")
+            assert (await follower.call("session.join", {"key": key}))["ok"]
+            await scan(server1, key)
+            await creator.wait_for("session.ready")
+            with pytest.raises(TimeoutError):
+                await follower.wait_for("session.ready", timeout=1.0)
