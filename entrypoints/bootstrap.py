@@ -85,7 +85,10 @@ def fanout_manager(redis_url: str | None) -> socketio.AsyncManager:
     """Redis pub/sub carries each emission to every process's clients; else this one's."""
     if redis_url is None:
         return socketio.AsyncManager()
-    return socketio.AsyncRedisManager(redis_url, channel="pairgate")
+    # A bounded connect: emissions wait on Redis inside the key's lock. (No read timeout:
+    # the subscription is idle between emissions.)
+    options = {"socket_connect_timeout": 5}
+    return socketio.AsyncRedisManager(redis_url, channel="pairgate", redis_options=options)
 
 
 async def close_fanout(sio: socketio.AsyncServer) -> None:

@@ -39,6 +39,10 @@ def configure_logging(level: str, fmt: str = "text") -> None:
         root.removeHandler(previous)
     root.addHandler(handler)
     root.setLevel(level.upper())
+    # python-socketio and python-engineio give these loggers a handler of their own unless
+    # a level is set first; set one, and their errors (Redis down) come out here, once.
+    for library in ("socketio.server", "engineio.server"):
+        logging.getLogger(library).setLevel(logging.ERROR)
 
 
 class JsonFormatter(logging.Formatter):

@@ -95,8 +95,11 @@ async def test_not_ready_when_redis_does_not_answer(ops_settings: Settings) -> N
         assert body["status"] == "not ready" and body["failed"] == ["redis"]
         assert body["checks"]["store"] == "ok"
         assert body["checks"]["redis"].startswith("failed")
-        # Liveness is another question: the process itself is fine.
+        # Liveness is another question: the process itself is fine, and so are its own
+        # clients (emissions reach them; publishing to the other processes gives up).
         assert (await server.get("/healthz")).status_code == 200
+        async with clients(server.url) as [client]:
+            await pair(server, client, unique_key())
 
 
 async def test_not_ready_when_the_store_fails(
@@ -202,6 +205,8 @@ def test_serve_writes_one_json_object_per_line(tmp_path: Path) -> None:
         "PAIRGATE_LOG_LEVEL": "debug",
         "PAIRGATE_STORE": "memory",
         "PAIRGATE_SIM_QR_TIMEOUTS": "30",
+        # Nothing listens there: python-socketio's complaints must come out as JSON too.
+        "PAIRGATE_REDIS_URL": f"redis://127.0.0.1:{closed_port()}/0",
     }
     command = [str(PAIRGATE), "serve", "--simulate", "--port", str(port)]
     command += ["--data-dir", str(tmp_path / "data")]
@@ -218,6 +223,8 @@ def test_serve_writes_one_json_object_per_line(tmp_path: Path) -> None:
     about_key = [line for line in lines if line.get("key") == key]
     assert about_key, lines
     assert any(line["logger"].startswith("uvicorn") for line in lines)
+    redis_errors = [line for line in lines if line["logger"] == "socketio.server"]
+    assert redis_errors and all(line["level"] == "error" for line in redis_errors)
 
 
 def _create_and_wait_for_qr(url: str, key: str) -> None:
