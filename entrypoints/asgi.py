@@ -25,12 +25,13 @@ def create_app(settings: Settings | None = None, clock: Clock | None = None) -> 
     routes = health_routes(pairgate.service) + session_routes(pairgate.service, pairgate.identities)
     routes += readiness_routes(readiness) + metrics_routes(metrics)
     if pairgate.simulator is not None:
-        routes += simulator_routes(pairgate.simulator, pairgate.service, pairgate.identities)
+        routes += simulator_routes(
+            pairgate.simulator, pairgate.service, pairgate.identities, pairgate.leases
+        )
 
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
-        if pairgate.settings.recover:
-            await pairgate.service.recover()
+        await pairgate.start()
         yield
         await pairgate.close()
         await close_fanout(pairgate.sio)

@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import asyncio
+import importlib.util
 import logging
 import shutil
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import socketio
 
@@ -14,17 +15,18 @@ from adapters.clock import SystemClock
 from adapters.credentials import CredentialVault
 from adapters.engines import baileys
 from adapters.engines.catalog import Engines
-from adapters.engines.simulator import SimulatedEngine
+from adapters.engines.simulator import SimulatedEngine, simulator_commands
 from adapters.identity import DEFAULT_IDENTITY, Identities
+from adapters.leases import Handler, PostgresLeases
 from adapters.metrics import ObservedNotifier, PairgateMetrics
 from adapters.projection import SocketIoNotifier
 from adapters.rate_limits import RequestLimits
 from adapters.socketio_gateway import PairingNamespace
-from adapters.store import open_store
+from adapters.store import open_store, postgres_conninfo
 from domain.pairing import PairingService
 from domain.ports import Clock, WhatsAppEngine
 from domain.services import DeviceSessions
-from entrypoints.settings import Settings
+from entrypoints.settings import Settings, reveal
 
 log = logging.getLogger("pairgate")
 
@@ -38,6 +40,27 @@ class Pairgate:
     simulator: SimulatedEngine | None
     executor: ThreadPoolExecutor
     identities: Identities
+    engines: Engines
+    leases: PostgresLeases | None = None
+    _takeover: asyncio.Task[None] | None = field(default=None, repr=False)
+
+    async def start(self) -> None:
+        """Before serving: take part in the leases, settle what earlier runs left, and
+        (several processes) keep taking over devices whose process has gone."""
+        if self.leases is not None:
+            await self.leases.open(forwarded_commands(self), self.service.leases_lost)
+        if self.settings.recover:
+            await self.service.recover()
+        if self.leases is not None and self.settings.recover:
+            self._takeover = asyncio.create_task(self._take_over_orphans(), name="takeover")
+
+    async def _take_over_orphans(self) -> None:
+        while True:
+            await asyncio.sleep(self.settings.takeover_interval)
+            try:
+                await self.service.recover()
+            except Exception:
+                log.exception("looking for devices without a process failed")
 
     async def drain(self) -> None:
         """Before the web server closes connections: record and announce, then hang up.
@@ -46,6 +69,7 @@ class Pairgate:
         devices, and long-polling clients are released at once instead of at their next
         ping, which would hold a graceful shutdown for up to 25 s.
         """
+        await self.drain_tasks()
         await self.service.shutdown()
         engineio = self.sio.eio
         # Not `eio.disconnect()`: it waits for every polling client to fetch its close packet.
@@ -54,22 +78,50 @@ class Pairgate:
         engineio.sockets = {}
         await self.sio.shutdown()
 
+    async def drain_tasks(self) -> None:
+        if self._takeover is not None:
+            self._takeover.cancel()
+            await asyncio.gather(self._takeover, return_exceptions=True)
+            self._takeover = None
+
     async def close(self) -> None:
+        await self.drain_tasks()
         await self.service.shutdown()
+        for engine in self.engines.distinct:
+            closing = getattr(engine, "close", None)
+            if closing is not None:
+                await closing()
+        if self.leases is not None:
+            await self.leases.close()
         self.executor.shutdown(wait=True)
         self.sessions.close()
+
+
+def forwarded_commands(pairgate: Pairgate) -> dict[str, Handler]:
+    """What other processes may ask of the one running a key (over the leases)."""
+    service, simulator = pairgate.service, pairgate.simulator
+
+    async def logout(key: str, args: dict[str, str]) -> None:
+        await service.logout(key, args["owner"])
+
+    async def delete(key: str, args: dict[str, str]) -> None:
+        await service.delete(key, args["owner"])
+
+    commands: dict[str, Handler] = {"logout": logout, "delete": delete}
+    if simulator is not None:
+        commands |= simulator_commands(simulator)
+    return commands
 
 
 def installed_engines(settings: Settings, vault: CredentialVault) -> Engines:
     """The real WhatsApp engines this machine can run, and hints for those it cannot."""
     available: dict[str, WhatsAppEngine] = {}
     missing: dict[str, str] = {}
-    import importlib.util
-
     if importlib.util.find_spec("neonize") is not None:
         from adapters.engines.neonize import NeonizeEngine  # neonize itself loads on first use
 
-        available["neonize"] = available["whatsmeow"] = NeonizeEngine(vault)
+        neonize = NeonizeEngine(vault, database_url=reveal(settings.neonize_database_url))
+        available["neonize"] = available["whatsmeow"] = neonize
     else:
         missing["neonize"] = missing["whatsmeow"] = (
             "install it with `pip install 'pairgate[neonize]'`"
@@ -132,6 +184,13 @@ def bootstrap(
         client_manager=fanout_manager(settings.redis),
     )
     notifier = SocketIoNotifier(sio)
+    leases = None
+    if store.kind == "postgres":
+        # A shared store may have several processes: one owner per device, by lease.
+        conninfo, schema = postgres_conninfo(store)
+        leases = PostgresLeases(
+            conninfo, schema=schema, check_interval=settings.lease_check_interval
+        )
     service = PairingService(
         sessions,
         engines,
@@ -142,6 +201,7 @@ def bootstrap(
         start_timeout=settings.start_timeout,
         max_sessions=settings.max_sessions,
         max_unpaired=settings.max_unpaired,
+        leases=leases,
     )
     metrics.watch(service, sio)
     identities = settings.identities()
@@ -157,4 +217,6 @@ def bootstrap(
         ", ".join(engines.names) or "none",
         " (simulator mode)" if simulator else "",
     )
-    return Pairgate(settings, sessions, service, sio, simulator, executor, identities)
+    return Pairgate(
+        settings, sessions, service, sio, simulator, executor, identities, engines, leases
+    )

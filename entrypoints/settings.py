@@ -24,9 +24,15 @@ class Settings(BaseSettings):
     # At start-up, close sessions a crashed run left live and resume paired devices. Only
     # one process per store may do this (several processes: see docs/deployment.md).
     recover: bool = True
+    # Several processes on one PostgreSQL store: seconds between looks for devices whose
+    # process has gone (the failover bound), and between checks of this process's leases.
+    takeover_interval: float = Field(15.0, gt=0)
+    lease_check_interval: float = Field(2.0, gt=0)
     # Linked devices' WhatsApp credentials (0700 per device); default: <data dir>/credentials.
     credentials_dir: Path | None = None
     database_url: SecretStr | None = None
+    # whatsmeow's own credential stores in PostgreSQL instead of SQLite files.
+    neonize_database_url: SecretStr | None = None
     # `identity:token` pairs (comma-separated), or a file of them; unset: one identity.
     tokens: SecretStr | None = None
     tokens_file: Path | None = None
@@ -75,7 +81,7 @@ class Settings(BaseSettings):
 
     def identities(self) -> Identities:
         """From PAIRGATE_TOKENS and PAIRGATE_TOKENS_FILE together (ValueError if malformed)."""
-        spec = _reveal(self.tokens) or ""
+        spec = reveal(self.tokens) or ""
         if self.tokens_file is not None:
             spec += "," + self.tokens_file.read_text()
         return Identities.parse(spec)
@@ -116,11 +122,11 @@ class Settings(BaseSettings):
 
     @property
     def cipher(self) -> str | None:
-        return _reveal(self.cipher_key)
+        return reveal(self.cipher_key)
 
     @property
     def redis(self) -> str | None:
-        return _reveal(self.redis_url)
+        return reveal(self.redis_url)
 
     def store_config(self) -> StoreConfig:
         kind = self.store
@@ -129,11 +135,11 @@ class Settings(BaseSettings):
         return StoreConfig(
             kind=kind,
             data_dir=self.data_dir,
-            database_url=_reveal(self.database_url),
-            cipher_key=_reveal(self.cipher_key),
+            database_url=reveal(self.database_url),
+            cipher_key=reveal(self.cipher_key),
             snapshot_interval=self.snapshot_interval,
         )
 
 
-def _reveal(secret: SecretStr | None) -> str | None:
+def reveal(secret: SecretStr | None) -> str | None:
     return secret.get_secret_value() if secret is not None else None

@@ -11,12 +11,13 @@ from tests.e2e.service_process import ServiceProcess
 
 
 @pytest.fixture
-def start_service(tmp_path: Path) -> Iterator[Callable[[Path], ServiceProcess]]:
+def start_service(tmp_path: Path) -> Iterator[Callable[..., ServiceProcess]]:
     """Starts `pairgate serve` processes; whatever still runs at teardown is killed."""
     started: list[ServiceProcess] = []
 
-    def start(data_dir: Path) -> ServiceProcess:
-        service = ServiceProcess.start(data_dir, tmp_path / f"pairgate-{len(started)}.log")
+    def start(data_dir: Path, env: dict[str, str] | None = None) -> ServiceProcess:
+        log = tmp_path / f"pairgate-{len(started)}.log"
+        service = ServiceProcess.start(data_dir, log, env)
         started.append(service)
         return service
 

@@ -61,11 +61,14 @@ class ServiceProcess:
         return self.log_path.read_text(errors="replace")
 
     @classmethod
-    def start(cls, data_dir: Path, log_path: Path) -> ServiceProcess:
+    def start(
+        cls, data_dir: Path, log_path: Path, extra_env: dict[str, str] | None = None
+    ) -> ServiceProcess:
         # Only variables this test sets: a PAIRGATE_DATABASE_URL or POSTGRES_* from the
         # caller's shell would move the store out of `data_dir`.
         env = {k: v for k, v in os.environ.items() if not k.startswith(("PAIRGATE_", "POSTGRES_"))}
         env["PAIRGATE_SIM_QR_TIMEOUTS"] = f"{QR_TIMEOUT},{QR_TIMEOUT}"
+        env |= extra_env or {}
         output = ""
         for _ in range(3):  # another process may take the free port before the server binds it
             port = free_port()
@@ -86,6 +89,10 @@ class ServiceProcess:
                 raise
             return service
         raise AssertionError(f"no free port for pairgate after 3 tries:\n{output}")
+
+    @property
+    def pid(self) -> int:
+        return self.process.pid
 
     def _wait_until_up(self) -> None:
         # Up means: this process still runs, says it listens on our port, and /healthz answers.

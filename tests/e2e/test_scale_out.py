@@ -1,0 +1,184 @@
+"""Two `pairgate serve` processes sharing PostgreSQL and Redis: one owner per device.
+
+A key created on one process can be followed and driven from the other; when its owner
+is killed, the other process takes the lease over within the takeover interval, resumes
+the paired device, and the lease log shows that no key ever had two holders at once.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import time
+import uuid
+from collections.abc import Callable, Iterator
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+import httpx
+import psycopg
+import pytest
+import socketio
+
+from tests.e2e.service_process import ServiceProcess
+from tests.helpers import POSTGRES_URL, Client, decode_qr, postgres_available, unique_key
+
+REDIS_URL = os.environ.get("PAIRGATE_TEST_REDIS", "redis://127.0.0.1:6379/0")
+TAKEOVER = float(os.environ.get("PAIRGATE_FAILOVER_TAKEOVER", "1.0"))
+RUNS = int(os.environ.get("PAIRGATE_FAILOVER_RUNS", "2"))
+
+
+def redis_available() -> bool:
+    try:
+        with socket.create_connection(("127.0.0.1", 6379), timeout=1):
+            return True
+    except OSError:
+        return False
+
+
+pytestmark = [
+    pytest.mark.skipif(not postgres_available(), reason="PostgreSQL is not on 127.0.0.1:5432"),
+    pytest.mark.skipif(not redis_available(), reason="Redis is not on 127.0.0.1:6379"),
+]
+
+
+@pytest.fixture
+def schema() -> Iterator[str]:
+    name = f"scale_{uuid.uuid4().hex[:12]}"
+    with psycopg.connect(POSTGRES_URL, autocommit=True) as connection:
+        connection.execute(f'CREATE SCHEMA "{name}"')
+    yield name
+    with psycopg.connect(POSTGRES_URL, autocommit=True) as connection:
+        connection.execute(f'DROP SCHEMA "{name}" CASCADE')
+
+
+@pytest.fixture
+def cluster(
+    tmp_path: Path, schema: str, start_service: Callable[..., ServiceProcess]
+) -> Callable[[], ServiceProcess]:
+    """Starts processes of one deployment: shared store, Redis and credentials."""
+    env = {
+        "PAIRGATE_DATABASE_URL": f"{POSTGRES_URL}?schema={schema}",
+        "PAIRGATE_REDIS_URL": REDIS_URL,
+        "PAIRGATE_CREDENTIALS_DIR": str(tmp_path / "credentials"),
+        "PAIRGATE_TAKEOVER_INTERVAL": str(TAKEOVER),
+        "PAIRGATE_LEASE_CHECK_INTERVAL": "0.5",
+    }
+    count = 0
+
+    def start() -> ServiceProcess:
+        nonlocal count
+        count += 1
+        return start_service(tmp_path / f"node{count}", env)
+
+    return start
+
+
+async def connect(service: ServiceProcess) -> Client:
+    return await Client(socketio.AsyncClient(reconnection=False)).connect(service.url)
+
+
+async def history(service: ServiceProcess, key: str) -> list[dict[str, Any]]:
+    async with httpx.AsyncClient(base_url=service.url, timeout=10) as http:
+        events: list[dict[str, Any]] = (await http.get(f"/api/sessions/{key}/history")).json()[
+            "events"
+        ]
+    return events
+
+
+def lease_log(schema: str) -> list[tuple[str, str, datetime, datetime | None]]:
+    with psycopg.connect(POSTGRES_URL, autocommit=True) as connection:
+        rows = connection.execute(
+            f'SELECT key, holder, acquired_at, released_at FROM "{schema}".pairgate_lease_log '
+            "ORDER BY key, acquired_at"
+        ).fetchall()
+    return [(r[0], r[1], r[2], r[3]) for r in rows]
+
+
+def assert_one_holder_at_a_time(schema: str) -> None:
+    by_key: dict[str, list[tuple[str, datetime, datetime | None]]] = {}
+    for key, holder, acquired, released in lease_log(schema):
+        by_key.setdefault(key, []).append((holder, acquired, released))
+    for key, grants in by_key.items():
+        for earlier, later in zip(grants, grants[1:], strict=False):
+            assert earlier[2] is not None and earlier[2] <= later[1], (key, grants)
+
+
+async def test_a_key_created_on_one_process_is_driven_from_the_other(
+    cluster: Callable[[], ServiceProcess], schema: str
+) -> None:
+    first, second = cluster(), cluster()
+    key = unique_key()
+    owner_page, other_page = await connect(first), await connect(second)
+    try:
+        request = {"key": key, "name": "My Device", "engine": "baileys"}
+        assert (await owner_page.call("session.create", request))["ok"] is True
+        shown = await owner_page.wait_for("session.qr")
+        # The other process follows the key: it is told the current code...
+        joined = await other_page.call("session.join", {"key": key})
+        assert joined["state"] == "qr"
+        code = decode_qr((await other_page.wait_for("session.qr"))["qr"])
+        assert code == decode_qr(shown["qr"])
+        # ...a create there joins instead of starting a second engine...
+        again = await other_page.call("session.create", request)
+        assert again["ok"] is True and again["joined"] is True
+        # ...and the scan posted to it pairs the device its owner runs.
+        async with httpx.AsyncClient(base_url=second.url, timeout=10) as http:
+            scanned = await http.post(f"/api/simulator/devices/{key}/scan", json={"code": code})
+        assert scanned.status_code == 200, scanned.text
+        for page in (owner_page, other_page):
+            assert await page.wait_for("session.ready") == {"key": key}
+        assert "session.authenticated" in other_page.names()
+        # Logging out from the other process ends it on its owner.
+        ack = await other_page.call("session.logout", {"key": key})
+        assert ack["ok"] is True and ack["state"] == "disconnected"
+        assert ack["reason"] == "user logged out"
+        await owner_page.wait_for("session.disconnected")
+    finally:
+        await owner_page.close()
+        await other_page.close()
+    kinds = [e["type"] for e in await history(first, key)]
+    assert kinds.count("SessionCreated") == 1 and "Restarted" not in kinds
+    assert_one_holder_at_a_time(schema)
+
+
+async def test_when_the_owner_dies_the_other_process_takes_over(
+    cluster: Callable[[], ServiceProcess], schema: str
+) -> None:
+    survivor = cluster()
+    failovers = []
+    for run in range(RUNS):
+        owner = cluster()
+        key = unique_key(f"failover{run}")
+        page = await connect(owner)
+        try:
+            request = {"key": key, "name": "Phone", "engine": "simulator"}
+            await page.call("session.create", request)
+            code = decode_qr((await page.wait_for("session.qr"))["qr"])
+            async with httpx.AsyncClient(base_url=owner.url, timeout=10) as http:
+                await http.post(f"/api/simulator/devices/{key}/scan", json={"code": code})
+            await page.wait_for("session.ready")
+        finally:
+            await page.close()
+        watcher = await connect(survivor)
+        await watcher.call("session.join", {"key": key})
+        before = await history(survivor, key)
+
+        killed_at = time.monotonic()
+        owner.kill()  # SIGKILL
+        await watcher.wait_for("session.disconnected", timeout=TAKEOVER + 10)
+        await watcher.wait_for("session.ready", timeout=10)
+        failovers.append(time.monotonic() - killed_at)
+        await watcher.close()
+
+        after = await history(survivor, key)
+        assert [e["version"] for e in after] == list(range(1, len(after) + 1))
+        assert after[: len(before)] == before
+        assert [e["type"] for e in after[len(before) :]] == ["Disconnected", "Ready"]
+        assert after[len(before)]["reason"] == "connection lost"
+        async with httpx.AsyncClient(base_url=survivor.url, timeout=10) as http:
+            assert (await http.get("/healthz")).json()["sessions_running"] == run + 1
+    assert_one_holder_at_a_time(schema)
+    print(f"\nfailover (kill -9 → ready on the survivor): {[round(f, 2) for f in failovers]} s")
+    assert "Traceback" not in survivor.log()
