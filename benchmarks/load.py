@@ -155,6 +155,7 @@ def main() -> None:
 
     if args.find_max:
         result: dict[str, Any] = {"benchmark": "load.find_max", "max_p99_ms": args.max_p99_ms}
+        result["pairgate_env"] = args.env
         for target in targets:
             result[target] = find_max(target, args)
         if {"pairgate", "baseline"} <= set(result) and result["baseline"]["max_rate"]:
