@@ -26,7 +26,9 @@ class Readiness:
         executor: Executor,
         redis_url: str | None,
         timeout: float = CHECK_TIMEOUT,
+        stopping: Callable[[], bool] = lambda: False,
     ) -> None:
+        self._stopping = stopping
         self._sessions = sessions
         self._executor = executor
         self._redis_url = redis_url
@@ -42,7 +44,8 @@ class Readiness:
             *(asyncio.wait_for(probes[name](), self._timeout) for name in names),
             return_exceptions=True,
         )
-        results = {}
+        # A process draining for shutdown takes no new traffic, whatever its dependencies say.
+        results = {"process": "failed: shutting down" if self._stopping() else "ok"}
         for name, outcome in zip(names, outcomes, strict=True):
             if isinstance(outcome, BaseException):
                 why = "timed out" if isinstance(outcome, TimeoutError) else type(outcome).__name__

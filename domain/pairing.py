@@ -200,6 +200,11 @@ class PairingService:
     # -- lifecycle --------------------------------------------------------------------
 
     @property
+    def stopping(self) -> bool:
+        """Shutting down: no new sessions are started."""
+        return self._closing
+
+    @property
     def running_keys(self) -> frozenset[str]:
         return frozenset(self._running)
 

@@ -21,7 +21,12 @@ from entrypoints.settings import Settings
 def create_app(settings: Settings | None = None, clock: Clock | None = None) -> socketio.ASGIApp:
     metrics = PairgateMetrics()
     pairgate = bootstrap(settings or Settings(), clock, metrics)
-    readiness = Readiness(pairgate.sessions, pairgate.executor, pairgate.settings.redis)
+    readiness = Readiness(
+        pairgate.sessions,
+        pairgate.executor,
+        pairgate.settings.redis,
+        stopping=lambda: pairgate.service.stopping,
+    )
     routes = health_routes(pairgate.service) + session_routes(pairgate.service, pairgate.identities)
     routes += readiness_routes(readiness) + metrics_routes(metrics)
     if pairgate.simulator is not None:

@@ -73,7 +73,7 @@ async def test_ready_when_the_store_answers(ops_settings: Settings) -> None:
     async with running(ops_settings) as server:
         ready = await server.get("/readyz")
         assert ready.status_code == 200
-        assert ready.json() == {"status": "ready", "checks": {"store": "ok"}}
+        assert ready.json() == {"status": "ready", "checks": {"process": "ok", "store": "ok"}}
         assert (await server.get("/healthz")).status_code == 200
 
 
@@ -84,7 +84,10 @@ async def test_ready_checks_redis_when_configured(ops_settings: Settings) -> Non
     async with running(settings) as server:
         ready = await server.get("/readyz")
         assert ready.status_code == 200
-        assert ready.json() == {"status": "ready", "checks": {"store": "ok", "redis": "ok"}}
+        assert ready.json() == {
+            "status": "ready",
+            "checks": {"process": "ok", "store": "ok", "redis": "ok"},
+        }
 
 
 async def test_not_ready_when_redis_does_not_answer(ops_settings: Settings) -> None:
@@ -115,7 +118,16 @@ async def test_not_ready_when_the_store_fails(
         answer = await server.get("/readyz")
         assert answer.status_code == 503
         assert answer.json()["failed"] == ["store"]
-        assert answer.json()["checks"] == {"store": "failed: OSError"}
+        assert answer.json()["checks"] == {"process": "ok", "store": "failed: OSError"}
+
+
+async def test_not_ready_while_shutting_down(ops_settings: Settings) -> None:
+    async with running(ops_settings) as server:
+        await server.pairgate.service.shutdown()  # what a SIGTERM drain starts with
+        answer = await server.get("/readyz")
+        assert answer.status_code == 503
+        assert answer.json()["failed"] == ["process"]
+        assert answer.json()["checks"]["process"] == "failed: shutting down"
 
 
 # -- metrics ------------------------------------------------------------------------------
