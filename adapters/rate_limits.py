@@ -6,6 +6,11 @@ allowance before its identity's, and a flooding identity cannot starve others: e
 refusal is answered with `rate_limited` and the seconds until a retry can succeed. A
 connection that keeps sending after `STRIKES` refusals is one that ignores those hints:
 the gateway hangs up on it, which is the only way to stop paying for its messages.
+
+Sliding-window counters, not moving windows: in memory, `limits`' moving window keeps a
+timestamp per request and an expiry task that walks every key through a worker thread
+(62 µs of CPU per request under load, measured; 14.5 µs for the counter), and that task
+raced `clear()` on disconnect (KeyError tracebacks in the log).
 """
 
 from __future__ import annotations
@@ -14,7 +19,7 @@ import time
 
 from limits import RateLimitItem, parse_many
 from limits.aio.storage import MemoryStorage
-from limits.aio.strategies import MovingWindowRateLimiter
+from limits.aio.strategies import SlidingWindowCounterRateLimiter
 
 from domain.errors import LimitReachedError
 
@@ -30,7 +35,7 @@ class RequestLimits:
             ("connection", parse_many(per_connection) if per_connection else []),
             ("identity", parse_many(per_identity) if per_identity else []),
         ]
-        self._limiter = MovingWindowRateLimiter(MemoryStorage())
+        self._limiter = SlidingWindowCounterRateLimiter(MemoryStorage())
         self._banned: dict[str, float] = {}
 
     async def admit(self, connection: str, identity: str, key: str | None = None) -> None:
