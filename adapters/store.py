@@ -30,6 +30,7 @@ class StoreConfig:
     database_url: str | None = field(default=None, repr=False)
     cipher_key: str | None = field(default=None, repr=False)
     snapshot_interval: int = 50  # 0: never snapshot
+    sqlite_synchronous: str = "normal"  # fsync at checkpoints (WAL), not at every commit
 
     def environment(self) -> dict[str, str]:
         """The eventsourcing environment variables for this configuration."""
@@ -56,9 +57,10 @@ class StoreConfig:
             return {"PERSISTENCE_MODULE": "eventsourcing.postgres", **postgres}
         if self.kind == "sqlite":
             return {
-                "PERSISTENCE_MODULE": "eventsourcing.sqlite",
+                "PERSISTENCE_MODULE": "adapters.sqlite_store:Factory",
                 "SQLITE_DBNAME": str(self.data_dir / SQLITE_FILE),
                 "SQLITE_LOCK_TIMEOUT": "10",
+                "SQLITE_SYNCHRONOUS": self.sqlite_synchronous,
             }
         raise ValueError(f"unknown store kind {self.kind!r}; use sqlite, postgres or memory")
 

@@ -42,6 +42,9 @@ class Settings(BaseSettings):
     cipher_key: SecretStr | None = None
     # Save a snapshot of a session every N events (0: never), so long histories load fast.
     snapshot_interval: int = Field(50, ge=0)
+    # SQLite store durability: "normal" (WAL; a killed process loses nothing, a power cut
+    # may lose the last commits) or "full" (an fsync at every commit).
+    sqlite_synchronous: Literal["normal", "full"] = "normal"
     # eventsourcing's own variable: when set, PostgreSQL is configured by POSTGRES_*.
     postgres_dbname: str | None = Field(None, validation_alias=AliasChoices("POSTGRES_DBNAME"))
     store: Literal["sqlite", "postgres", "memory"] | None = Field(
@@ -138,6 +141,7 @@ class Settings(BaseSettings):
             database_url=reveal(self.database_url),
             cipher_key=reveal(self.cipher_key),
             snapshot_interval=self.snapshot_interval,
+            sqlite_synchronous=self.sqlite_synchronous,
         )
 
 

@@ -18,9 +18,10 @@ def test_defaults_are_the_embedded_ones(monkeypatch: pytest.MonkeyPatch) -> None
     assert (settings.host, settings.port, settings.simulate) == ("127.0.0.1", 8000, False)
     assert settings.sim_qr_timeouts == (60.0, 20.0, 20.0, 20.0, 20.0, 20.0)
     assert settings.store_config().environment() == {
-        "PERSISTENCE_MODULE": "eventsourcing.sqlite",
+        "PERSISTENCE_MODULE": "adapters.sqlite_store:Factory",  # eventsourcing.sqlite's, tuned
         "SQLITE_DBNAME": "data/pairgate.sqlite3",
         "SQLITE_LOCK_TIMEOUT": "10",
+        "SQLITE_SYNCHRONOUS": "normal",
         "IS_SNAPSHOTTING_ENABLED": "y",
         "SNAPSHOT_INTERVAL": "50",
     }
@@ -78,3 +79,17 @@ def test_other_url_schemes_are_refused() -> None:
 def test_memory_store_for_experiments() -> None:
     environment = Settings(store="memory", snapshot_interval=0).store_config().environment()
     assert environment == {"PERSISTENCE_MODULE": "eventsourcing.popo"}
+
+
+def test_the_sqlite_store_syncs_as_configured(tmp_path: Path) -> None:
+    from adapters.store import open_store
+
+    for setting, pragma in (("normal", 1), ("full", 2)):
+        config = Settings(data_dir=tmp_path / setting, sqlite_synchronous=setting).store_config()
+        sessions = open_store(config)
+        try:
+            with sessions.recorder.datastore.transaction(commit=False) as cursor:  # type: ignore[attr-defined]
+                cursor.execute("PRAGMA synchronous")
+                assert cursor.fetchone()[0] == pragma
+        finally:
+            sessions.close()
