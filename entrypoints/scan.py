@@ -109,7 +109,12 @@ async def scan(
     client.on("connect", rejoin)
     first_connect: asyncio.Future[None] = asyncio.get_running_loop().create_future()
     try:
-        await client.connect(server, auth={"token": token} if token else None, wait_timeout=10)
+        await client.connect(
+            server,
+            auth={"token": token} if token else None,
+            wait_timeout=10,
+            transports=["websocket"],
+        )
     except socketio.exceptions.ConnectionError as error:
         print(f"pairgate: cannot connect to {server}: {error}", file=sys.stderr)
         return UNREACHABLE

@@ -16,9 +16,15 @@ from tests.helpers import Server, running, start_server, unique_key
 PAIRGATE = str(Path(sys.executable).with_name("pairgate"))
 
 
-@pytest.fixture
-async def server(tmp_path: Path) -> AsyncIterator[Server]:
-    settings = Settings(simulate=True, sim_qr_timeouts=(30.0,), expiry_grace=0.5, data_dir=tmp_path)
+@pytest.fixture(params=[("polling", "websocket"), ("websocket",)], ids=["any", "ws-only"])
+async def server(tmp_path: Path, request: pytest.FixtureRequest) -> AsyncIterator[Server]:
+    settings = Settings(
+        simulate=True,
+        sim_qr_timeouts=(30.0,),
+        expiry_grace=0.5,
+        data_dir=tmp_path,
+        transports=request.param,
+    )
     running = await start_server(settings)
     yield running
     await running.stop()
