@@ -44,7 +44,9 @@ class RequestLimits:
             for rule in rules:
                 if not await self._limiter.hit(rule, scope, who):
                     stats = await self._limiter.get_window_stats(rule, scope, who)
-                    retry_after = max(0.0, stats.reset_time - time.time())
+                    # Never "now": at least the spacing the rule allows between requests.
+                    spacing = rule.get_expiry() / rule.amount
+                    retry_after = max(spacing, stats.reset_time - time.time())
                     raise LimitReachedError(
                         f"too many requests from this {scope} (limit {rule}); "
                         f"retry in {retry_after:.1f} s",

@@ -178,22 +178,19 @@ async def create_to_qr_ms(client: Client) -> float:
         await asyncio.sleep(0.001)
     elapsed = (time.perf_counter() - started) * 1000
     await client.call("session.delete", {"key": key})
+    await asyncio.sleep(0.1)  # a calm client: well under 20 requests a second
     return elapsed
 
 
 async def test_a_flooding_client_does_not_slow_down_others(tmp_path: Path) -> None:
     """Numbers, printed: a calm client's create→QR latency, quiet and while another
-    identity floods from its own process as fast as it can send."""
-    settings = limited(
-        tmp_path,
-        tokens="flood:flood-token,calm:calm-token",
-        rate_limit_connection="100/second",
-        rate_limit_identity="50/second",
-    )
+    identity floods from its own process as fast as it can send (the default limits)."""
+    settings = limited(tmp_path, tokens="flood:flood-token,calm:calm-token")
     async with running(settings) as server:
         calm = await Client().connect(server.url, auth={"token": "calm-token"})
+        flooder = None
         try:
-            quiet = [await create_to_qr_ms(calm) for _ in range(20)]
+            quiet = [await create_to_qr_ms(calm) for _ in range(10)]
             flooder = await asyncio.create_subprocess_exec(
                 sys.executable,
                 "-c",
@@ -204,9 +201,12 @@ async def test_a_flooding_client_does_not_slow_down_others(tmp_path: Path) -> No
                 stdout=asyncio.subprocess.PIPE,
             )
             await asyncio.sleep(1.0)
-            loaded = [await create_to_qr_ms(calm) for _ in range(20)]
+            loaded = [await create_to_qr_ms(calm) for _ in range(10)]
             out, _ = await flooder.communicate()
         finally:
+            if flooder is not None and flooder.returncode is None:
+                flooder.kill()
+                await flooder.communicate()
             await calm.close()
     sent, connections, refused = map(int, out.split())
     quiet_p50, loaded_p50 = statistics.median(quiet), statistics.median(loaded)
