@@ -161,15 +161,28 @@ async def test_when_the_owner_dies_the_other_process_takes_over(
             await page.wait_for("session.ready")
         finally:
             await page.close()
+        # A second device is half-way through pairing on the owner when it dies.
+        pending = unique_key(f"pending{run}")
+        pairing_page = await connect(owner)
+        pairing = {"key": pending, "name": "Half", "engine": "simulator"}
+        await pairing_page.call("session.create", pairing)
+        await pairing_page.wait_for("session.qr")
         watcher = await connect(survivor)
         await watcher.call("session.join", {"key": key})
+        await watcher.call("session.join", {"key": pending})
         before = await history(survivor, key)
 
         killed_at = time.monotonic()
         owner.kill()  # SIGKILL
-        await watcher.wait_for("session.disconnected", timeout=TAKEOVER + 10)
-        await watcher.wait_for("session.ready", timeout=10)
+        await watcher.wait_for("session.ready", timeout=TAKEOVER + 10)
         failovers.append(time.monotonic() - killed_at)
+        await pairing_page.close()
+        # The interrupted pairing is closed as such, and its room is told.
+        await watcher.wait_for("session.disconnected", 2)
+        lost = [e for n, e in watcher.events if n == "session.disconnected"]
+        assert {"key": pending, "reason": "connection lost"} in lost
+        assert {"key": key, "reason": "connection lost"} in lost
+        assert (await history(survivor, pending))[-1]["reason"] == "connection lost"
         await watcher.close()
 
         after = await history(survivor, key)
