@@ -65,6 +65,7 @@ class PostgresLeases:
         self._locks: psycopg.AsyncConnection[Any] | None = None
         self._listener: psycopg.AsyncConnection[Any] | None = None
         self._tasks: list[asyncio.Task[None]] = []
+        self._serving: set[asyncio.Task[None]] = set()
         self._on_lost: Callable[[Iterable[str]], Awaitable[None]] | None = None
         # One statement or transaction at a time on the lock connection.
         self._guard = asyncio.Lock()
@@ -204,7 +205,10 @@ class PostgresLeases:
                 message = json.loads(notice.payload)
                 if notice.channel == RPC_CHANNEL:
                     if message["key"] in self._held:
-                        asyncio.create_task(self._serve(message))  # noqa: RUF006
+                        # Held: the event loop keeps only weak references to tasks.
+                        serving = asyncio.create_task(self._serve(message))
+                        self._serving.add(serving)
+                        serving.add_done_callback(self._serving.discard)
                 elif (reply := self._replies.get(message.get("id", ""))) and not reply.done():
                     reply.set_result(message)
             except Exception:
