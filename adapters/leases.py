@@ -66,6 +66,7 @@ class PostgresLeases:
         self._listener: psycopg.AsyncConnection[Any] | None = None
         self._tasks: list[asyncio.Task[None]] = []
         self._serving: set[asyncio.Task[None]] = set()
+        self._listening = asyncio.Event()
         self._on_lost: Callable[[Iterable[str]], Awaitable[None]] | None = None
         # One statement or transaction at a time on the lock connection.
         self._guard = asyncio.Lock()
@@ -87,30 +88,36 @@ class PostgresLeases:
                 "released_at timestamptz)"
             ).format(sql.Identifier(LOG_TABLE))
         )
-        self._listener = await self._connect()
-        for channel in (RPC_CHANNEL, self._reply_channel(self.holder)):
-            await self._listener.execute(sql.SQL("LISTEN {}").format(sql.Identifier(channel)))
         self._tasks = [
             asyncio.create_task(self._listen(), name="leases:listen"),
             asyncio.create_task(self._watch(), name="leases:watch"),
         ]
+        await asyncio.wait_for(self._listening.wait(), 10)
 
     async def close(self) -> None:
         for task in self._tasks:
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
         for key in list(self._held):
-            with contextlib.suppress(psycopg.Error):
-                await self.release(key)
+            await self.release(key)
         for connection in (self._locks, self._listener):
             if connection is not None:
-                await connection.close()
+                with contextlib.suppress(psycopg.Error):
+                    await connection.close()
 
     # -- DeviceLeases -------------------------------------------------------------------
 
     async def acquire(self, key: str) -> bool:
         if key in self._held:
             return True
+        try:
+            return await self._acquire(key)
+        except psycopg.Error as error:
+            raise EngineUnavailableError(
+                "the lease database cannot be reached; try again shortly", key=key
+            ) from error
+
+    async def _acquire(self, key: str) -> bool:
         async with self._guard, self._connection().transaction():
             locks = self._connection()
             row = await (
@@ -139,6 +146,14 @@ class PostgresLeases:
         if key not in self._held:
             return
         self._held.discard(key)
+        try:
+            await self._release(key)
+        except (psycopg.Error, EngineUnavailableError):
+            # The lock went with the connection, if that broke; the log row is closed by
+            # whoever takes the key next.
+            log.warning("could not release the lease of %s cleanly", key, exc_info=True)
+
+    async def _release(self, key: str) -> None:
         async with self._guard, self._connection().transaction():
             locks = self._connection()
             await locks.execute(
@@ -158,7 +173,7 @@ class PostgresLeases:
         try:
             await self._notify(RPC_CHANNEL, {**message, "reply_to": self.holder})
             answer = await asyncio.wait_for(reply, self._forward_timeout)
-        except TimeoutError:
+        except (TimeoutError, psycopg.Error):
             raise EngineUnavailableError(
                 f"the pairgate process running {key!r} did not answer; try again shortly",
                 key=key,
@@ -199,20 +214,41 @@ class PostgresLeases:
             await self._connection().execute("SELECT pg_notify(%s, %s)", (channel, text))
 
     async def _listen(self) -> None:
-        assert self._listener is not None
-        async for notice in self._listener.notifies():
+        """Serve forwarded commands and collect replies; reconnect if the connection drops."""
+        while True:
             try:
-                message = json.loads(notice.payload)
-                if notice.channel == RPC_CHANNEL:
-                    if message["key"] in self._held:
-                        # Held: the event loop keeps only weak references to tasks.
-                        serving = asyncio.create_task(self._serve(message))
-                        self._serving.add(serving)
-                        serving.add_done_callback(self._serving.discard)
-                elif (reply := self._replies.get(message.get("id", ""))) and not reply.done():
-                    reply.set_result(message)
+                if self._listener is None or self._listener.closed:
+                    self._listener = await self._connect()
+                    for channel in (RPC_CHANNEL, self._reply_channel(self.holder)):
+                        await self._listener.execute(
+                            sql.SQL("LISTEN {}").format(sql.Identifier(channel))
+                        )
+                    self._listening.set()
+                async for notice in self._listener.notifies():
+                    self._dispatch(notice.channel, notice.payload)
+            except asyncio.CancelledError:
+                raise
             except Exception:
-                log.exception("bad lease message on %s", notice.channel)
+                log.warning("lease listener connection lost; reconnecting", exc_info=True)
+                with contextlib.suppress(Exception):
+                    if self._listener is not None:
+                        await self._listener.close()
+                self._listener = None
+                await asyncio.sleep(self._check_interval)
+
+    def _dispatch(self, channel: str, payload: str) -> None:
+        try:
+            message = json.loads(payload)
+            if channel == RPC_CHANNEL:
+                if message["key"] in self._held:
+                    # Held: the event loop keeps only weak references to tasks.
+                    serving = asyncio.create_task(self._serve(message))
+                    self._serving.add(serving)
+                    serving.add_done_callback(self._serving.discard)
+            elif (reply := self._replies.get(message.get("id", ""))) and not reply.done():
+                reply.set_result(message)
+        except Exception:
+            log.exception("bad lease message on %s", channel)
 
     async def _serve(self, message: dict[str, Any]) -> None:
         answer: dict[str, Any] = {"id": message["id"], "ok": True}

@@ -1,0 +1,122 @@
+"""PostgresLeases against a real PostgreSQL: one holder per key, handed over on death."""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+from collections.abc import AsyncIterator, Iterable
+
+import psycopg
+import pytest
+
+from adapters.leases import PostgresLeases
+from domain.errors import EngineUnavailableError
+from tests.helpers import POSTGRES_URL, postgres_available
+
+pytestmark = pytest.mark.skipif(
+    not postgres_available(), reason="PostgreSQL is not reachable on 127.0.0.1:5432"
+)
+
+
+@pytest.fixture
+async def schema() -> AsyncIterator[str]:
+    name = f"leases_{uuid.uuid4().hex[:12]}"
+    with psycopg.connect(POSTGRES_URL, autocommit=True) as connection:
+        connection.execute(f'CREATE SCHEMA "{name}"')
+    yield name
+    with psycopg.connect(POSTGRES_URL, autocommit=True) as connection:
+        connection.execute(f'DROP SCHEMA "{name}" CASCADE')
+
+
+def terminate(leases: PostgresLeases) -> None:
+    """End the process's lease connection from the server side, as a crash or a network
+    cut would."""
+    assert leases._locks is not None
+    with psycopg.connect(POSTGRES_URL, autocommit=True) as admin:
+        admin.execute("SELECT pg_terminate_backend(%s)", (leases._locks.info.backend_pid,))
+
+
+async def opened(schema: str, handlers: dict | None = None) -> PostgresLeases:  # type: ignore[type-arg]
+    leases = PostgresLeases(POSTGRES_URL, schema=schema, check_interval=0.2, forward_timeout=1)
+
+    async def lost(keys: Iterable[str]) -> None:
+        leases.lost = set(keys)  # type: ignore[attr-defined]
+
+    await leases.open(handlers or {}, lost)
+    return leases
+
+
+async def test_one_holder_per_key_and_a_handover_when_it_dies(schema: str) -> None:
+    first, second = await opened(schema), await opened(schema)
+    try:
+        assert await first.acquire("phone") is True
+        assert await first.acquire("phone") is True  # already ours
+        assert await second.acquire("phone") is False
+        assert await second.acquire("other") is True
+        await first.release("phone")
+        assert await second.acquire("phone") is True
+        assert await first.acquire("phone") is False
+        # The holder's connection dies (as with kill -9): PostgreSQL frees its locks.
+        terminate(second)
+        third = await opened(schema)
+        try:
+            assert await third.acquire("phone") is True
+        finally:
+            await third.close()
+    finally:
+        await first.close()
+        await second.close()
+    with psycopg.connect(POSTGRES_URL, autocommit=True) as connection:
+        rows = connection.execute(
+            f'SELECT key, holder, released_at IS NOT NULL FROM "{schema}".pairgate_lease_log '
+            "ORDER BY id"
+        ).fetchall()
+    phone = [(holder, released) for key, holder, released in rows if key == "phone"]
+    assert [holder for holder, _ in phone] == [first.holder, second.holder, third.holder]
+    assert all(released for _, released in phone)  # closed by release, takeover or close
+
+
+async def test_commands_reach_the_holder_and_its_refusals_come_back(schema: str) -> None:
+    ran: list[tuple[str, dict[str, str]]] = []
+
+    async def scan(key: str, args: dict[str, str]) -> None:
+        ran.append((key, args))
+        if args["code"] == "wrong":
+            raise EngineUnavailableError("not the current code", key=key)
+
+    holder, other = await opened(schema, {"sim.scan": scan}), await opened(schema)
+    try:
+        assert await holder.acquire("phone")
+        await other.forward("phone", "sim.scan", {"code": "right"})
+        assert ran == [("phone", {"code": "right"})]
+        with pytest.raises(EngineUnavailableError, match="not the current code"):
+            await other.forward("phone", "sim.scan", {"code": "wrong"})
+        # Nobody holds this key: nobody answers, and the caller is told so in time.
+        with pytest.raises(EngineUnavailableError, match="did not answer"):
+            await other.forward("nobody", "sim.scan", {"code": "x"})
+    finally:
+        await holder.close()
+        await other.close()
+
+
+async def test_a_broken_lease_connection_gives_every_lease_up(schema: str) -> None:
+    leases = await opened(schema)
+    try:
+        assert await leases.acquire("a") and await leases.acquire("b")
+        terminate(leases)
+        for _ in range(50):
+            if getattr(leases, "lost", None):
+                break
+            await asyncio.sleep(0.05)
+        assert leases.lost == {"a", "b"}  # type: ignore[attr-defined]
+        assert leases.held == frozenset()
+        # It reconnects: leases can be taken again.
+        for _ in range(50):
+            try:
+                assert await leases.acquire("a")
+                break
+            except (EngineUnavailableError, psycopg.Error):
+                await asyncio.sleep(0.05)
+        assert leases.held == {"a"}
+    finally:
+        await leases.close()
