@@ -1,13 +1,12 @@
 from __future__ import annotations
 
-import uuid
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
 import pytest
 
 from entrypoints.settings import Settings
-from tests.helpers import POSTGRES_URL, Server, postgres_available, start_server
+from tests.helpers import POSTGRES_URL, Server, postgres_available, postgres_schema, start_server
 
 FAST_QR = (2.0, 2.0)
 TEST_CIPHER_KEY = "EfOssJp2onwPHNocJcWH1JYV92G0C0gIv/wB2vOiUMQ="  # for tests only
@@ -22,14 +21,8 @@ def store_settings(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[d
     cipher = {"cipher_key": TEST_CIPHER_KEY} if request.param.endswith("+cipher") else {}
     if not postgres_available():
         pytest.skip("PostgreSQL is not reachable on 127.0.0.1:5432")
-    import psycopg
-
-    schema = f"test_{uuid.uuid4().hex[:12]}"
-    with psycopg.connect(POSTGRES_URL, autocommit=True) as connection:
-        connection.execute(f'CREATE SCHEMA "{schema}"')
-    yield {"database_url": f"{POSTGRES_URL}?schema={schema}", "data_dir": tmp_path, **cipher}
-    with psycopg.connect(POSTGRES_URL, autocommit=True) as connection:
-        connection.execute(f'DROP SCHEMA "{schema}" CASCADE')
+    with postgres_schema() as schema:
+        yield {"database_url": f"{POSTGRES_URL}?schema={schema}", "data_dir": tmp_path, **cipher}
 
 
 @pytest.fixture

@@ -8,8 +8,8 @@ import io
 import os
 import socket
 import uuid
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
+from collections.abc import AsyncIterator, Iterator
+from contextlib import asynccontextmanager, contextmanager
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -24,14 +24,39 @@ from entrypoints.server import PairgateServer
 from entrypoints.settings import Settings
 
 POSTGRES_URL = os.environ.get("PAIRGATE_TEST_POSTGRES", "postgresql://postgres@127.0.0.1:5432/test")
+REDIS_URL = os.environ.get("PAIRGATE_TEST_REDIS", "redis://127.0.0.1:6379/0")
 
 
-def postgres_available() -> bool:
+def listening(port: int) -> bool:
+    """Whether a local service accepts connections on `port`."""
     try:
-        with socket.create_connection(("127.0.0.1", 5432), timeout=1):
+        with socket.create_connection(("127.0.0.1", port), timeout=1):
             return True
     except OSError:
         return False
+
+
+def postgres_available() -> bool:
+    return listening(5432)
+
+
+def redis_available() -> bool:
+    return listening(6379)
+
+
+@contextmanager
+def postgres_schema(prefix: str = "test") -> Iterator[str]:
+    """A PostgreSQL schema of its own for one test (its name), dropped afterwards."""
+    import psycopg
+
+    name = f"{prefix}_{uuid.uuid4().hex[:12]}"
+    with psycopg.connect(POSTGRES_URL, autocommit=True) as connection:
+        connection.execute(f'CREATE SCHEMA "{name}"')
+    try:
+        yield name
+    finally:
+        with psycopg.connect(POSTGRES_URL, autocommit=True) as connection:
+            connection.execute(f'DROP SCHEMA "{name}" CASCADE')
 
 
 @dataclass

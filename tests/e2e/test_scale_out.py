@@ -8,9 +8,7 @@ the paired device, and the lease log shows that no key ever had two holders at o
 from __future__ import annotations
 
 import os
-import socket
 import time
-import uuid
 from collections.abc import Callable, Iterator
 from datetime import datetime
 from pathlib import Path
@@ -22,19 +20,19 @@ import pytest
 import socketio
 
 from tests.e2e.service_process import ServiceProcess
-from tests.helpers import POSTGRES_URL, Client, decode_qr, postgres_available, unique_key
+from tests.helpers import (
+    POSTGRES_URL,
+    REDIS_URL,
+    Client,
+    decode_qr,
+    postgres_available,
+    postgres_schema,
+    redis_available,
+    unique_key,
+)
 
-REDIS_URL = os.environ.get("PAIRGATE_TEST_REDIS", "redis://127.0.0.1:6379/0")
 TAKEOVER = float(os.environ.get("PAIRGATE_FAILOVER_TAKEOVER", "1.0"))
 RUNS = int(os.environ.get("PAIRGATE_FAILOVER_RUNS", "2"))
-
-
-def redis_available() -> bool:
-    try:
-        with socket.create_connection(("127.0.0.1", 6379), timeout=1):
-            return True
-    except OSError:
-        return False
 
 
 pytestmark = [
@@ -45,12 +43,8 @@ pytestmark = [
 
 @pytest.fixture
 def schema() -> Iterator[str]:
-    name = f"scale_{uuid.uuid4().hex[:12]}"
-    with psycopg.connect(POSTGRES_URL, autocommit=True) as connection:
-        connection.execute(f'CREATE SCHEMA "{name}"')
-    yield name
-    with psycopg.connect(POSTGRES_URL, autocommit=True) as connection:
-        connection.execute(f'DROP SCHEMA "{name}" CASCADE')
+    with postgres_schema("scale") as name:
+        yield name
 
 
 @pytest.fixture

@@ -3,15 +3,14 @@
 from __future__ import annotations
 
 import asyncio
-import uuid
-from collections.abc import AsyncIterator, Iterable
+from collections.abc import Iterable, Iterator
 
 import psycopg
 import pytest
 
 from adapters.leases import PostgresLeases
 from domain.errors import EngineUnavailableError
-from tests.helpers import POSTGRES_URL, postgres_available
+from tests.helpers import POSTGRES_URL, postgres_available, postgres_schema
 
 pytestmark = pytest.mark.skipif(
     not postgres_available(), reason="PostgreSQL is not reachable on 127.0.0.1:5432"
@@ -19,13 +18,9 @@ pytestmark = pytest.mark.skipif(
 
 
 @pytest.fixture
-async def schema() -> AsyncIterator[str]:
-    name = f"leases_{uuid.uuid4().hex[:12]}"
-    with psycopg.connect(POSTGRES_URL, autocommit=True) as connection:
-        connection.execute(f'CREATE SCHEMA "{name}"')
-    yield name
-    with psycopg.connect(POSTGRES_URL, autocommit=True) as connection:
-        connection.execute(f'DROP SCHEMA "{name}" CASCADE')
+def schema() -> Iterator[str]:
+    with postgres_schema("leases") as name:
+        yield name
 
 
 def terminate(leases: PostgresLeases) -> None:

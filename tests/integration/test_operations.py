@@ -21,18 +21,9 @@ from pydantic import SecretStr
 
 from entrypoints.logs import JsonFormatter, key_argument
 from entrypoints.settings import Settings
-from tests.helpers import Client, Server, clients, running, unique_key
+from tests.helpers import REDIS_URL, Client, Server, clients, redis_available, running, unique_key
 
-REDIS_URL = os.environ.get("PAIRGATE_TEST_REDIS", "redis://127.0.0.1:6379/0")
 PAIRGATE = Path(sys.executable).parent / "pairgate"
-
-
-def redis_available() -> bool:
-    try:
-        with socket.create_connection(("127.0.0.1", 6379), timeout=1):
-            return True
-    except OSError:
-        return False
 
 
 def closed_port() -> int:

@@ -4,9 +4,6 @@ room's clients connected to the other (python-socketio's AsyncRedisManager)."""
 from __future__ import annotations
 
 import asyncio
-import os
-import socket
-import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -15,17 +12,17 @@ import pytest
 from pydantic import SecretStr
 
 from entrypoints.settings import Settings
-from tests.helpers import POSTGRES_URL, Server, clients, postgres_available, running, unique_key
-
-REDIS_URL = os.environ.get("PAIRGATE_TEST_REDIS", "redis://127.0.0.1:6379/0")
-
-
-def redis_available() -> bool:
-    try:
-        with socket.create_connection(("127.0.0.1", 6379), timeout=1):
-            return True
-    except OSError:
-        return False
+from tests.helpers import (
+    POSTGRES_URL,
+    REDIS_URL,
+    Server,
+    clients,
+    postgres_available,
+    postgres_schema,
+    redis_available,
+    running,
+    unique_key,
+)
 
 
 @pytest.fixture
@@ -35,14 +32,8 @@ def shared_store(tmp_path: Path) -> Iterator[str]:
         pytest.skip("Redis is not reachable on 127.0.0.1:6379")
     if not postgres_available():
         pytest.skip("PostgreSQL is not reachable on 127.0.0.1:5432")
-    import psycopg
-
-    schema = f"test_{uuid.uuid4().hex[:12]}"
-    with psycopg.connect(POSTGRES_URL, autocommit=True) as connection:
-        connection.execute(f'CREATE SCHEMA "{schema}"')
-    yield f"{POSTGRES_URL}?schema={schema}"
-    with psycopg.connect(POSTGRES_URL, autocommit=True) as connection:
-        connection.execute(f'DROP SCHEMA "{schema}" CASCADE')
+    with postgres_schema() as schema:
+        yield f"{POSTGRES_URL}?schema={schema}"
 
 
 def process_settings(database_url: str, data_dir: Path, redis: bool) -> Settings:
