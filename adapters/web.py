@@ -10,7 +10,12 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse
 from starlette.routing import Route
 
-from adapters.engines.simulator import SimulatedEngine, SimulatorRefusal
+from adapters.engines.simulator import (
+    SIMULATED_MOVES,
+    SimulatedEngine,
+    SimulatorRefusal,
+    simulator_commands,
+)
 from adapters.identity import Identities
 from domain.errors import DeviceSessionError
 from domain.pairing import PairingService
@@ -66,48 +71,27 @@ def simulator_routes(
     leases: DeviceLeases | None = None,
 ) -> list[Route]:
     """POST /api/simulator/devices/{key}/{scan|pair|logout|drop|revoke}: the phone's side."""
+    moves = simulator_commands(simulator)
 
-    async def scan(key: str, body: dict[str, Any]) -> None:
-        code = body.get("code")
-        if not isinstance(code, str):
-            raise SimulatorRefusal(400, "invalid_payload", 'body must be {"code": "<QR text>"}')
-        await simulator.scan(key, code)
-
-    async def pair(key: str, body: dict[str, Any]) -> None:
-        code = body.get("code")
-        if not isinstance(code, str):
-            raise SimulatorRefusal(400, "invalid_payload", 'body must be {"code": "ABCD-EFGH"}')
-        await simulator.enter_pair_code(key, code)
-
-    async def logout(key: str, body: dict[str, Any]) -> None:
-        await simulator.phone_logout(key)
-
-    async def drop(key: str, body: dict[str, Any]) -> None:
-        await simulator.drop(key)
-
-    async def revoke(key: str, body: dict[str, Any]) -> None:
-        await simulator.revoke(key)
-
-    async def elsewhere(name: str, key: str, body: dict[str, Any]) -> bool:
+    async def elsewhere(name: str, key: str, args: dict[str, str]) -> bool:
         """Forward the move to the process running the key, if another one does."""
         if leases is None or simulator.serves(key) or key in service.running_keys:
             return False
         if await leases.acquire(key):  # it was free: nobody runs the key
             await leases.release(key)
             return False
-        args = {"code": body["code"]} if isinstance(body.get("code"), str) else {}
         await leases.forward(key, f"sim.{name}", args)
         return True
 
-    def endpoint(name: str, action: Any) -> Any:
+    def endpoint(name: str) -> Any:
         async def handle(request: Request) -> JSONResponse:
             key = request.path_params["key"]
             if denied := await refuse_stranger(request, identities, service, key):
                 return denied
             try:
-                body = await _json_object(request)
-                if not await elsewhere(name, key, body):
-                    await action(key, body)
+                args = _move_args(name, await _json_object(request))
+                if not await elsewhere(name, key, args):
+                    await moves[f"sim.{name}"](key, args)
             except SimulatorRefusal as refusal:
                 return error_response(refusal.status, refusal.code, refusal.message)
             except DeviceSessionError as refused:
@@ -119,16 +103,22 @@ def simulator_routes(
         return handle
 
     base = "/api/simulator/devices/{key:str}/"
-    return [
-        Route(base + name, endpoint(name, action), methods=["POST"])
-        for name, action in {
-            "scan": scan,
-            "pair": pair,
-            "logout": logout,
-            "drop": drop,
-            "revoke": revoke,
-        }.items()
-    ]
+    return [Route(base + name, endpoint(name), methods=["POST"]) for name in SIMULATED_MOVES]
+
+
+# The moves that need the code the phone read or its user typed, and what it looks like.
+CODE_OF_MOVE = {"scan": "<QR text>", "pair": "ABCD-EFGH"}
+
+
+def _move_args(name: str, body: dict[str, Any]) -> dict[str, str]:
+    if name not in CODE_OF_MOVE:
+        return {}
+    code = body.get("code")
+    if not isinstance(code, str):
+        raise SimulatorRefusal(
+            400, "invalid_payload", f'body must be {{"code": "{CODE_OF_MOVE[name]}"}}'
+        )
+    return {"code": code}
 
 
 async def _json_object(request: Request) -> dict[str, Any]:
