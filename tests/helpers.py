@@ -170,5 +170,19 @@ def decode_qr(data_uri: str) -> str:
     return results[0].text
 
 
+async def pair(
+    server: Server, client: Client, key: str, engine: str = "simulator", name: str = "Phone"
+) -> str:
+    """The seed flow to `ready`: create, the simulated phone scans the code on show.
+    Returns the code's text."""
+    ack = await client.call("session.create", {"key": key, "name": name, "engine": engine})
+    assert ack["ok"], ack
+    code = decode_qr((await client.wait_for("session.qr"))["qr"])
+    scanned = await server.post(f"/api/simulator/devices/{key}/scan", {"code": code})
+    assert scanned.is_success, scanned.text
+    await client.wait_for("session.ready")
+    return code
+
+
 def unique_key(prefix: str = "device") -> str:
     return f"{prefix}-{uuid.uuid4().hex[:12]}"

@@ -10,7 +10,7 @@ import threading
 from pathlib import Path
 
 from entrypoints.settings import Settings
-from tests.helpers import Client, Server, clients, decode_qr, running, unique_key
+from tests.helpers import Client, Server, clients, decode_qr, pair, running, unique_key
 
 SESSIONS = 500
 CLIENTS = 10
@@ -112,10 +112,7 @@ async def test_a_pairing_ends_on_time_after_every_client_left(server: Server) ->
 async def test_a_paired_device_keeps_running_without_clients(server: Server) -> None:
     key = unique_key()
     async with clients(server.url) as [client]:
-        await client.call("session.create", {"key": key, "name": "P", "engine": "simulator"})
-        code = decode_qr((await client.wait_for("session.qr"))["qr"])
-        await server.post(f"/api/simulator/devices/{key}/scan", {"code": code})
-        await client.wait_for("session.ready")
+        await pair(server, client, key)
     await asyncio.sleep(5)  # longer than any pairing window here
     session = await server.pairgate.service.find(key)
     assert session is not None and session.state.value == "ready"

@@ -4,16 +4,13 @@ from __future__ import annotations
 
 import pytest
 
-from tests.helpers import Server, clients, decode_qr, unique_key
+from tests.helpers import Server, clients, pair, unique_key
 
 
 async def seed_flow(server: Server) -> tuple[str, str]:
     key = unique_key()
     async with clients(server.url) as [client]:
-        await client.call("session.create", {"key": key, "name": "My Device", "engine": "baileys"})
-        code = decode_qr((await client.wait_for("session.qr"))["qr"])
-        await server.post(f"/api/simulator/devices/{key}/scan", {"code": code})
-        await client.wait_for("session.ready")
+        code = await pair(server, client, key, engine="baileys", name="My Device")
     return key, code
 
 

@@ -8,15 +8,7 @@ from contextlib import asynccontextmanager
 import pytest
 
 from entrypoints.settings import Settings
-from tests.helpers import Client, Server, clients, decode_qr, running, unique_key
-
-
-async def pair(server: Server, client: Client, key: str, engine: str = "simulator") -> str:
-    await client.call("session.create", {"key": key, "name": "Phone", "engine": engine})
-    code = decode_qr((await client.wait_for("session.qr"))["qr"])
-    assert (await server.post(f"/api/simulator/devices/{key}/scan", {"code": code})).is_success
-    await client.wait_for("session.ready")
-    return code
+from tests.helpers import Client, Server, clients, decode_qr, pair, running, unique_key
 
 
 async def test_join_resends_the_current_qr_with_the_time_left(server: Server) -> None:

@@ -21,7 +21,14 @@ from pydantic import SecretStr
 
 from entrypoints.logs import JsonFormatter, key_argument
 from entrypoints.settings import Settings
-from tests.helpers import REDIS_URL, Client, Server, clients, redis_available, running, unique_key
+from tests.helpers import (
+    REDIS_URL,
+    clients,
+    pair,
+    redis_available,
+    running,
+    unique_key,
+)
 
 PAIRGATE = Path(sys.executable).parent / "pairgate"
 
@@ -35,18 +42,6 @@ def closed_port() -> int:
 @pytest.fixture
 def ops_settings(tmp_path: Path) -> Settings:
     return Settings(simulate=True, store="memory", data_dir=tmp_path, sim_qr_timeouts=(30.0,))
-
-
-async def pair(server: Server, client: Client, key: str) -> None:
-    """The seed flow: create, then the simulated phone scans the code on show."""
-    ack = await client.call("session.create", {"key": key, "name": "P", "engine": "simulator"})
-    assert ack["ok"], ack
-    await client.wait_for("session.qr")
-    async with httpx.AsyncClient(base_url=server.url, timeout=10) as http:
-        code = (await http.get(f"/api/simulator/devices/{key}/code")).json()["code"]
-    scanned = await server.post(f"/api/simulator/devices/{key}/scan", {"code": code})
-    assert scanned.status_code == 200, scanned.text
-    await client.wait_for("session.ready")
 
 
 def scrape(text: str) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
