@@ -41,10 +41,12 @@ class CredentialVault:
         """The device's own directory (created 0700, parents too, unless `create` is false)."""
         path = self.root / engine / hashlib.sha256(key.encode()).hexdigest()
         if create:
-            self.root.parent.mkdir(parents=True, exist_ok=True)
-            for part in (self.root, self.root / engine, path):
-                part.mkdir(mode=DIRECTORY_MODE, exist_ok=True)
-                part.chmod(DIRECTORY_MODE)  # mkdir's mode is masked by the umask
+            try:
+                _private_directory(path)
+            except FileNotFoundError:  # the engine's first device: its parents first
+                self.root.parent.mkdir(parents=True, exist_ok=True)
+                for part in (self.root, self.root / engine, path):
+                    _private_directory(part)
         return path
 
     def holds(self, engine: str, key: str) -> bool:
@@ -52,16 +54,26 @@ class CredentialVault:
         path = self.directory(engine, key, create=False)
         return path.is_dir() and any(path.iterdir())
 
-    def write(self, engine: str, key: str, name: str, data: bytes) -> Path:
-        """Store `data` as the file `name` (0600, atomically replaced, encrypted if keyed)."""
-        path = self.directory(engine, key) / name
+    def write(self, engine: str, key: str, name: str, data: bytes, *, sync: bool = True) -> Path:
+        """Store `data` as the file `name` (0600, atomically replaced, encrypted if keyed).
+
+        `sync`: on disk before returning, so that it survives a power cut too (a process
+        crash loses nothing either way: the written file is in the OS's cache).
+        """
+        path = self.directory(engine, key, create=False) / name
         partial = path.with_name(f".{name}.partial")
         sealed = self._cipher.encrypt(data) if self._cipher else data
-        descriptor = os.open(partial, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, FILE_MODE)
+        flags = os.O_WRONLY | os.O_CREAT | os.O_TRUNC
+        try:
+            descriptor = os.open(partial, flags, FILE_MODE)
+        except FileNotFoundError:  # the device's first file: make its directory first
+            self.directory(engine, key)
+            descriptor = os.open(partial, flags, FILE_MODE)
         with os.fdopen(descriptor, "wb") as file:
             file.write(sealed)
-            file.flush()
-            os.fsync(file.fileno())
+            if sync:
+                file.flush()
+                os.fsync(file.fileno())
         os.replace(partial, path)
         return path
 
@@ -85,3 +97,12 @@ class CredentialVault:
     def remove(self, engine: str, key: str) -> None:
         """Delete the device's credentials, all of them (nothing to do if there are none)."""
         shutil.rmtree(self.directory(engine, key, create=False), ignore_errors=True)
+
+
+def _private_directory(path: Path) -> None:
+    """Make `path` a directory only its owner can use (0700), if it is not one already."""
+    try:
+        path.mkdir(mode=DIRECTORY_MODE)
+    except FileExistsError:
+        pass
+    path.chmod(DIRECTORY_MODE)  # mkdir's mode is masked by the umask

@@ -138,7 +138,7 @@ class PairingService:
             await self._notifier.publish(key, change.events)
             if session is not None:
                 await self._forget_previous_link(key, engine)
-            self._run(key, engine, owner)
+            self._run(key, engine, change.session)
             self._unpaired.add(key)
             try:
                 await engine.start(key, self, phone=phone)
@@ -254,7 +254,7 @@ class PairingService:
             recovery.unavailable.append(key)
             await self._leases.release(key)
             return
-        self._run(key, engine, session.owner)
+        self._run(key, engine, session)
         try:
             await engine.start(key, self)
         except Exception:
@@ -385,15 +385,18 @@ class PairingService:
                 retry_after=20.0,
             )
 
-    def _run(self, key: str, engine: WhatsAppEngine, owner: str) -> None:
+    def _run(self, key: str, engine: WhatsAppEngine, session: DeviceSession) -> None:
+        """Run the key's engine here: this process alone records the session from now on."""
         self._unrun(key)
         self._running[key] = engine
-        self._owners[key] = owner
-        self._live_by_owner[owner] += 1
+        self._owners[key] = session.owner
+        self._live_by_owner[session.owner] += 1
+        self.sessions.hold(session)
 
     def _unrun(self, key: str) -> WhatsAppEngine | None:
         """Forget the key's engine (returned, if any): it no longer runs here."""
         self._unpaired.discard(key)
+        self.sessions.release(key)
         owner = self._owners.pop(key, None)
         if owner is not None:
             self._live_by_owner[owner] -= 1

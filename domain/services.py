@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator, Mapping, Sequence
+from copy import deepcopy
 from dataclasses import dataclass, field
 from uuid import UUID
 
@@ -31,6 +32,11 @@ class DeviceSessions(Application[UUID]):
     Every command loads the session, applies one aggregate command and saves; the
     events returned are exactly the ones stored, so projecting them can never disagree
     with what an auditor replays.
+
+    Sessions this process is the only writer of (it runs their engine, under a lease
+    when several processes share the store) are *held*: their last saved state stays in
+    memory, so a command on them skips loading the stream. Everything else is read from
+    the store, where another process may have moved it on.
     """
 
     name = "pairgate"
@@ -42,8 +48,21 @@ class DeviceSessions(Application[UUID]):
         # Every N events a snapshot is saved, so loading a long history replays < N events.
         interval = int(self.env.get(self.SNAPSHOT_INTERVAL) or 0)
         self._snapshot_interval = interval if self.snapshots is not None else 0
+        # Held sessions, as last saved. Never mutated: readers get copies.
+        self._held: dict[str, DeviceSession] = {}
+
+    def hold(self, session: DeviceSession) -> None:
+        """From now on only this process records the session's events: keep it in memory."""
+        self._held[session.key] = session
+
+    def release(self, key: str) -> None:
+        """Another process may record the key's events from now on: read it from the store."""
+        self._held.pop(key, None)
 
     def find(self, key: str) -> DeviceSession | None:
+        held = self._held.get(key)
+        if held is not None:
+            return deepcopy(held)  # commands mutate what they are given
         try:
             session: object = self.repository.get(session_id(key))
         except AggregateNotFoundError:
@@ -106,7 +125,13 @@ class DeviceSessions(Application[UUID]):
             yield event.key  # type: ignore[attr-defined]
 
     def _save(self, session: DeviceSession) -> Change:
-        recordings = self.save(session)
+        try:
+            recordings = self.save(session)
+        except Exception:
+            self._held.pop(session.key, None)  # what was saved is no longer certain
+            raise
+        if session.key in self._held:
+            self._held[session.key] = session
         events = [recording.domain_event for recording in recordings]
         if self._snapshot_interval:
             for event in events:
