@@ -10,7 +10,6 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Callable, Iterator, Sequence
-from concurrent.futures import Future, ThreadPoolExecutor
 from datetime import datetime
 from typing import Any, ParamSpec, TypeVar
 from uuid import UUID
@@ -78,7 +77,7 @@ class PairgateMetrics:
         )
         self.store_seconds = Histogram(
             "pairgate_store_seconds",
-            "Seconds each event store call took in its worker thread.",
+            "Seconds each event store call took (queueing for a store thread not included).",
             ["operation"],
             buckets=STORE_BUCKETS,
             registry=self.registry,
@@ -114,8 +113,15 @@ class PairgateMetrics:
         self.registry.register(_LiveSessions(self._states, service))
         self.registry.register(_Connections(sio))
 
-    def store_executor(self, threads: int) -> TimedExecutor:
-        return TimedExecutor(self.store_seconds, threads)
+    def timed_store(self, call: Callable[[], T], /) -> T:
+        """Run one event store call and time it, by operation (StoreCalls)."""
+        operation = getattr(getattr(call, "func", call), "__name__", "")
+        timer = self.store_seconds.labels(operation if operation in STORE_OPERATIONS else "other")
+        started = time.perf_counter()
+        try:
+            return call()
+        finally:
+            timer.observe(time.perf_counter() - started)
 
     def exposition(self) -> bytes:
         return generate_latest(self.registry)
@@ -155,34 +161,9 @@ class _Connections(Collector):
         )
 
 
-class TimedExecutor(ThreadPoolExecutor):
-    """The store's thread pool; every call it runs is timed by operation name."""
-
-    def __init__(self, histogram: Histogram, threads: int) -> None:
-        super().__init__(threads, thread_name_prefix="pairgate-store")
-        self._histogram = histogram
-
-    def submit(self, fn: Callable[P, T], /, *args: P.args, **kwargs: P.kwargs) -> Future[T]:
-        timer = self._histogram.labels(_operation(fn))
-
-        def timed(*args: P.args, **kwargs: P.kwargs) -> T:
-            started = time.perf_counter()
-            try:
-                return fn(*args, **kwargs)
-            finally:
-                timer.observe(time.perf_counter() - started)
-
-        return super().submit(timed, *args, **kwargs)
-
-
 def _timestamp(event: DomainEventProtocol[UUID]) -> datetime:
     stamp: datetime = event.timestamp  # type: ignore[attr-defined]  # eventsourcing's events
     return stamp
-
-
-def _operation(fn: Callable[..., Any]) -> str:
-    name = getattr(getattr(fn, "func", fn), "__name__", "")
-    return name if name in STORE_OPERATIONS else "other"
 
 
 class ObservedNotifier:

@@ -4,6 +4,7 @@ configured) must answer. `/healthz` stays liveness: the process itself is up."""
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 from collections.abc import Awaitable, Callable
 from concurrent.futures import Executor
@@ -12,6 +13,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse
 from starlette.routing import Route
 
+from domain.ports import StoreCalls
 from domain.services import DeviceSessions
 
 log = logging.getLogger(__name__)
@@ -23,11 +25,13 @@ class Readiness:
     def __init__(
         self,
         sessions: DeviceSessions,
-        executor: Executor,
+        executor: Executor | None,
         redis_url: str | None,
         timeout: float = CHECK_TIMEOUT,
         stopping: Callable[[], bool] = lambda: False,
+        store_calls: StoreCalls | None = None,
     ) -> None:
+        self._store_calls = store_calls
         self._stopping = stopping
         self._sessions = sessions
         self._executor = executor
@@ -56,13 +60,14 @@ class Readiness:
         return results
 
     async def _store(self) -> object:
-        # Runs where every store call runs, so a saturated pool reads as not ready.
+        # On the store's threads when it has some, so a saturated pool reads as not ready.
         loop = asyncio.get_running_loop()
         return await loop.run_in_executor(self._executor, self.ping)
 
     def ping(self) -> object:
-        """The store's check (timed as the `ping` store operation)."""
-        return self._sessions.recorder.max_notification_id()  # one cheap query
+        """The store's check (the `ping` store operation)."""
+        query = functools.partial(ping, self._sessions)
+        return query() if self._store_calls is None else self._store_calls(query)
 
     async def _redis(self) -> object:
         from redis import asyncio as aioredis
@@ -75,6 +80,10 @@ class Readiness:
             return await client.ping()
         finally:
             await client.aclose()
+
+
+def ping(sessions: DeviceSessions) -> object:
+    return sessions.recorder.max_notification_id()  # one cheap query
 
 
 def readiness_routes(readiness: Readiness) -> list[Route]:

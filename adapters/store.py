@@ -31,6 +31,13 @@ class StoreConfig:
     cipher_key: str | None = field(default=None, repr=False)
     snapshot_interval: int = 50  # 0: never snapshot
     sqlite_synchronous: str = "normal"  # fsync at checkpoints (WAL), not at every commit
+    # WAL pages after which a commit checkpoints (None: SQLite's 1,000; 0: never, someone
+    # else checkpoints: see adapters/sqlite_store.WalCheckpoints).
+    sqlite_autocheckpoint: int | None = None
+
+    @property
+    def sqlite_path(self) -> Path:
+        return self.data_dir / SQLITE_FILE
 
     def environment(self) -> dict[str, str]:
         """The eventsourcing environment variables for this configuration."""
@@ -56,12 +63,15 @@ class StoreConfig:
             postgres = _postgres_env(self.database_url)
             return {"PERSISTENCE_MODULE": "eventsourcing.postgres", **postgres}
         if self.kind == "sqlite":
-            return {
+            env = {
                 "PERSISTENCE_MODULE": "adapters.sqlite_store:Factory",
-                "SQLITE_DBNAME": str(self.data_dir / SQLITE_FILE),
+                "SQLITE_DBNAME": str(self.sqlite_path),
                 "SQLITE_LOCK_TIMEOUT": "10",
                 "SQLITE_SYNCHRONOUS": self.sqlite_synchronous,
             }
+            if self.sqlite_autocheckpoint is not None:
+                env["SQLITE_AUTOCHECKPOINT"] = str(self.sqlite_autocheckpoint)
+            return env
         raise ValueError(f"unknown store kind {self.kind!r}; use sqlite, postgres or memory")
 
 

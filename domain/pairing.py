@@ -31,6 +31,7 @@ from domain.ports import (
     EngineCatalog,
     SessionNotifier,
     SoleProcess,
+    StoreCalls,
     WhatsAppEngine,
 )
 from domain.services import Change, DeviceSessions, IntegrityError
@@ -71,6 +72,7 @@ class PairingService:
         clock: Clock,
         *,
         executor: Executor | None = None,
+        store_calls: StoreCalls | None = None,
         expiry_grace: float = 5.0,
         start_timeout: float = 60.0,
         max_sessions: int = 0,
@@ -81,7 +83,10 @@ class PairingService:
         self._engines = engines
         self._notifier = notifier
         self._clock = clock
+        # The store's threads (None: a local store, called from the event loop), and what
+        # runs each store call there (an adapter may time them).
         self._executor = executor
+        self._run_store: StoreCalls = store_calls or _call
         # Engines may go quiet. A watchdog ends a pairing `expiry_grace` after its last code,
         # and a start that shows no QR code within `start_timeout`.
         self._expiry_grace = expiry_grace
@@ -166,11 +171,11 @@ class PairingService:
     async def state(self, key: str, owner: str, at: int | None = None) -> DeviceSession:
         """The session now, or right after its event number `at`."""
         session = await self._owned(key, owner)
-        return session if at is None else await self._store(self.sessions.state_at, key, at)
+        return session if at is None else await self._read(self.sessions.state_at, key, at)
 
     async def history(self, key: str, owner: str, at: int | None = None) -> list[Record]:
         await self._owned(key, owner)
-        return session_history(await self._store(self.sessions.history, key, at))
+        return session_history(await self._read(self.sessions.history, key, at))
 
     async def find(self, key: str) -> DeviceSession | None:
         return await self._store(self.sessions.find, key)
@@ -223,7 +228,7 @@ class PairingService:
         its engine is back online.
         """
         recovery = Recovery()
-        for key in await self._store(lambda: list(self.sessions.keys())):
+        for key in await self._read(self.sessions.keys):
             async with self._lock(key):
                 session = await self._store(self.sessions.find, key)
                 if session is None or key in self._running or not _needs_an_engine(session):
@@ -434,8 +439,19 @@ class PairingService:
         return await self._store(self.sessions.update, key, command)
 
     async def _store(self, call: Callable[P, T], *args: P.args, **kwargs: P.kwargs) -> T:
+        """A store call about one session: on the store's threads or, when it has none (a
+        local store: an SQLite file, memory), right here, which costs less than waking a
+        thread: the session is held in memory or its stream is short."""
+        if self._executor is None:
+            return self._run_store(functools.partial(call, *args, **kwargs))
+        return await self._read(call, *args, **kwargs)
+
+    async def _read(self, call: Callable[P, T], *args: P.args, **kwargs: P.kwargs) -> T:
+        """A store call that may take long (a whole history, every key): never on the loop
+        (asyncio's default threads when the store has none of its own)."""
         loop = asyncio.get_running_loop()
-        return await loop.run_in_executor(self._executor, functools.partial(call, *args, **kwargs))
+        bound = functools.partial(call, *args, **kwargs)
+        return await loop.run_in_executor(self._executor, self._run_store, bound)
 
     def _lock(self, key: str) -> asyncio.Lock:
         lock = self._locks.get(key)
@@ -445,6 +461,10 @@ class PairingService:
 
 
 ELSEWHERE = "handled by another pairgate process"
+
+
+def _call(call: Callable[[], T]) -> T:
+    return call()
 
 
 def _needs_an_engine(session: DeviceSession) -> bool:

@@ -2,14 +2,23 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from datetime import datetime
-from typing import Protocol
+from typing import Protocol, TypeVar
 from uuid import UUID
 
 from eventsourcing.domain import DomainEventProtocol
 
 from domain.session import DisconnectReason
+
+T = TypeVar("T")
+
+
+class StoreCalls(Protocol):
+    """Runs one (synchronous) event store call, where the service chose to run it: an
+    adapter may time it, for instance."""
+
+    def __call__(self, call: Callable[[], T], /) -> T: ...
 
 
 class Clock(Protocol):

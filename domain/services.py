@@ -118,11 +118,10 @@ class DeviceSessions(Application[UUID]):
                 yield notification.id, self.mapper.to_domain_event(notification)
             since = section[-1].id
 
-    def keys(self) -> Iterator[str]:
+    def keys(self) -> list[str]:
         """Every key ever created, in creation order."""
         created = get_topic(DeviceSession.SessionCreated)  # type: ignore[attr-defined]
-        for _, event in self.notifications(topics=[created]):
-            yield event.key  # type: ignore[attr-defined]
+        return [event.key for _, event in self.notifications(topics=[created])]  # type: ignore[attr-defined]
 
     def _save(self, session: DeviceSession) -> Change:
         try:

@@ -26,6 +26,7 @@ def create_app(settings: Settings | None = None, clock: Clock | None = None) -> 
         pairgate.executor,
         pairgate.settings.redis,
         stopping=lambda: pairgate.service.stopping,
+        store_calls=metrics.timed_store,
     )
     routes = health_routes(pairgate.service) + session_routes(pairgate.service, pairgate.identities)
     routes += readiness_routes(readiness) + metrics_routes(metrics)

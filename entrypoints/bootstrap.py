@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import importlib.util
 import logging
 import shutil
@@ -22,6 +23,7 @@ from adapters.metrics import ObservedNotifier, PairgateMetrics
 from adapters.projection import SocketIoNotifier
 from adapters.rate_limits import RequestLimits
 from adapters.socketio_gateway import PairingNamespace
+from adapters.sqlite_store import WalCheckpoints
 from adapters.store import open_store, postgres_conninfo
 from domain.pairing import PairingService
 from domain.ports import Clock, WhatsAppEngine
@@ -38,15 +40,19 @@ class Pairgate:
     service: PairingService
     sio: socketio.AsyncServer
     simulator: SimulatedEngine | None
-    executor: ThreadPoolExecutor
+    executor: ThreadPoolExecutor | None  # None: the store runs on the event loop
     identities: Identities
     engines: Engines
     leases: PostgresLeases | None = None
+    checkpoints: WalCheckpoints | None = None
     _takeover: asyncio.Task[None] | None = field(default=None, repr=False)
+    _checkpointing: asyncio.Task[None] | None = field(default=None, repr=False)
 
     async def start(self) -> None:
         """Before serving: take part in the leases, settle what earlier runs left, and
         (several processes) keep taking over devices whose process has gone."""
+        if self.checkpoints is not None and self._checkpointing is None:
+            self._checkpointing = asyncio.create_task(self.checkpoints.run(), name="checkpoints")
         if self.leases is not None:
             await self.leases.open(forwarded_commands(self), self.service.leases_lost)
         if self.settings.recover:
@@ -93,7 +99,14 @@ class Pairgate:
                 await closing()
         if self.leases is not None:
             await self.leases.close()
-        self.executor.shutdown(wait=True)
+        if self.executor is not None:
+            self.executor.shutdown(wait=True)
+        if self._checkpointing is not None:
+            self._checkpointing.cancel()
+            await asyncio.gather(self._checkpointing, return_exceptions=True)
+            self._checkpointing = None
+        if self.checkpoints is not None:
+            await asyncio.to_thread(self.checkpoints.close)
         self.sessions.close()
 
 
@@ -161,8 +174,16 @@ def bootstrap(
     clock = clock or SystemClock()
     metrics = metrics or PairgateMetrics()
     store = settings.store_config()
+    checkpoints = None
+    if store.kind == "sqlite":
+        # Commits never checkpoint (they may run on the event loop): a worker thread does.
+        store = dataclasses.replace(store, sqlite_autocheckpoint=0)
+        checkpoints = WalCheckpoints(store.sqlite_path)
     sessions = open_store(store)
-    executor = metrics.store_executor(settings.store_threads)  # a timed ThreadPoolExecutor
+    threads = settings.store_threads
+    if threads is None:
+        threads = 4 if store.kind == "postgres" else 0  # a network round trip is worth a thread
+    executor = ThreadPoolExecutor(threads, thread_name_prefix="pairgate-store") if threads else None
 
     vault = CredentialVault(settings.credentials_path, settings.cipher)
     simulator: SimulatedEngine | None = None
@@ -197,6 +218,7 @@ def bootstrap(
         ObservedNotifier(notifier, metrics),
         clock,
         executor=executor,
+        store_calls=metrics.timed_store,
         expiry_grace=settings.expiry_grace,
         start_timeout=settings.start_timeout,
         max_sessions=settings.max_sessions,
@@ -218,5 +240,14 @@ def bootstrap(
         " (simulator mode)" if simulator else "",
     )
     return Pairgate(
-        settings, sessions, service, sio, simulator, executor, identities, engines, leases
+        settings,
+        sessions,
+        service,
+        sio,
+        simulator,
+        executor,
+        identities,
+        engines,
+        leases,
+        checkpoints,
     )

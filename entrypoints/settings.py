@@ -66,7 +66,9 @@ class Settings(BaseSettings):
     # Live sessions one identity may run, and pairings under way server-wide (0: no cap).
     max_sessions: int = Field(1000, ge=0)
     max_unpaired: int = Field(5000, ge=0)
-    store_threads: int = Field(4, ge=1)
+    # Threads that run event store calls; 0: a local store's calls run on the event loop
+    # (quicker than waking a thread). Unset: 0 for sqlite and memory, 4 for postgres.
+    store_threads: int | None = Field(None, ge=0)
     log_level: str = "info"
     # "json": one JSON object per log line (time, level, logger, message, key).
     log_format: Literal["text", "json"] = "text"

@@ -42,7 +42,6 @@ def test_without_tokens_everyone_is_one_identity_and_the_log_says_so(
     with caplog.at_level(logging.INFO, logger="pairgate"):
         pairgate = bootstrap(Settings(store="memory"))
     pairgate.sessions.close()
-    pairgate.executor.shutdown()
     assert "no PAIRGATE_TOKENS: every client is the single identity 'default'" in caplog.text
 
 
