@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import functools
 import json
 import logging
 import secrets
@@ -183,9 +184,11 @@ class SimulatedEngine:
         self._credentials.add(key)
         if self._vault is not None:
             keys = json.dumps({"noise": secrets.token_hex(32), "identity": secrets.token_hex(32)})
-            # Made-up keys, so no fsync: a write to the OS's cache, quicker than waking a
-            # thread. It survives a crashed process, which is what simulated restarts test.
-            self._vault.write(self.name, key, "device.json", keys.encode(), sync=False)
+            # Made-up keys, so no fsync: they survive a crashed process (the OS has the
+            # file), which is what simulated restarts test. Still in a thread: creating the
+            # device's directory can wait on the file system's journal.
+            write = functools.partial(self._vault.write, sync=False)
+            await asyncio.to_thread(write, self.name, key, "device.json", keys.encode())
 
     async def _end(self, key: str, reason: DisconnectReason) -> None:
         device = self._device(key)
