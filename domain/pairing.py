@@ -365,6 +365,10 @@ class PairingService:
         self._watchdog.disarm(key)
         if session.state not in (S.CREATED, S.QR):
             self._unpaired.discard(key)
+        if session.state in (S.READY, S.DISCONNECTED):
+            # Paired (or over): its events are rare from here on, and a process may carry
+            # thousands of such devices, so memory is kept for sessions being paired.
+            self.sessions.release(key)
         if session.is_live:
             self._arm(key, session)
         elif not session.holds_credentials:
@@ -391,7 +395,8 @@ class PairingService:
             )
 
     def _run(self, key: str, engine: WhatsAppEngine, session: DeviceSession) -> None:
-        """Run the key's engine here: this process alone records the session from now on."""
+        """Run the key's engine here: this process alone records the session from now on
+        (and holds it in memory until it is paired)."""
         self._unrun(key)
         self._running[key] = engine
         self._owners[key] = session.owner

@@ -34,9 +34,9 @@ class DeviceSessions(Application[UUID]):
     with what an auditor replays.
 
     Sessions this process is the only writer of (it runs their engine, under a lease
-    when several processes share the store) are *held*: their last saved state stays in
-    memory, so a command on them skips loading the stream. Everything else is read from
-    the store, where another process may have moved it on.
+    when several processes share the store) may be *held*: their last saved state stays
+    in memory, so a command on them skips loading the stream. Everything else is read
+    from the store, where another process may have moved it on.
     """
 
     name = "pairgate"

@@ -14,7 +14,7 @@ import functools
 import json
 import logging
 import secrets
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Coroutine, Sequence
 from dataclasses import dataclass, field
 
 from adapters.credentials import CredentialVault
@@ -53,11 +53,10 @@ def pairing_code() -> str:
     return f"{code[:4]}-{code[4:]}"
 
 
-@dataclass
+@dataclass(slots=True)
 class _Device:
     events: EngineEvents
     stopped: asyncio.Event = field(default_factory=asyncio.Event)
-    task: asyncio.Task[None] | None = None  # held: the event loop keeps only weak references
     code: str | None = None
     code_deadline: float = 0.0
     phone: str | None = None
@@ -79,6 +78,7 @@ class SimulatedEngine:
         self._qr_timeouts = tuple(qr_timeouts)
         self._reconnect_delay = reconnect_delay
         self._devices: dict[str, _Device] = {}
+        self._tasks: set[asyncio.Task[None]] = set()
         # Paired devices' (simulated) keys: in the vault, so they survive a restart.
         self._vault = vault
         self._credentials: set[str] = set()
@@ -89,7 +89,7 @@ class SimulatedEngine:
         await self.stop(key)
         device = self._devices[key] = _Device(events, phone=phone)
         work = self._connect(key, device) if self._paired(key) else self._pair(key, device)
-        device.task = asyncio.create_task(work, name=f"simulator:{key}")
+        self._spawn(work, key)
 
     async def stop(self, key: str) -> None:
         device = self._devices.pop(key, None)
@@ -163,11 +163,15 @@ class SimulatedEngine:
         await device.events.disconnected(key, DisconnectReason.CONNECTION_LOST)
         if paired and self._devices.get(key) is device:
             again = self._devices[key] = _Device(device.events)
-            again.task = asyncio.create_task(
-                self._connect(key, again, delay=self._reconnect_delay), name=f"simulator:{key}"
-            )
+            self._spawn(self._connect(key, again, delay=self._reconnect_delay), key)
 
     # -- internals --------------------------------------------------------------------
+
+    def _spawn(self, work: Coroutine[None, None, None], key: str) -> None:
+        # Held until done: the event loop keeps only weak references to its tasks.
+        task = asyncio.create_task(work, name=f"simulator:{key}")
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
 
     def _device(self, key: str) -> _Device:
         device = self._devices.get(key)
