@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 import math
 from collections.abc import Sequence
-from concurrent.futures import ThreadPoolExecutor
 from datetime import datetime
 from uuid import UUID
 
@@ -19,13 +18,9 @@ from domain.session import DeviceSession
 Emission = tuple[str, payloads.Emission]
 
 
-# Rendering a code takes a few tenths of a millisecond of CPU: off the event loop, in one
-# thread of its own (pure Python holds the GIL, so more threads would only take turns).
-RENDERER = ThreadPoolExecutor(1, thread_name_prefix="pairgate-qr")
-
-
 async def qr_emission(key: str, code: str, seconds_left: float) -> Emission:
-    image = await asyncio.get_running_loop().run_in_executor(RENDERER, qr_data_uri, code)
+    # Rendering a code takes milliseconds of CPU: keep it off the event loop.
+    image = await asyncio.to_thread(qr_data_uri, code)
     return "session.qr", payloads.SessionQr(key=key, qr=image, timeout=math.ceil(seconds_left))
 
 
