@@ -84,6 +84,7 @@ def main() -> None:
         port=args.port,
         log_level="warning",
         timeout_graceful_shutdown=10,
+        ws_per_message_deflate=False,  # PAIRGATE_WS_COMPRESSION's default
     )
     uvicorn.Server(config).run()
 

@@ -126,6 +126,7 @@ def serve_forever(settings: Settings) -> int:
         port=settings.port,
         log_level=settings.log_level,
         timeout_graceful_shutdown=settings.shutdown_grace,
+        ws_per_message_deflate=settings.ws_compression,
     )
     PairgateServer(config).run()
     return 0

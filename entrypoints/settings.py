@@ -74,6 +74,11 @@ class Settings(BaseSettings):
     log_format: Literal["text", "json"] = "text"
     # Redis for Socket.IO fan-out between processes (unset: the in-memory manager).
     redis_url: SecretStr | None = None
+    # WebSocket compression (permessage-deflate) for clients that offer it, as browsers
+    # do. Off: QR images are base64 PNG and barely compress, while each compressed
+    # connection holds zlib state (500 unpaired sessions: 106.8 KB RSS and 2.19 ms per QR
+    # rotation each with it, 58.4 KB and 1.37 ms without; docs/performance.md).
+    ws_compression: bool = False
     # Engine.IO transports offered; "websocket" alone needs no sticky sessions.
     transports: Annotated[tuple[str, ...], NoDecode] = ("polling", "websocket")
 
