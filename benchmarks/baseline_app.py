@@ -85,6 +85,7 @@ def main() -> None:
         log_level="warning",
         timeout_graceful_shutdown=10,
         ws_per_message_deflate=False,  # PAIRGATE_WS_COMPRESSION's default
+        ws_ping_interval=None,  # as pairgate: Engine.IO's heartbeat watches connections
     )
     uvicorn.Server(config).run()
 

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator, Mapping, Sequence
-from copy import deepcopy
+from copy import copy
 from dataclasses import dataclass, field
 from uuid import UUID
 
@@ -62,7 +62,7 @@ class DeviceSessions(Application[UUID]):
     def find(self, key: str) -> DeviceSession | None:
         held = self._held.get(key)
         if held is not None:
-            return deepcopy(held)  # commands mutate what they are given
+            return _working_copy(held)  # commands mutate what they are given
         try:
             session: object = self.repository.get(session_id(key))
         except AggregateNotFoundError:
@@ -137,6 +137,18 @@ class DeviceSessions(Application[UUID]):
                 if event.originator_version % self._snapshot_interval == 0:
                     self.take_snapshot(session.id, version=event.originator_version)
         return Change(session, events)
+
+
+def _working_copy(session: DeviceSession) -> DeviceSession:
+    """A copy of a held session that a command may change without touching the original.
+
+    Its attributes are immutable values (strings, enums, datetimes, numbers, UUIDs), so a
+    shallow copy is a whole one (a tenth of `deepcopy`'s time), except for eventsourcing's
+    list of pending events, which must be the copy's own (eventsourcing's snapshots treat
+    `_pending_events` the same way)."""
+    clone = copy(session)
+    vars(clone)["_pending_events"] = []
+    return clone
 
 
 __all__ = ["Change", "DeviceSessions", "IntegrityError"]

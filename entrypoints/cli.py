@@ -127,6 +127,10 @@ def serve_forever(settings: Settings) -> int:
         log_level=settings.log_level,
         timeout_graceful_shutdown=settings.shutdown_grace,
         ws_per_message_deflate=settings.ws_compression,
+        # Engine.IO's own heartbeat (a ping every 25 s, a dead peer dropped after 20 s
+        # more) already watches every connection; uvicorn's WebSocket pings on top would
+        # double the idle wake-ups of thousands of connections and detect nothing more.
+        ws_ping_interval=None,
     )
     PairgateServer(config).run()
     return 0

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import enum
 from datetime import UTC, datetime
 from pathlib import Path
+from uuid import UUID
 
 import pytest
 
@@ -73,4 +75,29 @@ def test_a_held_session_written_elsewhere_is_refused_then_reread(tmp_path: Path)
     assert sessions.get("dev").state is SessionState.DISCONNECTED
     assert sessions.update("dev", lambda s: s.restart("Phone", "simulator")).session.version == 3
     other.close()
+    sessions.close()
+
+
+IMMUTABLE = (str, int, float, bool, type(None), datetime, UUID, enum.Enum)
+
+
+def test_a_session_holds_only_immutable_values(tmp_path: Path) -> None:
+    """Why a shallow copy of a held session is a safe working copy: nothing in it but its
+    list of pending events can change in place. A mutable attribute added one day fails
+    here rather than leaking changes into the held session."""
+    sessions = open_store(StoreConfig(data_dir=tmp_path))
+    sessions.hold(sessions.create("dev", "Phone", "simulator", "alice").session)
+    moves = [
+        lambda s: s.issue_qr("code", 20, NOW),
+        lambda s: s.issue_pair_code("ABCD-EFGH", 60, NOW),
+        lambda s: s.authenticate(),
+        lambda s: s.mark_ready(),
+        lambda s: s.disconnect(DisconnectReason.CONNECTION_LOST),
+    ]
+    for move in moves:
+        session = sessions.update("dev", move).session
+        values = dict(vars(session))
+        assert values.pop("_pending_events") == []
+        mutable = {n: type(v).__name__ for n, v in values.items() if not isinstance(v, IMMUTABLE)}
+        assert mutable == {}, f"after {session.state}: mutable attributes {mutable}"
     sessions.close()
