@@ -51,8 +51,8 @@ async def refuse_stranger(
     identity = identities.from_bearer(request.headers.get("authorization"))
     if identity is None:
         return unauthorized()
-    session = await service.find(key) if identities.required else None
-    if session is not None and session.owner != identity:
+    standing = await service.standing(key) if identities.required else None
+    if standing is not None and standing.owner != identity:
         return error_response(403, "forbidden", f"session {key!r} belongs to another identity")
     return None
 
@@ -96,8 +96,8 @@ def simulator_routes(
                 return error_response(refusal.status, refusal.code, refusal.message)
             except DeviceSessionError as refused:
                 return error_response(409, refused.code, refused.message)
-            session = await service.find(key)
-            state = session.state.value if session is not None else None
+            standing = await service.standing(key)
+            state = standing.state.value if standing is not None else None
             return JSONResponse({"ok": True, "key": key, "state": state})
 
         return handle

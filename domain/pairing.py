@@ -54,6 +54,14 @@ class Outcome:
     joined: bool = False
 
 
+@dataclass(frozen=True, slots=True)
+class Standing:
+    """Whose a session is and where it stands: what a request about a key checks first."""
+
+    owner: str
+    state: SessionState
+
+
 @dataclass
 class Recovery:
     """What `PairingService.recover` found: keys by what became of them."""
@@ -98,6 +106,7 @@ class PairingService:
         self._max_sessions = max_sessions
         self._max_unpaired = max_unpaired
         self._owners: dict[str, str] = {}  # owner of each running key
+        self._states: dict[str, SessionState] = {}  # each running key's state, as saved
         self._live_by_owner: Counter[str] = Counter()
         self._unpaired: set[str] = set()  # running keys still showing codes
         self._closing = False
@@ -179,6 +188,15 @@ class PairingService:
 
     async def find(self, key: str) -> DeviceSession | None:
         return await self._store(self.sessions.find, key)
+
+    async def standing(self, key: str) -> Standing | None:
+        """The key's owner and state (None: no such session). Known without reading the
+        store for the devices this process runs, since it alone records their events."""
+        owner, state = self._owners.get(key), self._states.get(key)
+        if owner is not None and state is not None:
+            return Standing(owner, state)
+        session = await self.find(key)
+        return None if session is None else Standing(session.owner, session.state)
 
     # -- engine reports (EngineEvents) ------------------------------------------------
 
@@ -362,6 +380,8 @@ class PairingService:
         """Project a saved change: to subscribers first, then to timers and the engine."""
         await self._notifier.publish(key, change.events)
         session = change.session
+        if key in self._running:
+            self._states[key] = session.state
         self._watchdog.disarm(key)
         if session.state not in (S.CREATED, S.QR):
             self._unpaired.discard(key)
@@ -400,6 +420,7 @@ class PairingService:
         self._unrun(key)
         self._running[key] = engine
         self._owners[key] = session.owner
+        self._states[key] = session.state
         self._live_by_owner[session.owner] += 1
         self.sessions.hold(session)
 
@@ -407,6 +428,7 @@ class PairingService:
         """Forget the key's engine (returned, if any): it no longer runs here."""
         self._unpaired.discard(key)
         self.sessions.release(key)
+        self._states.pop(key, None)
         owner = self._owners.pop(key, None)
         if owner is not None:
             self._live_by_owner[owner] -= 1

@@ -17,7 +17,7 @@ from domain.errors import (
     SessionNotFoundError,
     UnknownEngineError,
 )
-from domain.pairing import PairingService
+from domain.pairing import PairingService, Standing
 from domain.ports import EngineEvents
 from domain.services import DeviceSessions
 from domain.session import DisconnectReason, SessionState
@@ -233,6 +233,43 @@ async def test_pairing_authenticates_then_readies(world: World) -> None:
     assert world.notifier.published() == ["SessionCreated", "QrIssued", "Authenticated", "Ready"]
     session = world.sessions.get(KEY)
     assert session.state is SessionState.READY and session.holds_credentials
+
+
+async def test_standing_of_a_running_key_matches_the_store_without_reading_it(
+    world: World,
+) -> None:
+    """Every state a running device passes through, as the store would tell it; only keys
+    this service does not run are read from the store."""
+    reads = 0
+    find = world.sessions.find
+
+    def counted(key: str) -> Any:
+        nonlocal reads
+        reads += 1
+        return find(key)
+
+    world.sessions.find = counted  # type: ignore[method-assign]
+    moves = [
+        lambda events: events.qr_issued(KEY, "code-1", 60),
+        lambda events: events.paired(KEY),
+        lambda events: events.connected(KEY),
+        lambda events: events.disconnected(KEY, R.CONNECTION_LOST),
+    ]
+    await create(world)
+    for move in [None, *moves]:
+        if move is not None:
+            await move(world.engine.events[KEY])
+        before = reads
+        standing = await world.service.standing(KEY)
+        assert reads == before
+        stored = find(KEY)
+        assert stored is not None and standing == Standing(stored.owner, stored.state)
+
+    await world.service.logout(KEY, "alice")  # no longer runs here: read from the store
+    before = reads
+    assert await world.service.standing(KEY) == Standing("alice", SessionState.DISCONNECTED)
+    assert await world.service.standing("nobody") is None
+    assert reads == before + 2
 
 
 async def test_a_paired_device_keeps_its_engine_through_a_lost_connection(world: World) -> None:
