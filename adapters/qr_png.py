@@ -186,22 +186,27 @@ def _placement(matrix: tuple[bytearray, ...], width: int) -> list[int]:
 
 
 def png(width: int, modules: bytes, scale: int = SCALE, border: int = BORDER) -> bytes:
-    """A 1-bit greyscale PNG (dark modules black), repeated rows as PNG "Up" filter lines."""
+    """A 1-bit greyscale PNG (dark modules black), repeated rows as PNG "Up" filter lines.
+
+    Every module row, quiet zone included and padded to whole bytes, becomes bits in one
+    integer conversion; each byte of eight modules then becomes `scale` bytes of pixels by
+    one table lookup."""
     size = (width + 2 * border) * scale
     row_bytes = (size + 7) // 8
-    light, dark = b"1" * scale, b"0" * scale
-    quiet = b"L" * border
-
-    def scanline(row: bytes) -> bytes:
-        pixels = (quiet + row + quiet).replace(b"L", light).replace(b"D", dark)
-        return b"\0" + int(pixels.ljust(row_bytes * 8, b"1"), 2).to_bytes(row_bytes)
-
+    span = width + 2 * border
+    padded = -(-span // 8) * 8  # modules per row, rounded up to whole bytes
+    quiet = b"1" * border
+    light = modules.translate(_LIGHT)
+    between = quiet + b"1" * (padded - span) + quiet  # one row's end, the next one's start
+    rows = between.join(light[y * width : (y + 1) * width] for y in range(width))
+    packed = int(quiet + rows + between[border:], 2).to_bytes(width * padded // 8)
+    pixels = b"".join(map(_spread(scale).__getitem__, packed))
+    stride = padded * scale // 8
     same_as_above = b"\2" + bytes(row_bytes)
     repeat = same_as_above * (scale - 1)
-    blank = scanline(b"L" * width) + same_as_above * (border * scale - 1)
-    marked = modules.translate(_MARKS)
-    rows = [scanline(marked[y * width : (y + 1) * width]) + repeat for y in range(width)]
-    raw = blank + b"".join(rows) + blank
+    blank = b"\0" + b"\xff" * row_bytes + same_as_above * (border * scale - 1)
+    lines = [b"\0" + pixels[at : at + row_bytes] + repeat for at in range(0, len(pixels), stride)]
+    raw = blank + b"".join(lines) + blank
     header = struct.pack(">2I5B", size, size, 1, 0, 0, 0, 0)
     return (
         b"\x89PNG\r\n\x1a\n"
@@ -210,7 +215,16 @@ def png(width: int, modules: bytes, scale: int = SCALE, border: int = BORDER) ->
     )
 
 
-_MARKS = bytes.maketrans(b"\0\1", b"LD")
+# Module values as the text of their pixels' bits: light (0) is 1, dark (1) is 0.
+_LIGHT = bytes.maketrans(b"\0\1", b"10")
+
+
+@functools.cache
+def _spread(scale: int) -> list[bytes]:
+    """For each byte of eight module bits, its `scale` bytes of pixel bits."""
+    return [
+        int("".join(bit * scale for bit in f"{byte:08b}"), 2).to_bytes(scale) for byte in range(256)
+    ]
 
 
 def _chunk(kind: bytes, data: bytes) -> bytes:

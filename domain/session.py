@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import enum
+import functools
 from datetime import datetime, timedelta
 from typing import Any
 from uuid import NAMESPACE_URL, UUID, uuid5
@@ -78,10 +79,23 @@ TRANSITION_TABLE = Machine(
 def allowed_destination(session: DeviceSession, trigger: str) -> SessionState | None:
     """The state `trigger` leads to from the session's state, or None if forbidden."""
     # Conditions in the table name boolean attributes of the aggregate.
-    for transition in TRANSITION_TABLE.get_transitions(trigger, session.state):
-        if all(bool(getattr(session, str(c.func))) == c.target for c in transition.conditions):
-            return SessionState[str(transition.dest)]
+    for destination, conditions in _transitions(trigger, session.state):
+        if all(bool(getattr(session, name)) == wanted for name, wanted in conditions):
+            return destination
     return None
+
+
+Conditions = tuple[tuple[str, bool], ...]
+
+
+@functools.cache
+def _transitions(trigger: str, state: SessionState) -> tuple[tuple[SessionState, Conditions], ...]:
+    """The table's transitions for `trigger` from `state`, as (destination, conditions):
+    read once per pair, since `get_transitions` builds its lists anew on every call."""
+    return tuple(
+        (SessionState[str(t.dest)], tuple((str(c.func), bool(c.target)) for c in t.conditions))
+        for t in TRANSITION_TABLE.get_transitions(trigger, state)
+    )
 
 
 def session_id(key: str) -> UUID:
