@@ -30,3 +30,18 @@ def test_load_benchmark_smoke(tmp_path: Path) -> None:
         assert measured["achieved_rate"] > 0
         assert measured["cpu_s"] >= 0
         assert measured["rss_mb"] > 0
+
+
+def test_side_by_side_benchmark_smoke(tmp_path: Path) -> None:
+    """benchmarks.ab against this same checkout: both servers take the load at once."""
+    out = tmp_path / "ab.json"
+    command = [sys.executable, "-m", "benchmarks.ab", "--before", str(REPO), "--runs", "1"]
+    command += ["--case", "load", "--rate", "10", "--duration", "3", "--json", str(out)]
+    subprocess.run(command, cwd=REPO, check=True, timeout=90)
+
+    result = json.loads(out.read_text())
+    assert [set(run) for run in result["runs"]] == [
+        {"before_ms_per_pairing", "after_ms_per_pairing"}
+    ]
+    assert result["before_ms_per_pairing"] > 0 and result["after_ms_per_pairing"] > 0
+    assert result["ratio_after_before"] > 0

@@ -1,0 +1,149 @@
+"""Two pairgate versions side by side, measured at the same moment.
+
+    git worktree add /tmp/before <commit>
+    python -m benchmarks.ab --before /tmp/before --case load --rate 60 --duration 15
+    python -m benchmarks.ab --before /tmp/before --case unpaired --sessions 2000 --rotate 20
+
+A shared VM's speed drifts by tens of percent within minutes, so two runs minutes apart
+cannot show a 10% change. Here both servers run at once under the same load, each with
+its own client processes: `before` is `pairgate serve --simulate` with the given checkout
+first on PYTHONPATH, `after` is this working tree. Reported per run and over all runs:
+server CPU per pairing (case `load`: open-loop arrivals at `--rate`, as benchmarks.load) or
+per QR rotation (case `unpaired`: idle sessions whose code rotates every `--rotate` s, as
+benchmarks.idle), and the ratio after / before.
+"""
+
+from __future__ import annotations
+
+import argparse
+import shutil
+import tempfile
+import time
+from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
+from multiprocessing import get_context
+from pathlib import Path
+from typing import Any
+
+from benchmarks.common import ServerProcess, emit, pairgate_server
+from benchmarks.idle import client_process
+from benchmarks.load import offer
+
+VERSIONS = ("before", "after")
+
+
+@contextmanager
+def servers(before: Path, env: dict[str, str]) -> Iterator[dict[str, ServerProcess]]:
+    """Both versions' servers, each on its own SQLite store."""
+    data_dirs = [Path(tempfile.mkdtemp(prefix=f"pairgate-ab-{v}-")) for v in VERSIONS]
+    started: dict[str, ServerProcess] = {}
+    try:
+        for version, data_dir in zip(VERSIONS, data_dirs, strict=True):
+            extra = {"PYTHONPATH": str(before)} if version == "before" else {}
+            started[version] = pairgate_server(data_dir, {**env, **extra})
+        yield started
+    finally:
+        for server in started.values():
+            server.stop()
+        for data_dir in data_dirs:
+            shutil.rmtree(data_dir, ignore_errors=True)
+
+
+def load_run(args: argparse.Namespace) -> dict[str, tuple[float, int]]:
+    """Server CPU seconds and pairings of each version under the same open-loop load."""
+    with servers(args.before, {}) as running, ThreadPoolExecutor(len(VERSIONS)) as pool:
+
+        def drive(rate: float, duration: float) -> Callable[[ServerProcess], Any]:
+            return lambda server: offer(server.url, rate, duration, 1)
+
+        list(pool.map(drive(5, 1), running.values()))  # warm-up
+        before = {v: s.cpu_s() for v, s in running.items()}
+        offered = pool.map(drive(args.rate, args.duration), running.values())
+        results = dict(zip(running, offered, strict=True))
+        counts = {}
+        for version, (outcomes, _) in results.items():
+            failed = sum(1 for o in outcomes if o.error is not None)
+            if failed:
+                raise SystemExit(f"{version}: {failed} of {len(outcomes)} pairings failed")
+            counts[version] = len(outcomes)
+        return {v: (s.cpu_s() - before[v], counts[v]) for v, s in running.items()}
+
+
+def unpaired_run(args: argparse.Namespace) -> dict[str, tuple[float, int]]:
+    """Server CPU seconds and QR rotations of each version over the same idle window."""
+    env = {
+        "PAIRGATE_SIM_QR_TIMEOUTS": ",".join([str(args.rotate)] * 200),
+        "PAIRGATE_MAX_UNPAIRED": "0",
+    }
+    spawn = get_context("spawn")
+    with servers(args.before, env) as running:
+        pipes, clients = [], []
+        for server in running.values():
+            ours, theirs = spawn.Pipe()
+            client = spawn.Process(
+                target=client_process, args=(server.url, args.sessions, False, theirs)
+            )
+            client.start()
+            pipes.append(ours)
+            clients.append(client)
+        try:
+            for pipe in pipes:
+                opened = pipe.recv()
+                if opened["failures"]:
+                    raise SystemExit(f"sessions failed to open: {opened}")
+            time.sleep(3)  # the last sessions' first codes are out
+            before = {v: s.cpu_s() for v, s in running.items()}
+            time.sleep(args.window)
+            rotations = round(args.sessions / args.rotate * args.window)
+            return {v: (s.cpu_s() - before[v], rotations) for v, s in running.items()}
+        finally:
+            for pipe in pipes:
+                pipe.send("stop")
+            for client in clients:
+                client.join(60)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--before", type=Path, required=True, help="checkout to compare with")
+    parser.add_argument("--case", choices=("load", "unpaired"), default="load")
+    parser.add_argument("--runs", type=int, default=3)
+    parser.add_argument("--rate", type=float, default=60, help="load: sessions per second")
+    parser.add_argument("--duration", type=float, default=15, help="load: seconds of arrivals")
+    parser.add_argument("--sessions", type=int, default=2000, help="unpaired: sessions")
+    parser.add_argument("--rotate", type=float, default=20.0, help="unpaired: QR lifetime (s)")
+    parser.add_argument("--window", type=float, default=30.0, help="unpaired: seconds measured")
+    parser.add_argument("--json", type=Path)
+    args = parser.parse_args()
+    if not (args.before / "domain").is_dir():
+        raise SystemExit(f"{args.before} is not a pairgate checkout")
+    unit = "pairing" if args.case == "load" else "rotation"
+    run = load_run if args.case == "load" else unpaired_run
+    runs: list[dict[str, float]] = []
+    totals: dict[str, list[float]] = {v: [0.0, 0.0] for v in VERSIONS}
+    for index in range(args.runs):
+        measured = run(args)
+        row = {}
+        for version, (cpu, count) in measured.items():
+            totals[version][0] += cpu
+            totals[version][1] += count
+            row[f"{version}_ms_per_{unit}"] = round(1000 * cpu / count, 3)
+        runs.append(row)
+        print(f"run {index + 1}: {row}", flush=True)
+    per = {v: 1000 * cpu / count for v, (cpu, count) in totals.items()}
+    emit(
+        {
+            "benchmark": "ab",
+            "case": args.case,
+            "before": str(args.before),
+            "runs": runs,
+            **{f"{v}_ms_per_{unit}": round(per[v], 3) for v in VERSIONS},
+            "ratio_after_before": round(per["after"] / per["before"], 3),
+        },
+        args.json,
+    )
+
+
+if __name__ == "__main__":
+    main()
