@@ -38,16 +38,6 @@ log = logging.getLogger(__name__)
 
 T = TypeVar("T")
 
-# The state each recorded event leaves a session in, by the event's type name.
-STATE_AFTER = {
-    "SessionCreated": "created",
-    "Restarted": "created",
-    "QrIssued": "qr",
-    "PairCodeIssued": "qr",
-    "Authenticated": "authenticated",
-    "Ready": "ready",
-    "Disconnected": "disconnected",
-}
 # DeviceSessions calls worth telling apart; anything else is "other" (bounded labels).
 STORE_OPERATIONS = {"find", "get", "create", "update", "history", "state_at", "keys", "ping"}
 PAIR_BUCKETS = (2.0, 5.0, 10.0, 15.0, 20.0, 30.0, 45.0, 60.0, 90.0, 120.0, 180.0, 300.0)
@@ -82,18 +72,12 @@ class PairgateMetrics:
             registry=self.registry,
         )
         ProcessCollector(registry=self.registry)
-        self._states: dict[str, str] = {}  # last recorded state of keys seen live here
         self._pairing_since: dict[str, datetime] = {}
 
     def observe(self, key: str, events: Sequence[DomainEventProtocol[UUID]]) -> None:
         """Count what a key's newly recorded events say."""
         for event in events:
             kind = type(event).__name__
-            state = STATE_AFTER.get(kind)
-            if state == "disconnected":
-                self._states.pop(key, None)
-            elif state is not None:
-                self._states[key] = state
             if kind in ("SessionCreated", "Restarted"):
                 self._pairing_since[key] = _timestamp(event)
             elif kind == "QrIssued":
@@ -109,7 +93,7 @@ class PairgateMetrics:
 
     def watch(self, service: PairingService, sio: socketio.AsyncServer) -> None:
         """Gauges read at scrape time: sessions by state, Socket.IO connections."""
-        self.registry.register(_LiveSessions(self._states, service))
+        self.registry.register(_LiveSessions(service))
         self.registry.register(_Connections(sio))
 
     def timed_store(self, call: Callable[[], T], /) -> T:
@@ -127,8 +111,7 @@ class PairgateMetrics:
 
 
 class _LiveSessions(Collector):
-    def __init__(self, states: dict[str, str], service: PairingService) -> None:
-        self._states = states
+    def __init__(self, service: PairingService) -> None:
         self._service = service
 
     def collect(self) -> Iterator[GaugeMetricFamily]:
@@ -137,12 +120,12 @@ class _LiveSessions(Collector):
             "Sessions whose engine runs in this process, by state.",
             labels=["state"],
         )
-        counts = dict.fromkeys((state.value for state in SessionState), 0)
-        for key in self._service.running_keys:
-            # Running with no live state seen: a paired device offline (resumed or dropped).
-            counts[self._states.get(key, "disconnected")] += 1
+        counts = dict.fromkeys(SessionState, 0)
+        # A running key that is disconnected: a paired device offline, reconnecting.
+        for state in self._service.running_states.values():
+            counts[state] += 1
         for state, count in counts.items():
-            gauge.add_metric([state], count)
+            gauge.add_metric([state.value], count)
         yield gauge
 
 

@@ -12,9 +12,10 @@ import functools
 import logging
 import weakref
 from collections import Counter
-from collections.abc import Awaitable, Callable, Iterable
+from collections.abc import Awaitable, Callable, Iterable, Mapping
 from concurrent.futures import Executor
 from dataclasses import dataclass, field
+from types import MappingProxyType
 from typing import ParamSpec, TypeVar
 
 from domain.errors import (
@@ -230,6 +231,11 @@ class PairingService:
     @property
     def running_keys(self) -> frozenset[str]:
         return frozenset(self._running)
+
+    @property
+    def running_states(self) -> Mapping[str, SessionState]:
+        """Each running key's state as last saved (a read-only view, not a copy)."""
+        return MappingProxyType(self._states)
 
     @property
     def watched_keys(self) -> frozenset[str]:

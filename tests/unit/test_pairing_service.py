@@ -264,8 +264,10 @@ async def test_standing_of_a_running_key_matches_the_store_without_reading_it(
         assert reads == before
         stored = find(KEY)
         assert stored is not None and standing == Standing(stored.owner, stored.state)
+        assert dict(world.service.running_states) == {KEY: stored.state}
 
     await world.service.logout(KEY, "alice")  # no longer runs here: read from the store
+    assert dict(world.service.running_states) == {}
     before = reads
     assert await world.service.standing(KEY) == Standing("alice", SessionState.DISCONNECTED)
     assert await world.service.standing("nobody") is None
