@@ -4,7 +4,8 @@ room's clients connected to the other (python-socketio's AsyncRedisManager)."""
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Iterator
+import contextlib
+from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
 import httpx
@@ -15,6 +16,7 @@ from entrypoints.settings import Settings
 from tests.helpers import (
     POSTGRES_URL,
     REDIS_URL,
+    Client,
     Server,
     clients,
     postgres_available,
@@ -54,11 +56,15 @@ async def scan(server: Server, key: str) -> None:
     assert scanned.status_code == 200, scanned.text
 
 
-async def test_an_emission_on_one_process_reaches_a_client_on_another(
-    shared_store: str, tmp_path: Path
-) -> None:
-    one = process_settings(shared_store, tmp_path / "one", redis=True)
-    two = process_settings(shared_store, tmp_path / "two", redis=True)
+@contextlib.asynccontextmanager
+async def followed_from_another_process(
+    database_url: str, tmp_path: Path, *, redis: bool
+) -> AsyncIterator[tuple[Server, Server, Client, Client, str]]:
+    """Two processes on one store: a session created (and showing its QR code) by a client
+    of the first, joined by a client of the second. Yields both servers, the creator, the
+    follower and the key."""
+    one = process_settings(database_url, tmp_path / "one", redis=redis)
+    two = process_settings(database_url, tmp_path / "two", redis=redis)
     key = unique_key()
     async with running(one) as server1, running(two) as server2:
         async with clients(server1.url) as [creator], clients(server2.url) as [follower]:
@@ -67,33 +73,43 @@ async def test_an_emission_on_one_process_reaches_a_client_on_another(
             await creator.wait_for("session.qr")
             joined = await follower.call("session.join", {"key": key})
             assert joined["ok"] and joined["state"] == "qr", joined
+            yield server1, server2, creator, follower, key
 
-            await scan(server1, key)  # the engine runs on server 1: so do its emissions
-            assert await follower.wait_for("session.authenticated") == {"key": key}
-            assert await follower.wait_for("session.ready") == {"key": key}
-            assert await creator.wait_for("session.ready") == {"key": key}
-            # Once each: the process that emitted delivers to its own clients itself.
-            await asyncio.sleep(0.2)
-            assert creator.names().count("session.ready") == 1
-            assert follower.names().count("session.ready") == 1
-            assert key in server1.pairgate.service.running_keys
-            assert key not in server2.pairgate.service.running_keys
+
+async def test_an_emission_on_one_process_reaches_a_client_on_another(
+    shared_store: str, tmp_path: Path
+) -> None:
+    async with followed_from_another_process(shared_store, tmp_path, redis=True) as (
+        server1,
+        server2,
+        creator,
+        follower,
+        key,
+    ):
+        await scan(server1, key)  # the engine runs on server 1: so do its emissions
+        assert await follower.wait_for("session.authenticated") == {"key": key}
+        assert await follower.wait_for("session.ready") == {"key": key}
+        assert await creator.wait_for("session.ready") == {"key": key}
+        # Once each: the process that emitted delivers to its own clients itself.
+        await asyncio.sleep(0.2)
+        assert creator.names().count("session.ready") == 1
+        assert follower.names().count("session.ready") == 1
+        assert key in server1.pairgate.service.running_keys
+        assert key not in server2.pairgate.service.running_keys
 
 
 async def test_without_redis_the_other_process_s_clients_hear_nothing(
     shared_store: str, tmp_path: Path
 ) -> None:
     """The control: the same scenario on in-memory managers does not fan out."""
-    one = process_settings(shared_store, tmp_path / "one", redis=False)
-    two = process_settings(shared_store, tmp_path / "two", redis=False)
-    key = unique_key()
-    async with running(one) as server1, running(two) as server2:
-        async with clients(server1.url) as [creator], clients(server2.url) as [follower]:
-            request = {"key": key, "name": "P", "engine": "simulator"}
-            assert (await creator.call("session.create", request))["ok"]
-            await creator.wait_for("session.qr")
-            assert (await follower.call("session.join", {"key": key}))["ok"]
-            await scan(server1, key)
-            await creator.wait_for("session.ready")
-            with pytest.raises(TimeoutError):
-                await follower.wait_for("session.ready", timeout=1.0)
+    async with followed_from_another_process(shared_store, tmp_path, redis=False) as (
+        server1,
+        _,
+        creator,
+        follower,
+        key,
+    ):
+        await scan(server1, key)
+        await creator.wait_for("session.ready")
+        with pytest.raises(TimeoutError):
+            await follower.wait_for("session.ready", timeout=1.0)
