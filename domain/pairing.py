@@ -12,10 +12,9 @@ import functools
 import logging
 import weakref
 from collections import Counter
-from collections.abc import Awaitable, Callable, Iterable, Mapping
+from collections.abc import Awaitable, Callable, Iterable
 from concurrent.futures import Executor
 from dataclasses import dataclass, field
-from types import MappingProxyType
 from typing import ParamSpec, TypeVar
 
 from domain.errors import (
@@ -106,8 +105,7 @@ class PairingService:
         # Caps (0: none): live sessions per owner, and pairings under way on this server.
         self._max_sessions = max_sessions
         self._max_unpaired = max_unpaired
-        self._owners: dict[str, str] = {}  # owner of each running key
-        self._states: dict[str, SessionState] = {}  # each running key's state, as saved
+        self._standings: dict[str, Standing] = {}  # each running key's, as last saved
         self._live_by_owner: Counter[str] = Counter()
         self._unpaired: set[str] = set()  # running keys still showing codes
         self._closing = False
@@ -193,9 +191,8 @@ class PairingService:
     async def standing(self, key: str) -> Standing | None:
         """The key's owner and state (None: no such session). Known without reading the
         store for the devices this process runs, since it alone records their events."""
-        owner, state = self._owners.get(key), self._states.get(key)
-        if owner is not None and state is not None:
-            return Standing(owner, state)
+        if (running := self._standings.get(key)) is not None:
+            return running
         session = await self.find(key)
         return None if session is None else Standing(session.owner, session.state)
 
@@ -233,9 +230,9 @@ class PairingService:
         return frozenset(self._running)
 
     @property
-    def running_states(self) -> Mapping[str, SessionState]:
-        """Each running key's state as last saved (a read-only view, not a copy)."""
-        return MappingProxyType(self._states)
+    def running_states(self) -> dict[str, SessionState]:
+        """Each running key's state as last saved."""
+        return {key: standing.state for key, standing in self._standings.items()}
 
     @property
     def watched_keys(self) -> frozenset[str]:
@@ -387,7 +384,7 @@ class PairingService:
         await self._notifier.publish(key, change.events)
         session = change.session
         if key in self._running:
-            self._states[key] = session.state
+            self._standings[key] = Standing(session.owner, session.state)
         self._watchdog.disarm(key)
         if session.state not in (S.CREATED, S.QR):
             self._unpaired.discard(key)
@@ -425,8 +422,7 @@ class PairingService:
         (and holds it in memory until it is paired)."""
         self._unrun(key)
         self._running[key] = engine
-        self._owners[key] = session.owner
-        self._states[key] = session.state
+        self._standings[key] = Standing(session.owner, session.state)
         self._live_by_owner[session.owner] += 1
         self.sessions.hold(session)
 
@@ -434,9 +430,9 @@ class PairingService:
         """Forget the key's engine (returned, if any): it no longer runs here."""
         self._unpaired.discard(key)
         self.sessions.release(key)
-        self._states.pop(key, None)
-        owner = self._owners.pop(key, None)
-        if owner is not None:
+        standing = self._standings.pop(key, None)
+        if standing is not None:
+            owner = standing.owner
             self._live_by_owner[owner] -= 1
             if not self._live_by_owner[owner]:
                 del self._live_by_owner[owner]
