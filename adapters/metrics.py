@@ -71,6 +71,12 @@ class PairgateMetrics:
             buckets=STORE_BUCKETS,
             registry=self.registry,
         )
+        # One labelled child per operation, looked up once: a store call is timed several
+        # times per pairing, and `labels()` takes a lock and builds a key each time.
+        self._store_timers = {
+            operation: self.store_seconds.labels(operation)
+            for operation in (*STORE_OPERATIONS, "other")
+        }
         ProcessCollector(registry=self.registry)
         self._pairing_since: dict[str, datetime] = {}
 
@@ -99,7 +105,7 @@ class PairgateMetrics:
     def timed_store(self, call: Callable[[], T], /) -> T:
         """Run one event store call and time it, by operation (StoreCalls)."""
         operation = getattr(getattr(call, "func", call), "__name__", "")
-        timer = self.store_seconds.labels(operation if operation in STORE_OPERATIONS else "other")
+        timer = self._store_timers.get(operation) or self._store_timers["other"]
         started = time.perf_counter()
         try:
             return call()

@@ -128,25 +128,29 @@ class PairingService:
         if self._closing:
             raise EngineUnavailableError("pairgate is shutting down; try again shortly", key=key)
         async with self._lock(key):
-            session = await self._store(self.sessions.find, key)
-            if session is not None:
-                _check_owner(session, owner)
-                if session.is_live and key in self._running:
-                    await self._notifier.subscribe(key, subscriber)
-                    return Outcome(session, joined=True)
-            if key not in self._running and not await self._leases.acquire(key):
-                # Another process runs the key's engine: follow it from here.
-                if session is not None and session.is_live:
-                    await self._notifier.subscribe(key, subscriber)
-                    return Outcome(session, joined=True)
-                raise InvalidTransitionError(key, "start a new pairing", ELSEWHERE)
-            try:
-                self._check_capacity(key, owner)
-                change = await self._record_start(key, session, name, engine_name, owner)
-            except Exception:
-                if key not in self._running:
-                    await self._leases.release(key)
-                raise
+            session, change = None, None
+            if key not in self._running:
+                change = await self._create_if_new(key, name, engine_name, owner)
+            if change is None:
+                session = await self._store(self.sessions.find, key)
+                if session is not None:
+                    _check_owner(session, owner)
+                    if session.is_live and key in self._running:
+                        await self._notifier.subscribe(key, subscriber)
+                        return Outcome(session, joined=True)
+                if key not in self._running and not await self._leases.acquire(key):
+                    # Another process runs the key's engine: follow it from here.
+                    if session is not None and session.is_live:
+                        await self._notifier.subscribe(key, subscriber)
+                        return Outcome(session, joined=True)
+                    raise InvalidTransitionError(key, "start a new pairing", ELSEWHERE)
+                try:
+                    self._check_capacity(key, owner)
+                    change = await self._record_start(key, session, name, engine_name, owner)
+                except Exception:
+                    if key not in self._running:
+                        await self._leases.release(key)
+                    raise
             await self._notifier.subscribe(key, subscriber)
             await self._notifier.publish(key, change.events)
             if session is not None:
@@ -319,6 +323,27 @@ class PairingService:
         await self._watchdog.close()
 
     # -- internals --------------------------------------------------------------------
+
+    async def _create_if_new(self, key: str, name: str, engine: str, owner: str) -> Change | None:
+        """Record a key this process does not run as a new session, if it is one.
+
+        Most keys asked for are new, and a new key's stream is empty: trying to record it
+        (one insert, refused if the key has events) costs less than reading the stream
+        first. None: it was not recorded (the key has a history, its lease is another
+        process's, or a cap stands in the way); the caller reads it and decides, releasing
+        nothing it did not take.
+        """
+        if not await self._leases.acquire(key):
+            return None
+        try:
+            self._check_capacity(key, owner)
+            return await self._store(self.sessions.create, key, name, engine, owner)
+        except (IntegrityError, LimitReachedError):
+            await self._leases.release(key)
+            return None
+        except Exception:
+            await self._leases.release(key)
+            raise
 
     async def _record_start(
         self, key: str, session: DeviceSession | None, name: str, engine: str, owner: str

@@ -124,8 +124,14 @@ class DeviceSessions(Application[UUID]):
         return [event.key for _, event in self.notifications(topics=[created])]  # type: ignore[attr-defined]
 
     def _save(self, session: DeviceSession) -> Change:
+        """The session's new events, appended to the event store in one transaction.
+
+        Straight to the event store (`Application.events.put`), not through `save`: that
+        generic path checks each object against two runtime `Protocol`s first (≈ 25 µs
+        per call on Python 3.11) and serves hooks (cache, snapshot intervals, `_notify`)
+        this application leaves unused; snapshots are taken below."""
         try:
-            recordings = self.save(session)
+            recordings = self.events.put(session.collect_events())
         except Exception:
             self._held.pop(session.key, None)  # what was saved is no longer certain
             raise

@@ -483,21 +483,54 @@ async def test_a_qr_code_without_a_positive_timeout_is_refused(world: World) -> 
     assert world.history() == ["SessionCreated"]
 
 
-async def test_losing_a_create_race_to_another_process_neither_restarts_nor_starts(
-    world: World,
-) -> None:
-    """Between this process's lookup and its create, another process creates the key."""
-    real_find = world.sessions.find
+@dataclass
+class LeasesTakenAway:
+    """DeviceLeases where another process takes the key's lease once ours was released."""
 
-    def find_then_lose_the_race(key: str) -> Any:
-        found = real_find(key)
-        world.sessions.create(key, "Theirs", "baileys", "alice")
-        return found
+    released: list[str] = field(default_factory=list)
 
-    world.sessions.find = find_then_lose_the_race  # type: ignore[method-assign]
-    with pytest.raises(InvalidTransitionError) as refused:
-        await create(world)
-    assert "being created elsewhere" in refused.value.message
+    async def acquire(self, key: str) -> bool:
+        return not self.released
+
+    async def release(self, key: str) -> None:
+        self.released.append(key)
+
+    async def forward(self, key: str, command: str, args: dict[str, str]) -> None:
+        raise AssertionError("nothing is forwarded here")
+
+
+async def test_losing_a_create_race_to_another_process_neither_restarts_nor_starts() -> None:
+    """Another process records the key just before this one's insert, and runs it: this
+    process gives the lease back, reads the key and follows that process's session."""
+    world = build()
+    leases = LeasesTakenAway()
+    world.service._leases = leases
+    real_create = world.sessions.create
+
+    def lose_the_race(key: str, *args: Any) -> Any:
+        real_create(key, "Theirs", "baileys", "alice")
+        return real_create(key, *args)  # refused: the key has a stream now
+
+    world.sessions.create = lose_the_race  # type: ignore[method-assign]
+    outcome = await create(world)
+    assert outcome.joined and outcome.session.name == "Theirs"
+    assert leases.released == [KEY]
     assert world.history() == ["SessionCreated"]
     assert world.engine.told() == []
-    assert world.notifier.log == []  # not even subscribed to a key that may be someone else's
+    assert world.notifier.published() == []  # nothing recorded here, nothing projected
+
+
+async def test_a_key_with_a_history_is_read_and_restarted_not_created_again(world: World) -> None:
+    """Re-pairing a key that exists: its insert is refused, then it is read and restarted."""
+    await create(world)
+    await world.engine.events[KEY].qr_issued(KEY, "code-1", 60)
+    await world.service.logout(KEY, "alice")
+    world.sessions.release(KEY)
+    outcome = await create(world)
+    assert not outcome.joined and outcome.session.state is SessionState.CREATED
+    assert world.history() == [
+        "SessionCreated",
+        "QrIssued",
+        "Disconnected(user logged out)",
+        "Restarted",
+    ]
