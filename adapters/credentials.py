@@ -37,6 +37,18 @@ class CredentialVault:
     def encrypted(self) -> bool:
         return self._cipher is not None
 
+    def engine_directory(self, engine: str) -> Path:
+        """The engine's directory (created 0700, parents too), for an engine that keeps
+        every device in one place of its own."""
+        path = self.root / engine
+        try:
+            _private_directory(path)
+        except FileNotFoundError:  # the vault's first engine: its root first
+            self.root.parent.mkdir(parents=True, exist_ok=True)
+            _private_directory(self.root)
+            _private_directory(path)
+        return path
+
     def directory(self, engine: str, key: str, *, create: bool = True) -> Path:
         """The device's own directory (created 0700, parents too, unless `create` is false)."""
         path = self.root / engine / hashlib.sha256(key.encode()).hexdigest()
@@ -44,10 +56,13 @@ class CredentialVault:
             try:
                 _private_directory(path)
             except FileNotFoundError:  # the engine's first device: its parents first
-                self.root.parent.mkdir(parents=True, exist_ok=True)
-                for part in (self.root, self.root / engine, path):
-                    _private_directory(part)
+                self.engine_directory(engine)
+                _private_directory(path)
         return path
+
+    def seal(self, data: bytes) -> bytes:
+        """`data` as the vault stores it: AES-GCM encrypted when pairgate has a key."""
+        return self._cipher.encrypt(data) if self._cipher else data
 
     def holds(self, engine: str, key: str) -> bool:
         """Whether any credentials are stored for the device."""
@@ -62,7 +77,7 @@ class CredentialVault:
         """
         path = self.directory(engine, key, create=False) / name
         partial = path.with_name(f".{name}.partial")
-        sealed = self._cipher.encrypt(data) if self._cipher else data
+        sealed = self.seal(data)
         flags = os.O_WRONLY | os.O_CREAT | os.O_TRUNC
         try:
             descriptor = os.open(partial, flags, FILE_MODE)

@@ -19,12 +19,27 @@ import uvicorn
 import zxingcpp
 from PIL import Image
 
+from adapters.credentials import CredentialVault
+from adapters.engines.simulated_keys import FILE as SIMULATED_KEYS
+from adapters.engines.simulated_keys import SimulatedKeys
 from entrypoints.asgi import create_app, pairgate_of
 from entrypoints.server import PairgateServer
 from entrypoints.settings import Settings
 
 POSTGRES_URL = os.environ.get("PAIRGATE_TEST_POSTGRES", "postgresql://postgres@127.0.0.1:5432/test")
 REDIS_URL = os.environ.get("PAIRGATE_TEST_REDIS", "redis://127.0.0.1:6379/0")
+
+
+def simulated_keys(settings: Settings) -> int:
+    """How many devices the simulator of a server with these settings holds keys for."""
+    vault = CredentialVault(settings.credentials_path, settings.cipher)
+    if not (vault.root / "simulator" / SIMULATED_KEYS).exists():
+        return 0
+    keys = SimulatedKeys(vault, "simulator")
+    try:
+        return keys.count()
+    finally:
+        keys.close()
 
 
 def listening(port: int) -> bool:

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import asyncio
 import base64
-import functools
 import json
 import logging
 import secrets
@@ -18,6 +17,7 @@ from collections.abc import Awaitable, Callable, Coroutine, Sequence
 from dataclasses import dataclass, field
 
 from adapters.credentials import CredentialVault
+from adapters.engines.simulated_keys import SimulatedKeys
 from domain.ports import EngineEvents
 from domain.session import DisconnectReason
 
@@ -79,8 +79,9 @@ class SimulatedEngine:
         self._reconnect_delay = reconnect_delay
         self._devices: dict[str, _Device] = {}
         self._tasks: set[asyncio.Task[None]] = set()
-        # Paired devices' (simulated) keys: in the vault, so they survive a restart.
-        self._vault = vault
+        # Paired devices' (simulated) keys: with a vault, in a file of its own (so they survive
+        # a restart); without, in memory.
+        self._keys = SimulatedKeys(vault, self.name) if vault is not None else None
         self._credentials: set[str] = set()
 
     # -- WhatsAppEngine ---------------------------------------------------------------
@@ -103,8 +104,12 @@ class SimulatedEngine:
     async def discard(self, key: str) -> None:
         await self.stop(key)
         self._credentials.discard(key)
-        if self._vault is not None:
-            await asyncio.to_thread(self._vault.remove, self.name, key)
+        if self._keys is not None:
+            self._keys.remove(key)
+
+    async def close(self) -> None:
+        if self._keys is not None:
+            self._keys.close()
 
     # -- the simulated phone (HTTP control endpoints) ---------------------------------
 
@@ -138,12 +143,7 @@ class SimulatedEngine:
         device = self._devices[key]
         device.code = device.pair_code = None
         device.stopped.set()  # ends the rotation
-        await self._save_credentials(key)
-        if self._devices.get(key) is not device:
-            # Stopped while the credentials were being written (an expiry won the race):
-            # the pairing is over, so these credentials must not outlive it.
-            await self.discard(key)
-            raise SimulatorRefusal(409, "not_pairing", f"{key!r} stopped pairing")
+        self._save_credentials(key)
         await device.events.paired(key)
         await device.events.connected(key)
 
@@ -180,19 +180,16 @@ class SimulatedEngine:
         return device
 
     def _paired(self, key: str) -> bool:
-        if self._vault is None:
+        if self._keys is None:
             return key in self._credentials
-        return self._vault.holds(self.name, key)
+        return self._keys.holds(key)
 
-    async def _save_credentials(self, key: str) -> None:
-        self._credentials.add(key)
-        if self._vault is not None:
-            keys = json.dumps({"noise": secrets.token_hex(32), "identity": secrets.token_hex(32)})
-            # Made-up keys, so no fsync: they survive a crashed process (the OS has the
-            # file), which is what simulated restarts test. Still in a thread: creating the
-            # device's directory can wait on the file system's journal.
-            write = functools.partial(self._vault.write, sync=False)
-            await asyncio.to_thread(write, self.name, key, "device.json", keys.encode())
+    def _save_credentials(self, key: str) -> None:
+        if self._keys is None:
+            self._credentials.add(key)
+        else:
+            keys = {"noise": secrets.token_hex(32), "identity": secrets.token_hex(32)}
+            self._keys.store(key, json.dumps(keys).encode())
 
     async def _end(self, key: str, reason: DisconnectReason) -> None:
         device = self._device(key)

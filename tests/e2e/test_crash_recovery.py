@@ -13,6 +13,8 @@ from typing import Any
 import httpx
 import socketio
 
+from adapters.credentials import CredentialVault
+from adapters.engines.simulated_keys import SimulatedKeys
 from tests.e2e.service_process import ServiceProcess, pair
 from tests.helpers import Client, unique_key
 
@@ -87,11 +89,14 @@ async def test_kill_9_then_restart_tells_the_truth(
 
     # Paired devices' credentials survived every crash, readable by the owner only; the
     # interrupted pairings left none behind.
-    credentials = data_dir / "credentials" / "simulator"
-    stored = sorted(credentials.iterdir())
-    assert len(stored) == len(paired)
-    for device in stored:
-        assert stat.S_IMODE(device.stat().st_mode) == 0o700
-        for file in device.iterdir():
-            assert stat.S_IMODE(file.stat().st_mode) == 0o600
+    vault = CredentialVault(data_dir / "credentials")
+    keys = SimulatedKeys(vault, "simulator")
+    try:
+        assert keys.count() == len(paired)
+        assert all(keys.holds(key) for key in paired)
+    finally:
+        keys.close()
+    assert stat.S_IMODE((vault.root / "simulator").stat().st_mode) == 0o700
+    for file in (vault.root / "simulator").iterdir():
+        assert stat.S_IMODE(file.stat().st_mode) == 0o600, file
     assert "Traceback" not in service.log()

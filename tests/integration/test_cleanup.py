@@ -10,7 +10,16 @@ import threading
 from pathlib import Path
 
 from entrypoints.settings import Settings
-from tests.helpers import Client, Server, clients, decode_qr, pair, running, unique_key
+from tests.helpers import (
+    Client,
+    Server,
+    clients,
+    decode_qr,
+    pair,
+    running,
+    simulated_keys,
+    unique_key,
+)
 
 SESSIONS = 500
 CLIENTS = 10
@@ -84,8 +93,7 @@ async def test_500_sessions_come_and_go_without_a_trace(tmp_path: Path) -> None:
         assert service.watched_keys == frozenset()
         assert len(service._locks) == 0  # per-key locks go with their last user
         assert len(server.pairgate.sio.manager.rooms.get("/", {})) <= 1  # only the None room
-        credentials = settings.credentials_path / "simulator"
-        assert not credentials.exists() or not any(credentials.iterdir())
+        assert simulated_keys(settings) == 0  # no credentials left behind
         # Every one of them is on record, ended.
         ended = [service.sessions.get(k) for k in service.sessions.keys()]
         assert len(ended) == SESSIONS + CLIENTS

@@ -7,7 +7,7 @@ from typing import Any
 
 from domain.history import session_history
 from entrypoints.settings import Settings
-from tests.helpers import Server, clients, decode_qr, running, unique_key
+from tests.helpers import Server, clients, decode_qr, running, simulated_keys, unique_key
 
 # Which state each recorded event may follow: the protocol's transitions, written out.
 MAY_FOLLOW = {
@@ -66,9 +66,7 @@ async def test_a_scan_racing_the_expiry_is_one_or_the_other(settings: Settings) 
             elif scanned.is_success:  # the scan reached the phone's side, the expiry won
                 assert scanned.json()["state"] == "disconnected"
             # Either way, once the session has ended no credentials are left behind.
-            assert not racy.credentials_path.joinpath("simulator").exists() or not any(
-                racy.credentials_path.joinpath("simulator").iterdir()
-            )
+            assert simulated_keys(racy) == 0
     print(f"\nscan vs expiry: {outcomes}")
     assert sum(outcomes.values()) == 15
 
