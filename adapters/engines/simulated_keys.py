@@ -5,8 +5,8 @@ vault's 0700 engine directory), one row per device, its keys sealed with the vau
 cipher when pairgate has a key. Not a directory and a file per device, as the real
 engines' stores are: those cost file-system metadata updates (a directory, a file, a
 rename) at every pairing, which on a busy server took more kernel time than the rest of
-the pairing (0.5 to 1.5 ms of CPU per device on the benchmark VM; an SQLite row is
-≈ 40 µs), for keys nobody will ever use.
+the pairing (1.0 to 1.7 ms of CPU per device on the benchmark VM; an SQLite row 30 to
+46 µs), for keys nobody will ever use.
 
 Calls are a few tens of microseconds of SQLite and run on the event loop, as the SQLite
 event store's do. No fsync (`synchronous=OFF`): a killed process loses none of the keys
