@@ -113,6 +113,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 def serve_forever(settings: Settings) -> int:
     import uvicorn
 
+    from adapters.timer_slack import set_timer_slack
     from entrypoints.asgi import create_app
     from entrypoints.logs import configure_logging
     from entrypoints.server import PairgateServer
@@ -134,6 +135,9 @@ def serve_forever(settings: Settings) -> int:
         ws_ping_interval=None,
     )
     tune_garbage_collection()
+    # The event loop's thread, and the threads and processes it starts, may fire timers
+    # late by this much (neonize's Go runtime starts under the kernel's slack).
+    set_timer_slack(settings.timer_slack_ms)
     PairgateServer(config).run()
     return 0
 

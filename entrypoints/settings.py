@@ -79,6 +79,11 @@ class Settings(BaseSettings):
     # connection holds zlib state (500 unpaired sessions: 106.8 KB RSS and 2.19 ms per QR
     # rotation each with it, 58.4 KB and 1.37 ms without; docs/performance.md).
     ws_compression: bool = False
+    # Milliseconds the kernel may delay the server's timers (Linux timer slack), so that
+    # timers due close together wake the event loop once: 2,000 idle connections' pings
+    # and rotating QR codes woke it ~400 times a second, each wake-up on a cold CPU
+    # (docs/performance.md). 0: the kernel's default (50 µs).
+    timer_slack_ms: float = Field(50.0, ge=0, le=1000)
     # Engine.IO transports offered; "websocket" alone needs no sticky sessions.
     transports: Annotated[tuple[str, ...], NoDecode] = ("polling", "websocket")
 

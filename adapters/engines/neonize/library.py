@@ -18,6 +18,8 @@ import warnings
 from types import ModuleType
 from typing import Any
 
+from adapters.timer_slack import kernel_timer_slack
+
 _importing = threading.Lock()
 
 
@@ -28,7 +30,8 @@ def neonize() -> ModuleType:
         root = logging.getLogger()
         handlers, level = list(root.handlers), root.level
         try:
-            with warnings.catch_warnings():
+            # Go's runtime starts here, its threads inheriting this thread's timer slack.
+            with warnings.catch_warnings(), kernel_timer_slack():
                 warnings.simplefilter("ignore", ResourceWarning)
                 client = importlib.import_module("neonize.client")
                 _reap_leaked_pipes()
