@@ -83,7 +83,7 @@ class Settings(BaseSettings):
     # timers due close together wake the event loop once: 2,000 idle connections' pings
     # and rotating QR codes woke it ~400 times a second, each wake-up on a cold CPU
     # (docs/performance.md). 0: the kernel's default (50 µs).
-    timer_slack_ms: float = Field(50.0, ge=0, le=1000)
+    timer_slack_ms: float = Field(100.0, ge=0, le=1000)
     # Engine.IO transports offered; "websocket" alone needs no sticky sessions.
     transports: Annotated[tuple[str, ...], NoDecode] = ("polling", "websocket")
 
