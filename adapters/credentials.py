@@ -51,7 +51,7 @@ class CredentialVault:
 
     def directory(self, engine: str, key: str, *, create: bool = True) -> Path:
         """The device's own directory (created 0700, parents too, unless `create` is false)."""
-        path = self.root / engine / hashlib.sha256(key.encode()).hexdigest()
+        path = self.root / engine / device_name(key)
         if create:
             try:
                 _private_directory(path)
@@ -115,6 +115,12 @@ class CredentialVault:
     def remove(self, engine: str, key: str) -> None:
         """Delete the device's credentials, all of them (nothing to do if there are none)."""
         shutil.rmtree(self.directory(engine, key, create=False), ignore_errors=True)
+
+
+def device_name(key: str) -> str:
+    """A device's name in the vault: its key's SHA-256, safe and fixed-length whatever
+    string a client chose."""
+    return hashlib.sha256(key.encode()).hexdigest()
 
 
 def _private_directory(path: Path) -> None:

@@ -1,12 +1,12 @@
 """SimulatedKeys: the made-up keys of the devices the simulator has linked.
 
 One SQLite file for all of them, `<credentials>/simulator/devices.sqlite3` (0600, in the
-vault's 0700 engine directory), one row per device, its keys sealed with the vault's
-cipher when pairgate has a key. Not a directory and a file per device, as the real
-engines' stores are: those cost file-system metadata updates (a directory, a file, a
-rename) at every pairing, which on a busy server took more kernel time than the rest of
-the pairing (1.0 to 1.7 ms of CPU per device on the benchmark VM; an SQLite row 30 to
-46 µs), for keys nobody will ever use.
+vault's 0700 engine directory), one row per device (named as the vault names devices), its
+keys sealed with the vault's cipher when pairgate has a key. Not a directory and a file
+per device, as the real engines' stores are: those cost file-system metadata updates (a
+directory, a file, a rename) at every pairing, which on a busy server took more kernel
+time than the rest of the pairing (1.0 to 1.7 ms of CPU per device on the benchmark VM;
+an SQLite row 30 to 46 µs), for keys nobody will ever use.
 
 Calls are a few tens of microseconds of SQLite and run on the event loop, as the SQLite
 event store's do. No fsync (`synchronous=OFF`): a killed process loses none of the keys
@@ -16,11 +16,10 @@ ones. Several processes may share the file: SQLite locks it.
 
 from __future__ import annotations
 
-import hashlib
 import os
 import sqlite3
 
-from adapters.credentials import FILE_MODE, CredentialVault
+from adapters.credentials import FILE_MODE, CredentialVault, device_name
 
 FILE = "devices.sqlite3"
 BUSY_TIMEOUT = 5.0  # seconds another process's write may hold the file
@@ -33,15 +32,15 @@ class SimulatedKeys:
         self._connection: sqlite3.Connection | None = None  # opened on first use
 
     def holds(self, key: str) -> bool:
-        found = self._table().execute("SELECT 1 FROM devices WHERE device = ?", (_device(key),))
+        found = self._table().execute("SELECT 1 FROM devices WHERE device = ?", (device_name(key),))
         return found.fetchone() is not None
 
     def store(self, key: str, keys: bytes) -> None:
         statement = "INSERT OR REPLACE INTO devices (device, keys) VALUES (?, ?)"
-        self._table().execute(statement, (_device(key), self._vault.seal(keys)))
+        self._table().execute(statement, (device_name(key), self._vault.seal(keys)))
 
     def remove(self, key: str) -> None:
-        self._table().execute("DELETE FROM devices WHERE device = ?", (_device(key),))
+        self._table().execute("DELETE FROM devices WHERE device = ?", (device_name(key),))
 
     def count(self) -> int:
         (count,) = self._table().execute("SELECT count(*) FROM devices").fetchone()
@@ -68,8 +67,3 @@ class SimulatedKeys:
             )
             self._connection = connection
         return self._connection
-
-
-def _device(key: str) -> str:
-    """The device's name in the file: the key's SHA-256, as its vault directory would be."""
-    return hashlib.sha256(key.encode()).hexdigest()

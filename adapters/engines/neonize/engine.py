@@ -11,14 +11,13 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import hashlib
 import itertools
 import logging
 from collections.abc import Callable, Sequence
 from concurrent.futures import Future
 from typing import Any
 
-from adapters.credentials import CredentialVault
+from adapters.credentials import CredentialVault, device_name
 from adapters.engines.neonize import library
 from adapters.engines.neonize.device import (
     Device,
@@ -255,7 +254,7 @@ class NeonizeEngine:
         neonize = library.neonize()
         # neonize keys its Go-side clients by uuid: one per connection attempt, so that a
         # replaced client's finalizer (it stops its uuid) can never stop its successor.
-        digest = hashlib.sha256(device.key.encode()).hexdigest()
+        digest = device_name(device.key)
         uuid = f"pairgate-{digest[:16]}-{next(self._uuids)}"
         name, arguments = self._stores.client_arguments(device.key)
         client = neonize.NewClient(name, uuid=uuid, **arguments)
