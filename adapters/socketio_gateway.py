@@ -176,4 +176,12 @@ class PairingNamespace(socketio.AsyncNamespace):  # type: ignore[misc]  # untype
 def _peer(environ: dict[str, Any], identity: str, by_identity: bool) -> str:
     if by_identity:
         return f"identity:{identity}"
-    return f"address:{environ.get('REMOTE_ADDR') or environ.get('asgi.scope', {}).get('client')}"
+    return f"address:{client_address(environ)}"
+
+
+def client_address(environ: dict[str, Any]) -> str:
+    """The client's address: the ASGI scope's peer (which uvicorn rewrites from
+    X-Forwarded-For only for trusted proxies). python-engineio's environ says 127.0.0.1
+    for every client, so its REMOTE_ADDR must never be used."""
+    client = environ.get("asgi.scope", {}).get("client")
+    return str(client[0]) if client else "unknown"
