@@ -59,6 +59,14 @@ class CreateRequest(Request):
     phone: Phone | None = Field(
         None, description="Pair by phone number too: the server emits session.pair_code"
     )
+    relink: bool = Field(
+        False,
+        description=(
+            "Start a new pairing even though the key still holds a linked device's "
+            "credentials (an offline device): they are discarded, unlinking it. Without it "
+            "such a request is refused with invalid_transition."
+        ),
+    )
 
 
 class KeyRequest(Request):

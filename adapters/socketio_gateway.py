@@ -104,6 +104,7 @@ class PairingNamespace(socketio.AsyncNamespace):  # type: ignore[misc]  # untype
             self._identities[sid],
             sid,
             phone=request.phone,
+            relink=request.relink,
         )
         if outcome.joined:
             await self._send_current(sid, outcome.session)

@@ -123,7 +123,10 @@ class PairingService:
         subscriber: str,
         *,
         phone: str | None = None,
+        relink: bool = False,
     ) -> Outcome:
+        """Start pairing `key`, or join it if it is live. A key that still holds a linked
+        device's credentials restarts only with `relink`: a restart discards them."""
         engine = self._engines.resolve(engine_name)
         if self._closing:
             raise EngineUnavailableError("pairgate is shutting down; try again shortly", key=key)
@@ -146,7 +149,9 @@ class PairingService:
                     raise InvalidTransitionError(key, "start a new pairing", ELSEWHERE)
                 try:
                     self._check_capacity(key, owner)
-                    change = await self._record_start(key, session, name, engine_name, owner)
+                    change = await self._record_start(
+                        key, session, name, engine_name, owner, relink
+                    )
                 except Exception:
                     if key not in self._running:
                         await self._leases.release(key)
@@ -346,7 +351,13 @@ class PairingService:
             raise
 
     async def _record_start(
-        self, key: str, session: DeviceSession | None, name: str, engine: str, owner: str
+        self,
+        key: str,
+        session: DeviceSession | None,
+        name: str,
+        engine: str,
+        owner: str,
+        relink: bool,
     ) -> Change:
         if session is None:
             try:
@@ -355,6 +366,10 @@ class PairingService:
                 # Another process created the key a moment ago and runs its engine: this
                 # one must neither restart nor run a second engine for it.
                 raise InvalidTransitionError(key, "create", "being created elsewhere") from None
+        if session.holds_credentials and not relink:
+            # A restart unlinks the device for good. Asking for a key is what a page load
+            # does (the Scan page's ?key=), so unlinking takes a request that says so.
+            raise InvalidTransitionError(key, RELINK_ACTION, LINKED)
         events = []
         if session.is_live:
             # Recorded as live, but no engine runs it here: the process that did has gone.
@@ -515,6 +530,8 @@ class PairingService:
 
 
 ELSEWHERE = "handled by another pairgate process"
+RELINK_ACTION = 'restart a linked device without "relink": true'
+LINKED = "offline holding its credentials (a new pairing would unlink it)"
 
 
 def _call(call: Callable[[], T]) -> T:

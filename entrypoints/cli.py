@@ -54,6 +54,11 @@ def parser() -> argparse.ArgumentParser:
     scan.add_argument("--engine", default="baileys", help="engine (default baileys)")
     scan.add_argument("--server", default="http://127.0.0.1:8000", help="pairgate's URL")
     scan.add_argument("--token", help="access token, when the server requires one")
+    scan.add_argument(
+        "--relink",
+        action="store_true",
+        help="pair afresh a key still linked to a device (offline): unlinks that device",
+    )
 
     for command in (serve, history, export):
         command.add_argument("--data-dir", help="the SQLite event store's directory (./data)")
@@ -68,7 +73,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         from entrypoints.scan import scan
 
         name = args.name or args.key
-        return asyncio.run(scan(args.server, args.key, name, args.engine, args.token, sys.stdout))
+        return asyncio.run(
+            scan(args.server, args.key, name, args.engine, args.token, sys.stdout, args.relink)
+        )
     if args.command == "keygen":
         from eventsourcing.cryptography import AESCipher
 

@@ -92,7 +92,13 @@ class Scan:
 
 
 async def scan(
-    server: str, key: str, name: str, engine: str, token: str | None, out: TextIO
+    server: str,
+    key: str,
+    name: str,
+    engine: str,
+    token: str | None,
+    out: TextIO,
+    relink: bool = False,
 ) -> int:
     run = Scan(key, name, engine, out)
     client = socketio.AsyncClient(reconnection_attempts=5)
@@ -120,7 +126,10 @@ async def scan(
         return UNREACHABLE
     first_connect.set_result(None)
     try:
-        ack = await client.call("session.create", {"key": key, "name": name, "engine": engine})
+        request: dict[str, object] = {"key": key, "name": name, "engine": engine}
+        if relink:  # unlink a device that still holds credentials: only when asked
+            request["relink"] = True
+        ack = await client.call("session.create", request)
         if not ack.get("ok"):
             run.finish(REFUSED)  # session.error already said why
         elif ack.get("state") == "ready":

@@ -150,11 +150,14 @@ async def reconnecting(settings: Settings) -> AsyncIterator[tuple[Server, Client
         yield server, client, key
 
 
-async def test_create_while_a_paired_device_is_reconnecting_starts_a_fresh_pairing(
+async def test_create_while_a_paired_device_is_reconnecting_needs_relink_to_pair_afresh(
     settings: Settings,
 ) -> None:
     async with reconnecting(settings) as (server, client, key):
-        ack = await client.call("session.create", {"key": key, "name": "P", "engine": "simulator"})
+        request = {"key": key, "name": "P", "engine": "simulator"}
+        refused = await client.call("session.create", request)
+        assert refused["ok"] is False and refused["error"]["code"] == "invalid_transition"
+        ack = await client.call("session.create", {**request, "relink": True})
         assert ack["ok"] is True and ack["joined"] is False
         # The old link's credentials are not reused: the device must be scanned again.
         code = decode_qr((await client.wait_for("session.qr", 2))["qr"])

@@ -427,7 +427,7 @@ async def test_create_after_a_lost_connection_forgets_the_old_link(
     await pair(world)
     await world.engine.events[KEY].disconnected(KEY, R.CONNECTION_LOST)
 
-    await world.service.create(KEY, "My Device", engine, "alice", "sid-1")
+    await world.service.create(KEY, "My Device", engine, "alice", "sid-1", relink=True)
 
     session = world.sessions.get(KEY)
     assert (session.state, session.holds_credentials) == (SessionState.CREATED, False)
@@ -435,11 +435,25 @@ async def test_create_after_a_lost_connection_forgets_the_old_link(
     assert (world.engine.told(), world.other.told()) == (old, new)
 
 
+async def test_create_on_a_linked_key_is_refused_without_relink(world: World) -> None:
+    """A page load asks for a key (the Scan page's ?key=): that alone must not unlink."""
+    await pair(world)
+    await world.engine.events[KEY].disconnected(KEY, R.CONNECTION_LOST)
+    recorded, told = world.history(), world.engine.told()
+
+    with pytest.raises(InvalidTransitionError, match='"relink": true'):
+        await create(world)
+
+    assert world.history() == recorded
+    assert world.engine.told() == told  # no discard: the credentials stay
+    assert world.sessions.get(KEY).holds_credentials
+
+
 async def test_create_on_a_key_left_live_by_a_gone_process_restarts_it(world: World) -> None:
     world.sessions.create(KEY, "My Device", "baileys", "alice")
     world.sessions.update(KEY, lambda session: session.authenticate())
 
-    outcome = await create(world)
+    outcome = await world.service.create(KEY, "My Device", "baileys", "alice", "sid-1", relink=True)
 
     assert outcome.joined is False and outcome.session.state is SessionState.CREATED
     expected = ["Disconnected(connection lost)", "Restarted"]
