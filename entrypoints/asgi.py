@@ -7,8 +7,10 @@ from collections.abc import AsyncIterator
 
 import socketio
 from starlette.applications import Starlette
+from starlette.types import ASGIApp, Receive, Scope, Send
 
 from adapters.http_api import session_routes
+from adapters.http_guards import HostAllowList, HostPolicy, SecurityHeaders
 from adapters.metrics import PairgateMetrics, metrics_routes
 from adapters.readiness import Readiness, readiness_routes
 from adapters.scan_page import scan_page_routes
@@ -18,9 +20,22 @@ from entrypoints.bootstrap import Pairgate, bootstrap, close_fanout
 from entrypoints.settings import Settings
 
 
-def create_app(settings: Settings | None = None, clock: Clock | None = None) -> socketio.ASGIApp:
+class PairgateApp:
+    """The ASGI application: Socket.IO mounted on Starlette, guarded as a whole (the
+    Host allow-list, security headers), and the wired service it runs."""
+
+    def __init__(self, app: ASGIApp, pairgate: Pairgate) -> None:
+        self.app = app
+        self.pairgate = pairgate
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        await self.app(scope, receive, send)
+
+
+def create_app(settings: Settings | None = None, clock: Clock | None = None) -> PairgateApp:
+    settings = settings or Settings()
     metrics = PairgateMetrics()
-    pairgate = bootstrap(settings or Settings(), clock, metrics)
+    pairgate = bootstrap(settings, clock, metrics)
     readiness = Readiness(
         pairgate.sessions,
         pairgate.executor,
@@ -50,11 +65,12 @@ def create_app(settings: Settings | None = None, clock: Clock | None = None) -> 
         lifespan=lifespan,
         exception_handlers=HTTP_ERROR_HANDLERS,
     )
-    web.state.pairgate = pairgate
-    return socketio.ASGIApp(pairgate.sio, other_asgi_app=web)
+    hosts = HostPolicy.for_bind(settings.host, settings.allowed_hosts)
+    app = socketio.ASGIApp(pairgate.sio, other_asgi_app=web)
+    return PairgateApp(SecurityHeaders(HostAllowList(app, hosts)), pairgate)
 
 
-def pairgate_of(app: socketio.ASGIApp) -> Pairgate:
+def pairgate_of(app: object) -> Pairgate:
     """The wired service behind an app made by create_app."""
-    pairgate: Pairgate = app.other_asgi_app.state.pairgate
-    return pairgate
+    assert isinstance(app, PairgateApp), app
+    return app.pairgate

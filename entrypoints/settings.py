@@ -38,6 +38,10 @@ class Settings(BaseSettings):
     tokens_file: Path | None = None
     # Origins allowed to open Socket.IO connections besides the server's own; "*" for any.
     allowed_origins: Annotated[tuple[str, ...], NoDecode] = ()
+    # Host names served besides the built-in ones (the loopback names; bound beyond
+    # loopback, also any IP address and this machine's name): "pairgate.example.com",
+    # "*.example.com", or "*" for any. Other Hosts get 400 (DNS rebinding).
+    allowed_hosts: Annotated[tuple[str, ...], NoDecode] = ()
     # AES-GCM key (base64 of 16, 24 or 32 bytes) for events at rest; `pairgate keygen`.
     cipher_key: SecretStr | None = None
     # Save a snapshot of a session every N events (0: never), so long histories load fast.
@@ -87,7 +91,7 @@ class Settings(BaseSettings):
     # Engine.IO transports offered; "websocket" alone needs no sticky sessions.
     transports: Annotated[tuple[str, ...], NoDecode] = ("polling", "websocket")
 
-    @field_validator("allowed_origins", mode="before")
+    @field_validator("allowed_origins", "allowed_hosts", mode="before")
     @classmethod
     def _origins(cls, value: Any) -> Any:
         if isinstance(value, str):

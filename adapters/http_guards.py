@@ -1,0 +1,151 @@
+"""Guards around the whole ASGI app, Socket.IO's HTTP and WebSocket requests included.
+
+- `HostAllowList` answers only to the host names pairgate is meant to be reached by. The
+  same-origin check compares `Origin` with `Host`, and a page on a name the attacker
+  controls, rebound by DNS to this server (DNS rebinding), sends both as its own name.
+- `SecurityHeaders` adds a content security policy (scripts and styles from the server
+  itself, no framing), `nosniff` and `no-referrer` to every HTTP response.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import socket
+from collections.abc import Iterable
+from dataclasses import dataclass
+
+from starlette.datastructures import Headers, MutableHeaders
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from adapters.web import error_response
+
+LOOPBACK_NAMES = frozenset({"localhost", "127.0.0.1", "::1"})
+
+# The Scan page's needs exactly: its own scripts, styles and Socket.IO connection, and the
+# QR code as a data: image. Nothing may frame any response (clickjacking, hidden pages).
+CONTENT_SECURITY_POLICY = "; ".join(
+    (
+        "default-src 'none'",
+        "script-src 'self'",
+        "style-src 'self'",
+        "img-src 'self' data:",
+        "connect-src 'self'",
+        "base-uri 'none'",
+        "form-action 'self'",
+        "frame-ancestors 'none'",
+    )
+)
+SECURITY_HEADERS = (
+    (b"content-security-policy", CONTENT_SECURITY_POLICY.encode()),
+    (b"x-content-type-options", b"nosniff"),
+    (b"referrer-policy", b"no-referrer"),
+    (b"x-frame-options", b"DENY"),  # frame-ancestors, for browsers without CSP level 2
+)
+
+
+@dataclass(frozen=True)
+class HostPolicy:
+    """Which `Host` names to answer to. IP literals cannot be rebound (a page served from
+    an IP address is that address's own origin), so `any_address` allows them all."""
+
+    names: frozenset[str]
+    suffixes: tuple[str, ...] = ()  # from "*.example.com": ".example.com"
+    any_address: bool = False
+    anything: bool = False
+
+    @classmethod
+    def for_bind(cls, bind: str, configured: Iterable[str] = ()) -> HostPolicy:
+        """Bound to loopback: the loopback names only. Bound elsewhere: also any IP address
+        and this machine's host name. `configured` names (PAIRGATE_ALLOWED_HOSTS) add to
+        these; "*" answers to any Host, "*.example.com" to its subdomains."""
+        listed = [normalize(name) for name in configured if name.strip()]
+        names = set(LOOPBACK_NAMES) | {normalize(bind)}
+        loopback = _is_loopback(bind)
+        if not loopback:
+            names.add(normalize(socket.gethostname()))
+        suffixes = tuple(name[1:] for name in listed if name.startswith("*."))
+        names |= {name for name in listed if not name.startswith("*")}
+        return cls(frozenset(names), suffixes, any_address=not loopback, anything="*" in listed)
+
+    def allows(self, host: str) -> bool:
+        if self.anything or host in self.names:
+            return True
+        if any(host.endswith(suffix) for suffix in self.suffixes):
+            return True
+        return self.any_address and _is_address(host)
+
+
+def normalize(host: str) -> str:
+    """A Host header's name: lower case, without port, brackets or the root's dot."""
+    host = host.strip().lower()
+    if host.startswith("["):  # [::1]:8000
+        host = host[1 : host.find("]")] if "]" in host else host[1:]
+    elif host.count(":") == 1:
+        host = host.partition(":")[0]
+    return host.rstrip(".")
+
+
+class HostAllowList:
+    """Refuses requests whose `Host` is not allowed: HTTP and Socket.IO polling with the
+    API's JSON error (400, `invalid_host`), WebSockets before they are accepted."""
+
+    def __init__(self, app: ASGIApp, policy: HostPolicy) -> None:
+        self.app = app
+        self.policy = policy
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] not in ("http", "websocket"):
+            await self.app(scope, receive, send)
+            return
+        raw = Headers(scope=scope).get("host")
+        # No Host at all is no browser (they always send one), so no rebinding either.
+        if raw is None or self.policy.allows(normalize(raw)):
+            await self.app(scope, receive, send)
+            return
+        refusal = error_response(
+            400,
+            "invalid_host",
+            f"this server does not answer to the host {raw[:100]!r}; "
+            "if it should, add it to PAIRGATE_ALLOWED_HOSTS",
+        )
+        if scope["type"] == "http" or "websocket.http.response" in scope.get("extensions", {}):
+            await refusal(scope, receive, send)  # starlette sends a WebSocket's as its denial
+        else:
+            await send({"type": "websocket.close", "code": 1008})
+
+
+class SecurityHeaders:
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] not in ("http", "websocket"):
+            await self.app(scope, receive, send)
+            return
+
+        async def send_secured(message: Message) -> None:
+            if message["type"] in ("http.response.start", "websocket.http.response.start"):
+                headers = MutableHeaders(scope=message)
+                for name, value in SECURITY_HEADERS:
+                    if name.decode() not in headers:
+                        headers.raw.append((name, value))
+            await send(message)
+
+        await self.app(scope, receive, send_secured)
+
+
+def _is_address(host: str) -> bool:
+    try:
+        ipaddress.ip_address(host)
+    except ValueError:
+        return False
+    return True
+
+
+def _is_loopback(bind: str) -> bool:
+    if normalize(bind) == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(normalize(bind)).is_loopback
+    except ValueError:
+        return False
