@@ -34,6 +34,11 @@ class Identities:
         return bool(self._tokens)
 
     @property
+    def secrets(self) -> list[str]:
+        """The tokens themselves: for the log to take out of every line."""
+        return list(self._tokens)
+
+    @property
     def names(self) -> list[str]:
         return sorted(set(self._tokens.values()))
 

@@ -125,7 +125,7 @@ def serve_forever(settings: Settings) -> int:
     from entrypoints.logs import configure_logging
     from entrypoints.server import PairgateServer
 
-    configure_logging(settings.log_level, settings.log_format)
+    configure_logging(settings.log_level, settings.log_format, settings.identities().secrets)
     json_logs = settings.log_format == "json"
     config = uvicorn.Config(
         create_app(settings),

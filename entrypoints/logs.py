@@ -10,6 +10,7 @@ import json
 import logging
 import re
 import sys
+from collections.abc import Iterable
 from datetime import UTC, datetime
 from typing import Any
 
@@ -31,9 +32,35 @@ STANDARD = set(vars(logging.makeLogRecord({}))) | {
 }
 
 
-def configure_logging(level: str, fmt: str = "text") -> None:
+# Secrets as they show up in log lines: query parameters (uvicorn logs request URLs, and
+# browsers and clients put tokens there), Authorization values, credential fields of
+# dicts or JSON, and passwords in URLs (a database URL in an error).
+REDACTED = "[redacted]"
+SECRET_PATTERNS = (
+    re.compile(
+        r"(?i)([?&;](?:access_|auth_|id_|refresh_)?"
+        r"(?:token|auth|authorization|password|passwd|secret|api_?key)=)[^&;\s\"'#]+"
+    ),
+    re.compile(r"(?i)(\bbearer\s+)[^\s,;\"')\]]+"),
+    re.compile(r"(?i)(\bbasic\s+)[A-Za-z0-9+/=]{8,}"),
+    re.compile(
+        r"(?i)([\"']?\b(?:access_)?(?:token|authorization|password|secret)[\"']?\s*[:=]\s*b?[\"'])"
+        r"[^\"']+"
+    ),
+    re.compile(r"(\b[a-z][a-z0-9+.-]*://[^:/\s@]+:)[^@\s/]+(@)"),
+)
+# The loggers uvicorn writes on: in text mode they have handlers of their own, and a
+# logger's filters apply to what is logged on that very logger.
+UVICORN_LOGGERS = ("uvicorn", "uvicorn.error", "uvicorn.access", "uvicorn.asgi")
+
+
+def configure_logging(level: str, fmt: str = "text", secrets: Iterable[str] = ()) -> None:
+    """Log to stderr, in `fmt`, with `secrets` (the access tokens) and anything that looks
+    like a secret taken out of every line."""
+    redact = RedactSecrets(secrets)
     handler = logging.StreamHandler(sys.stderr)
     handler.setFormatter(JsonFormatter() if fmt == "json" else logging.Formatter(TEXT_FORMAT))
+    handler.addFilter(redact)
     root = logging.getLogger()
     for previous in root.handlers[:]:
         root.removeHandler(previous)
@@ -43,6 +70,55 @@ def configure_logging(level: str, fmt: str = "text") -> None:
     # a level is set first; set one, and their errors (Redis down) come out here, once.
     for library in ("socketio.server", "engineio.server"):
         logging.getLogger(library).setLevel(logging.ERROR)
+    for name in UVICORN_LOGGERS:
+        logger = logging.getLogger(name)
+        for old in [f for f in logger.filters if isinstance(f, RedactSecrets)]:
+            logger.removeFilter(old)
+        logger.addFilter(redact)
+
+
+class RedactSecrets(logging.Filter):
+    """Rewrites a record before any handler formats it: its message, arguments, extra
+    fields and exception text lose every secret. Arguments stay arguments (uvicorn's
+    access formatter reads them one by one)."""
+
+    def __init__(self, secrets: Iterable[str] = ()) -> None:
+        super().__init__()
+        # Known tokens anywhere in a line; the longest first, in case one contains another.
+        known = sorted({s for s in secrets if len(s) >= 6}, key=len, reverse=True)
+        self._known = re.compile("|".join(map(re.escape, known))) if known else None
+
+    def redact(self, text: str) -> str:
+        if self._known is not None:
+            text = self._known.sub(REDACTED, text)
+        for pattern in SECRET_PATTERNS:
+            text = pattern.sub(_keep_around, text)
+        return text
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if isinstance(record.msg, str):
+            record.msg = self.redact(record.msg)
+        if isinstance(record.args, tuple):
+            record.args = tuple(self._clean(arg) for arg in record.args)
+        elif isinstance(record.args, dict):
+            record.args = {name: self._clean(arg) for name, arg in record.args.items()}
+        for name, value in list(vars(record).items()):
+            if name not in STANDARD and isinstance(value, str):
+                setattr(record, name, self.redact(value))
+        if record.exc_info and not record.exc_text:
+            record.exc_text = self.redact(logging.Formatter().formatException(record.exc_info))
+        if record.stack_info:
+            record.stack_info = self.redact(record.stack_info)
+        return True
+
+    def _clean(self, arg: Any) -> Any:
+        if isinstance(arg, str):
+            return self.redact(arg)
+        if isinstance(arg, int | float | bool) or arg is None:
+            return arg
+        text = str(arg)
+        clean = self.redact(text)
+        return arg if clean == text else clean
 
 
 class JsonFormatter(logging.Formatter):
@@ -59,7 +135,9 @@ class JsonFormatter(logging.Formatter):
         for name, value in vars(record).items():
             if name not in STANDARD and name not in line:
                 line[name] = value if _is_json(value) else str(value)
-        if record.exc_info:
+        if record.exc_text:  # redacted already
+            line["exception"] = record.exc_text
+        elif record.exc_info:
             line["exception"] = self.formatException(record.exc_info)
         elif record.stack_info:
             line["stack"] = self.formatStack(record.stack_info)
@@ -79,6 +157,12 @@ def key_argument(record: logging.LogRecord) -> str | None:
     index = sum(1 for p in PLACEHOLDER.findall(before) if p != "%%")
     value = args[index] if index < len(args) else None
     return value if isinstance(value, str) and KEY_VALUE.match(value) else None
+
+
+def _keep_around(match: re.Match[str]) -> str:
+    """A secret's match with the secret replaced: group 1 before it, group 2 after it."""
+    after = match.group(2) if match.re.groups > 1 else ""
+    return match.group(1) + REDACTED + after
 
 
 def _is_json(value: Any) -> bool:

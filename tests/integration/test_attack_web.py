@@ -4,6 +4,7 @@ missing security headers, tokens in the access log, and DNS rebinding through `H
 from __future__ import annotations
 
 import json
+import socket
 from collections.abc import AsyncIterator
 from pathlib import Path
 
@@ -11,6 +12,8 @@ import httpx
 import pytest
 import socketio
 
+from adapters.http_guards import HostPolicy, normalize
+from entrypoints.logs import REDACTED
 from entrypoints.settings import Settings
 from tests.e2e.service_process import ServiceProcess, poll
 from tests.helpers import Client, Server, pair, running, simulated_keys, unique_key
@@ -180,7 +183,8 @@ async def test_every_response_carries_the_security_headers(sim_settings: Setting
 
 # -- 7. no secret reaches a log line -----------------------------------------------------
 
-SECRET = "s3cr3t-T0KEN-4f9a"
+SECRET = "s3cr3t-T0KEN-4f9a"  # alice's token
+GUESS = "wr0ng-GUESS-77c1"  # a token the server does not know: a secret all the same
 
 
 async def _send_secrets(url: str) -> None:
@@ -194,6 +198,8 @@ async def _send_secrets(url: str) -> None:
         ):
             await http.get(path, headers=bearer)
         await http.post("/api/simulator/devices/k1/drop", headers=bearer)
+        guess = {"authorization": f"Bearer {GUESS}"}
+        await http.get(f"/api/sessions/k1?token={GUESS}&at=1", headers=guess)
     sio = socketio.AsyncClient(reconnection=False)
     await sio.connect(
         f"{url}?token={SECRET}",
@@ -225,7 +231,8 @@ async def test_tokens_reach_no_log_line(tmp_path: Path, log_format: str) -> None
         service.terminate()
     lines = service.log().splitlines()
     assert any("/scan?key=k1" in line for line in lines), service.log()
-    leaked = [line for line in lines if SECRET in line]
+    assert any(f"/api/sessions/k1?token={REDACTED}&at=1" in line for line in lines)
+    leaked = [line for line in lines if SECRET in line or GUESS in line]
     assert not leaked, "\n".join(leaked)
     if log_format == "json":
         access = [json.loads(line) for line in lines if '"uvicorn.access"' in line]
@@ -253,7 +260,9 @@ async def test_a_foreign_host_is_refused_on_every_route(sim_settings: Settings) 
 
 
 @pytest.mark.parametrize("transport", ["polling", "websocket"])
-async def test_a_rebinding_page_cannot_open_socket_io(sim_settings: Settings, transport: str) -> None:
+async def test_a_rebinding_page_cannot_open_socket_io(
+    sim_settings: Settings, transport: str
+) -> None:
     async with running(sim_settings) as server:
         attacker = Client(socketio.AsyncClient(reconnection=False))
         key = unique_key("rebind")
@@ -296,3 +305,26 @@ async def test_allowed_hosts_setting_adds_names(sim_settings: Settings) -> None:
             assert (await http.get("/healthz", headers=EVIL)).status_code == 400
             local = await http.get("/healthz")  # 127.0.0.1: still served
             assert local.status_code == 200
+
+
+def test_the_host_policy_by_bind_address(monkeypatch: pytest.MonkeyPatch) -> None:
+    loopback = HostPolicy.for_bind("127.0.0.1")
+    for host in ("localhost:8000", "127.0.0.1", "[::1]:8000", "LocalHost."):
+        assert loopback.allows(normalize(host)), host
+    for host in ("evil.example", "10.0.0.7:8000", socket.gethostname(), "localhost.evil.example"):
+        assert not loopback.allows(normalize(host)), host
+    # Bound beyond loopback: IP literals (never rebindable) and this machine's name too.
+    everywhere = HostPolicy.for_bind("0.0.0.0")
+    for host in ("10.0.0.7:8000", "[fe80::1]:80", socket.gethostname(), "localhost"):
+        assert everywhere.allows(normalize(host)), host
+    assert not everywhere.allows("evil.example")
+
+    monkeypatch.setenv("PAIRGATE_ALLOWED_HOSTS", "pairgate.example, *.corp.example")
+    listed = Settings().allowed_hosts
+    assert listed == ("pairgate.example", "*.corp.example")
+    configured = HostPolicy.for_bind("0.0.0.0", listed)
+    for host in ("pairgate.example:443", "a.corp.example", "PAIRGATE.EXAMPLE."):
+        assert configured.allows(normalize(host)), host
+    for host in ("corp.example", "evil.example", "pairgate.example.evil.example"):
+        assert not configured.allows(normalize(host)), host
+    assert HostPolicy.for_bind("127.0.0.1", ["*"]).allows("evil.example")
