@@ -23,6 +23,9 @@
       simFailed: "Simulator: {action} failed: {message}",
       countdown: "This code expires in {seconds} s.",
       countdownOver: "This code has expired; waiting for a new one…",
+      relink: "Re-link this device",
+      relinkConfirm: "Unlink the device linked as {key} and pair a new one? The offline device stops working until it is linked again.",
+      tokenInQuery: "The access token was in the address after ?token=, which sends it to the server: it was not used. Open the page with #token=… instead.",
       state: {
         connecting: "Connecting to the server…",
         idle: "Connected. Enter a device key and press Start.",
@@ -33,6 +36,7 @@
         disconnected: "Disconnected ({reason}): {explain}",
         error: "Error: {message}",
         offline: "Connection to the server lost; reconnecting…",
+        linked: "{key} is still linked to a device that is offline. Starting again would unlink it: press “Re-link this device” only if that is what you want.",
       },
       reason: {
         "qr expired": "the QR code expired before it was scanned. Press Start to get a new one.",
@@ -62,6 +66,9 @@
       simFailed: "Simulator: {action} gagal: {message}",
       countdown: "Kode ini kedaluwarsa dalam {seconds} detik.",
       countdownOver: "Kode ini sudah kedaluwarsa; menunggu kode baru…",
+      relink: "Tautkan ulang perangkat ini",
+      relinkConfirm: "Putuskan tautan perangkat {key} dan tautkan perangkat baru? Perangkat yang offline tidak berfungsi sampai ditautkan lagi.",
+      tokenInQuery: "Token akses ada di alamat setelah ?token=, sehingga terkirim ke server: token itu tidak dipakai. Buka halaman dengan #token=… sebagai gantinya.",
       state: {
         connecting: "Menghubungkan ke server…",
         idle: "Terhubung. Masukkan kunci perangkat lalu tekan Mulai.",
@@ -72,6 +79,7 @@
         disconnected: "Terputus ({reason}): {explain}",
         error: "Galat: {message}",
         offline: "Koneksi ke server terputus; menyambung ulang…",
+        linked: "{key} masih tertaut ke perangkat yang sedang offline. Memulai ulang akan memutus tautannya: tekan “Tautkan ulang perangkat ini” hanya jika memang itu yang Anda inginkan.",
       },
       reason: {
         "qr expired": "kode QR kedaluwarsa sebelum dipindai. Tekan Mulai untuk kode baru.",
@@ -83,12 +91,14 @@
     },
   };
   var STORAGE = "pairgate.scan";
+  var TOKEN_STORAGE = "pairgate.token";
   var $ = function (id) { return document.getElementById(id); };
   var statusEl = $("status");
   var qrBox = $("qr-box");
   var qrImg = $("qr");
   var countdownEl = $("countdown");
   var form = $("start-form");
+  var relinkButton = $("relink");
 
   var view = {
     lang: pickLanguage(),
@@ -104,6 +114,7 @@
   var pendingStart = null;
   var resuming = null; // the key this tab showed before a reload
   var eventsSinceRequest = 0;
+  var relinkable = null; // a create refused because the key is still linked: may be re-sent
 
   function pickLanguage() {
     var saved = null;
@@ -146,6 +157,7 @@
     qrBox.hidden = !showQr;
     var active = !!view.key && view.state !== "connecting";
     document.querySelectorAll("#simulator button").forEach(function (b) { b.disabled = !active; });
+    relinkButton.hidden = !relinkable;
     tick();
   }
 
@@ -175,8 +187,26 @@
 
   // -- the connection ---------------------------------------------------------------
 
+  // The access token comes after # (…/scan?key=k#token=…): a fragment is never sent to the
+  // server. It moves to this tab's sessionStorage and out of the address bar at once, and
+  // goes only into Socket.IO's auth and Authorization headers, never into a URL. A token
+  // after ?token= was sent with the page request already: it is dropped, not used.
   var params = new URLSearchParams(location.search);
-  var token = params.get("token");
+  var fragment = new URLSearchParams(location.hash.replace(/^#/, ""));
+  var token = fragment.get("token");
+  var tokenInQuery = params.has("token");
+  try {
+    if (token) sessionStorage.setItem(TOKEN_STORAGE, token);
+    else token = sessionStorage.getItem(TOKEN_STORAGE);
+  } catch (e) { /* private mode: this page load only */ }
+  if (fragment.has("token") || tokenInQuery) {
+    params.delete("token");
+    fragment.delete("token");
+    var clean = new URL(location.href);
+    clean.search = params.toString();
+    clean.hash = fragment.toString();
+    history.replaceState(null, "", clean.toString());
+  }
   var socket = io({ auth: token ? { token: token } : {}, transports: ["websocket", "polling"] });
   // The same token, for the simulator's HTTP endpoints.
   var authHeaders = token ? { authorization: "Bearer " + token } : {};
@@ -206,6 +236,7 @@
     view.state = "error";
     view.phase = "error";
     view.message = err && err.message ? err.message : String(err);
+    if (tokenInQuery && !token) view.message = t().tokenInQuery;
     render();
   });
 
@@ -214,6 +245,7 @@
     socket.on(event, function (data) {
       if (!mine(data)) return;
       eventsSinceRequest++;
+      relinkable = null;
       apply(data);
     });
   }
@@ -247,12 +279,41 @@
     setState(ack.state, { reason: ack.reason });
   }
 
+  // session.create joins a live key and restarts an ended one, but never unlinks a device
+  // on its own: a key still linked to one (offline, holding its credentials) is refused
+  // unless `relink` says so, which only a click and a confirmation add (never a page load).
   function create(request) {
     view.key = request.key;
     eventsSinceRequest = 0;
-    try { sessionStorage.setItem(STORAGE, JSON.stringify(request)); } catch (e) { /* ignore */ }
-    socket.emit("session.create", request, applyAck); // joins when the key is live
+    relinkable = null;
+    var saved = { key: request.key, name: request.name, engine: request.engine };
+    try { sessionStorage.setItem(STORAGE, JSON.stringify(saved)); } catch (e) { /* ignore */ }
+    socket.emit("session.create", request, function (ack) {
+      if (ack && !ack.ok && ack.error.code === "invalid_transition" && !request.relink) {
+        return offerRelink(saved);
+      }
+      applyAck(ack);
+    });
   }
+
+  // Refused: follow the key (it may come back online by itself) and offer to re-link it
+  // when it is the linked device that is offline.
+  function offerRelink(request) {
+    socket.emit("session.join", { key: request.key }, function (ack) {
+      if (!ack || !ack.ok || eventsSinceRequest > 0) return;
+      if (ack.state !== "disconnected" || ack.reason !== "connection lost") return applyAck(ack);
+      relinkable = request;
+      view.state = "disconnected";
+      view.phase = "linked";
+      render();
+    });
+  }
+
+  relinkButton.addEventListener("click", function () {
+    var request = relinkable;
+    if (!request || !window.confirm(fill(t().relinkConfirm, { key: request.key }))) return;
+    create(Object.assign({}, request, { relink: true }));
+  });
 
   function join(key) {
     eventsSinceRequest = 0;

@@ -17,7 +17,6 @@ from tests.e2e.test_scan_page import (
     CHROMIUM,
     CHROMIUM_ARGS,
     expect,
-    open_page,
     playwright_api,
     status,
     wait_for_qr,
@@ -119,13 +118,17 @@ async def test_opening_the_page_on_an_offline_device_asks_before_relinking(
 ) -> None:
     server, key = offline_device
     before = history(server, key)
-    page = await open_page(browser, f"{server.url}/scan?key={key}")
+    context = await browser.new_context()
+    page = await context.new_page()
     sent: list[str] = []
     page.on("websocket", lambda ws: ws.on("framesent", lambda frame: sent.append(str(frame))))
+    await page.goto(f"{server.url}/scan?key={key}")
 
     relink = page.get_by_role("button", name="Re-link this device")
     await expect(relink).to_be_visible()
     await expect(status(page)).to_contain_text("still linked")
+    assert any('"session.create"' in frame for frame in sent), sent  # what a load sends
+    assert not any('"relink"' in frame for frame in sent), sent
     assert simulated_keys(sim_settings) == 1
     assert history(server, key) == before  # the load recorded nothing
 
@@ -133,7 +136,7 @@ async def test_opening_the_page_on_an_offline_device_asks_before_relinking(
     page.once("dialog", lambda dialog: dialog.dismiss())
     await relink.click()
     await expect(relink).to_be_visible()
-    assert not any('"relink":true' in frame for frame in sent), sent
+    assert not any('"relink"' in frame for frame in sent), sent
     assert simulated_keys(sim_settings) == 1
 
     # A deliberate click and a confirmation re-link it: a new pairing, a new QR code.
@@ -144,6 +147,7 @@ async def test_opening_the_page_on_an_offline_device_asks_before_relinking(
     assert any('"relink":true' in frame for frame in sent), sent
     assert simulated_keys(sim_settings) == 0
     assert history(server, key)[-2:] == ["Restarted", "QrIssued"]
+    await context.close()
 
 
 async def test_the_page_works_under_its_content_security_policy(

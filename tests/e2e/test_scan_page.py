@@ -286,7 +286,7 @@ async def test_with_tokens_the_page_uses_its_token_for_everything(
         refused = await open_page(browser, f"{server.url}/?key={unique_key('page')}")
         await expect(status(refused)).to_have_attribute("data-state", "error")
         key = unique_key("page")
-        page = await open_page(browser, f"{server.url}/?key={key}&token=carol-secret")
+        page = await open_page(browser, f"{server.url}/?key={key}#token=carol-secret")
         await wait_for_qr(page)
         await page.get_by_role("button", name="Simulate scan").click()
         await wait_for_state(page, "ready")
