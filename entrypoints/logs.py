@@ -96,15 +96,23 @@ class RedactSecrets(logging.Filter):
         return text
 
     def filter(self, record: logging.LogRecord) -> bool:
-        if isinstance(record.msg, str):
-            record.msg = self.redact(record.msg)
         if isinstance(record.args, tuple):
             record.args = tuple(self._clean(arg) for arg in record.args)
         elif isinstance(record.args, dict):
             record.args = {name: self._clean(arg) for name, arg in record.args.items()}
+        if not record.args:
+            record.msg = self._clean(record.msg)
+        elif record.name != "uvicorn.access":
+            # A secret split between the template and an argument ("Bearer %s"): the line
+            # as a whole. (The access formatter needs its arguments; they are URLs and
+            # addresses, cleaned one by one above.)
+            message = record.getMessage()
+            clean = self.redact(message)
+            if clean != message:
+                record.msg, record.args = clean, ()
         for name, value in list(vars(record).items()):
-            if name not in STANDARD and isinstance(value, str):
-                setattr(record, name, self.redact(value))
+            if name not in STANDARD:  # extra= fields: JSON lines show them
+                setattr(record, name, self._clean(value))
         if record.exc_info and not record.exc_text:
             record.exc_text = self.redact(logging.Formatter().formatException(record.exc_info))
         if record.stack_info:

@@ -4,7 +4,9 @@ missing security headers, tokens in the access log, and DNS rebinding through `H
 from __future__ import annotations
 
 import json
+import logging
 import socket
+import sys
 from collections.abc import AsyncIterator
 from pathlib import Path
 
@@ -13,7 +15,7 @@ import pytest
 import socketio
 
 from adapters.http_guards import HostPolicy, normalize
-from entrypoints.logs import REDACTED
+from entrypoints.logs import REDACTED, JsonFormatter, RedactSecrets
 from entrypoints.settings import Settings
 from tests.e2e.service_process import ServiceProcess, poll
 from tests.helpers import Client, Server, pair, running, simulated_keys, unique_key
@@ -328,3 +330,30 @@ def test_the_host_policy_by_bind_address(monkeypatch: pytest.MonkeyPatch) -> Non
     for host in ("corp.example", "evil.example", "pairgate.example.evil.example"):
         assert not configured.allows(normalize(host)), host
     assert HostPolicy.for_bind("127.0.0.1", ["*"]).allows("evil.example")
+
+
+def test_the_log_filter_takes_secrets_out_of_every_part_of_a_record() -> None:
+    redact = RedactSecrets([SECRET])
+    formatter = JsonFormatter()
+
+    def line(message: str, *args: object, **extra: object) -> str:
+        record = logging.LogRecord("pairgate.x", logging.ERROR, __file__, 1, message, args, None)
+        record.__dict__.update(extra)
+        try:
+            raise ValueError(f"postgresql://u:{GUESS}@db/x")
+        except ValueError:
+            record.exc_info = sys.exc_info()
+        assert redact.filter(record)
+        return formatter.format(record)
+
+    lines = [
+        line("Authorization: Bearer %s for %s", GUESS, "phone1"),
+        line("got %s", {"token": GUESS}),
+        line("plain " + SECRET),
+        line("extra", auth={"token": GUESS}),
+        line("GET /x?api_key=%s&key=phone1", GUESS),
+    ]
+    for text in lines:
+        assert SECRET not in text and GUESS not in text, text
+        assert REDACTED in text
+    assert "key=phone1" in lines[-1]  # a device key is no secret
