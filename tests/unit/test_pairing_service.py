@@ -449,6 +449,18 @@ async def test_create_on_a_linked_key_is_refused_without_relink(world: World) ->
     assert world.sessions.get(KEY).holds_credentials
 
 
+async def test_a_linked_key_left_live_by_a_gone_process_needs_relink_too(world: World) -> None:
+    world.sessions.create(KEY, "My Device", "baileys", "alice")
+    world.sessions.update(KEY, lambda session: session.authenticate())
+
+    with pytest.raises(InvalidTransitionError, match='"relink": true'):
+        await create(world)
+
+    assert world.history() == ["SessionCreated", "Authenticated"]
+    assert world.engine.told() == []
+    assert KEY not in world.service.running_keys
+
+
 async def test_create_on_a_key_left_live_by_a_gone_process_restarts_it(world: World) -> None:
     world.sessions.create(KEY, "My Device", "baileys", "alice")
     world.sessions.update(KEY, lambda session: session.authenticate())
