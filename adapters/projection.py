@@ -57,6 +57,13 @@ async def project(key: str, event: DomainEventProtocol[UUID]) -> list[Emission]:
     return []
 
 
+def room(key: str) -> str:
+    """The key's room. python-socketio puts each connection in a room named after its sid,
+    which a client may send as a key: session rooms have a namespace of their own (no sid
+    has a colon)."""
+    return f"session:{key}"
+
+
 class SocketIoNotifier:
     """SessionNotifier over python-socketio: one room per key, nothing to anyone else."""
 
@@ -64,12 +71,12 @@ class SocketIoNotifier:
         self._sio = sio
 
     async def subscribe(self, key: str, subscriber: str) -> None:
-        await self._sio.enter_room(subscriber, key)
+        await self._sio.enter_room(subscriber, room(key))
 
     async def publish(self, key: str, events: Sequence[DomainEventProtocol[UUID]]) -> None:
         for event in events:
             for name, payload in await project(key, event):
-                await self._sio.emit(name, payload.model_dump(), room=key)
+                await self._sio.emit(name, payload.model_dump(), room=room(key))
 
     async def send_current(self, session: DeviceSession, now: datetime, to: str) -> None:
         """Re-send the live QR code and pairing code to one rejoining connection, with the

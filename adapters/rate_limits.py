@@ -7,6 +7,12 @@ refusal is answered with `rate_limited` and the seconds until a retry can succee
 connection that keeps sending after `STRIKES` refusals is one that ignores those hints:
 the gateway hangs up on it, which is the only way to stop paying for its messages.
 
+What "connection" and "identity" are is the caller's choice. The Socket.IO gateway
+counts a connection by who opened it (identity and address), not by its sid, so that
+reconnecting buys neither a fresh allowance nor a clean record of strikes; and, without
+tokens, an identity by its address. Counters are not cleared when a connection closes:
+they expire with their windows (the storage drops expired keys by itself).
+
 Sliding-window counters, not moving windows: in memory, `limits`' moving window keeps a
 timestamp per request and an expiry task that walks every key through a worker thread
 (62 µs of CPU per request under load, measured; 14.5 µs for the counter), and that task
@@ -71,9 +77,3 @@ class RequestLimits:
             del self._banned[peer]
             return None
         return left
-
-    async def forget(self, connection: str) -> None:
-        """Drop a closed connection's counters."""
-        for rule in self._rules[0][1]:
-            await self._limiter.clear(rule, "connection", connection)
-        await self._limiter.clear(STRIKES, "strikes", connection)

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
 from typing import Any
 
 import socketio
@@ -29,6 +30,22 @@ Reply = dict[str, Any]
 Handler = Callable[[str, Any], Awaitable[Reply]]
 
 
+@dataclass(frozen=True, slots=True)
+class Caller:
+    """Who a connection is, as each kind of limit counts it.
+
+    `identity` owns the sessions it creates. `holder` is whom the session cap, the
+    per-identity rate limit and connect bans count against: the identity or, without
+    tokens (when everyone is the one default identity), the client's address. `requester`
+    (identity and address) is whom the per-connection allowance and strikes count
+    against, so that reconnecting does not buy a fresh allowance.
+    """
+
+    identity: str
+    holder: str
+    requester: str
+
+
 class PairingNamespace(socketio.AsyncNamespace):  # type: ignore[misc]  # untyped library
     def __init__(
         self,
@@ -45,9 +62,7 @@ class PairingNamespace(socketio.AsyncNamespace):  # type: ignore[misc]  # untype
         self._clock = clock
         self._known = identities
         self._limits = limits
-        self._identities: dict[str, str] = {}
-        # Who a connection is for connect bans: its identity, or its address without tokens.
-        self._peers: dict[str, str] = {}
+        self._callers: dict[str, Caller] = {}
         self._handlers: dict[str, Handler] = {
             "session.create": self._create,
             "session.join": self._join,
@@ -61,11 +76,11 @@ class PairingNamespace(socketio.AsyncNamespace):  # type: ignore[misc]  # untype
             return await super().trigger_event(event, *args)
         sid, data = args[0], (args[1] if len(args) > 1 else None)
         handler = self._handlers.get(event)
-        if handler is not None:
-            return await self._reply(sid, handler, data)
-        if isinstance(event, str) and event.startswith("session."):
-            return await self._reply(sid, self._unknown_request(event), data)
-        return None  # other events are not pairgate's: ignored, as Socket.IO servers do
+        if handler is None and isinstance(event, str) and event.startswith("session."):
+            handler = self._unknown_request(event)
+        # Other events are not pairgate's (handler None): ignored, as Socket.IO servers
+        # do, but counted like any request, or flooding with them would cost nothing.
+        return await self._reply(sid, handler, data)
 
     def _unknown_request(self, event: str) -> Handler:
         async def refuse(sid: str, data: Any) -> Reply:
@@ -80,31 +95,31 @@ class PairingNamespace(socketio.AsyncNamespace):  # type: ignore[misc]  # untype
         identity = self._known.identify(token)
         if identity is None:
             raise socketio.exceptions.ConnectionRefusedError("unauthorized")
-        peer = _peer(environ, identity, self._known.required)
-        if (wait := await self._limits.banned_for(peer)) is not None:
+        caller = _caller(environ, identity, self._known.required)
+        if (wait := await self._limits.banned_for(caller.holder)) is not None:
             raise socketio.exceptions.ConnectionRefusedError(
                 "rate_limited", {"retry_after": round(wait, 3)}
             )
-        self._identities[sid] = identity
-        self._peers[sid] = peer
+        self._callers[sid] = caller
 
     async def on_disconnect(self, sid: str, reason: Any = None) -> None:
-        self._identities.pop(sid, None)
-        self._peers.pop(sid, None)
-        await self._limits.forget(sid)
+        # The caller's counters stay: they expire with their windows, not with a connection.
+        self._callers.pop(sid, None)
 
     # -- requests ---------------------------------------------------------------------
 
     async def _create(self, sid: str, data: Any) -> Reply:
         request = payloads.parse(payloads.CreateRequest, data)
+        caller = self._callers[sid]
         outcome = await self._service.create(
             request.key,
             request.name,
             request.engine,
-            self._identities[sid],
+            caller.identity,
             sid,
             phone=request.phone,
             relink=request.relink,
+            holder=caller.holder,
         )
         if outcome.joined:
             await self._send_current(sid, outcome.session)
@@ -112,21 +127,21 @@ class PairingNamespace(socketio.AsyncNamespace):  # type: ignore[misc]  # untype
 
     async def _join(self, sid: str, data: Any) -> Reply:
         request = payloads.parse(payloads.KeyRequest, data)
-        session = await self._service.join(request.key, self._identities[sid], sid)
+        session = await self._service.join(request.key, self._callers[sid].identity, sid)
         await self._send_current(sid, session)
         return describe(session)
 
     async def _logout(self, sid: str, data: Any) -> Reply:
         request = payloads.parse(payloads.KeyRequest, data)
-        return describe(await self._service.logout(request.key, self._identities[sid]))
+        return describe(await self._service.logout(request.key, self._callers[sid].identity))
 
     async def _delete(self, sid: str, data: Any) -> Reply:
         request = payloads.parse(payloads.KeyRequest, data)
-        return describe(await self._service.delete(request.key, self._identities[sid]))
+        return describe(await self._service.delete(request.key, self._callers[sid].identity))
 
     async def _history(self, sid: str, data: Any) -> Reply:
         request = payloads.parse(payloads.KeyRequest, data)
-        events = await self._service.history(request.key, self._identities[sid])
+        events = await self._service.history(request.key, self._callers[sid].identity)
         return {"key": request.key, "events": events}
 
     # -- replies ----------------------------------------------------------------------
@@ -134,21 +149,23 @@ class PairingNamespace(socketio.AsyncNamespace):  # type: ignore[misc]  # untype
     async def _send_current(self, sid: str, session: DeviceSession) -> None:
         await self._notifier.send_current(session, self._clock.now(), to=sid)
 
-    async def _reply(self, sid: str, handler: Handler, data: Any) -> Reply | None:
-        identity = self._identities.get(sid)
-        if identity is None:
+    async def _reply(self, sid: str, handler: Handler | None, data: Any) -> Reply | None:
+        caller = self._callers.get(sid)
+        if caller is None:
             return None  # sent just before its connection closed
         try:
-            await self._limits.admit(sid, identity, payloads.echo_key(data))
+            await self._limits.admit(caller.requester, caller.holder, payloads.echo_key(data))
         except LimitReachedError as refused:
-            if await self._limits.strike(sid):
+            if await self._limits.strike(caller.requester):
                 log.warning("hanging up on %s: it ignores rate_limited replies", sid)
-                await self._limits.ban(self._peers.get(sid, identity))
+                await self._limits.ban(caller.holder)
                 await self.disconnect(sid)
                 return None
             return await self._refuse(
                 sid, data, "rate_limited", refused.message, refused.retry_after
             )
+        if handler is None:
+            return None
         retry_after: float | None = None
         try:
             return {"ok": True, **await handler(sid, data)}
@@ -174,10 +191,12 @@ class PairingNamespace(socketio.AsyncNamespace):  # type: ignore[misc]  # untype
         return {"ok": False, "error": refusal}
 
 
-def _peer(environ: dict[str, Any], identity: str, by_identity: bool) -> str:
-    if by_identity:
-        return f"identity:{identity}"
-    return f"address:{client_address(environ)}"
+def _caller(environ: dict[str, Any], identity: str, tokens_required: bool) -> Caller:
+    address = client_address(environ)
+    # Without tokens everyone is one identity: limits must tell clients apart by address.
+    # (No identity can be named `address:...` then, so the two never mix.)
+    holder = identity if tokens_required else f"address:{address}"
+    return Caller(identity, holder, requester=f"{identity}@{address}")
 
 
 def client_address(environ: dict[str, Any]) -> str:

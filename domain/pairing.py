@@ -102,11 +102,13 @@ class PairingService:
         self._running: dict[str, WhatsAppEngine] = {}
         # Which process runs which key, when several share the store.
         self._leases: DeviceLeases = leases or SoleProcess()
-        # Caps (0: none): live sessions per owner, and pairings under way on this server.
+        # Caps (0: none): live sessions per quota holder, and pairings under way here.
         self._max_sessions = max_sessions
         self._max_unpaired = max_unpaired
         self._standings: dict[str, Standing] = {}  # each running key's, as last saved
-        self._live_by_owner: Counter[str] = Counter()
+        # Whom each running key counts against (see `create`), and how many each has.
+        self._holders: dict[str, str] = {}
+        self._live_by_holder: Counter[str] = Counter()
         self._unpaired: set[str] = set()  # running keys still showing codes
         self._closing = False
         self._watchdog = Watchdog(self._expire_if_unchanged)
@@ -124,16 +126,25 @@ class PairingService:
         *,
         phone: str | None = None,
         relink: bool = False,
+        holder: str | None = None,
     ) -> Outcome:
-        """Start pairing `key`, or join it if it is live. A key that still holds a linked
-        device's credentials restarts only with `relink`: a restart discards them."""
+        """Start pairing `key` for `owner`, or join it if it is live. A key that still holds
+        a linked device's credentials restarts only with `relink`: a restart discards them.
+
+        `holder` is whom the new session counts against for PAIRGATE_MAX_SESSIONS, the
+        owner if None: an adapter may count by something finer than the owner (without
+        tokens every client is one owner; the gateway counts each address apart). It is
+        not recorded: sessions this process runs after a restart (or takes over from
+        another) count against their owner.
+        """
+        holder = holder or owner
         engine = self._engines.resolve(engine_name)
         if self._closing:
             raise EngineUnavailableError("pairgate is shutting down; try again shortly", key=key)
         async with self._lock(key):
             session, change = None, None
             if key not in self._running:
-                change = await self._create_if_new(key, name, engine_name, owner)
+                change = await self._create_if_new(key, name, engine_name, owner, holder)
             if change is None:
                 session = await self._store(self.sessions.find, key)
                 if session is not None:
@@ -148,7 +159,7 @@ class PairingService:
                         return Outcome(session, joined=True)
                     raise InvalidTransitionError(key, "start a new pairing", ELSEWHERE)
                 try:
-                    self._check_capacity(key, owner)
+                    self._check_capacity(key, holder)
                     change = await self._record_start(
                         key, session, name, engine_name, owner, relink
                     )
@@ -160,7 +171,7 @@ class PairingService:
             await self._notifier.publish(key, change.events)
             if session is not None:
                 await self._forget_previous_link(key, engine)
-            self._run(key, engine, change.session)
+            self._run(key, engine, change.session, holder)
             self._unpaired.add(key)
             try:
                 await engine.start(key, self, phone=phone)
@@ -329,7 +340,9 @@ class PairingService:
 
     # -- internals --------------------------------------------------------------------
 
-    async def _create_if_new(self, key: str, name: str, engine: str, owner: str) -> Change | None:
+    async def _create_if_new(
+        self, key: str, name: str, engine: str, owner: str, holder: str
+    ) -> Change | None:
         """Record a key this process does not run as a new session, if it is one.
 
         Most keys asked for are new, and a new key's stream is empty: trying to record it
@@ -341,7 +354,7 @@ class PairingService:
         if not await self._leases.acquire(key):
             return None
         try:
-            self._check_capacity(key, owner)
+            self._check_capacity(key, holder)
             return await self._store(self.sessions.create, key, name, engine, owner)
         except (IntegrityError, LimitReachedError):
             await self._leases.release(key)
@@ -442,11 +455,12 @@ class PairingService:
                 await _quietly(teardown(key), teardown.__name__, key)
             await self._leases.release(key)
 
-    def _check_capacity(self, key: str, owner: str) -> None:
-        if self._max_sessions and self._live_by_owner[owner] >= self._max_sessions:
+    def _check_capacity(self, key: str, holder: str) -> None:
+        if self._max_sessions and self._live_by_holder[holder] >= self._max_sessions:
             raise LimitReachedError(
-                f"this identity already has {self._max_sessions} live sessions, the most "
-                "allowed (PAIRGATE_MAX_SESSIONS); log out or delete one first",
+                f"this identity (without tokens: this address) already has "
+                f"{self._max_sessions} live sessions, the most allowed "
+                "(PAIRGATE_MAX_SESSIONS); log out or delete one first",
                 key=key,
             )
         if self._max_unpaired and len(self._unpaired) >= self._max_unpaired:
@@ -457,25 +471,29 @@ class PairingService:
                 retry_after=20.0,
             )
 
-    def _run(self, key: str, engine: WhatsAppEngine, session: DeviceSession) -> None:
+    def _run(
+        self, key: str, engine: WhatsAppEngine, session: DeviceSession, holder: str | None = None
+    ) -> None:
         """Run the key's engine here: this process alone records the session from now on
-        (and holds it in memory until it is paired)."""
+        (and holds it in memory until it is paired). It counts against `holder` (its
+        owner if None) until it stops running here."""
         self._unrun(key)
         self._running[key] = engine
         self._standings[key] = Standing(session.owner, session.state)
-        self._live_by_owner[session.owner] += 1
+        holder = self._holders[key] = holder or session.owner
+        self._live_by_holder[holder] += 1
         self.sessions.hold(session)
 
     def _unrun(self, key: str) -> WhatsAppEngine | None:
         """Forget the key's engine (returned, if any): it no longer runs here."""
         self._unpaired.discard(key)
         self.sessions.release(key)
-        standing = self._standings.pop(key, None)
-        if standing is not None:
-            owner = standing.owner
-            self._live_by_owner[owner] -= 1
-            if not self._live_by_owner[owner]:
-                del self._live_by_owner[owner]
+        self._standings.pop(key, None)
+        holder = self._holders.pop(key, None)
+        if holder is not None:
+            self._live_by_holder[holder] -= 1
+            if not self._live_by_holder[holder]:
+                del self._live_by_holder[holder]
         return self._running.pop(key, None)
 
     def _engine_named(self, name: str) -> WhatsAppEngine | None:

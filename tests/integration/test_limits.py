@@ -9,6 +9,9 @@ import time
 from pathlib import Path
 from typing import Any
 
+import aiohttp
+import socketio
+
 from entrypoints.settings import Settings
 from tests.conftest import FAST_QR
 from tests.helpers import Client, clients, decode_qr, running, unique_key
@@ -48,7 +51,14 @@ async def test_a_flooding_connection_is_told_when_to_retry(tmp_path: Path) -> No
 
 async def test_a_connection_that_ignores_the_hints_is_cut_off(tmp_path: Path) -> None:
     settings = limited(tmp_path, rate_limit_connection="10/second", rate_limit_identity="")
-    async with running(settings) as server, clients(server.url, 2) as [flooder, bystander]:
+    # Without tokens, a client is told apart by its address: the bystander has its own.
+    connector = aiohttp.TCPConnector(local_addr=("127.0.0.2", 0))
+    async with (
+        running(settings) as server,
+        aiohttp.ClientSession(connector=connector) as elsewhere,
+        clients(server.url) as [flooder],
+    ):
+        bystander = await Client(socketio.AsyncClient(http_session=elsewhere)).connect(server.url)
         await burst(flooder, 30)  # 10 served, 20 refused: the last allowed refusals
         cut = asyncio.Event()
         flooder.sio.on("disconnect", lambda *_: cut.set())
@@ -57,6 +67,7 @@ async def test_a_connection_that_ignores_the_hints_is_cut_off(tmp_path: Path) ->
         assert (await bystander.call("session.join", {"key": "nobody"}))["error"]["code"] == (
             "not_found"
         )
+        await bystander.close()
 
 
 async def test_an_identity_shares_one_allowance_across_its_connections(tmp_path: Path) -> None:
