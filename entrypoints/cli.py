@@ -116,23 +116,15 @@ def serve_forever(settings: Settings) -> int:
     from adapters.timer_slack import set_timer_slack
     from entrypoints.asgi import create_app
     from entrypoints.logs import configure_logging
-    from entrypoints.server import PairgateServer
+    from entrypoints.server import PairgateServer, uvicorn_config
 
     configure_logging(settings.log_level, settings.log_format)
     json_logs = settings.log_format == "json"
-    config = uvicorn.Config(
+    config = uvicorn_config(
         create_app(settings),
+        settings,
         # JSON: uvicorn's own loggers go through the root handler too.
         log_config=None if json_logs else uvicorn.config.LOGGING_CONFIG,
-        host=settings.host,
-        port=settings.port,
-        log_level=settings.log_level,
-        timeout_graceful_shutdown=settings.shutdown_grace,
-        ws_per_message_deflate=settings.ws_compression,
-        # Engine.IO's own heartbeat (a ping every 25 s, a dead peer dropped after 20 s
-        # more) already watches every connection; uvicorn's WebSocket pings on top would
-        # double the idle wake-ups of thousands of connections and detect nothing more.
-        ws_ping_interval=None,
     )
     tune_garbage_collection()
     # The event loop's thread, and the threads and processes it starts, may fire timers

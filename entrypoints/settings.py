@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ipaddress
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
@@ -86,6 +87,9 @@ class Settings(BaseSettings):
     timer_slack_ms: float = Field(100.0, ge=0, le=1000)
     # Engine.IO transports offered; "websocket" alone needs no sticky sessions.
     transports: Annotated[tuple[str, ...], NoDecode] = ("polling", "websocket")
+    # Proxies (addresses or networks) whose X-Forwarded-For names the client. None by
+    # default: any other peer could name any address and escape its ban or frame another.
+    trusted_proxies: Annotated[tuple[str, ...], NoDecode] = ()
 
     @field_validator("allowed_origins", mode="before")
     @classmethod
@@ -115,6 +119,15 @@ class Settings(BaseSettings):
             value = tuple(part.strip() for part in value.split(",") if part.strip())
         if not value or not set(value) <= {"polling", "websocket"}:
             raise ValueError("must be polling, websocket or polling,websocket")
+        return value
+
+    @field_validator("trusted_proxies", mode="before")
+    @classmethod
+    def _proxies(cls, value: Any) -> Any:
+        if isinstance(value, str):
+            value = tuple(part.strip() for part in value.split(",") if part.strip())
+        for proxy in value:
+            ipaddress.ip_network(proxy, strict=False)  # ValueError names what it cannot read
         return value
 
     @field_validator("sim_qr_timeouts", mode="before")

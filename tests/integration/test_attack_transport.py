@@ -1,0 +1,154 @@
+"""Attacks on the transport, against a real server on loopback (issue 19).
+
+Clients act from distinct addresses by binding their sockets to 127.0.0.2..9; the server
+listens on 127.0.0.1 and sees each peer's real address.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+import pytest
+import socketio
+
+from entrypoints.settings import Settings
+from tests.helpers import Client, Server, pair, running, unique_key
+
+
+def open_server(tmp_path: Path, **overrides: Any) -> Settings:
+    """Tokens off: every client is the one identity, told apart only by its address.
+    (No identity-wide request limit, so that calm clients share no allowance with the
+    flooder: what is tested here is the address.)"""
+    options: dict[str, Any] = {
+        "rate_limit_connection": "10/second",
+        "rate_limit_identity": "",
+    }
+    return Settings(
+        simulate=True,
+        sim_qr_timeouts=(30.0, 30.0),  # no rotation between showing a code and its scan
+        data_dir=tmp_path / "data",
+        **(options | overrides),
+    )
+
+
+@contextlib.asynccontextmanager
+async def client_from(
+    address: str, url: str, headers: dict[str, str] | None = None
+) -> AsyncIterator[Client]:
+    """A connected Socket.IO client whose connection comes from `address`."""
+    async with session_from(address) as http:
+        client = Client(socketio.AsyncClient(http_session=http, reconnection=False))
+        await client.connect(url, headers=headers or {})
+        try:
+            yield client
+        finally:
+            await client.close()
+
+
+@contextlib.asynccontextmanager
+async def session_from(address: str) -> AsyncIterator[aiohttp.ClientSession]:
+    connector = aiohttp.TCPConnector(local_addr=(address, 0))
+    async with aiohttp.ClientSession(connector=connector) as http:
+        yield http
+
+
+async def refusal(url: str, address: str, headers: dict[str, str] | None = None) -> Any:
+    """The connect_error message a client from `address` gets, or None if it connects."""
+    async with session_from(address) as http:
+        client = Client(socketio.AsyncClient(http_session=http, reconnection=False))
+        refusals: list[Any] = []
+        client.sio.on("connect_error", refusals.append)
+        try:
+            await client.connect(url, headers=headers or {})
+        except socketio.exceptions.ConnectionError:
+            assert refusals, "refused without a connect_error"
+            return refusals[0]["message"]
+        await client.close()
+        return None
+
+
+async def pair_from(address: str, server: Server) -> None:
+    """A calm client from `address` links a device."""
+    async with client_from(address, server.url) as calm:
+        await pair(server, calm, unique_key())
+
+
+async def flood_until_cut_off(client: Client) -> None:
+    """Send requests as fast as possible, ignoring every `rate_limited`, until the server
+    hangs up."""
+    cut = asyncio.Event()
+    client.sio.on("disconnect", lambda *_: cut.set())
+
+    async def flood() -> None:
+        with contextlib.suppress(socketio.exceptions.SocketIOError):
+            while not cut.is_set():
+                await client.sio.emit("session.join", {"key": "nobody"})
+                await asyncio.sleep(0)
+
+    flooding = asyncio.create_task(flood())
+    try:
+        await asyncio.wait_for(cut.wait(), 15)
+    finally:
+        flooding.cancel()
+        await asyncio.gather(flooding, return_exceptions=True)
+
+
+# -- 1. a ban by address bans only that address ------------------------------------------
+
+
+async def test_a_banned_flooder_keeps_out_only_its_own_address(tmp_path: Path) -> None:
+    async with running(open_server(tmp_path)) as server:
+        async with client_from("127.0.0.2", server.url) as flooder:
+            await flood_until_cut_off(flooder)
+        assert await refusal(server.url, "127.0.0.2") == "rate_limited"
+        for address in ("127.0.0.3", "127.0.0.4", "127.0.0.5"):
+            async with client_from(address, server.url) as calm:
+                await pair(server, calm, unique_key())
+            # ...while the flooder's reconnects are still refused.
+            assert await refusal(server.url, "127.0.0.2") == "rate_limited"
+
+
+@pytest.mark.parametrize("flooder", ["127.0.0.1", "127.0.0.2"])
+async def test_x_forwarded_for_from_an_untrusted_peer_is_ignored(
+    tmp_path: Path, flooder: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """No proxy is trusted by default: not loopback (uvicorn's own default), and not
+    whatever uvicorn's FORWARDED_ALLOW_IPS says."""
+    monkeypatch.setenv("FORWARDED_ALLOW_IPS", "*")
+    async with running(open_server(tmp_path)) as server:
+        framed = {"X-Forwarded-For": "127.0.0.3"}
+        async with client_from(flooder, server.url, headers=framed) as client:
+            await flood_until_cut_off(client)
+        # It cannot escape its ban by claiming another address...
+        escape = {"X-Forwarded-For": "127.0.0.9"}
+        assert await refusal(server.url, flooder, headers=escape) == "rate_limited"
+        assert await refusal(server.url, flooder) == "rate_limited"
+        # ...nor did it get the address it named banned.
+        await pair_from("127.0.0.3", server)
+
+
+async def test_x_forwarded_for_from_a_trusted_proxy_is_honoured(tmp_path: Path) -> None:
+    proxy = "127.0.0.6"
+    async with running(open_server(tmp_path, trusted_proxies=proxy)) as server:
+        flooder, neighbour = {"X-Forwarded-For": "203.0.113.7"}, {"X-Forwarded-For": "203.0.113.8"}
+        async with client_from(proxy, server.url, headers=flooder) as client:
+            await flood_until_cut_off(client)
+        assert await refusal(server.url, proxy, headers=flooder) == "rate_limited"
+        # The proxy's other clients are not banned with it.
+        async with client_from(proxy, server.url, headers=neighbour) as calm:
+            await pair(server, calm, unique_key())
+        # A direct client is not the proxy: X-Forwarded-For from it is still ignored.
+        assert await refusal(server.url, "127.0.0.2", headers=flooder) is None
+
+
+def test_trusted_proxies_are_addresses_or_networks() -> None:
+    proxies = Settings(trusted_proxies="10.0.0.7, 172.28.0.0/24,::1").trusted_proxies
+    assert proxies == ("10.0.0.7", "172.28.0.0/24", "::1")
+    with pytest.raises(ValueError, match="does not appear to be an IPv4 or IPv6"):
+        Settings(trusted_proxies="*")  # would let every peer name any address
+    assert Settings().trusted_proxies == ()
