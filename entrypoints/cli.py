@@ -126,12 +126,23 @@ def serve_forever(settings: Settings) -> int:
         # JSON: uvicorn's own loggers go through the root handler too.
         log_config=None if json_logs else uvicorn.config.LOGGING_CONFIG,
     )
+    raise_open_files_limit()
     tune_garbage_collection()
     # The event loop's thread, and the threads and processes it starts, may fire timers
     # late by this much (neonize's Go runtime starts under the kernel's slack).
     set_timer_slack(settings.timer_slack_ms)
     PairgateServer(config).run()
     return 0
+
+
+def raise_open_files_limit() -> None:
+    """Every connection is a file descriptor, and so are the store's files: take all the
+    descriptors the hard limit allows (often 1,024 soft against a far higher hard one)."""
+    import resource
+
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft != hard:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
 
 
 # A server holding thousands of connections keeps, per connection, tasks and buffers that

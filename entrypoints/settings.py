@@ -90,6 +90,11 @@ class Settings(BaseSettings):
     # Proxies (addresses or networks) whose X-Forwarded-For names the client. None by
     # default: any other peer could name any address and escape its ban or frame another.
     trusted_proxies: Annotated[tuple[str, ...], NoDecode] = ()
+    # Seconds a connection gets to send a request's headers (slow headers hold a file
+    # descriptor each), and connections one client address may hold open (0: no cap;
+    # trusted proxies have none).
+    header_timeout: float = Field(10.0, gt=0)
+    max_connections_per_address: int = Field(100, ge=0)
 
     @field_validator("allowed_origins", mode="before")
     @classmethod

@@ -146,6 +146,57 @@ async def test_x_forwarded_for_from_a_trusted_proxy_is_honoured(tmp_path: Path) 
         assert await refusal(server.url, "127.0.0.2", headers=flooder) is None
 
 
+# -- 9. slow headers (under a low open-files limit: tests/e2e/test_attack_slow_headers.py) --
+
+
+async def open_from(address: str, server: Server) -> tuple[asyncio.StreamReader, Any]:
+    port = int(server.url.rsplit(":", 1)[1])
+    return await asyncio.open_connection("127.0.0.1", port, local_addr=(address, 0))
+
+
+async def closed_within(reader: asyncio.StreamReader, seconds: float) -> bool:
+    """Whether the server closes the connection within `seconds` (reading what it sends)."""
+    try:
+        async with asyncio.timeout(seconds):
+            while await reader.read(65536):
+                pass
+    except TimeoutError:
+        return False
+    return True
+
+
+async def test_a_request_whose_headers_never_end_is_closed(tmp_path: Path) -> None:
+    async with running(open_server(tmp_path, header_timeout=1.0)) as server:
+        reader, writer = await open_from("127.0.0.2", server)
+        writer.write(b"GET /healthz HTTP/1.1\r\nHost: 127.0.0.1\r\nX-Slow: ")
+        assert await closed_within(reader, 1.0 + 3)
+        writer.close()
+        # The same after a first request on a kept-alive connection.
+        reader, writer = await open_from("127.0.0.2", server)
+        writer.write(b"GET /healthz HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n")
+        assert (await reader.readuntil(b"\r\n\r\n")).startswith(b"HTTP/1.1 200")
+        writer.write(b"GET /healthz HTTP/1.1\r\nX-Slow: ")
+        assert await closed_within(reader, 1.0 + 3)
+        writer.close()
+
+
+async def test_connections_per_address_are_capped_except_for_trusted_proxies(
+    tmp_path: Path,
+) -> None:
+    settings = open_server(tmp_path, max_connections_per_address=5, trusted_proxies="127.0.0.6")
+    async with running(settings) as server:
+        held = [await open_from("127.0.0.2", server) for _ in range(8)]
+        proxied = [await open_from("127.0.0.6", server) for _ in range(8)]
+        try:
+            cut = [await closed_within(reader, 0.5) for reader, _ in held]
+            assert cut.count(True) == 3, cut
+            assert not any([await closed_within(reader, 0.1) for reader, _ in proxied])
+            await pair_from("127.0.0.3", server)
+        finally:
+            for _, writer in held + proxied:
+                writer.close()
+
+
 def test_trusted_proxies_are_addresses_or_networks() -> None:
     proxies = Settings(trusted_proxies="10.0.0.7, 172.28.0.0/24,::1").trusted_proxies
     assert proxies == ("10.0.0.7", "172.28.0.0/24", "::1")
