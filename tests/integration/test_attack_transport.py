@@ -8,13 +8,18 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import sys
+import time
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
 import aiohttp
+import httpx
 import pytest
 import socketio
+from websockets.asyncio.client import ClientConnection, connect
+from websockets.exceptions import ConnectionClosed, InvalidStatus
 
 from entrypoints.settings import Settings
 from tests.helpers import Client, Server, pair, running, unique_key
@@ -144,6 +149,158 @@ async def test_x_forwarded_for_from_a_trusted_proxy_is_honoured(tmp_path: Path) 
             await pair(server, calm, unique_key())
         # A direct client is not the proxy: X-Forwarded-For from it is still ignored.
         assert await refusal(server.url, "127.0.0.2", headers=flooder) is None
+
+
+# -- 2. binary attachments are bounded before the event is dispatched ---------------------
+
+# A raw Engine.IO v4 / Socket.IO v5 client: connects to "/", announces a binary event with
+# `frames` attachments, then sends them, `size` bytes each, until the server hangs up.
+ATTACHMENTS = """
+import asyncio, sys
+from websockets.asyncio.client import connect
+from websockets.exceptions import ConnectionClosed
+
+async def main():
+    url, frames, size = sys.argv[1], int(sys.argv[2]), int(sys.argv[3])
+    sent, closed = 0, False
+    async with connect(url, local_addr=("127.0.0.2", 0), max_size=None) as ws:
+        assert (await ws.recv()).startswith("0")  # Engine.IO open
+        await ws.send("40")  # Socket.IO CONNECT to "/"
+        assert (await ws.recv()).startswith("40")
+        await ws.send("45" + str(frames) + '-["x",{"_placeholder":true,"num":0}]')
+        chunk = bytes(size)
+        try:
+            for _ in range(frames):
+                await ws.send(chunk)
+                sent += 1
+            await asyncio.wait_for(ws.recv(), 5)  # the server's next word, if any
+        except ConnectionClosed:
+            closed = True
+        except TimeoutError:
+            pass
+    print(sent, closed, flush=True)
+
+asyncio.run(main())
+"""
+
+
+def rss_bytes() -> int:
+    with open("/proc/self/statm") as statm:
+        return int(statm.read().split()[1]) * 4096
+
+
+async def test_binary_attachments_cannot_grow_memory(tmp_path: Path) -> None:
+    frames, size = 6000, 65_000  # each frame under PAIRGATE_MAX_PAYLOAD_BYTES
+    async with running(open_server(tmp_path)) as server:
+        await pair_from("127.0.0.3", server)  # warm: imports, QR rendering, decoding
+        baseline, peak = rss_bytes(), 0
+
+        async def sample() -> None:
+            nonlocal peak
+            while True:
+                peak = max(peak, rss_bytes())
+                await asyncio.sleep(0.02)
+
+        sampling = asyncio.create_task(sample())
+        url = server.url.replace("http", "ws") + "/socket.io/?EIO=4&transport=websocket"
+        attacker = await asyncio.create_subprocess_exec(
+            sys.executable,
+            "-c",
+            ATTACHMENTS,
+            url,
+            str(frames),
+            str(size),
+            stdout=asyncio.subprocess.PIPE,
+        )
+        try:
+            await pair_from("127.0.0.3", server)  # meanwhile
+            out, _ = await asyncio.wait_for(attacker.communicate(), 60)
+        finally:
+            if attacker.returncode is None:
+                attacker.kill()
+                await attacker.communicate()
+        peak = max(peak, rss_bytes())
+        sampling.cancel()
+        await asyncio.gather(sampling, return_exceptions=True)
+        sent, closed = out.split()
+        grown = (peak - baseline) / 2**20
+        print(f"\nbinary attachments: RSS +{grown:.1f} MB, {sent.decode()} frames sent")
+        assert grown < 20, f"RSS grew {grown:.0f} MB over {sent.decode()} frames"
+        assert closed == b"True" and int(sent) < frames, "the server took every frame"
+        await pair_from("127.0.0.3", server)
+
+
+# -- 12. Engine.IO sessions without a Socket.IO connection --------------------------------
+
+
+def engineio_url(server: Server, transport: str) -> str:
+    url = f"{server.url}/socket.io/?EIO=4&transport={transport}"
+    return url.replace("http", "ws") if transport == "websocket" else url
+
+
+HANDSHAKES = 20  # per address
+
+
+async def test_polling_handshakes_are_bounded_per_address(tmp_path: Path) -> None:
+    bound = HANDSHAKES
+    async with running(open_server(tmp_path, max_handshakes_per_address=bound)) as server:
+        statuses: list[int] = []
+        transport = httpx.AsyncHTTPTransport(local_address="127.0.0.2")
+        async with httpx.AsyncClient(transport=transport, timeout=10) as http:
+
+            async def handshake_forever() -> None:
+                while True:
+                    statuses.append((await http.get(engineio_url(server, "polling"))).status_code)
+
+            flooding = asyncio.create_task(handshake_forever())
+            try:
+                while len(statuses) < 100:
+                    await asyncio.sleep(0.01)
+                async with client_from("127.0.0.3", server.url) as calm:
+                    await pair(server, calm, unique_key())
+                    held = len(server.pairgate.sio.eio.sockets)
+            finally:
+                flooding.cancel()
+                await asyncio.gather(flooding, return_exceptions=True)
+        assert set(statuses) <= {200, 401}, set(statuses)  # 401: Engine.IO's only refusal
+        assert statuses.count(200) <= bound
+        assert held <= bound + 1  # the flooder's, and the calm client's
+
+
+async def test_websocket_handshakes_are_bounded_per_address(tmp_path: Path) -> None:
+    bound = HANDSHAKES
+    async with running(open_server(tmp_path, max_handshakes_per_address=bound)) as server:
+        opened: list[ClientConnection] = []
+        refused = 0
+        try:
+            for _ in range(bound + 20):
+                try:
+                    ws = await connect(
+                        engineio_url(server, "websocket"), local_addr=("127.0.0.2", 0)
+                    )
+                except InvalidStatus:
+                    refused += 1
+                    continue
+                opened.append(ws)
+                with contextlib.suppress(ConnectionClosed):
+                    await asyncio.wait_for(ws.recv(), 5)  # the open packet, or a close
+            open_now = sum(1 for ws in opened if ws.close_code is None)
+            await pair_from("127.0.0.3", server)
+        finally:
+            for ws in opened:
+                await ws.close()
+        assert open_now <= bound, (open_now, refused)
+
+
+async def test_a_websocket_that_never_sends_connect_is_closed(tmp_path: Path) -> None:
+    async with running(open_server(tmp_path, connect_timeout=1.0)) as server:
+        async with connect(engineio_url(server, "websocket"), local_addr=("127.0.0.2", 0)) as ws:
+            assert (await ws.recv()).startswith("0")  # Engine.IO open, then nothing more
+            started = time.monotonic()
+            with pytest.raises(ConnectionClosed):
+                while True:
+                    await asyncio.wait_for(ws.recv(), 6)  # a ping comes only after 25 s
+            assert time.monotonic() - started < 1.0 + 3
 
 
 # -- 9. slow headers (under a low open-files limit: tests/e2e/test_attack_slow_headers.py) --
