@@ -23,6 +23,7 @@ from adapters.metrics import ObservedNotifier, PairgateMetrics
 from adapters.projection import SocketIoNotifier
 from adapters.rate_limits import RequestLimits
 from adapters.socketio_gateway import PairingNamespace
+from adapters.socketio_server import BoundedAsyncServer
 from adapters.sqlite_store import WalCheckpoints
 from adapters.store import open_store, postgres_conninfo
 from domain.pairing import PairingService
@@ -196,11 +197,13 @@ def bootstrap(
         engines = installed_engines(settings, vault)
 
     origins = settings.allowed_origins
-    sio = socketio.AsyncServer(
+    sio = BoundedAsyncServer(
         async_mode="asgi",
         # None: same origin only. ([] would disable the Origin check altogether.)
         cors_allowed_origins="*" if "*" in origins else (list(origins) or None),
         max_http_buffer_size=settings.max_payload_bytes,
+        max_handshakes_per_address=settings.max_handshakes_per_address,
+        connect_timeout=settings.connect_timeout,
         transports=list(settings.transports),
         client_manager=fanout_manager(settings.redis),
     )

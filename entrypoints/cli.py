@@ -123,30 +123,33 @@ def serve_forever(settings: Settings) -> int:
     from adapters.timer_slack import set_timer_slack
     from entrypoints.asgi import create_app
     from entrypoints.logs import configure_logging
-    from entrypoints.server import PairgateServer
+    from entrypoints.server import PairgateServer, uvicorn_config
 
     configure_logging(settings.log_level, settings.log_format, settings.identities().secrets)
     json_logs = settings.log_format == "json"
-    config = uvicorn.Config(
+    config = uvicorn_config(
         create_app(settings),
+        settings,
         # JSON: uvicorn's own loggers go through the root handler too.
         log_config=None if json_logs else uvicorn.config.LOGGING_CONFIG,
-        host=settings.host,
-        port=settings.port,
-        log_level=settings.log_level,
-        timeout_graceful_shutdown=settings.shutdown_grace,
-        ws_per_message_deflate=settings.ws_compression,
-        # Engine.IO's own heartbeat (a ping every 25 s, a dead peer dropped after 20 s
-        # more) already watches every connection; uvicorn's WebSocket pings on top would
-        # double the idle wake-ups of thousands of connections and detect nothing more.
-        ws_ping_interval=None,
     )
+    raise_open_files_limit()
     tune_garbage_collection()
     # The event loop's thread, and the threads and processes it starts, may fire timers
     # late by this much (neonize's Go runtime starts under the kernel's slack).
     set_timer_slack(settings.timer_slack_ms)
     PairgateServer(config).run()
     return 0
+
+
+def raise_open_files_limit() -> None:
+    """Every connection is a file descriptor, and so are the store's files: take all the
+    descriptors the hard limit allows (often 1,024 soft against a far higher hard one)."""
+    import resource
+
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft != hard:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
 
 
 # A server holding thousands of connections keeps, per connection, tasks and buffers that

@@ -7,12 +7,41 @@ import logging
 import signal
 import socket
 from types import FrameType
+from typing import Any
 
+import socketio
 import uvicorn
 
 from entrypoints.asgi import pairgate_of
+from entrypoints.connections import bounded_protocols
+from entrypoints.settings import Settings
 
 log = logging.getLogger("pairgate")
+
+
+def uvicorn_config(app: socketio.ASGIApp, settings: Settings, **overrides: Any) -> uvicorn.Config:
+    """How `pairgate serve` runs uvicorn (tests run it the same way, on a free port)."""
+    http, ws = bounded_protocols(
+        settings.header_timeout, settings.max_connections_per_address, settings.trusted_proxies
+    )
+    options: dict[str, Any] = {
+        "host": settings.host,
+        "port": settings.port,
+        "log_level": settings.log_level,
+        "timeout_graceful_shutdown": settings.shutdown_grace,
+        "ws_per_message_deflate": settings.ws_compression,
+        # Engine.IO's own heartbeat (a ping every 25 s, a dead peer dropped after 20 s
+        # more) already watches every connection; uvicorn's WebSocket pings on top would
+        # double the idle wake-ups of thousands of connections and detect nothing more.
+        "ws_ping_interval": None,
+        "http": http,
+        "ws": ws,
+        # X-Forwarded-For is believed from PAIRGATE_TRUSTED_PROXIES only: not from
+        # uvicorn's default (loopback) nor from its FORWARDED_ALLOW_IPS variable.
+        "proxy_headers": bool(settings.trusted_proxies),
+        "forwarded_allow_ips": list(settings.trusted_proxies),
+    }
+    return uvicorn.Config(app, **(options | overrides))
 
 
 class PairgateServer(uvicorn.Server):

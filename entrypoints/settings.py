@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ipaddress
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
@@ -90,6 +91,18 @@ class Settings(BaseSettings):
     timer_slack_ms: float = Field(100.0, ge=0, le=1000)
     # Engine.IO transports offered; "websocket" alone needs no sticky sessions.
     transports: Annotated[tuple[str, ...], NoDecode] = ("polling", "websocket")
+    # Proxies (addresses or networks) whose X-Forwarded-For names the client. None by
+    # default: any other peer could name any address and escape its ban or frame another.
+    trusted_proxies: Annotated[tuple[str, ...], NoDecode] = ()
+    # Seconds a connection gets to send a request's headers (slow headers hold a file
+    # descriptor each), and connections one client address may hold open (0: no cap;
+    # trusted proxies have none).
+    header_timeout: float = Field(10.0, gt=0)
+    max_connections_per_address: int = Field(100, ge=0)
+    # Engine.IO sessions one address may hold before they send a Socket.IO CONNECT (0:
+    # no cap), and seconds a session gets to send it before it is closed.
+    max_handshakes_per_address: int = Field(50, ge=0)
+    connect_timeout: float = Field(10.0, gt=0)
 
     @field_validator("allowed_origins", "allowed_hosts", mode="before")
     @classmethod
@@ -119,6 +132,15 @@ class Settings(BaseSettings):
             value = tuple(part.strip() for part in value.split(",") if part.strip())
         if not value or not set(value) <= {"polling", "websocket"}:
             raise ValueError("must be polling, websocket or polling,websocket")
+        return value
+
+    @field_validator("trusted_proxies", mode="before")
+    @classmethod
+    def _proxies(cls, value: Any) -> Any:
+        if isinstance(value, str):
+            value = tuple(part.strip() for part in value.split(",") if part.strip())
+        for proxy in value:
+            ipaddress.ip_network(proxy, strict=False)  # ValueError names what it cannot read
         return value
 
     @field_validator("sim_qr_timeouts", mode="before")

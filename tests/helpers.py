@@ -23,7 +23,7 @@ from adapters.credentials import CredentialVault
 from adapters.engines.simulated_keys import FILE as SIMULATED_KEYS
 from adapters.engines.simulated_keys import SimulatedKeys
 from entrypoints.asgi import create_app, pairgate_of
-from entrypoints.server import PairgateServer
+from entrypoints.server import PairgateServer, uvicorn_config
 from entrypoints.settings import Settings
 
 POSTGRES_URL = os.environ.get("PAIRGATE_TEST_POSTGRES", "postgresql://postgres@127.0.0.1:5432/test")
@@ -101,7 +101,9 @@ class Server:
 
 async def start_server(settings: Settings) -> Server:
     app = create_app(settings)
-    config = uvicorn.Config(app, host="127.0.0.1", port=0, log_level="warning", lifespan="on")
+    config = uvicorn_config(
+        app, settings, host="127.0.0.1", port=0, log_level="warning", lifespan="on"
+    )
     server = PairgateServer(config)
     task = asyncio.create_task(server.serve())
     while not server.started:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -15,9 +16,13 @@ def start_service(tmp_path: Path) -> Iterator[Callable[..., ServiceProcess]]:
     """Starts `pairgate serve` processes; whatever still runs at teardown is killed."""
     started: list[ServiceProcess] = []
 
-    def start(data_dir: Path, env: dict[str, str] | None = None) -> ServiceProcess:
+    def start(
+        data_dir: Path,
+        env: dict[str, str] | None = None,
+        preexec_fn: Callable[[], Any] | None = None,
+    ) -> ServiceProcess:
         log = tmp_path / f"pairgate-{len(started)}.log"
-        service = ServiceProcess.start(data_dir, log, env)
+        service = ServiceProcess.start(data_dir, log, env, preexec_fn)
         started.append(service)
         return service
 

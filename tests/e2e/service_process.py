@@ -62,7 +62,11 @@ class ServiceProcess:
 
     @classmethod
     def start(
-        cls, data_dir: Path, log_path: Path, extra_env: dict[str, str] | None = None
+        cls,
+        data_dir: Path,
+        log_path: Path,
+        extra_env: dict[str, str] | None = None,
+        preexec_fn: Callable[[], Any] | None = None,
     ) -> ServiceProcess:
         # Only variables this test sets: a PAIRGATE_DATABASE_URL or POSTGRES_* from the
         # caller's shell would move the store out of `data_dir`.
@@ -76,7 +80,12 @@ class ServiceProcess:
             command += ["--port", str(port), "--data-dir", str(data_dir)]
             with log_path.open("wb") as log:
                 process = subprocess.Popen(
-                    command, stdout=log, stderr=subprocess.STDOUT, env=env, cwd=data_dir.parent
+                    command,
+                    stdout=log,
+                    stderr=subprocess.STDOUT,
+                    env=env,
+                    cwd=data_dir.parent,
+                    preexec_fn=preexec_fn,  # e.g. resource limits, set in the child
                 )
             service = cls(process, port, log_path)
             try:

@@ -1,0 +1,149 @@
+"""python-socketio's AsyncServer, bounded in what a client may hold before it is served.
+
+python-socketio bounds each Engine.IO packet (`max_http_buffer_size`) but not two things
+a client can pile up in the server's memory:
+
+- **Binary attachments.** A BINARY_EVENT header announces how many attachments follow
+  (up to nine digits' worth), and python-socketio keeps each one in `_binary_packet`
+  until the last has arrived: thousands of frames just under the packet limit each are
+  hundreds of megabytes. `BoundedPacket` refuses a header announcing more than
+  MAX_ATTACHMENTS, and an event whose header and attachments add up to more than the
+  payload limit; the server then closes the sender's connection. (pairgate's protocol
+  has no binary payloads; a small one is still answered like any malformed request.)
+- **Engine.IO sessions without a Socket.IO connection.** Every handshake creates a
+  session (its queue, its request's environ) before the client has said who it is, and
+  one that never sends a Socket.IO CONNECT lives until the heartbeat gives up on it. An
+  address may hold `max_handshakes_per_address` such sessions (more are refused, 401
+  `"rate_limited"`, Engine.IO's only refusal), and each is closed `connect_timeout`
+  seconds after its handshake unless a namespace connection has been accepted.
+
+These are overrides of python-socketio's (private) `_handle_eio_*` and `_handle_connect`
+methods and its `serializer` class, each calling the original.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections import Counter
+from typing import Any
+
+import socketio
+
+from adapters.socketio_gateway import client_address
+
+log = logging.getLogger(__name__)
+
+# More than any real client sends in one event; each attachment is a separate frame and a
+# list entry even when empty, so the byte bound alone would not bound their number.
+MAX_ATTACHMENTS = 10
+
+
+class OversizedEvent(ValueError):
+    """A binary event larger than the server accepts: its sender is disconnected."""
+
+
+class BoundedPacket(socketio.packet.Packet):  # type: ignore[misc]  # untyped library
+    max_bytes = 65536  # an event's header and attachments together; set per server
+    held_bytes = 0
+
+    def decode(self, encoded_packet: Any) -> int:
+        count: int = super().decode(encoded_packet)
+        if count > MAX_ATTACHMENTS:
+            raise OversizedEvent(
+                f"{count} binary attachments announced (at most {MAX_ATTACHMENTS})"
+            )
+        self.held_bytes = len(encoded_packet)
+        return count
+
+    def add_attachment(self, attachment: bytes) -> bool:
+        self.held_bytes += len(attachment)
+        if self.held_bytes > self.max_bytes:
+            raise OversizedEvent(f"a binary event over {self.max_bytes} bytes")
+        done: bool = super().add_attachment(attachment)
+        return done
+
+
+class BoundedAsyncServer(socketio.AsyncServer):  # type: ignore[misc]  # untyped library
+    def __init__(
+        self,
+        *,
+        max_http_buffer_size: int,
+        max_handshakes_per_address: int,
+        connect_timeout: float,
+        **options: Any,
+    ) -> None:
+        packets = type("BoundedPacket", (BoundedPacket,), {"max_bytes": max_http_buffer_size})
+        super().__init__(serializer=packets, max_http_buffer_size=max_http_buffer_size, **options)
+        self._handshakes = max_handshakes_per_address
+        self._connect_timeout = connect_timeout
+        # Engine.IO sessions without a Socket.IO connection: their address and deadline.
+        self._unconnected: dict[str, tuple[str, asyncio.TimerHandle]] = {}
+        self._unconnected_at: Counter[str] = Counter()
+        self._refusing: set[str] = set()  # addresses at their bound, logged once
+        self._hang_ups: set[asyncio.Task[None]] = set()
+
+    async def _handle_eio_connect(self, eio_sid: str, environ: dict[str, Any]) -> Any:
+        address = client_address(environ)
+        if self._handshakes and self._unconnected_at[address] >= self._handshakes:
+            if address not in self._refusing:
+                self._refusing.add(address)
+                log.warning(
+                    "%s holds %d unconnected handshakes: refusing more", address, self._handshakes
+                )
+            return "rate_limited"  # Engine.IO refuses the handshake
+        await super()._handle_eio_connect(eio_sid, environ)
+        timer = asyncio.get_running_loop().call_later(
+            self._connect_timeout, self._connect_too_late, eio_sid
+        )
+        self._unconnected[eio_sid] = (address, timer)
+        self._unconnected_at[address] += 1
+        return None
+
+    async def _handle_connect(self, eio_sid: str, namespace: str | None, data: Any) -> None:
+        await super()._handle_connect(eio_sid, namespace, data)
+        if self.manager.sid_from_eio_sid(eio_sid, namespace or "/") is not None:
+            self._settled(eio_sid)  # accepted; a refused one may still try until its deadline
+
+    async def _handle_eio_message(self, eio_sid: str, data: Any) -> None:
+        socket = self.eio.sockets.get(eio_sid)
+        if socket is None or socket.closed:
+            return  # hung up on: what it still sent in the meantime is not read
+        try:
+            await super()._handle_eio_message(eio_sid, data)
+        except OversizedEvent as oversized:
+            log.warning("disconnecting %s: %s", eio_sid, oversized)
+            self._binary_packet.pop(eio_sid, None)
+            await self._hang_up(eio_sid)
+
+    async def _handle_eio_disconnect(self, eio_sid: str, reason: Any) -> None:
+        self._settled(eio_sid)
+        await super()._handle_eio_disconnect(eio_sid, reason)
+
+    def _settled(self, eio_sid: str) -> None:
+        entry = self._unconnected.pop(eio_sid, None)
+        if entry is None:
+            return
+        address, timer = entry
+        timer.cancel()
+        self._unconnected_at[address] -= 1
+        self._refusing.discard(address)
+        if not self._unconnected_at[address]:
+            del self._unconnected_at[address]
+
+    def _connect_too_late(self, eio_sid: str) -> None:
+        task = asyncio.create_task(self._hang_up(eio_sid))
+        self._hang_ups.add(task)
+        task.add_done_callback(self._hang_ups.discard)
+
+    async def _hang_up(self, eio_sid: str) -> None:
+        """Close the Engine.IO session now. Engine.IO's own close only queues a CLOSE
+        packet and waits for the client to act on it, which an attacker does not: the
+        None after it ends a websocket's writer, which closes the websocket, and a
+        polling session is forgotten at once (a pending poll still gets the packet)."""
+        socket = self.eio.sockets.pop(eio_sid, None)
+        if socket is not None:
+            if not socket.closed:
+                await socket.close(wait=False, reason=self.eio.reason.SERVER_DISCONNECT)
+            await socket.queue.put(None)
+        self._settled(eio_sid)

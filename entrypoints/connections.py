@@ -1,0 +1,151 @@
+"""uvicorn's HTTP and WebSocket protocols, bounded against clients that hold connections.
+
+Every open connection costs a file descriptor, and the process has a fixed number of
+them, shared with the event store's files: a client that opens connections and never
+completes a request must not be able to take them all. uvicorn bounds neither how long
+request headers may take (its keep-alive timeout starts after a response and is dropped
+at the first byte of the next request) nor how many connections one address may open.
+These subclasses of the protocols uvicorn would pick add both:
+
+- a **header deadline**: a connection that has not sent a request's complete headers
+  within `header_timeout` seconds of opening, or of its previous response, is closed;
+- a **cap per address**: a connection from an address that already holds
+  `per_address` open connections (HTTP or upgraded to a websocket) is closed at once.
+  Trusted proxies are exempt: every client behind them shares their address.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import ipaddress
+import logging
+from collections import Counter
+from collections.abc import Sequence
+from typing import Any
+
+from uvicorn.protocols.http.auto import AutoHTTPProtocol
+from uvicorn.protocols.websockets.auto import AutoWebSocketsProtocol
+
+log = logging.getLogger("pairgate")
+
+
+class OpenConnections:
+    """Open connections per client address, up to a cap (0: none)."""
+
+    def __init__(self, per_address: int, exempt: Sequence[str] = ()) -> None:
+        self._cap = per_address
+        self._exempt = [ipaddress.ip_network(network, strict=False) for network in exempt]
+        self._addresses: dict[asyncio.BaseTransport, str] = {}
+        self._open: Counter[str] = Counter()
+        self._refusing: set[str] = set()  # addresses at their cap, logged once
+
+    def admit(self, transport: asyncio.BaseTransport) -> bool:
+        peer = transport.get_extra_info("peername")
+        address = peer[0] if isinstance(peer, tuple) else None
+        if self._cap == 0 or address is None or self._is_exempt(address):
+            return True
+        if self._open[address] >= self._cap:
+            if address not in self._refusing:
+                self._refusing.add(address)
+                log.warning("%s holds %d connections: closing its new ones", address, self._cap)
+            return False
+        self._open[address] += 1
+        self._addresses[transport] = address
+        return True
+
+    def release(self, transport: asyncio.BaseTransport) -> None:
+        address = self._addresses.pop(transport, None)
+        if address is None:
+            return
+        self._open[address] -= 1
+        self._refusing.discard(address)
+        if not self._open[address]:
+            del self._open[address]
+
+    def _is_exempt(self, address: str) -> bool:
+        try:
+            ip = ipaddress.ip_address(address)
+        except ValueError:
+            return False
+        return any(ip in network for network in self._exempt)
+
+
+class HeaderDeadline(asyncio.Protocol):
+    """Mixed into uvicorn's HTTP protocol (httptools or h11): both keep the request being
+    served in `cycle`, replaced when the next request's headers are complete."""
+
+    open_connections: OpenConnections
+    header_timeout: float
+    transport: asyncio.Transport
+    cycle: Any
+    _deadline: asyncio.TimerHandle | None = None
+    _answered: Any = None  # the cycle whose response completed before the wait began
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        super().connection_made(transport)
+        if not self.open_connections.admit(transport):
+            transport.close()
+            return
+        self._await_headers()
+
+    def data_received(self, data: bytes) -> None:
+        super().data_received(data)
+        if self._deadline is None:
+            return
+        upgraded = self.transport.get_protocol() is not self  # now a websocket
+        if upgraded or self.cycle is not self._answered:
+            self._deadline.cancel()
+            self._deadline = None
+
+    def on_response_complete(self) -> None:
+        super().on_response_complete()  # type: ignore[misc]  # uvicorn's protocols have it
+        if not self.transport.is_closing() and self.cycle.response_complete:
+            self._await_headers()  # idle, or on its way to the next request
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        if self._deadline is not None:
+            self._deadline.cancel()
+            self._deadline = None
+        self.open_connections.release(self.transport)
+        super().connection_lost(exc)
+
+    def _await_headers(self) -> None:
+        if self._deadline is not None:
+            self._deadline.cancel()
+        self._answered = self.cycle
+        loop = asyncio.get_running_loop()
+        self._deadline = loop.call_later(self.header_timeout, self._headers_late)
+
+    def _headers_late(self) -> None:
+        self._deadline = None
+        if self.transport.get_protocol() is self and not self.transport.is_closing():
+            self.transport.close()
+
+
+class ReleasesAddress(asyncio.Protocol):
+    """Mixed into uvicorn's WebSocket protocol, which takes a connection over from the
+    HTTP protocol on upgrade and is the one told when it closes."""
+
+    open_connections: OpenConnections
+    transport: asyncio.Transport
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.open_connections.release(self.transport)
+        super().connection_lost(exc)
+
+
+def bounded_protocols(
+    header_timeout: float, per_address: int, exempt: Sequence[str] = ()
+) -> tuple[type[asyncio.Protocol], type[asyncio.Protocol]]:
+    """uvicorn's `http` and `ws` protocol classes with these bounds, sharing one count."""
+    websockets: Any = AutoWebSocketsProtocol  # a class, typed by uvicorn as a factory
+    if websockets is None:
+        raise RuntimeError("no WebSocket library: install uvicorn[standard]")
+    shared = {"open_connections": OpenConnections(per_address, exempt)}
+    http = type(
+        "BoundedHTTPProtocol",
+        (HeaderDeadline, AutoHTTPProtocol),
+        {**shared, "header_timeout": header_timeout},
+    )
+    ws = type("BoundedWebSocketProtocol", (ReleasesAddress, websockets), shared)
+    return http, ws
