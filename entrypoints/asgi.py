@@ -65,6 +65,9 @@ def create_app(settings: Settings | None = None, clock: Clock | None = None) -> 
         lifespan=lifespan,
         exception_handlers=HTTP_ERROR_HANDLERS,
     )
+    # A path that matches no route is 404 in the API's shape, not a 307 to another path:
+    # a key ending in an encoded slash ("0%2F") must not be redirected to key "0".
+    web.router.redirect_slashes = False
     hosts = HostPolicy.for_bind(settings.host, settings.allowed_hosts)
     app = socketio.ASGIApp(pairgate.sio, other_asgi_app=web)
     return PairgateApp(SecurityHeaders(HostAllowList(app, hosts)), pairgate)

@@ -65,3 +65,12 @@ async def test_bad_requests_get_clear_errors(
     assert response.json()["ok"] is False
     assert response.json()["error"]["code"] == code
     assert response.json()["error"]["message"]
+
+
+async def test_a_key_ending_in_a_slash_is_not_redirected_to_another_key(server: Server) -> None:
+    """Found by the HTTP fuzzer: `0%2F` decodes to `0/`, which Starlette answered with a
+    307 to `/api/sessions/0`, another session's address."""
+    for path in ("/api/sessions/0%2F", "/api/sessions/0/", "/api/sessions/0%2F/history"):
+        response = await server.get(path)
+        assert response.status_code == 404, (path, response.status_code, response.text)
+        assert response.json()["error"]["code"] == "not_found"
