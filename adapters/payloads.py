@@ -12,7 +12,8 @@ from pydantic import BaseModel, ConfigDict, Field, StringConstraints, Validation
 
 from domain.session import DeviceSession, SessionState
 
-KEY_PATTERN = r"^[A-Za-z0-9_.-]{1,64}$"
+# Not dots alone: `.` and `..` name a directory, not a device, in paths and URLs.
+KEY_PATTERN = r"^(?!\.+$)[A-Za-z0-9_.-]{1,64}$"
 Key = Annotated[str, StringConstraints(pattern=KEY_PATTERN, min_length=1, max_length=64)]
 # 1-128 printable characters: no control characters, no line breaks.
 Name = Annotated[str, StringConstraints(pattern=r"^[^\x00-\x1f\x7f-\x9f]{1,128}$")]
@@ -47,7 +48,8 @@ ErrorCode = Literal[
 
 class Request(BaseModel):
     # Strict: a number is not a key. Unknown fields are ignored for forward compatibility.
-    model_config = ConfigDict(strict=True, extra="ignore", frozen=True)
+    # Python's regex engine: the key pattern needs a lookahead, which Rust's lacks.
+    model_config = ConfigDict(strict=True, extra="ignore", frozen=True, regex_engine="python-re")
 
 
 class CreateRequest(Request):
@@ -143,9 +145,7 @@ def parse(model: type[R], data: Any) -> R:
     except ValidationError as error:
         problems = error.errors(include_url=False, include_input=False)
         if all(p["loc"] == ("key",) and p["type"] in KEY_FORMAT_ERRORS for p in problems):
-            raise RequestRefused(
-                "invalid_key", "key must match ^[A-Za-z0-9_.-]{1,64}$", echo
-            ) from None
+            raise RequestRefused("invalid_key", f"key must match {KEY_PATTERN}", echo) from None
         described = "; ".join(f"{_where(p['loc'])}: {p['msg']}" for p in problems)
         raise RequestRefused("invalid_payload", described, echo) from None
 
