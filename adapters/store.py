@@ -13,6 +13,9 @@ from psycopg.conninfo import make_conninfo
 from domain.services import DeviceSessions
 
 SQLITE_FILE = "pairgate.sqlite3"
+# The store holds live QR texts and who owns which device: for pairgate's user alone.
+DIRECTORY_MODE = 0o700
+FILE_MODE = 0o600
 CIPHER = "eventsourcing.cryptography:AESCipher"  # AES-GCM, from the cryptography package
 COMPRESSOR = "eventsourcing.compressor:ZlibCompressor"
 
@@ -116,7 +119,7 @@ def _postgres_env(url: str | None) -> dict[str, str]:
 def open_store(config: StoreConfig) -> DeviceSessions:
     """The store, proven readable with this configuration (StoreUnreadableError if not)."""
     if config.kind == "sqlite":
-        config.data_dir.mkdir(parents=True, exist_ok=True)
+        _private_sqlite_files(config.sqlite_path)
     try:
         sessions = DeviceSessions(env=config.environment())
     except (ValueError, binascii.Error) as error:
@@ -132,6 +135,24 @@ def open_store(config: StoreConfig) -> DeviceSessions:
         sessions.close()
         raise StoreUnreadableError(_unreadable(config, error)) from None
     return sessions
+
+
+def _private_sqlite_files(database: Path) -> None:
+    """The store's directory 0700 and its files 0600, those an earlier run left too.
+
+    SQLite creates the -wal and -shm files with the database file's mode, so a database
+    file created 0600 here (before SQLite creates it under the umask) keeps them private.
+    """
+    directory = database.parent
+    directory.mkdir(mode=DIRECTORY_MODE, parents=True, exist_ok=True)
+    directory.chmod(DIRECTORY_MODE)  # mkdir's mode is masked by the umask, and may be old
+    os.close(os.open(database, os.O_CREAT | os.O_WRONLY, FILE_MODE))
+    for path in (database, *(database.with_name(database.name + s) for s in SQLITE_SIDE_FILES)):
+        if path.exists():
+            path.chmod(FILE_MODE)
+
+
+SQLITE_SIDE_FILES = ("-wal", "-shm", "-journal")
 
 
 def _read_first_event(sessions: DeviceSessions) -> None:
