@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import binascii
+import hashlib
 import os
+import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
 from urllib.parse import parse_qs, unquote, urlsplit
@@ -41,6 +43,23 @@ class StoreConfig:
     @property
     def sqlite_path(self) -> Path:
         return self.data_dir / SQLITE_FILE
+
+    def identity(self) -> str:
+        """What tells this store from any other (never a password): its SQLite file's path,
+        or its PostgreSQL host, port, database and schema. Processes that share a store
+        share it; a memory store is its process's own."""
+        if self.kind == "sqlite":
+            return f"sqlite:{self.sqlite_path.resolve()}"
+        if self.kind == "postgres":
+            env = _postgres_target(self)
+            host = env.get("POSTGRES_HOST", "127.0.0.1").lower()
+            where = f"{host}:{env.get('POSTGRES_PORT', '5432')}/{env.get('POSTGRES_DBNAME', 'postgres')}"
+            return f"postgres:{where}?schema={env.get('POSTGRES_SCHEMA') or 'public'}"
+        return f"{self.kind}:{uuid.uuid4()}"
+
+    def fingerprint(self) -> str:
+        """The identity as 16 hex digits: a name for the store that reveals nothing."""
+        return hashlib.sha256(self.identity().encode()).hexdigest()[:16]
 
     def environment(self) -> dict[str, str]:
         """The eventsourcing environment variables for this configuration."""
@@ -80,9 +99,7 @@ class StoreConfig:
 
 def postgres_conninfo(config: StoreConfig) -> tuple[str, str | None]:
     """libpq connection string and schema of a postgres store (for pairgate's own tables)."""
-    env = _postgres_env(config.database_url) or {
-        k: v for k, v in os.environ.items() if k.startswith("POSTGRES_")
-    }
+    env = _postgres_target(config)
     conninfo = make_conninfo(
         host=env.get("POSTGRES_HOST", "127.0.0.1"),
         port=env.get("POSTGRES_PORT", "5432"),
@@ -91,6 +108,13 @@ def postgres_conninfo(config: StoreConfig) -> tuple[str, str | None]:
         password=env.get("POSTGRES_PASSWORD", ""),
     )
     return conninfo, env.get("POSTGRES_SCHEMA") or None
+
+
+def _postgres_target(config: StoreConfig) -> dict[str, str]:
+    """POSTGRES_* settings of a postgres store: from its URL, else eventsourcing's own."""
+    return _postgres_env(config.database_url) or {
+        k: v for k, v in os.environ.items() if k.startswith("POSTGRES_")
+    }
 
 
 def _postgres_env(url: str | None) -> dict[str, str]:

@@ -146,14 +146,16 @@ def installed_engines(settings: Settings, vault: CredentialVault) -> Engines:
     return Engines(available, missing)
 
 
-def fanout_manager(redis_url: str | None) -> socketio.AsyncManager:
-    """Redis pub/sub carries each emission to every process's clients; else this one's."""
+def fanout_manager(redis_url: str | None, channel: str) -> socketio.AsyncManager:
+    """Redis pub/sub carries each emission to every process's clients; else this one's.
+    `channel`: the deployment's own (one Redis may serve several deployments)."""
     if redis_url is None:
         return socketio.AsyncManager()
     # A bounded connect: emissions wait on Redis inside the key's lock. (No read timeout:
     # the subscription is idle between emissions.)
     options = {"socket_connect_timeout": 5}
-    return socketio.AsyncRedisManager(redis_url, channel="pairgate", redis_options=options)
+    log.info("fan-out over Redis on channel %s", channel)
+    return socketio.AsyncRedisManager(redis_url, channel=channel, redis_options=options)
 
 
 async def close_fanout(sio: socketio.AsyncServer) -> None:
@@ -202,7 +204,7 @@ def bootstrap(
         cors_allowed_origins="*" if "*" in origins else (list(origins) or None),
         max_http_buffer_size=settings.max_payload_bytes,
         transports=list(settings.transports),
-        client_manager=fanout_manager(settings.redis),
+        client_manager=fanout_manager(settings.redis, settings.fanout_channel()),
     )
     notifier = SocketIoNotifier(sio)
     leases = None

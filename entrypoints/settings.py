@@ -74,6 +74,10 @@ class Settings(BaseSettings):
     log_format: Literal["text", "json"] = "text"
     # Redis for Socket.IO fan-out between processes (unset: the in-memory manager).
     redis_url: SecretStr | None = None
+    # The Redis pub/sub channel of this deployment (pub/sub ignores Redis's database
+    # number). Unset: `pairgate-` and a hash of the store's identity, so processes of one
+    # store share a channel and other deployments on the same Redis do not hear them.
+    redis_channel: str | None = Field(None, min_length=1)
     # WebSocket compression (permessage-deflate) for clients that offer it, as browsers
     # do. Off: QR images are base64 PNG and barely compress, while each compressed
     # connection holds zlib state (500 unpaired sessions: 106.8 KB RSS and 2.19 ms per QR
@@ -142,6 +146,9 @@ class Settings(BaseSettings):
     @property
     def redis(self) -> str | None:
         return reveal(self.redis_url)
+
+    def fanout_channel(self) -> str:
+        return self.redis_channel or f"pairgate-{self.store_config().fingerprint()}"
 
     def store_config(self) -> StoreConfig:
         kind = self.store
