@@ -207,6 +207,7 @@ def bootstrap(
         client_manager=fanout_manager(settings.redis, settings.fanout_channel()),
     )
     notifier = SocketIoNotifier(sio)
+    identities = settings.identities()
     leases = None
     if store.kind == "postgres":
         # A shared store may have several processes: one owner per device, by lease.
@@ -225,10 +226,10 @@ def bootstrap(
         start_timeout=settings.start_timeout,
         max_sessions=settings.max_sessions,
         max_unpaired=settings.max_unpaired,
+        max_unpaired_per_owner=settings.unpaired_per_identity(identities),
         leases=leases,
     )
     metrics.watch(service, sio)
-    identities = settings.identities()
     limits = RequestLimits(settings.rate_limit_connection, settings.rate_limit_identity)
     sio.register_namespace(PairingNamespace(service, notifier, clock, identities, limits))
     if identities.required:

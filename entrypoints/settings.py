@@ -13,6 +13,10 @@ from adapters.engines.simulator import WHATSAPP_QR_TIMEOUTS
 from adapters.identity import Identities
 from adapters.store import StoreConfig
 
+# Keys are one namespace: an identity pairing more devices than this at once could squat
+# keys others need. Pairing takes a person at a phone, so 100 at once is plenty.
+UNPAIRED_PER_IDENTITY = 100
+
 
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="PAIRGATE_", extra="ignore")
@@ -66,6 +70,9 @@ class Settings(BaseSettings):
     # Live sessions one identity may run, and pairings under way server-wide (0: no cap).
     max_sessions: int = Field(1000, ge=0)
     max_unpaired: int = Field(5000, ge=0)
+    # Pairings under way per identity (0: no cap). Unset: 100 with tokens, none without
+    # (a single identity has nobody to lock out; PAIRGATE_MAX_UNPAIRED bounds it).
+    max_unpaired_per_identity: int | None = Field(None, ge=0)
     # Threads that run event store calls; 0: a local store's calls run on the event loop
     # (quicker than waking a thread). Unset: 0 for sqlite and memory, 4 for postgres.
     store_threads: int | None = Field(None, ge=0)
@@ -146,6 +153,11 @@ class Settings(BaseSettings):
     @property
     def redis(self) -> str | None:
         return reveal(self.redis_url)
+
+    def unpaired_per_identity(self, identities: Identities) -> int:
+        if self.max_unpaired_per_identity is not None:
+            return self.max_unpaired_per_identity
+        return UNPAIRED_PER_IDENTITY if identities.required else 0
 
     def fanout_channel(self) -> str:
         return self.redis_channel or f"pairgate-{self.store_config().fingerprint()}"
