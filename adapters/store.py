@@ -53,8 +53,9 @@ class StoreConfig:
         if self.kind == "postgres":
             env = _postgres_target(self)
             host = env.get("POSTGRES_HOST", "127.0.0.1").lower()
-            where = f"{host}:{env.get('POSTGRES_PORT', '5432')}/{env.get('POSTGRES_DBNAME', 'postgres')}"
-            return f"postgres:{where}?schema={env.get('POSTGRES_SCHEMA') or 'public'}"
+            port, database = env.get("POSTGRES_PORT", "5432"), env.get("POSTGRES_DBNAME")
+            schema = env.get("POSTGRES_SCHEMA") or "public"
+            return f"postgres:{host}:{port}/{database or 'postgres'}?schema={schema}"
         return f"{self.kind}:{uuid.uuid4()}"
 
     def fingerprint(self) -> str:
