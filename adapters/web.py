@@ -55,8 +55,7 @@ async def refuse_stranger(
         return unauthorized()
     if not identities.required:
         return None
-    standing = await service.standing(key)
-    if standing is None or standing.owner != identity:
+    if await service.standing_for(key, identity) is None:
         missing = SessionNotFoundError(key)
         return error_response(404, missing.code, missing.message)
     return None

@@ -139,7 +139,7 @@ class PairingService:
             if change is None:
                 session = await self._store(self.sessions.find, key)
                 if session is not None:
-                    _check_owner(session, owner, claim=True)
+                    await self._check_owner(session, owner, claim=True)
                     if session.is_live and key in self._running:
                         await self._notifier.subscribe(key, subscriber)
                         return Outcome(session, joined=True)
@@ -202,6 +202,16 @@ class PairingService:
 
     async def find(self, key: str) -> DeviceSession | None:
         return await self._store(self.sessions.find, key)
+
+    async def standing_for(self, key: str, owner: str) -> Standing | None:
+        """The key's standing if it is `owner`'s; None, at the same cost, if the key is
+        missing or another identity's."""
+        running = self._standings.get(key)
+        if running is None:
+            running = await self.standing(key)
+        elif running.owner != owner:
+            await self._as_costly_as_a_missing_key(key)
+        return running if running is not None and running.owner == owner else None
 
     async def standing(self, key: str) -> Standing | None:
         """The key's owner and state (None: no such session). Known without reading the
@@ -399,10 +409,26 @@ class PairingService:
     async def _owned(self, key: str, owner: str, at: int | None = None) -> DeviceSession:
         """The owner's session; `at`, if given, must be a version of the owner's tenure."""
         session = await self._store(self.sessions.get, key)
-        _check_owner(session, owner)
+        await self._check_owner(session, owner)
         if at is not None and not session.tenure_from <= at <= session.version:
             raise VersionOutOfRangeError(key, at, session.version, session.tenure_from)
         return session
+
+    async def _check_owner(
+        self, session: DeviceSession, owner: str, *, claim: bool = False
+    ) -> None:
+        """Another identity's key reads exactly as a missing one, so nobody learns which
+        keys exist. Creating (`claim`) may take over a key that ended holding nothing."""
+        if session.owner == owner or (claim and session.claimable):
+            return
+        if self.sessions.holds(session.key):
+            await self._as_costly_as_a_missing_key(session.key)
+        raise SessionNotFoundError(session.key)
+
+    async def _as_costly_as_a_missing_key(self, key: str) -> None:
+        """A missing key is answered after a read of the store; a key known from memory
+        would be refused sooner, and the time would tell that it exists."""
+        await self._store(self.sessions.stored, key)
 
     async def _from_engine(self, key: str, command: Callable[[DeviceSession], None]) -> None:
         async with self._lock(key):
@@ -554,13 +580,6 @@ def _call(call: Callable[[], T]) -> T:
 def _needs_an_engine(session: DeviceSession) -> bool:
     """Live, or a paired device offline with its credentials: some process should run it."""
     return session.is_live or (session.state is S.DISCONNECTED and session.holds_credentials)
-
-
-def _check_owner(session: DeviceSession, owner: str, *, claim: bool = False) -> None:
-    """Another identity's key reads exactly as a missing one: nobody learns which keys
-    exist. Creating (`claim`) may take over a key that ended holding nothing."""
-    if session.owner != owner and not (claim and session.claimable):
-        raise SessionNotFoundError(session.key)
 
 
 def _disconnect(reason: DisconnectReason) -> Callable[[DeviceSession], None]:
