@@ -197,7 +197,9 @@ class PairingService:
     async def history(self, key: str, owner: str, at: int | None = None) -> list[Record]:
         """The session's events since its owner took the key (up to `at`)."""
         session = await self._owned(key, owner, at)
-        records = session_history(await self._read(self.sessions.history, key, at))
+        # Up to the version whose owner was checked: the key may change hands meanwhile.
+        last = session.version if at is None else at
+        records = session_history(await self._read(self.sessions.history, key, last))
         return records[session.tenure_from - 1 :]  # versions run 1, 2, 3 ... without gaps
 
     async def find(self, key: str) -> DeviceSession | None:
