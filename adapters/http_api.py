@@ -15,7 +15,7 @@ from adapters.web import error_response, unauthorized
 from domain.errors import DeviceSessionError
 from domain.pairing import PairingService
 
-STATUS = {"invalid_payload": 400, "invalid_key": 400, "forbidden": 403, "not_found": 404}
+STATUS = {"invalid_payload": 400, "invalid_key": 400, "not_found": 404}
 Query = Callable[[str, str, int | None], Awaitable[dict[str, Any]]]
 
 

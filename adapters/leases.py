@@ -40,9 +40,22 @@ RPC_CHANNEL = "pairgate_rpc"
 LOG_TABLE = "pairgate_lease_log"
 
 
-def lock_id(key: str) -> int:
-    """The key's advisory lock: 64 bits of its SHA-256 (collisions: about 2^-64)."""
-    return int.from_bytes(hashlib.sha256(b"pairgate:" + key.encode()).digest()[:8], signed=True)
+def lock_id(key: str, schema: str | None = None) -> int:
+    """The key's advisory lock: 64 bits of its SHA-256 (collisions: about 2^-64).
+
+    Advisory locks and NOTIFY channels are the database's, not a schema's: deployments in
+    other schemas of the database must neither hold this deployment's keys nor hear its
+    commands, so a schema names both (the default schema keeps the names it always had).
+    """
+    prefix = b"pairgate:" if schema is None else f"pairgate:{schema}:".encode()
+    return int.from_bytes(hashlib.sha256(prefix + key.encode()).digest()[:8], signed=True)
+
+
+def rpc_channel(schema: str | None = None) -> str:
+    """The NOTIFY channel of forwarded commands, one per schema (see lock_id)."""
+    if schema is None:
+        return RPC_CHANNEL
+    return f"{RPC_CHANNEL}_{hashlib.sha256(schema.encode()).hexdigest()[:16]}"
 
 
 class PostgresLeases:
@@ -57,6 +70,7 @@ class PostgresLeases:
         self.holder = uuid.uuid4().hex
         self._conninfo = conninfo
         self._schema = schema
+        self._rpc_channel = rpc_channel(schema)
         self._check_interval = check_interval
         self._forward_timeout = forward_timeout
         self._held: set[str] = set()
@@ -121,7 +135,9 @@ class PostgresLeases:
         async with self._guard, self._connection().transaction():
             locks = self._connection()
             row = await (
-                await locks.execute("SELECT pg_try_advisory_lock(%s)", (lock_id(key),))
+                await locks.execute(
+                    "SELECT pg_try_advisory_lock(%s)", (lock_id(key, self._schema),)
+                )
             ).fetchone()
             if not row or not row[0]:
                 return False
@@ -163,7 +179,7 @@ class PostgresLeases:
                 ).format(sql.Identifier(LOG_TABLE)),
                 (key, self.holder),
             )
-            await locks.execute("SELECT pg_advisory_unlock(%s)", (lock_id(key),))
+            await locks.execute("SELECT pg_advisory_unlock(%s)", (lock_id(key, self._schema),))
 
     async def forward(self, key: str, command: str, args: dict[str, str]) -> None:
         request_id = uuid.uuid4().hex
@@ -171,7 +187,7 @@ class PostgresLeases:
         self._replies[request_id] = reply
         message = {"id": request_id, "key": key, "command": command, "args": args}
         try:
-            await self._notify(RPC_CHANNEL, {**message, "reply_to": self.holder})
+            await self._notify(self._rpc_channel, {**message, "reply_to": self.holder})
             answer = await asyncio.wait_for(reply, self._forward_timeout)
         except (TimeoutError, psycopg.Error):
             raise EngineUnavailableError(
@@ -219,7 +235,7 @@ class PostgresLeases:
             try:
                 if self._listener is None or self._listener.closed:
                     self._listener = await self._connect()
-                    for channel in (RPC_CHANNEL, self._reply_channel(self.holder)):
+                    for channel in (self._rpc_channel, self._reply_channel(self.holder)):
                         await self._listener.execute(
                             sql.SQL("LISTEN {}").format(sql.Identifier(channel))
                         )
@@ -239,7 +255,7 @@ class PostgresLeases:
     def _dispatch(self, channel: str, payload: str) -> None:
         try:
             message = json.loads(payload)
-            if channel == RPC_CHANNEL:
+            if channel == self._rpc_channel:
                 if message["key"] in self._held:
                     # Held: the event loop keeps only weak references to tasks.
                     serving = asyncio.create_task(self._serve(message))

@@ -164,6 +164,9 @@ class ObservedNotifier:
     async def subscribe(self, key: str, subscriber: str) -> None:
         await self._inner.subscribe(key, subscriber)
 
+    async def unsubscribe_all(self, key: str) -> None:
+        await self._inner.unsubscribe_all(key)
+
     async def publish(self, key: str, events: Sequence[DomainEventProtocol[UUID]]) -> None:
         self._metrics.observe(key, events)
         for event in events:

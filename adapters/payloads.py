@@ -6,14 +6,20 @@ generated from them, so the three cannot drift apart. Field names are the seed's
 
 from __future__ import annotations
 
+import re
 from typing import Annotated, Any, Literal, TypeVar
 
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints, ValidationError
 
 from domain.session import DeviceSession, SessionState
 
-KEY_PATTERN = r"^[A-Za-z0-9_.-]{1,64}$"
-Key = Annotated[str, StringConstraints(pattern=KEY_PATTERN, min_length=1, max_length=64)]
+# Not dots alone: `.` and `..` name a directory, not a device, in paths and URLs.
+KEY_PATTERN = r"^(?!\.+$)[A-Za-z0-9_.-]{1,64}$"
+# Compiled: Python's engine for this pattern alone (its lookahead is beyond pydantic's Rust
+# engine), after the length checks, so it only ever reads 64 characters.
+Key = Annotated[
+    str, StringConstraints(pattern=re.compile(KEY_PATTERN), min_length=1, max_length=64)
+]
 # 1-128 printable characters: no control characters, no line breaks.
 Name = Annotated[str, StringConstraints(pattern=r"^[^\x00-\x1f\x7f-\x9f]{1,128}$")]
 KEY_FORMAT_ERRORS = {"string_pattern_mismatch", "string_too_short", "string_too_long"}
@@ -151,9 +157,7 @@ def parse(model: type[R], data: Any) -> R:
     except ValidationError as error:
         problems = error.errors(include_url=False, include_input=False)
         if all(p["loc"] == ("key",) and p["type"] in KEY_FORMAT_ERRORS for p in problems):
-            raise RequestRefused(
-                "invalid_key", "key must match ^[A-Za-z0-9_.-]{1,64}$", echo
-            ) from None
+            raise RequestRefused("invalid_key", f"key must match {KEY_PATTERN}", echo) from None
         described = "; ".join(f"{_where(p['loc'])}: {p['msg']}" for p in problems)
         raise RequestRefused("invalid_payload", described, echo) from None
 

@@ -73,6 +73,9 @@ class SocketIoNotifier:
     async def subscribe(self, key: str, subscriber: str) -> None:
         await self._sio.enter_room(subscriber, room(key))
 
+    async def unsubscribe_all(self, key: str) -> None:
+        await self._sio.close_room(room(key))  # in every process, through the client manager
+
     async def publish(self, key: str, events: Sequence[DomainEventProtocol[UUID]]) -> None:
         for event in events:
             for name, payload in await project(key, event):

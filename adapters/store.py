@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import binascii
+import hashlib
 import os
+import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
 from urllib.parse import parse_qs, unquote, urlsplit
@@ -13,6 +15,9 @@ from psycopg.conninfo import make_conninfo
 from domain.services import DeviceSessions
 
 SQLITE_FILE = "pairgate.sqlite3"
+# The store holds live QR texts and who owns which device: for pairgate's user alone.
+DIRECTORY_MODE = 0o700
+FILE_MODE = 0o600
 CIPHER = "eventsourcing.cryptography:AESCipher"  # AES-GCM, from the cryptography package
 COMPRESSOR = "eventsourcing.compressor:ZlibCompressor"
 
@@ -38,6 +43,24 @@ class StoreConfig:
     @property
     def sqlite_path(self) -> Path:
         return self.data_dir / SQLITE_FILE
+
+    def identity(self) -> str:
+        """What tells this store from any other (never a password): its SQLite file's path,
+        or its PostgreSQL host, port, database and schema. Processes that share a store
+        share it; a memory store is its process's own."""
+        if self.kind == "sqlite":
+            return f"sqlite:{self.sqlite_path.resolve()}"
+        if self.kind == "postgres":
+            env = _postgres_target(self)
+            host = env.get("POSTGRES_HOST", "127.0.0.1").lower()
+            port, database = env.get("POSTGRES_PORT", "5432"), env.get("POSTGRES_DBNAME")
+            schema = env.get("POSTGRES_SCHEMA") or "public"
+            return f"postgres:{host}:{port}/{database or 'postgres'}?schema={schema}"
+        return f"{self.kind}:{uuid.uuid4()}"
+
+    def fingerprint(self) -> str:
+        """The identity as 16 hex digits: a name for the store that reveals nothing."""
+        return hashlib.sha256(self.identity().encode()).hexdigest()[:16]
 
     def environment(self) -> dict[str, str]:
         """The eventsourcing environment variables for this configuration."""
@@ -77,9 +100,7 @@ class StoreConfig:
 
 def postgres_conninfo(config: StoreConfig) -> tuple[str, str | None]:
     """libpq connection string and schema of a postgres store (for pairgate's own tables)."""
-    env = _postgres_env(config.database_url) or {
-        k: v for k, v in os.environ.items() if k.startswith("POSTGRES_")
-    }
+    env = _postgres_target(config)
     conninfo = make_conninfo(
         host=env.get("POSTGRES_HOST", "127.0.0.1"),
         port=env.get("POSTGRES_PORT", "5432"),
@@ -88,6 +109,13 @@ def postgres_conninfo(config: StoreConfig) -> tuple[str, str | None]:
         password=env.get("POSTGRES_PASSWORD", ""),
     )
     return conninfo, env.get("POSTGRES_SCHEMA") or None
+
+
+def _postgres_target(config: StoreConfig) -> dict[str, str]:
+    """POSTGRES_* settings of a postgres store: from its URL, else eventsourcing's own."""
+    return _postgres_env(config.database_url) or {
+        k: v for k, v in os.environ.items() if k.startswith("POSTGRES_")
+    }
 
 
 def _postgres_env(url: str | None) -> dict[str, str]:
@@ -116,7 +144,7 @@ def _postgres_env(url: str | None) -> dict[str, str]:
 def open_store(config: StoreConfig) -> DeviceSessions:
     """The store, proven readable with this configuration (StoreUnreadableError if not)."""
     if config.kind == "sqlite":
-        config.data_dir.mkdir(parents=True, exist_ok=True)
+        _private_sqlite_files(config.sqlite_path)
     try:
         sessions = DeviceSessions(env=config.environment())
     except (ValueError, binascii.Error) as error:
@@ -132,6 +160,24 @@ def open_store(config: StoreConfig) -> DeviceSessions:
         sessions.close()
         raise StoreUnreadableError(_unreadable(config, error)) from None
     return sessions
+
+
+def _private_sqlite_files(database: Path) -> None:
+    """The store's directory 0700 and its files 0600, those an earlier run left too.
+
+    SQLite creates the -wal and -shm files with the database file's mode, so a database
+    file created 0600 here (before SQLite creates it under the umask) keeps them private.
+    """
+    directory = database.parent
+    directory.mkdir(mode=DIRECTORY_MODE, parents=True, exist_ok=True)
+    directory.chmod(DIRECTORY_MODE)  # mkdir's mode is masked by the umask, and may be old
+    os.close(os.open(database, os.O_CREAT | os.O_WRONLY, FILE_MODE))
+    for path in (database, *(database.with_name(database.name + s) for s in SQLITE_SIDE_FILES)):
+        if path.exists():
+            path.chmod(FILE_MODE)
+
+
+SQLITE_SIDE_FILES = ("-wal", "-shm", "-journal")
 
 
 def _read_first_event(sessions: DeviceSessions) -> None:

@@ -17,7 +17,7 @@ from adapters.engines.simulator import (
     simulator_commands,
 )
 from adapters.identity import Identities
-from domain.errors import DeviceSessionError
+from domain.errors import DeviceSessionError, SessionNotFoundError
 from domain.pairing import PairingService
 from domain.ports import DeviceLeases
 
@@ -47,13 +47,17 @@ def unauthorized() -> JSONResponse:
 async def refuse_stranger(
     request: Request, identities: Identities, service: PairingService, key: str
 ) -> JSONResponse | None:
-    """401 without a valid token, 403 when another identity owns `key`; None: go ahead."""
+    """401 without a valid token; 404 `not_found` when `key` is not the caller's, whether
+    it is another identity's or nobody's (the same answer: nobody learns which keys
+    exist); None: go ahead."""
     identity = identities.from_bearer(request.headers.get("authorization"))
     if identity is None:
         return unauthorized()
-    standing = await service.standing(key) if identities.required else None
-    if standing is not None and standing.owner != identity:
-        return error_response(403, "forbidden", f"session {key!r} belongs to another identity")
+    if not identities.required:
+        return None
+    if await service.standing_for(key, identity) is None:
+        missing = SessionNotFoundError(key)
+        return error_response(404, missing.code, missing.message)
     return None
 
 

@@ -26,17 +26,13 @@ class InvalidTransitionError(DeviceSessionError):
 
 
 class SessionNotFoundError(DeviceSessionError):
+    """No such session, or (the same answer, so that nobody learns which keys exist)
+    another identity's."""
+
     code = "not_found"
 
     def __init__(self, key: str) -> None:
         super().__init__(f"no session with key {key!r}", key=key)
-
-
-class ForbiddenError(DeviceSessionError):
-    code = "forbidden"
-
-    def __init__(self, key: str) -> None:
-        super().__init__(f"session {key!r} belongs to another identity", key=key)
 
 
 class UnknownEngineError(DeviceSessionError):
@@ -50,9 +46,10 @@ class EngineUnavailableError(DeviceSessionError):
 class VersionOutOfRangeError(DeviceSessionError):
     code = "invalid_payload"
 
-    def __init__(self, key: str, version: int, last: int) -> None:
+    def __init__(self, key: str, version: int, last: int, first: int = 1) -> None:
         super().__init__(
-            f"session {key!r} has versions 1 to {last}; there is no version {version}", key=key
+            f"session {key!r} has versions {first} to {last}; there is no version {version}",
+            key=key,
         )
 
 

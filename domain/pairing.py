@@ -20,9 +20,10 @@ from typing import ParamSpec, TypeVar
 from domain.errors import (
     DeviceSessionError,
     EngineUnavailableError,
-    ForbiddenError,
     InvalidTransitionError,
     LimitReachedError,
+    SessionNotFoundError,
+    VersionOutOfRangeError,
 )
 from domain.history import Record, session_history
 from domain.ports import (
@@ -85,6 +86,7 @@ class PairingService:
         start_timeout: float = 60.0,
         max_sessions: int = 0,
         max_unpaired: int = 0,
+        max_unpaired_per_owner: int = 0,
         leases: DeviceLeases | None = None,
     ) -> None:
         self.sessions = sessions
@@ -105,6 +107,9 @@ class PairingService:
         # Caps (0: none): live sessions per quota holder, and pairings under way here.
         self._max_sessions = max_sessions
         self._max_unpaired = max_unpaired
+        # Pairings under way per owner (0: no cap): keys are one namespace, so one identity
+        # must not hold so many at once that others are locked out of theirs.
+        self._max_unpaired_per_owner = max_unpaired_per_owner
         self._standings: dict[str, Standing] = {}  # each running key's, as last saved
         # Whom each running key counts against (see `create`), and how many each has.
         self._holders: dict[str, str] = {}
@@ -148,7 +153,7 @@ class PairingService:
             if change is None:
                 session = await self._store(self.sessions.find, key)
                 if session is not None:
-                    _check_owner(session, owner)
+                    await self._check_owner(session, owner, claim=True)
                     if session.is_live and key in self._running:
                         await self._notifier.subscribe(key, subscriber)
                         return Outcome(session, joined=True)
@@ -159,6 +164,7 @@ class PairingService:
                         return Outcome(session, joined=True)
                     raise InvalidTransitionError(key, "start a new pairing", ELSEWHERE)
                 try:
+                    self._check_pairings_of(key, owner)
                     self._check_capacity(key, holder)
                     change = await self._record_start(
                         key, session, name, engine_name, owner, relink
@@ -167,6 +173,9 @@ class PairingService:
                     if key not in self._running:
                         await self._leases.release(key)
                     raise
+            if session is not None and session.owner != owner:
+                # The key changed hands: its previous owner's clients hear nothing more.
+                await self._notifier.unsubscribe_all(key)
             await self._notifier.subscribe(key, subscriber)
             await self._notifier.publish(key, change.events)
             if session is not None:
@@ -197,16 +206,30 @@ class PairingService:
         return await self._end_by_owner(key, owner, Reason.SESSION_REVOKED)
 
     async def state(self, key: str, owner: str, at: int | None = None) -> DeviceSession:
-        """The session now, or right after its event number `at`."""
-        session = await self._owned(key, owner)
+        """The session now, or right after its event number `at` (of the owner's tenure)."""
+        session = await self._owned(key, owner, at)
         return session if at is None else await self._read(self.sessions.state_at, key, at)
 
     async def history(self, key: str, owner: str, at: int | None = None) -> list[Record]:
-        await self._owned(key, owner)
-        return session_history(await self._read(self.sessions.history, key, at))
+        """The session's events since its owner took the key (up to `at`)."""
+        session = await self._owned(key, owner, at)
+        # Up to the version whose owner was checked: the key may change hands meanwhile.
+        last = session.version if at is None else at
+        records = session_history(await self._read(self.sessions.history, key, last))
+        return records[session.tenure_from - 1 :]  # versions run 1, 2, 3 ... without gaps
 
     async def find(self, key: str) -> DeviceSession | None:
         return await self._store(self.sessions.find, key)
+
+    async def standing_for(self, key: str, owner: str) -> Standing | None:
+        """The key's standing if it is `owner`'s; None, at the same cost, if the key is
+        missing or another identity's."""
+        running = self._standings.get(key)
+        if running is None:
+            running = await self.standing(key)
+        elif running.owner != owner:
+            await self._as_costly_as_a_missing_key(key)
+        return running if running is not None and running.owner == owner else None
 
     async def standing(self, key: str) -> Standing | None:
         """The key's owner and state (None: no such session). Known without reading the
@@ -354,6 +377,7 @@ class PairingService:
         if not await self._leases.acquire(key):
             return None
         try:
+            self._check_pairings_of(key, owner)
             self._check_capacity(key, holder)
             return await self._store(self.sessions.create, key, name, engine, owner)
         except (IntegrityError, LimitReachedError):
@@ -387,7 +411,7 @@ class PairingService:
         if session.is_live:
             # Recorded as live, but no engine runs it here: the process that did has gone.
             events = (await self._update(key, _disconnect(Reason.CONNECTION_LOST))).events
-        change = await self._update(key, lambda s: s.restart(name, engine))
+        change = await self._update(key, lambda s: s.restart(name, engine, owner))
         return Change(change.session, events + change.events)
 
     async def _forget_previous_link(self, key: str, engine: WhatsAppEngine) -> None:
@@ -412,10 +436,29 @@ class PairingService:
             await self._settle(key, change, unlink=True)
             return change.session
 
-    async def _owned(self, key: str, owner: str) -> DeviceSession:
+    async def _owned(self, key: str, owner: str, at: int | None = None) -> DeviceSession:
+        """The owner's session; `at`, if given, must be a version of the owner's tenure."""
         session = await self._store(self.sessions.get, key)
-        _check_owner(session, owner)
+        await self._check_owner(session, owner)
+        if at is not None and not session.tenure_from <= at <= session.version:
+            raise VersionOutOfRangeError(key, at, session.version, session.tenure_from)
         return session
+
+    async def _check_owner(
+        self, session: DeviceSession, owner: str, *, claim: bool = False
+    ) -> None:
+        """Another identity's key reads exactly as a missing one, so nobody learns which
+        keys exist. Creating (`claim`) may take over a key that ended holding nothing."""
+        if session.owner == owner or (claim and session.claimable):
+            return
+        if self.sessions.holds(session.key):
+            await self._as_costly_as_a_missing_key(session.key)
+        raise SessionNotFoundError(session.key)
+
+    async def _as_costly_as_a_missing_key(self, key: str) -> None:
+        """A missing key is answered after a read of the store; a key known from memory
+        would be refused sooner, and the time would tell that it exists."""
+        await self._store(self.sessions.stored, key)
 
     async def _from_engine(self, key: str, command: Callable[[DeviceSession], None]) -> None:
         async with self._lock(key):
@@ -454,6 +497,21 @@ class PairingService:
                 teardown = engine.logout if unlink else engine.discard
                 await _quietly(teardown(key), teardown.__name__, key)
             await self._leases.release(key)
+
+    def _check_pairings_of(self, key: str, owner: str) -> None:
+        cap = self._max_unpaired_per_owner
+        if not cap:
+            return
+        standings = self._standings
+        pairing = sum(1 for k in self._unpaired if (s := standings.get(k)) and s.owner == owner)
+        if pairing >= cap:
+            raise LimitReachedError(
+                f"this identity is pairing {cap} devices, the most it may at once "
+                "(PAIRGATE_MAX_UNPAIRED_PER_IDENTITY); finish or delete one, or let its "
+                "codes expire, first",
+                key=key,
+                retry_after=20.0,
+            )
 
     def _check_capacity(self, key: str, holder: str) -> None:
         if self._max_sessions and self._live_by_holder[holder] >= self._max_sessions:
@@ -559,11 +617,6 @@ def _call(call: Callable[[], T]) -> T:
 def _needs_an_engine(session: DeviceSession) -> bool:
     """Live, or a paired device offline with its credentials: some process should run it."""
     return session.is_live or (session.state is S.DISCONNECTED and session.holds_credentials)
-
-
-def _check_owner(session: DeviceSession, owner: str) -> None:
-    if session.owner != owner:
-        raise ForbiddenError(session.key)
 
 
 def _disconnect(reason: DisconnectReason) -> Callable[[DeviceSession], None]:

@@ -97,6 +97,10 @@ class SessionNotifier(Protocol):
         """Project events that have been saved onto the key's subscribers, in order."""
         ...
 
+    async def unsubscribe_all(self, key: str) -> None:
+        """The key changed hands: nobody subscribed so far hears of it again."""
+        ...
+
 
 class DeviceLeases(Protocol):
     """Who runs each device's engine when several processes share one store.

@@ -63,6 +63,14 @@ class DeviceSessions(Application[UUID]):
         held = self._held.get(key)
         if held is not None:
             return _working_copy(held)  # commands mutate what they are given
+        return self.stored(key)
+
+    def holds(self, key: str) -> bool:
+        """Whether the key's session is held in memory (see `hold`)."""
+        return key in self._held
+
+    def stored(self, key: str) -> DeviceSession | None:
+        """The session as the store has it, never from memory: what a key not held costs."""
         try:
             session: object = self.repository.get(session_id(key))
         except AggregateNotFoundError:

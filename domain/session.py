@@ -109,6 +109,9 @@ class DeviceSession(Aggregate):
     # Class defaults: snapshots taken before these attributes existed still load.
     pair_code: str | None = None
     pair_code_expires_at: datetime | None = None
+    # The version from which the current owner holds the key: a key that another identity
+    # took over after it ended shows its new owner nothing from before (see `restart`).
+    tenure_from: int = 1
 
     @staticmethod
     def create_id(key: str) -> UUID:
@@ -154,9 +157,15 @@ class DeviceSession(Aggregate):
         self._require("end_offline_link" if offline else "disconnect", f"end it ({reason})")
         self._disconnected(reason=reason.value)
 
-    def restart(self, name: str, engine: str) -> None:
+    def restart(self, name: str, engine: str, owner: str | None = None) -> None:
+        """A new pairing on the key, for `owner` (by default its present owner). Another
+        identity may take over only a key that ended holding nothing: no live device,
+        no credentials."""
         self._require("restart", "start a new pairing")
-        self._restarted(name=name, engine=engine)
+        owner = owner or self.owner
+        if owner != self.owner and self.holds_credentials:
+            raise InvalidTransitionError(self.key, "hand it to another identity", "linked")
+        self._restarted(name=name, engine=engine, owner=owner)
 
     # -- queries ----------------------------------------------------------------------
 
@@ -184,6 +193,11 @@ class DeviceSession(Aggregate):
     def pairing_seconds_left(self, now: datetime) -> float:
         """Seconds until neither the QR code nor the pairing code can be used."""
         return max(self.qr_seconds_left(now), self.pair_code_seconds_left(now))
+
+    @property
+    def claimable(self) -> bool:
+        """Ended, holding nothing (deleted, logged out, expired): free for anyone to take."""
+        return self.state is S.DISCONNECTED and not self.holds_credentials
 
     def can(self, trigger: str) -> bool:
         return allowed_destination(self, trigger) is not None
@@ -222,7 +236,11 @@ class DeviceSession(Aggregate):
         self._forget_qr()
 
     @event("Restarted")
-    def _restarted(self, name: str, engine: str) -> None:
+    def _restarted(self, name: str, engine: str, owner: str | None = None) -> None:
+        # Restarted events recorded before keys could change hands name no owner.
+        if owner is not None and owner != self.owner:
+            self.owner = owner
+            self.tenure_from = self.version + 1  # this event's: versions are applied after
         self._state = S.CREATED.value
         self.name = name
         self.engine = engine

@@ -147,14 +147,16 @@ def installed_engines(settings: Settings, vault: CredentialVault) -> Engines:
     return Engines(available, missing)
 
 
-def fanout_manager(redis_url: str | None) -> socketio.AsyncManager:
-    """Redis pub/sub carries each emission to every process's clients; else this one's."""
+def fanout_manager(redis_url: str | None, channel: str) -> socketio.AsyncManager:
+    """Redis pub/sub carries each emission to every process's clients; else this one's.
+    `channel`: the deployment's own (one Redis may serve several deployments)."""
     if redis_url is None:
         return socketio.AsyncManager()
     # A bounded connect: emissions wait on Redis inside the key's lock. (No read timeout:
     # the subscription is idle between emissions.)
     options = {"socket_connect_timeout": 5}
-    return socketio.AsyncRedisManager(redis_url, channel="pairgate", redis_options=options)
+    log.info("fan-out over Redis on channel %s", channel)
+    return socketio.AsyncRedisManager(redis_url, channel=channel, redis_options=options)
 
 
 async def close_fanout(sio: socketio.AsyncServer) -> None:
@@ -205,9 +207,10 @@ def bootstrap(
         max_handshakes_per_address=settings.max_handshakes_per_address,
         connect_timeout=settings.connect_timeout,
         transports=list(settings.transports),
-        client_manager=fanout_manager(settings.redis),
+        client_manager=fanout_manager(settings.redis, settings.fanout_channel()),
     )
     notifier = SocketIoNotifier(sio)
+    identities = settings.identities()
     leases = None
     if store.kind == "postgres":
         # A shared store may have several processes: one owner per device, by lease.
@@ -226,10 +229,10 @@ def bootstrap(
         start_timeout=settings.start_timeout,
         max_sessions=settings.max_sessions,
         max_unpaired=settings.max_unpaired,
+        max_unpaired_per_owner=settings.unpaired_per_identity(identities),
         leases=leases,
     )
     metrics.watch(service, sio)
-    identities = settings.identities()
     limits = RequestLimits(settings.rate_limit_connection, settings.rate_limit_identity)
     sio.register_namespace(PairingNamespace(service, notifier, clock, identities, limits))
     if identities.required:

@@ -14,6 +14,8 @@ from collections.abc import Iterable
 from datetime import UTC, datetime
 from typing import Any
 
+from adapters.payloads import KEY_PATTERN
+
 TEXT_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
 # pairgate's log calls pass a session key as a %s argument ("engine report for %s failed");
 # the word before the placeholder says which one is the key.
@@ -22,7 +24,7 @@ KEY_PLACEHOLDER = re.compile(
     r"|^(?:neonize: )?%s\b"  # "neonize: %s lost its connection"
 )
 PLACEHOLDER = re.compile(r"%[-#0 +]*\d*(?:\.\d+)?[sdifrxXeEgGc%]")
-KEY_VALUE = re.compile(r"^[A-Za-z0-9_.-]{1,64}$")
+KEY_VALUE = re.compile(KEY_PATTERN)
 # Attributes every LogRecord has; anything else came in through `extra=`.
 STANDARD = set(vars(logging.makeLogRecord({}))) | {
     "message",

@@ -14,6 +14,10 @@ from adapters.engines.simulator import WHATSAPP_QR_TIMEOUTS
 from adapters.identity import Identities
 from adapters.store import StoreConfig
 
+# Keys are one namespace: an identity pairing more devices than this at once could squat
+# keys others need. Pairing takes a person at a phone, so 100 at once is plenty.
+UNPAIRED_PER_IDENTITY = 100
+
 
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="PAIRGATE_", extra="ignore")
@@ -71,6 +75,9 @@ class Settings(BaseSettings):
     # Live sessions one identity may run, and pairings under way server-wide (0: no cap).
     max_sessions: int = Field(1000, ge=0)
     max_unpaired: int = Field(5000, ge=0)
+    # Pairings under way per identity (0: no cap). Unset: 100 with tokens, none without
+    # (a single identity has nobody to lock out; PAIRGATE_MAX_UNPAIRED bounds it).
+    max_unpaired_per_identity: int | None = Field(None, ge=0)
     # Threads that run event store calls; 0: a local store's calls run on the event loop
     # (quicker than waking a thread). Unset: 0 for sqlite and memory, 4 for postgres.
     store_threads: int | None = Field(None, ge=0)
@@ -79,6 +86,10 @@ class Settings(BaseSettings):
     log_format: Literal["text", "json"] = "text"
     # Redis for Socket.IO fan-out between processes (unset: the in-memory manager).
     redis_url: SecretStr | None = None
+    # The Redis pub/sub channel of this deployment (pub/sub ignores Redis's database
+    # number). Unset: `pairgate-` and a hash of the store's identity, so processes of one
+    # store share a channel and other deployments on the same Redis do not hear them.
+    redis_channel: str | None = Field(None, min_length=1)
     # WebSocket compression (permessage-deflate) for clients that offer it, as browsers
     # do. Off: QR images are base64 PNG and barely compress, while each compressed
     # connection holds zlib state (500 unpaired sessions: 106.8 KB RSS and 2.19 ms per QR
@@ -168,6 +179,14 @@ class Settings(BaseSettings):
     @property
     def redis(self) -> str | None:
         return reveal(self.redis_url)
+
+    def unpaired_per_identity(self, identities: Identities) -> int:
+        if self.max_unpaired_per_identity is not None:
+            return self.max_unpaired_per_identity
+        return UNPAIRED_PER_IDENTITY if identities.required else 0
+
+    def fanout_channel(self) -> str:
+        return self.redis_channel or f"pairgate-{self.store_config().fingerprint()}"
 
     def store_config(self) -> StoreConfig:
         kind = self.store

@@ -79,7 +79,7 @@ async def test_exits_2_on_a_session_error(server: Server) -> None:
     scan = await start_scan(server, "bad key")
     output = (await asyncio.wait_for(scan.communicate(), 20))[0].decode()
     assert scan.returncode == 2
-    assert output == "error invalid_key: key must match ^[A-Za-z0-9_.-]{1,64}$\n"
+    assert output == "error invalid_key: key must match ^(?!\\.+$)[A-Za-z0-9_.-]{1,64}$\n"
 
 
 async def test_exits_3_when_no_server_answers(tmp_path: Path) -> None:

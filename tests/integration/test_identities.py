@@ -39,7 +39,7 @@ async def test_a_missing_or_wrong_token_is_refused_at_connect(
     assert refusals == [{"message": "unauthorized"}]
 
 
-async def test_another_identity_is_forbidden_and_hears_nothing(guarded: Server) -> None:
+async def test_another_identity_gets_not_found_and_hears_nothing(guarded: Server) -> None:
     key = unique_key()
     alice, bob = await connect(guarded, "token-of-alice"), await connect(guarded, "token-of-bob")
     try:
@@ -53,13 +53,13 @@ async def test_another_identity_is_forbidden_and_hears_nothing(guarded: Server) 
             ("session.history", {"key": key}),
         ]:
             ack = await bob.call(event, payload)
-            assert ack["ok"] is False and ack["error"]["code"] == "forbidden", event
+            assert ack["ok"] is False and ack["error"]["code"] == "not_found", event
         scan = f"/api/simulator/devices/{key}/scan"
         await guarded.post(scan, {"code": code}, token="token-of-alice")
         await alice.wait_for("session.ready")
         # Bob saw his five refusals and not one event of Alice's session.
         assert bob.names() == ["session.error"] * 5
-        assert all(error["code"] == "forbidden" for _, error in bob.events)
+        assert all(error["code"] == "not_found" for _, error in bob.events)
         assert guarded.pairgate.sessions.get(key).state == "ready"
     finally:
         await alice.close()
@@ -81,7 +81,7 @@ async def test_the_http_api_needs_the_owners_bearer_token(guarded: Server) -> No
         wrong = await http.get(path, headers={"Authorization": "Bearer token-of-eve"})
         assert wrong.status_code == 401
         other = await http.get(path, headers={"Authorization": "Bearer token-of-bob"})
-        assert other.status_code == 403 and other.json()["error"]["code"] == "forbidden"
+        assert other.status_code == 404 and other.json()["error"]["code"] == "not_found"
         owner = await http.get(path, headers={"Authorization": "Bearer token-of-alice"})
         assert owner.status_code == 200 and owner.json()["events"][0]["owner"] == "alice"
 
@@ -99,10 +99,10 @@ async def test_the_simulated_phone_answers_only_the_owner(guarded: Server) -> No
                 "unauthorized"
             )
             bob = {"authorization": "Bearer token-of-bob"}
-            assert (await http.get(f"{base}/code", headers=bob)).status_code == 403
+            assert (await http.get(f"{base}/code", headers=bob)).status_code == 404
             for action in ("scan", "pair", "logout", "drop", "revoke"):
                 refused = await http.post(f"{base}/{action}", json={"code": "x"}, headers=bob)
-                assert refused.status_code == 403, action
+                assert refused.status_code == 404, action
                 assert (await http.post(f"{base}/{action}", json={})).status_code == 401
             mine = {"authorization": "Bearer token-of-alice"}
             code = (await http.get(f"{base}/code", headers=mine)).json()["code"]

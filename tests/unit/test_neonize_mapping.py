@@ -422,6 +422,9 @@ class Published:
     async def subscribe(self, key: str, subscriber: str) -> None:
         pass
 
+    async def unsubscribe_all(self, key: str) -> None:
+        pass
+
     async def publish(self, key: str, events: Any) -> None:
         for event in events:
             name = type(event).__name__

@@ -12,7 +12,6 @@ import pytest
 
 from domain.errors import (
     EngineUnavailableError,
-    ForbiddenError,
     InvalidTransitionError,
     SessionNotFoundError,
     UnknownEngineError,
@@ -73,6 +72,9 @@ class FakeNotifier:
 
     async def publish(self, key: str, events: Sequence[Any]) -> None:
         self.log.append(("publish", key, [_describe(e) for e in events]))
+
+    async def unsubscribe_all(self, key: str) -> None:
+        self.log.append(("unsubscribe_all", key, None))
 
     def published(self, key: str = KEY) -> list[str]:
         return [e for kind, k, events in self.log if kind == "publish" and k == key for e in events]
@@ -203,14 +205,15 @@ INTRUSIONS: dict[str, Callable[[World], Awaitable[Any]]] = {
 
 
 @pytest.mark.parametrize("request_", INTRUSIONS)
-async def test_another_owner_is_forbidden(world: World, request_: str) -> None:
+async def test_another_owners_key_is_not_found(world: World, request_: str) -> None:
     await pair(world)
     log = list(world.notifier.log)
 
-    with pytest.raises(ForbiddenError) as refused:
+    with pytest.raises(SessionNotFoundError) as refused:
         await INTRUSIONS[request_](world)
 
-    assert refused.value.code == "forbidden"
+    assert refused.value.code == "not_found"
+    assert refused.value.message == SessionNotFoundError(KEY).message
     assert world.history() == ["SessionCreated", "QrIssued", "Authenticated", "Ready"]
     assert world.notifier.log == log
     assert world.engine.told() == ["start"]
