@@ -14,11 +14,13 @@ from typing import Any
 import socketio
 
 from adapters import payloads
+from adapters.history_allowance import HistoryAllowance
 from adapters.identity import Identities
 from adapters.payloads import describe
 from adapters.projection import SocketIoNotifier
 from adapters.rate_limits import RequestLimits
 from domain.errors import DeviceSessionError, LimitReachedError
+from domain.history import MAX_PAGE_SIZE
 from domain.pairing import PairingService
 from domain.ports import Clock
 from domain.session import DeviceSession
@@ -38,6 +40,7 @@ class PairingNamespace(socketio.AsyncNamespace):  # type: ignore[misc]  # untype
         identities: Identities,
         limits: RequestLimits,
         namespace: str = "/",
+        history_allowance: HistoryAllowance | None = None,
     ) -> None:
         super().__init__(namespace)
         self._service = service
@@ -45,6 +48,7 @@ class PairingNamespace(socketio.AsyncNamespace):  # type: ignore[misc]  # untype
         self._clock = clock
         self._known = identities
         self._limits = limits
+        self._history_allowance = history_allowance or HistoryAllowance("", MAX_PAGE_SIZE)
         self._identities: dict[str, str] = {}
         # Who a connection is for connect bans: its identity, or its address without tokens.
         self._peers: dict[str, str] = {}
@@ -124,9 +128,18 @@ class PairingNamespace(socketio.AsyncNamespace):  # type: ignore[misc]  # untype
         return describe(await self._service.delete(request.key, self._identities[sid]))
 
     async def _history(self, sid: str, data: Any) -> Reply:
-        request = payloads.parse(payloads.KeyRequest, data)
-        events = await self._service.history(request.key, self._identities[sid])
-        return {"key": request.key, "events": events}
+        request = payloads.parse(payloads.HistoryRequest, data)
+        # Records per identity (per address without tokens), as the HTTP API counts them.
+        reader = self._peers.get(sid, self._identities[sid])
+        await self._history_allowance.take(reader, request.limit, request.key)
+        page = await self._service.history(
+            request.key,
+            self._identities[sid],
+            request.at,
+            after=request.after,
+            limit=request.limit,
+        )
+        return payloads.history_reply(request.key, page)
 
     # -- replies ----------------------------------------------------------------------
 

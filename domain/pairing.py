@@ -24,7 +24,7 @@ from domain.errors import (
     InvalidTransitionError,
     LimitReachedError,
 )
-from domain.history import Record, session_history
+from domain.history import PAGE_SIZE, HistoryPage, history_page
 from domain.ports import (
     Clock,
     DeviceLeases,
@@ -185,9 +185,22 @@ class PairingService:
         session = await self._owned(key, owner)
         return session if at is None else await self._read(self.sessions.state_at, key, at)
 
-    async def history(self, key: str, owner: str, at: int | None = None) -> list[Record]:
+    async def history(
+        self,
+        key: str,
+        owner: str,
+        at: int | None = None,
+        *,
+        after: int = 0,
+        limit: int = PAGE_SIZE,
+    ) -> HistoryPage:
+        """One page of the key's records: see domain.history.history_page."""
         await self._owned(key, owner)
-        return session_history(await self._read(self.sessions.history, key, at))
+
+        def history() -> HistoryPage:  # its name labels the store call in the metrics
+            return history_page(self.sessions, key, after=after, limit=limit, at=at)
+
+        return await self._read(history)
 
     async def find(self, key: str) -> DeviceSession | None:
         return await self._store(self.sessions.find, key)

@@ -12,6 +12,7 @@ from typing import Any, TextIO
 
 from pydantic import ValidationError
 
+from domain.history import MAX_PAGE_SIZE, PAGE_SIZE
 from entrypoints.settings import Settings
 
 SETTINGS_FLAGS = ("host", "port", "simulate", "data_dir")
@@ -31,10 +32,28 @@ def parser() -> argparse.ArgumentParser:
         help="serve every engine name with the built-in simulator (offline)",
     )
 
-    history = commands.add_parser("history", help="a session's recorded events, oldest first")
+    history = commands.add_parser(
+        "history", help="a page of a session's recorded events, oldest first"
+    )
     history.add_argument("key")
+    history.add_argument(
+        "--after",
+        type=int,
+        default=0,
+        metavar="VERSION",
+        help="the events after this version (the page before said where to go on)",
+    )
+    history.add_argument(
+        "--limit",
+        type=int,
+        default=PAGE_SIZE,
+        metavar="N",
+        help=f"events per page (default {PAGE_SIZE}, at most {MAX_PAGE_SIZE})",
+    )
     history.add_argument("--at", type=int, metavar="VERSION", help="stop at this version")
-    history.add_argument("--json", action="store_true", help="print a JSON array")
+    history.add_argument(
+        "--json", action="store_true", help='print {"key", "events", "next"} as JSON'
+    )
 
     export = commands.add_parser("export", help="every recorded event as JSON lines")
     export.add_argument(
@@ -162,7 +181,7 @@ def run_audit(args: argparse.Namespace, settings: Settings, out: TextIO) -> int:
     """`history` and `export` read the event store directly; no server needs to run."""
     from adapters.store import open_store
     from domain.errors import DeviceSessionError
-    from domain.history import export_records, session_history
+    from domain.history import export_records, history_page
 
     sessions = open_store(settings.store_config())
     try:
@@ -170,13 +189,19 @@ def run_audit(args: argparse.Namespace, settings: Settings, out: TextIO) -> int:
             for record in export_records(sessions, args.since):
                 out.write(json.dumps(record) + "\n")
             return 0
-        records = session_history(sessions.history(args.key, args.at))
+        page = history_page(sessions, args.key, after=args.after, limit=args.limit, at=args.at)
     except DeviceSessionError as refused:
         print(f"pairgate: {refused.message}", file=sys.stderr)
         return 1
     finally:
         sessions.close()
-    out.write(json.dumps(records, indent=2) + "\n" if args.json else table(records))
+    if args.json:
+        reply = {"key": args.key, "events": page.events, "next": page.next}
+        out.write(json.dumps(reply, indent=2) + "\n")
+        return 0
+    out.write(table(page.events))
+    if page.next is not None:
+        print(f"pairgate: more events follow: --after {page.next}", file=sys.stderr)
     return 0
 
 
