@@ -206,14 +206,16 @@ def run_audit(args: argparse.Namespace, settings: Settings, out: TextIO) -> int:
 
 
 def table(records: list[dict[str, Any]]) -> str:
+    """Stored values (a device's name is whatever its client sent) are shown `shown`:
+    none can break a row, forge a column or turn the terminal's text around."""
     header = ("VERSION", "TIMESTAMP (UTC)", "TYPE", "STATE", "DETAILS")
     rows = [header] + [
         (
-            str(r["version"]),
-            r["timestamp"][:23].replace("T", " "),
-            r["type"],
-            r["state"],
-            "  ".join(f"{k}={v}" for k, v in list(r.items())[4:]),
+            shown(r["version"]),
+            shown(r["timestamp"][:23].replace("T", " "), plain=" "),
+            shown(r["type"]),
+            shown(r["state"]),
+            "  ".join(f"{k}={shown(v)}" for k, v in list(r.items())[4:]),
         )
         for r in records
     ]
@@ -225,3 +227,19 @@ def table(records: list[dict[str, Any]]) -> str:
         + "\n"
         for row in rows
     )
+
+
+# Characters a bare value may not contain: they would end it or make it two.
+_SEPARATORS = frozenset("'\"\\=")
+
+
+def shown(value: Any, plain: str = "") -> str:
+    """A value as one unmistakable cell: bare when it is a plain word (`plain` lists
+    blanks it may contain), else a Python literal, quoted, with escapes for what is not
+    printable (str.isprintable: control, format and bidi characters, line and paragraph
+    separators, spaces other than " ")."""
+    text = str(value)
+    bare = bool(text) and text.isprintable() and not _SEPARATORS.intersection(text)
+    if bare and not any(c.isspace() and c not in plain for c in text):
+        return text
+    return repr(text)

@@ -50,7 +50,7 @@ async def test_history_shows_the_seed_flow_as_a_table(
         ["Authenticated", "authenticated"],
         ["Ready", "ready"],
     ]
-    assert "name=My Device" in rows[0] and "engine=baileys" in rows[0]
+    assert "name='My Device'" in rows[0] and "engine=baileys" in rows[0]
     assert "timeout=30.0" in rows[1] and "fingerprint=" in rows[1]
     assert rows[0].split()[1].startswith("20")  # a date
 

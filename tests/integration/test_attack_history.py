@@ -3,15 +3,20 @@
 - A key with thousands of events made every history reply the whole stream (0.47 MB),
   and eight readers of it starved every other identity of CPU: history is read a bounded
   page at a time, and the HTTP API is rate-limited per identity.
+- Device names with bidi controls, line separators or `  engine=x` forged fields and lines
+  in `pairgate history`'s table: the table escapes and quotes what it did not write.
 """
 
 from __future__ import annotations
 
+import ast
 import asyncio
 import json
+import re
 import statistics
 import sys
 import time
+import unicodedata
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -335,3 +340,52 @@ async def test_history_readers_leave_other_identities_fast(tmp_path: Path) -> No
     )
     assert summary["biggest"] < 640_000
     assert loaded_p50 <= 2 * quiet_p50
+
+
+# Names a client may give its device that a terminal would show as something else.
+FORGING_NAMES = [
+    "  engine=x  owner=y",  # forges two fields
+    "evil\u202egnp.exe",  # RIGHT-TO-LEFT OVERRIDE: the rest is shown reversed
+    "one\u2028999      2026-01-01 00:00:00.000  Ready  ready",  # LINE SEPARATOR: a forged row
+    "para\u2029graph",  # PARAGRAPH SEPARATOR
+    "quiet\u200b\u2066isolate\u2069\ufeff",  # zero width space, bidi isolate, BOM
+    'it\'s "quoted" = fine',
+]
+UNSAFE = {"Cc", "Cf", "Zl", "Zp"}
+# A detail: `field=value`, the value either bare (no spaces or quotes) or a quoted literal.
+FIELD = re.compile(r"""[a-z_]+=('(?:[^'\\]|\\.)*'|"(?:[^"\\]|\\.)*"|[^\s'"]+)""")
+
+
+async def test_stored_names_cannot_forge_columns_in_the_cli_table(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    async with running(Settings(simulate=True, sim_qr_timeouts=(30.0,), data_dir=tmp_path)) as (
+        server
+    ):
+        keys = [unique_key() for _ in FORGING_NAMES]
+        async with clients(server.url) as [client]:
+            for key, name in zip(keys, FORGING_NAMES, strict=True):
+                request = {"key": key, "name": name, "engine": "simulator"}
+                ack = await client.call("session.create", request)
+                assert ack["ok"] is True, ack
+                await client.call("session.delete", {"key": key})
+
+        for key, name in zip(keys, FORGING_NAMES, strict=True):
+            assert main(["history", key, "--data-dir", str(tmp_path)]) == 0
+            out = capsys.readouterr().out
+            unsafe = {c for c in out if c != "\n" and unicodedata.category(c) in UNSAFE}
+            assert not unsafe, f"raw {[unicodedata.name(c, hex(ord(c))) for c in unsafe]}"
+            header, *rows = out.splitlines()  # splitlines() also splits at U+2028/U+2029
+            stored = server.pairgate.sessions.history(key)
+            assert [row.split()[3] for row in rows] == [type(e).__name__ for e in stored]
+            details = rows[0].split(None, 5)[5]
+            fields = [match.group(0) for match in FIELD.finditer(details)]
+            assert "  ".join(fields) == details, details  # nothing but fields
+            values = dict(field.split("=", 1) for field in fields)
+            assert list(values) == ["key", "name", "engine", "owner"], details
+            assert (values["key"], values["engine"], values["owner"]) == (
+                key,
+                "simulator",
+                "default",
+            )
+            assert ast.literal_eval(values["name"]) == name  # quoted, escaped, all there

@@ -1,4 +1,5 @@
-"""History pages: a page reads its own events (and a snapshot's worth), never the stream."""
+"""History pages: a page reads its own events (and a snapshot's worth), never the stream;
+the CLI's table shows stored strings so that none can forge a cell, column or row."""
 
 from __future__ import annotations
 
@@ -12,6 +13,7 @@ from adapters.store import StoreConfig, open_store
 from domain.errors import InvalidPageError, VersionOutOfRangeError
 from domain.history import MAX_PAGE_SIZE, history_page, session_history
 from domain.services import DeviceSessions
+from entrypoints.cli import shown
 
 NOW = datetime(2026, 1, 1, tzinfo=UTC)
 EVENTS = 2000
@@ -91,3 +93,23 @@ def test_pages_that_cannot_be_read_are_refused(
     with pytest.raises(error) as refused:
         history_page(sessions, "long", **arguments)
     assert getattr(refused.value, "code", None) == "invalid_payload"
+
+
+@pytest.mark.parametrize(
+    ("value", "cell"),
+    [
+        ("baileys", "baileys"),
+        (60.0, "60.0"),
+        ("My Device", "'My Device'"),
+        ("  engine=x  owner=y", "'  engine=x  owner=y'"),
+        ("a=b", "'a=b'"),
+        ("evil\u202egnp.exe", "'evil\\u202egnp.exe'"),
+        ("one\u2028two\u2029three", "'one\\u2028two\\u2029three'"),
+        ("tab\there", "'tab\\there'"),
+        ("no\u00a0break", "'no\\xa0break'"),
+        ("it's", '"it\'s"'),
+        ("", "''"),
+    ],
+)
+def test_the_table_shows_each_value_as_one_unmistakable_cell(value: object, cell: str) -> None:
+    assert shown(value) == cell
