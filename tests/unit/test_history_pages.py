@@ -8,12 +8,14 @@ from datetime import UTC, datetime
 from typing import Any
 
 import pytest
+from pydantic import ValidationError
 
 from adapters.store import StoreConfig, open_store
 from domain.errors import InvalidPageError, VersionOutOfRangeError
 from domain.history import MAX_PAGE_SIZE, history_page, session_history
 from domain.services import DeviceSessions
 from entrypoints.cli import shown
+from entrypoints.settings import Settings
 
 NOW = datetime(2026, 1, 1, tzinfo=UTC)
 EVENTS = 2000
@@ -113,3 +115,12 @@ def test_pages_that_cannot_be_read_are_refused(
 )
 def test_the_table_shows_each_value_as_one_unmistakable_cell(value: object, cell: str) -> None:
     assert shown(value) == cell
+
+
+def test_a_history_allowance_must_fit_the_largest_page() -> None:
+    with pytest.raises(ValidationError, match="less than one page of 1000 records"):
+        Settings(rate_limit_history="1000/second;500/minute")
+    with pytest.raises(ValidationError):
+        Settings(rate_limit_history="lots")
+    assert Settings(rate_limit_history="").rate_limit_history == ""
+    assert Settings().rate_limit_history == "1000/second;20000/minute"
