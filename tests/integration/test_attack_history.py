@@ -28,7 +28,7 @@ import pytest
 
 from domain.history import session_history
 from domain.services import DeviceSessions
-from domain.session import DeviceSession
+from domain.session import DeviceSession, DisconnectReason
 from entrypoints.cli import main
 from entrypoints.settings import Settings
 from tests.helpers import Client, Server, clients, running, unique_key
@@ -40,15 +40,17 @@ EVENTS = 3126  # as long as the key in the issue's report
 
 
 def record_history(sessions: DeviceSessions, key: str, owner: str, count: int) -> None:
-    """`count` events straight into the server's store: created, then QR after QR."""
+    """`count` events straight into the server's store: created, QR after QR, expired
+    (ended, so that no recovery or takeover adds an event of its own)."""
     sessions.create(key, "Long history", "simulator", owner)
     now = datetime.now(UTC)
 
     def issue(session: DeviceSession, number: int) -> None:
         session.issue_qr(f"2@code-{number},k1,k2,k3", 20.0, now)
 
-    for number in range(count - 1):
+    for number in range(count - 2):
         sessions.update(key, lambda session, n=number: issue(session, n))
+    sessions.update(key, lambda session: session.disconnect(DisconnectReason.QR_EXPIRED))
 
 
 @dataclass
@@ -71,6 +73,25 @@ def settings(tmp_path: Path, **overrides: Any) -> Settings:
 async def long_history(tmp_path: Path) -> AsyncIterator[LongHistory]:
     # No rate limits: these tests page quickly; the limits have tests of their own.
     async with running(settings(tmp_path, rate_limit_http="", rate_limit_history="")) as server:
+        key = unique_key("long")
+        record_history(server.pairgate.sessions, key, "auditor", EVENTS)
+        yield LongHistory(server, key)
+
+
+@pytest.fixture
+async def long_history_in_each_store(
+    store_settings: dict[str, Any],
+) -> AsyncIterator[LongHistory]:
+    """The same on SQLite, PostgreSQL and PostgreSQL with the cipher (tests/conftest.py)."""
+    every_store = Settings(
+        simulate=True,
+        sim_qr_timeouts=(30.0,),
+        tokens=TOKENS,
+        rate_limit_http="",
+        rate_limit_history="",
+        **store_settings,
+    )
+    async with running(every_store) as server:
         key = unique_key("long")
         record_history(server.pairgate.sessions, key, "auditor", EVENTS)
         yield LongHistory(server, key)
@@ -103,8 +124,9 @@ async def test_a_history_reply_is_one_bounded_page(long_history: LongHistory) ->
 
 
 async def test_paging_returns_every_event_exactly_once_in_order(
-    long_history: LongHistory,
+    long_history_in_each_store: LongHistory,
 ) -> None:
+    long_history = long_history_in_each_store
     everything = session_history(long_history.server.pairgate.sessions.history(long_history.key))
 
     async def walk(query: str) -> list[dict[str, Any]]:
