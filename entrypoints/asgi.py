@@ -10,7 +10,6 @@ from starlette.applications import Starlette
 
 from adapters.http_api import session_routes
 from adapters.metrics import PairgateMetrics, metrics_routes
-from adapters.rate_limits import RequestLimits
 from adapters.readiness import Readiness, readiness_routes
 from adapters.scan_page import scan_page_routes
 from adapters.web import HTTP_ERROR_HANDLERS, health_routes, simulator_routes
@@ -29,10 +28,9 @@ def create_app(settings: Settings | None = None, clock: Clock | None = None) -> 
         stopping=lambda: pairgate.service.stopping,
         store_calls=metrics.timed_store,
     )
-    http_limits = RequestLimits("", pairgate.settings.rate_limit_http)
     routes = health_routes(pairgate.service)
     routes += session_routes(
-        pairgate.service, pairgate.identities, http_limits, pairgate.history_allowance
+        pairgate.service, pairgate.identities, pairgate.http_limits, pairgate.history_allowance
     )
     routes += readiness_routes(readiness) + metrics_routes(metrics)
     if pairgate.simulator is not None:

@@ -47,10 +47,11 @@ class Pairgate:
     engines: Engines
     leases: PostgresLeases | None = None
     checkpoints: WalCheckpoints | None = None
-    # History records per reader, shared by the HTTP API and Socket.IO.
+    # History records per reader, shared by the HTTP API and Socket.IO; HTTP API requests.
     history_allowance: HistoryAllowance = field(
         default_factory=lambda: HistoryAllowance("", MAX_PAGE_SIZE)
     )
+    http_limits: RequestLimits = field(default_factory=lambda: RequestLimits("", ""))
     _takeover: asyncio.Task[None] | None = field(default=None, repr=False)
     _checkpointing: asyncio.Task[None] | None = field(default=None, repr=False)
 
@@ -262,4 +263,6 @@ def bootstrap(
         leases,
         checkpoints,
         history_allowance=history_allowance,
+        # Per identity (per client address without tokens): no connections to count.
+        http_limits=RequestLimits("", settings.rate_limit_http),
     )
