@@ -48,13 +48,16 @@ class Accepted(BaseModel):
 
 
 class HistoryAccepted(BaseModel):
-    """session.history's acknowledgement: the recorded events, oldest first."""
+    """session.history's acknowledgement: a page of the recorded events, oldest first."""
 
     ok: Literal[True]
     key: str
     events: list[dict[str, Any]] = Field(
         description="{version, type, timestamp, state, ...the event's fields}; QR texts "
         "appear as a 12-hex-digit fingerprint"
+    )
+    next: int | None = Field(
+        description="`after` for the next page; null: this page reaches the last version (or `at`)"
     )
 
 
@@ -68,7 +71,7 @@ REQUESTS: list[tuple[str, type[BaseModel], str, list[type[BaseModel]]]] = [
      [Accepted, Refused]),
     ("session.delete", payloads.KeyRequest, "Stop and forget the device: session revoked.",
      [Accepted, Refused]),
-    ("session.history", payloads.KeyRequest, "The key's recorded events.",
+    ("session.history", payloads.HistoryRequest, "A page of the key's recorded events.",
      [HistoryAccepted, Refused]),
 ]  # fmt: skip
 EMISSIONS: list[tuple[str, type[BaseModel], str]] = [

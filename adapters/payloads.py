@@ -11,6 +11,7 @@ from typing import Annotated, Any, Literal, TypeVar
 
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints, ValidationError
 
+from domain.history import MAX_PAGE_SIZE, PAGE_SIZE, HistoryPage
 from domain.session import DeviceSession, SessionState
 
 # Not dots alone: `.` and `..` name a directory, not a device, in paths and URLs.
@@ -81,6 +82,16 @@ class KeyRequest(Request):
     key: Key
 
 
+class HistoryRequest(KeyRequest):
+    """`session.history`: a page of the key's records, oldest first."""
+
+    after: int = Field(
+        0, ge=0, description="Records after this version: 0, or the previous page's `next`"
+    )
+    limit: int = Field(PAGE_SIZE, ge=1, le=MAX_PAGE_SIZE, description="Records per page")
+    at: int | None = Field(None, description="Stop at this version (the session as it was)")
+
+
 class Emission(BaseModel):
     model_config = ConfigDict(frozen=True)
 
@@ -130,6 +141,11 @@ def describe(session: DeviceSession) -> dict[str, Any]:
     if session.state is SessionState.DISCONNECTED and session.reason is not None:
         view["reason"] = session.reason.value
     return view
+
+
+def history_reply(key: str, page: HistoryPage) -> dict[str, Any]:
+    """A page of history as `session.history` and the HTTP API answer it."""
+    return {"key": key, "events": page.events, "next": page.next}
 
 
 class RequestRefused(Exception):

@@ -15,11 +15,13 @@ from typing import Any
 import socketio
 
 from adapters import payloads
+from adapters.history_allowance import HistoryAllowance
 from adapters.identity import Identities
 from adapters.payloads import describe
 from adapters.projection import SocketIoNotifier
 from adapters.rate_limits import RequestLimits
 from domain.errors import DeviceSessionError, LimitReachedError
+from domain.history import MAX_PAGE_SIZE
 from domain.pairing import PairingService
 from domain.ports import Clock
 from domain.session import DeviceSession
@@ -55,6 +57,7 @@ class PairingNamespace(socketio.AsyncNamespace):  # type: ignore[misc]  # untype
         identities: Identities,
         limits: RequestLimits,
         namespace: str = "/",
+        history_allowance: HistoryAllowance | None = None,
     ) -> None:
         super().__init__(namespace)
         self._service = service
@@ -62,6 +65,7 @@ class PairingNamespace(socketio.AsyncNamespace):  # type: ignore[misc]  # untype
         self._clock = clock
         self._known = identities
         self._limits = limits
+        self._history_allowance = history_allowance or HistoryAllowance("", MAX_PAGE_SIZE)
         self._callers: dict[str, Caller] = {}
         self._handlers: dict[str, Handler] = {
             "session.create": self._create,
@@ -140,9 +144,14 @@ class PairingNamespace(socketio.AsyncNamespace):  # type: ignore[misc]  # untype
         return describe(await self._service.delete(request.key, self._callers[sid].identity))
 
     async def _history(self, sid: str, data: Any) -> Reply:
-        request = payloads.parse(payloads.KeyRequest, data)
-        events = await self._service.history(request.key, self._callers[sid].identity)
-        return {"key": request.key, "events": events}
+        request = payloads.parse(payloads.HistoryRequest, data)
+        caller = self._callers[sid]
+        # Records per identity (per address without tokens), as the HTTP API counts them.
+        await self._history_allowance.take(caller.holder, request.limit, request.key)
+        page = await self._service.history(
+            request.key, caller.identity, request.at, after=request.after, limit=request.limit
+        )
+        return payloads.history_reply(request.key, page)
 
     # -- replies ----------------------------------------------------------------------
 

@@ -53,6 +53,12 @@ class VersionOutOfRangeError(DeviceSessionError):
         )
 
 
+class InvalidPageError(DeviceSessionError):
+    """A history page that cannot be read: a page size out of bounds."""
+
+    code = "invalid_payload"
+
+
 class LimitReachedError(DeviceSessionError):
     """A cap or rate limit refuses the request for now; `retry_after` seconds, if known."""
 

@@ -1,25 +1,41 @@
 """A session's history as an auditor reads it: each recorded event and the state it left.
 
-One query serves the CLI, the HTTP API and `session.history`. QR texts are pairing
-secrets: history shows each code's timeout, expiry and a short fingerprint, never the code.
+One query serves the CLI, the HTTP API and `session.history`, a page at a time: a key may
+have any number of events, and a reply, its memory and its CPU must not grow with them.
+QR texts are pairing secrets: history shows each code's timeout, expiry and a short
+fingerprint, never the code.
 """
 
 from __future__ import annotations
 
 import hashlib
 from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 from uuid import UUID
 
 from eventsourcing.domain import AggregateEvent, DomainEventProtocol
 
+from domain.errors import InvalidPageError
 from domain.services import DeviceSessions
 from domain.session import DeviceSession
 
 Record = dict[str, Any]
 # Bookkeeping every stored event carries; records show it as version/type/timestamp.
 _ENVELOPE = frozenset({"originator_id", "originator_version", "originator_topic", "timestamp"})
+# Events per page when the reader does not say, and the most a reader may ask for.
+PAGE_SIZE = 100
+MAX_PAGE_SIZE = 1000
+
+
+@dataclass(frozen=True)
+class HistoryPage:
+    """Some of a key's records, oldest first, and `next`: the `after` that reads the page
+    that follows (None: this page reaches the last version, or `at`)."""
+
+    events: list[Record]
+    next: int | None
 
 
 def qr_fingerprint(code: str) -> str:
@@ -41,10 +57,37 @@ def event_record(event: DomainEventProtocol[UUID], **extra: Any) -> Record:
     }
 
 
-def session_history(events: Iterable[DomainEventProtocol[UUID]]) -> list[Record]:
-    """Replay `events` in order; each record also says the session's state after it."""
+def history_page(
+    sessions: DeviceSessions,
+    key: str,
+    *,
+    after: int = 0,
+    limit: int = PAGE_SIZE,
+    at: int | None = None,
+) -> HistoryPage:
+    """Up to `limit` records after version `after` (up to version `at`, if given).
+
+    Reads the page's events and, for the state column, the session as it was before them
+    (from the latest snapshot before the page, plus the events since): never the whole
+    stream, so a page costs the same at the start of a long history and at its end.
+    """
+    if not 1 <= limit <= MAX_PAGE_SIZE:
+        raise InvalidPageError(f"limit must be 1 to {MAX_PAGE_SIZE} events, not {limit}", key=key)
+    # One more than asked for tells, without counting, whether another page follows.
+    events = sessions.history(key, at, after=after, limit=limit + 1)
+    follows = len(events) > limit
+    events = events[:limit]
+    before = sessions.state_at(key, after) if after and events else None
+    return HistoryPage(session_history(events, before), after + limit if follows else None)
+
+
+def session_history(
+    events: Iterable[DomainEventProtocol[UUID]], before: DeviceSession | None = None
+) -> list[Record]:
+    """Replay `events` in order, starting from the session as it was `before` them (None:
+    from the first event); each record also says the session's state after it."""
     records = []
-    session: Any = None
+    session: Any = before
     for event in events:
         assert isinstance(event, AggregateEvent)
         session = event.mutate(session)

@@ -25,7 +25,7 @@ from domain.errors import (
     SessionNotFoundError,
     VersionOutOfRangeError,
 )
-from domain.history import Record, session_history
+from domain.history import PAGE_SIZE, HistoryPage, history_page
 from domain.ports import (
     Clock,
     DeviceLeases,
@@ -210,13 +210,26 @@ class PairingService:
         session = await self._owned(key, owner, at)
         return session if at is None else await self._read(self.sessions.state_at, key, at)
 
-    async def history(self, key: str, owner: str, at: int | None = None) -> list[Record]:
-        """The session's events since its owner took the key (up to `at`)."""
+    async def history(
+        self,
+        key: str,
+        owner: str,
+        at: int | None = None,
+        *,
+        after: int = 0,
+        limit: int = PAGE_SIZE,
+    ) -> HistoryPage:
+        """One page of the key's records since its owner took the key (see
+        domain.history.history_page)."""
         session = await self._owned(key, owner, at)
         # Up to the version whose owner was checked: the key may change hands meanwhile.
         last = session.version if at is None else at
-        records = session_history(await self._read(self.sessions.history, key, last))
-        return records[session.tenure_from - 1 :]  # versions run 1, 2, 3 ... without gaps
+        first = max(after, session.tenure_from - 1)  # versions run 1, 2, 3 ... without gaps
+
+        def history() -> HistoryPage:  # its name labels the store call in the metrics
+            return history_page(self.sessions, key, after=first, limit=limit, at=last)
+
+        return await self._read(history)
 
     async def find(self, key: str) -> DeviceSession | None:
         return await self._store(self.sessions.find, key)

@@ -86,7 +86,7 @@ class DeviceSessions(Application[UUID]):
 
     def state_at(self, key: str, version: int) -> DeviceSession:
         """The session as it was right after its event number `version`."""
-        last = self.get(key).version
+        last = self.last_version(key)
         if not 1 <= version <= last:
             raise VersionOutOfRangeError(key, version, last)
         session: object = self.repository.get(session_id(key), version=version)
@@ -103,16 +103,30 @@ class DeviceSessions(Application[UUID]):
         command(session)
         return self._save(session)
 
-    def history(self, key: str, at: int | None = None) -> list[Event]:
-        """The key's events in order, up to version `at` (all of them if None)."""
-        events = list(self.events.get(session_id(key)))
-        if not events:
+    def history(
+        self, key: str, at: int | None = None, *, after: int = 0, limit: int | None = None
+    ) -> list[Event]:
+        """The key's events in order after version `after` and up to version `at` (the
+        last if None), at most `limit` of them (all if None). Only those are read: a page
+        of a long history costs its own length, not the history's."""
+        last = self.last_version(key)
+        for version, lowest in ((at, 1), (after, 0)):
+            if version is not None and not lowest <= version <= last:
+                raise VersionOutOfRangeError(key, version, last)
+        end = last if at is None else at
+        if limit is not None:
+            end = min(end, after + limit)
+        if end <= after:
+            return []
+        return list(self.events.get(session_id(key), gt=after, lte=end))
+
+    def last_version(self, key: str) -> int:
+        """The version of the key's newest event (versions run 1, 2, 3 ... without gaps),
+        from one row of the store however long the history is."""
+        newest = list(self.events.get(session_id(key), desc=True, limit=1))
+        if not newest:
             raise SessionNotFoundError(key)
-        if at is None:
-            return events
-        if not 1 <= at <= len(events):  # versions run 1, 2, 3 ... without gaps
-            raise VersionOutOfRangeError(key, at, len(events))
-        return events[:at]
+        return newest[0].originator_version
 
     def notifications(
         self, since: int = 0, page: int = 100, topics: Sequence[str] = ()

@@ -43,7 +43,10 @@ def create_app(settings: Settings | None = None, clock: Clock | None = None) -> 
         stopping=lambda: pairgate.service.stopping,
         store_calls=metrics.timed_store,
     )
-    routes = health_routes(pairgate.service) + session_routes(pairgate.service, pairgate.identities)
+    routes = health_routes(pairgate.service)
+    routes += session_routes(
+        pairgate.service, pairgate.identities, pairgate.http_limits, pairgate.history_allowance
+    )
     routes += readiness_routes(readiness) + metrics_routes(metrics)
     if pairgate.simulator is not None:
         routes += simulator_routes(

@@ -17,6 +17,7 @@ from adapters.credentials import CredentialVault
 from adapters.engines import baileys
 from adapters.engines.catalog import Engines
 from adapters.engines.simulator import SimulatedEngine, simulator_commands
+from adapters.history_allowance import HistoryAllowance
 from adapters.identity import DEFAULT_IDENTITY, Identities
 from adapters.leases import Handler, PostgresLeases
 from adapters.metrics import ObservedNotifier, PairgateMetrics
@@ -26,6 +27,7 @@ from adapters.socketio_gateway import PairingNamespace
 from adapters.socketio_server import BoundedAsyncServer
 from adapters.sqlite_store import WalCheckpoints
 from adapters.store import open_store, postgres_conninfo
+from domain.history import MAX_PAGE_SIZE
 from domain.pairing import PairingService
 from domain.ports import Clock, WhatsAppEngine
 from domain.services import DeviceSessions
@@ -46,6 +48,11 @@ class Pairgate:
     engines: Engines
     leases: PostgresLeases | None = None
     checkpoints: WalCheckpoints | None = None
+    # History records per reader, shared by the HTTP API and Socket.IO; HTTP API requests.
+    history_allowance: HistoryAllowance = field(
+        default_factory=lambda: HistoryAllowance("", MAX_PAGE_SIZE)
+    )
+    http_limits: RequestLimits = field(default_factory=lambda: RequestLimits("", ""))
     _takeover: asyncio.Task[None] | None = field(default=None, repr=False)
     _checkpointing: asyncio.Task[None] | None = field(default=None, repr=False)
 
@@ -234,7 +241,12 @@ def bootstrap(
     )
     metrics.watch(service, sio)
     limits = RequestLimits(settings.rate_limit_connection, settings.rate_limit_identity)
-    sio.register_namespace(PairingNamespace(service, notifier, clock, identities, limits))
+    history_allowance = HistoryAllowance(settings.rate_limit_history, MAX_PAGE_SIZE)
+    sio.register_namespace(
+        PairingNamespace(
+            service, notifier, clock, identities, limits, history_allowance=history_allowance
+        )
+    )
     if identities.required:
         log.info("access tokens required: %d identities", len(identities.names))
     else:
@@ -256,4 +268,7 @@ def bootstrap(
         engines,
         leases,
         checkpoints,
+        history_allowance=history_allowance,
+        # Per identity (per client address without tokens): no connections to count.
+        http_limits=RequestLimits("", settings.rate_limit_http),
     )

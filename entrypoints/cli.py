@@ -12,6 +12,7 @@ from typing import Any, TextIO
 
 from pydantic import ValidationError
 
+from domain.history import MAX_PAGE_SIZE, PAGE_SIZE
 from entrypoints.settings import Settings
 
 SETTINGS_FLAGS = ("host", "port", "simulate", "data_dir")
@@ -31,10 +32,28 @@ def parser() -> argparse.ArgumentParser:
         help="serve every engine name with the built-in simulator (offline)",
     )
 
-    history = commands.add_parser("history", help="a session's recorded events, oldest first")
+    history = commands.add_parser(
+        "history", help="a page of a session's recorded events, oldest first"
+    )
     history.add_argument("key")
+    history.add_argument(
+        "--after",
+        type=int,
+        default=0,
+        metavar="VERSION",
+        help="the events after this version (the page before said where to go on)",
+    )
+    history.add_argument(
+        "--limit",
+        type=int,
+        default=PAGE_SIZE,
+        metavar="N",
+        help=f"events per page (default {PAGE_SIZE}, at most {MAX_PAGE_SIZE})",
+    )
     history.add_argument("--at", type=int, metavar="VERSION", help="stop at this version")
-    history.add_argument("--json", action="store_true", help="print a JSON array")
+    history.add_argument(
+        "--json", action="store_true", help='print {"key", "events", "next"} as JSON'
+    )
 
     export = commands.add_parser("export", help="every recorded event as JSON lines")
     export.add_argument(
@@ -172,7 +191,7 @@ def run_audit(args: argparse.Namespace, settings: Settings, out: TextIO) -> int:
     """`history` and `export` read the event store directly; no server needs to run."""
     from adapters.store import open_store
     from domain.errors import DeviceSessionError
-    from domain.history import export_records, session_history
+    from domain.history import export_records, history_page
 
     sessions = open_store(settings.store_config())
     try:
@@ -180,25 +199,33 @@ def run_audit(args: argparse.Namespace, settings: Settings, out: TextIO) -> int:
             for record in export_records(sessions, args.since):
                 out.write(json.dumps(record) + "\n")
             return 0
-        records = session_history(sessions.history(args.key, args.at))
+        page = history_page(sessions, args.key, after=args.after, limit=args.limit, at=args.at)
     except DeviceSessionError as refused:
         print(f"pairgate: {refused.message}", file=sys.stderr)
         return 1
     finally:
         sessions.close()
-    out.write(json.dumps(records, indent=2) + "\n" if args.json else table(records))
+    if args.json:
+        reply = {"key": args.key, "events": page.events, "next": page.next}
+        out.write(json.dumps(reply, indent=2) + "\n")
+        return 0
+    out.write(table(page.events))
+    if page.next is not None:
+        print(f"pairgate: more events follow: --after {page.next}", file=sys.stderr)
     return 0
 
 
 def table(records: list[dict[str, Any]]) -> str:
+    """Stored values (a device's name is whatever its client sent) are shown `shown`:
+    none can break a row, forge a column or turn the terminal's text around."""
     header = ("VERSION", "TIMESTAMP (UTC)", "TYPE", "STATE", "DETAILS")
     rows = [header] + [
         (
-            str(r["version"]),
-            r["timestamp"][:23].replace("T", " "),
-            r["type"],
-            r["state"],
-            "  ".join(f"{k}={v}" for k, v in list(r.items())[4:]),
+            shown(r["version"]),
+            shown(r["timestamp"][:23].replace("T", " "), plain=" "),
+            shown(r["type"]),
+            shown(r["state"]),
+            "  ".join(f"{k}={shown(v)}" for k, v in list(r.items())[4:]),
         )
         for r in records
     ]
@@ -210,3 +237,19 @@ def table(records: list[dict[str, Any]]) -> str:
         + "\n"
         for row in rows
     )
+
+
+# Characters a bare value may not contain: they would end it or make it two.
+_SEPARATORS = frozenset("'\"\\=")
+
+
+def shown(value: Any, plain: str = "") -> str:
+    """A value as one unmistakable cell: bare when it is a plain word (`plain` lists
+    blanks it may contain), else a Python literal, quoted, with escapes for what is not
+    printable (str.isprintable: control, format and bidi characters, line and paragraph
+    separators, spaces other than " ")."""
+    text = str(value)
+    bare = bool(text) and text.isprintable() and not _SEPARATORS.intersection(text)
+    if bare and not any(c.isspace() and c not in plain for c in text):
+        return text
+    return repr(text)

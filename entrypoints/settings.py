@@ -11,8 +11,10 @@ from pydantic import AliasChoices, Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 from adapters.engines.simulator import WHATSAPP_QR_TIMEOUTS
+from adapters.history_allowance import HistoryAllowance
 from adapters.identity import Identities
 from adapters.store import StoreConfig
+from domain.history import MAX_PAGE_SIZE
 
 # Keys are one namespace: an identity pairing more devices than this at once could squat
 # keys others need. Pairing takes a person at a phone, so 100 at once is plenty.
@@ -72,6 +74,11 @@ class Settings(BaseSettings):
     # Request rates (`limits` notation: "20/second;300/minute"; empty: no limit).
     rate_limit_connection: str = "20/second;600/minute"
     rate_limit_identity: str = "200/second"
+    # The HTTP API's requests per identity (per client address without tokens).
+    rate_limit_http: str = "10/second;300/minute"
+    # History records one identity (one address without tokens) may read, over HTTP and
+    # Socket.IO together; a page counts the records it asks for (at most 1,000).
+    rate_limit_history: str = "1000/second;20000/minute"
     # Live sessions one identity may run, and pairings under way server-wide (0: no cap).
     max_sessions: int = Field(1000, ge=0)
     max_unpaired: int = Field(5000, ge=0)
@@ -129,11 +136,17 @@ class Settings(BaseSettings):
             spec += "," + self.tokens_file.read_text()
         return Identities.parse(spec)
 
-    @field_validator("rate_limit_connection", "rate_limit_identity")
+    @field_validator("rate_limit_connection", "rate_limit_identity", "rate_limit_http")
     @classmethod
     def _rate(cls, value: str) -> str:
         if value.strip():
             parse_many(value)  # ValueError names the part it cannot read
+        return value.strip()
+
+    @field_validator("rate_limit_history")
+    @classmethod
+    def _history_rate(cls, value: str) -> str:
+        HistoryAllowance(value.strip(), MAX_PAGE_SIZE)  # ValueError says what is wrong
         return value.strip()
 
     @field_validator("transports", mode="before")

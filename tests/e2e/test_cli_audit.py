@@ -50,7 +50,7 @@ async def test_history_shows_the_seed_flow_as_a_table(
         ["Authenticated", "authenticated"],
         ["Ready", "ready"],
     ]
-    assert "name=My Device" in rows[0] and "engine=baileys" in rows[0]
+    assert "name='My Device'" in rows[0] and "engine=baileys" in rows[0]
     assert "timeout=30.0" in rows[1] and "fingerprint=" in rows[1]
     assert rows[0].split()[1].startswith("20")  # a date
 
@@ -60,7 +60,9 @@ async def test_history_as_json_and_at_a_version(
 ) -> None:
     status, out, _ = run(capsys, "history", "device123", "--json", "--data-dir", str(tmp_path))
     assert status == 0
-    records = json.loads(out)
+    page = json.loads(out)
+    assert page["key"] == "device123" and page["next"] is None
+    records = page["events"]
     assert [r["state"] for r in records] == ["created", "qr", "authenticated", "ready"]
     assert all({"version", "type", "timestamp", "state"} <= set(r) for r in records)
     code = paired.pairgate.sessions.history("device123")[1].code
@@ -70,7 +72,8 @@ async def test_history_as_json_and_at_a_version(
         capsys, "history", "device123", "--at", "2", "--json", "--data-dir", str(tmp_path)
     )
     assert status == 0
-    assert [(r["version"], r["state"]) for r in json.loads(out)] == [(1, "created"), (2, "qr")]
+    page = json.loads(out)
+    assert [(r["version"], r["state"]) for r in page["events"]] == [(1, "created"), (2, "qr")]
 
 
 @pytest.mark.parametrize(

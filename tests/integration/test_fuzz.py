@@ -86,7 +86,11 @@ class Target:
 def target(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Target]:
     data_dir: Path = tmp_path_factory.mktemp("fuzz") / "data"
     config = Settings(
-        simulate=True, data_dir=data_dir, rate_limit_connection="", rate_limit_identity=""
+        simulate=True,
+        data_dir=data_dir,
+        rate_limit_connection="",
+        rate_limit_identity="",
+        rate_limit_http="",
     )
     loop = asyncio.new_event_loop()
     thread = threading.Thread(target=loop.run_forever, name="fuzzed-server", daemon=True)

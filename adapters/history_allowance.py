@@ -1,0 +1,44 @@
+"""How many history records each identity may read in a while, over HTTP and Socket.IO.
+
+A page of history costs the server in proportion to its records (each is decoded,
+replayed and serialised), so this allowance counts records, not requests: a client
+asking for the largest pages as fast as it may send still gets a bounded share of the
+CPU. A page is charged the records it asks for (`limit`), before it is read.
+"""
+
+from __future__ import annotations
+
+import time
+
+from limits import RateLimitItem, parse_many
+from limits.aio.storage import MemoryStorage
+from limits.aio.strategies import SlidingWindowCounterRateLimiter
+
+from domain.errors import LimitReachedError
+
+
+class HistoryAllowance:
+    """`rate` in `limits` notation, counted in records ("1000/second;20000/minute");
+    empty: no limit. Every rule must allow at least one page of `largest_page` records."""
+
+    def __init__(self, rate: str, largest_page: int) -> None:
+        self._rules: list[RateLimitItem] = parse_many(rate) if rate else []
+        for rule in self._rules:
+            if rule.amount < largest_page:
+                raise ValueError(f"{rule} allows less than one page of {largest_page} records")
+        self._limiter = SlidingWindowCounterRateLimiter(MemoryStorage())
+
+    async def take(self, who: str, records: int, key: str | None = None) -> None:
+        """Charge `records` to `who`; LimitReachedError (with `retry_after`) if too many."""
+        for rule in self._rules:
+            if not await self._limiter.hit(rule, "history", who, cost=records):
+                stats = await self._limiter.get_window_stats(rule, "history", who)
+                # At least the time the rule takes to allow this many records again.
+                spacing = rule.get_expiry() * records / rule.amount
+                retry_after = max(spacing, stats.reset_time - time.time())
+                raise LimitReachedError(
+                    f"too many history records read (limit {rule}; this page asks for "
+                    f"{records}); retry in {retry_after:.1f} s",
+                    key=key,
+                    retry_after=round(retry_after, 3),
+                )
