@@ -80,10 +80,7 @@ def _endpoint(
         identity = identities.from_bearer(request.headers.get("authorization"))
         if identity is None:
             return unauthorized()
-        if identities.required:
-            counted = f"identity:{identity}"
-        else:
-            counted = f"address:{request.client.host if request.client else 'unknown'}"
+        counted = identities.holder(identity, request.client.host if request.client else "")
         try:
             await limits.admit(counted, counted)  # every request counts, even a bad one
             key = payloads.parse(payloads.KeyRequest, dict(request.path_params)).key

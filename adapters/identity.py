@@ -57,3 +57,9 @@ class Identities:
     def from_bearer(self, authorization: str | None) -> str | None:
         scheme, _, token = (authorization or "").partition(" ")
         return self.identify(token.strip() if scheme.lower() == "bearer" else None)
+
+    def holder(self, identity: str, address: str) -> str:
+        """Whom limits and caps count a request against: its identity or, without tokens
+        (everyone is the one default identity), its client's address. Identities cannot
+        contain a colon, so the two never mix."""
+        return identity if self.required else f"address:{address}"

@@ -99,7 +99,7 @@ class PairingNamespace(socketio.AsyncNamespace):  # type: ignore[misc]  # untype
         identity = self._known.identify(token)
         if identity is None:
             raise socketio.exceptions.ConnectionRefusedError("unauthorized")
-        caller = _caller(environ, identity, self._known.required)
+        caller = _caller(environ, identity, self._known)
         if (wait := await self._limits.banned_for(caller.holder)) is not None:
             raise socketio.exceptions.ConnectionRefusedError(
                 "rate_limited", {"retry_after": round(wait, 3)}
@@ -200,11 +200,9 @@ class PairingNamespace(socketio.AsyncNamespace):  # type: ignore[misc]  # untype
         return {"ok": False, "error": refusal}
 
 
-def _caller(environ: dict[str, Any], identity: str, tokens_required: bool) -> Caller:
+def _caller(environ: dict[str, Any], identity: str, identities: Identities) -> Caller:
     address = client_address(environ)
-    # Without tokens everyone is one identity: limits must tell clients apart by address.
-    # (No identity can be named `address:...` then, so the two never mix.)
-    holder = identity if tokens_required else f"address:{address}"
+    holder = identities.holder(identity, address)
     return Caller(identity, holder, requester=f"{identity}@{address}")
 
 

@@ -75,7 +75,7 @@ class Settings(BaseSettings):
     rate_limit_connection: str = "20/second;600/minute"
     rate_limit_identity: str = "200/second"
     # The HTTP API's requests per identity (per client address without tokens).
-    rate_limit_http: str = "10/second;300/minute"
+    rate_limit_http: str = "50/second;1800/minute"
     # History records one identity (one address without tokens) may read, over HTTP and
     # Socket.IO together; a page counts the records it asks for (at most 1,000).
     rate_limit_history: str = "1000/second;20000/minute"

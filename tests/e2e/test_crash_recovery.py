@@ -5,6 +5,7 @@ that rejoin see exactly that."""
 
 from __future__ import annotations
 
+import asyncio
 import stat
 from collections.abc import Callable
 from pathlib import Path
@@ -24,6 +25,9 @@ CYCLES = 4
 async def history(url: str, key: str) -> list[dict[str, Any]]:
     async with httpx.AsyncClient(base_url=url, timeout=10) as http:
         response = await http.get(f"/api/sessions/{key}/history")
+        while response.status_code == 429:  # as a polite client does: wait as told
+            await asyncio.sleep(float(response.headers["retry-after"]))
+            response = await http.get(f"/api/sessions/{key}/history")
     assert response.status_code == 200, response.text
     events: list[dict[str, Any]] = response.json()["events"]
     return events
