@@ -65,10 +65,16 @@ class ServerProcess:
             self.process.wait(5)
 
 
-# The load is thousands of users behind one (default) identity: lift the per-identity
-# request rate and session cap, which would otherwise be what the benchmark measures. The
-# per-connection limits stay (each client sends one request).
-UNCAPPED = {"PAIRGATE_RATE_LIMIT_IDENTITY": "", "PAIRGATE_MAX_SESSIONS": "0"}
+# The load is thousands of users behind one (default) identity and one address: lift the
+# limits and caps that count per identity or per address (request rates, the session cap,
+# open connections and handshakes), which would otherwise be what the benchmark measures.
+UNCAPPED = {
+    "PAIRGATE_RATE_LIMIT_IDENTITY": "",
+    "PAIRGATE_RATE_LIMIT_CONNECTION": "",
+    "PAIRGATE_MAX_SESSIONS": "0",
+    "PAIRGATE_MAX_CONNECTIONS_PER_ADDRESS": "0",
+    "PAIRGATE_MAX_HANDSHAKES_PER_ADDRESS": "0",
+}
 
 
 def pairgate_server(data_dir: Path, extra_env: dict[str, str] | None = None) -> ServerProcess:
