@@ -108,6 +108,7 @@ class HostAllowList:
             f"this server does not answer to the host {raw[:100]!r}; "
             "if it should, add it to PAIRGATE_ALLOWED_HOSTS",
         )
+        refusal.headers.update({name.decode(): value.decode() for name, value in SECURITY_HEADERS})
         if scope["type"] == "http" or "websocket.http.response" in scope.get("extensions", {}):
             await refusal(scope, receive, send)  # starlette sends a WebSocket's as its denial
         else:
@@ -119,7 +120,10 @@ class SecurityHeaders:
         self.app = app
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] not in ("http", "websocket"):
+        # A WebSocket's frames are not documents: only a refused upgrade has a response,
+        # and HostAllowList adds these headers to its own. Not wrapping its `send` spares
+        # every Socket.IO frame a call.
+        if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
 
