@@ -30,9 +30,9 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
-from domain.pairing import PairingService
-from domain.ports import SessionNotifier
-from domain.session import DisconnectReason, SessionState
+from domain.application.pairing import PairingService
+from domain.application.ports import SessionNotifier
+from domain.model.session import DisconnectReason, SessionState
 
 log = logging.getLogger(__name__)
 

@@ -11,8 +11,8 @@ from typing import Annotated, Any, Literal, TypeVar
 
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints, ValidationError
 
-from domain.history import MAX_PAGE_SIZE, PAGE_SIZE, HistoryPage
-from domain.session import DeviceSession, SessionState
+from domain.application.history import MAX_PAGE_SIZE, PAGE_SIZE, HistoryPage
+from domain.model.session import DeviceSession, SessionState
 
 # Not dots alone: `.` and `..` name a directory, not a device, in paths and URLs.
 KEY_PATTERN = r"^(?!\.+$)[A-Za-z0-9_.-]{1,64}$"

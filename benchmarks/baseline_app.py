@@ -23,7 +23,7 @@ from starlette.responses import JSONResponse
 from starlette.routing import Route
 
 from adapters.engines.simulator import whatsapp_shaped_code
-from adapters.qr_png import qr_data_uri
+from adapters.qr.png import qr_data_uri
 
 QR_TIMEOUT = 60
 

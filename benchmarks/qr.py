@@ -16,8 +16,8 @@ from typing import Any
 import segno
 import zxingcpp
 
-from adapters import qr_png
 from adapters.engines.simulator import whatsapp_shaped_code
+from adapters.qr import png as qr_png
 from benchmarks.common import emit
 
 

@@ -26,9 +26,9 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from adapters.store import StoreConfig, open_store
+from adapters.store.config import StoreConfig, open_store
 from benchmarks.common import emit
-from domain.services import DeviceSessions
+from domain.application.sessions import DeviceSessions
 
 POSTGRES_URL = "postgresql://postgres@127.0.0.1:5432/test"
 LONG = "long-history"

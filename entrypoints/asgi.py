@@ -9,13 +9,13 @@ import socketio
 from starlette.applications import Starlette
 from starlette.types import ASGIApp, Receive, Scope, Send
 
-from adapters.http_api import session_routes
-from adapters.http_guards import HostAllowList, HostPolicy, SecurityHeaders
+from adapters.http.api import session_routes
+from adapters.http.guards import HostAllowList, HostPolicy, SecurityHeaders
+from adapters.http.readiness import Readiness, readiness_routes
+from adapters.http.scan_page import scan_page_routes
+from adapters.http.web import HTTP_ERROR_HANDLERS, health_routes, simulator_routes
 from adapters.metrics import PairgateMetrics, metrics_routes
-from adapters.readiness import Readiness, readiness_routes
-from adapters.scan_page import scan_page_routes
-from adapters.web import HTTP_ERROR_HANDLERS, health_routes, simulator_routes
-from domain.ports import Clock
+from domain.application.ports import Clock
 from entrypoints.bootstrap import Pairgate, bootstrap, close_fanout
 from entrypoints.settings import Settings
 

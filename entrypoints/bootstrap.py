@@ -17,20 +17,20 @@ from adapters.credentials import CredentialVault
 from adapters.engines import baileys
 from adapters.engines.catalog import Engines
 from adapters.engines.simulator import SimulatedEngine, simulator_commands
-from adapters.history_allowance import HistoryAllowance
 from adapters.identity import DEFAULT_IDENTITY, Identities
-from adapters.leases import Handler, PostgresLeases
+from adapters.limits.history import HistoryAllowance
+from adapters.limits.requests import RequestLimits
 from adapters.metrics import ObservedNotifier, PairgateMetrics
-from adapters.projection import SocketIoNotifier
-from adapters.rate_limits import RequestLimits
-from adapters.socketio_gateway import PairingNamespace
-from adapters.socketio_server import BoundedAsyncServer
-from adapters.sqlite_store import WalCheckpoints
-from adapters.store import open_store, postgres_conninfo
-from domain.history import MAX_PAGE_SIZE
-from domain.pairing import PairingService
-from domain.ports import Clock, WhatsAppEngine
-from domain.services import DeviceSessions
+from adapters.socketio.gateway import PairingNamespace
+from adapters.socketio.projection import SocketIoNotifier
+from adapters.socketio.server import BoundedAsyncServer
+from adapters.store.config import open_store, postgres_conninfo
+from adapters.store.leases import Handler, PostgresLeases
+from adapters.store.sqlite import WalCheckpoints
+from domain.application.history import MAX_PAGE_SIZE
+from domain.application.pairing import PairingService
+from domain.application.ports import Clock, WhatsAppEngine
+from domain.application.sessions import DeviceSessions
 from entrypoints.settings import Settings, reveal
 
 log = logging.getLogger("pairgate")

@@ -12,7 +12,7 @@ from typing import Any, TextIO
 
 from pydantic import ValidationError
 
-from domain.history import MAX_PAGE_SIZE, PAGE_SIZE
+from domain.application.history import MAX_PAGE_SIZE, PAGE_SIZE
 from entrypoints.settings import Settings
 
 SETTINGS_FLAGS = ("host", "port", "simulate", "data_dir")
@@ -101,7 +101,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(AESCipher.create_key(num_bytes=32))
         return 0
     if args.command == "asyncapi":
-        from adapters.asyncapi import render
+        from adapters.socketio.asyncapi import render
 
         sys.stdout.write(render())
         return 0
@@ -122,7 +122,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     except (ValueError, OSError) as bad:
         print(f"pairgate: PAIRGATE_TOKENS: {bad}", file=sys.stderr)
         return 2
-    from adapters.store import StoreUnreadableError
+    from adapters.store.config import StoreUnreadableError
 
     try:
         if args.command == "serve":
@@ -189,9 +189,9 @@ def tune_garbage_collection() -> None:
 
 def run_audit(args: argparse.Namespace, settings: Settings, out: TextIO) -> int:
     """`history` and `export` read the event store directly; no server needs to run."""
-    from adapters.store import open_store
-    from domain.errors import DeviceSessionError
-    from domain.history import export_records, history_page
+    from adapters.store.config import open_store
+    from domain.application.history import export_records, history_page
+    from domain.model.errors import DeviceSessionError
 
     sessions = open_store(settings.store_config())
     try:

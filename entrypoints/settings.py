@@ -11,10 +11,10 @@ from pydantic import AliasChoices, Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 from adapters.engines.simulator import WHATSAPP_QR_TIMEOUTS
-from adapters.history_allowance import HistoryAllowance
 from adapters.identity import Identities
-from adapters.store import StoreConfig
-from domain.history import MAX_PAGE_SIZE
+from adapters.limits.history import HistoryAllowance
+from adapters.store.config import StoreConfig
+from domain.application.history import MAX_PAGE_SIZE
 
 # Keys are one namespace: an identity pairing more devices than this at once could squat
 # keys others need. Pairing takes a person at a phone, so 100 at once is plenty.

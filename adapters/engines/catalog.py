@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 
-from domain.errors import EngineUnavailableError, UnknownEngineError
-from domain.ports import WhatsAppEngine
+from domain.application.ports import WhatsAppEngine
+from domain.model.errors import EngineUnavailableError, UnknownEngineError
 
 # Every engine name pairgate knows; `whatsmeow` is neonize's alias.
 KNOWN_ENGINES = ("neonize", "whatsmeow", "baileys", "simulator")

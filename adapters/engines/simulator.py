@@ -18,8 +18,8 @@ from dataclasses import dataclass, field
 
 from adapters.credentials import CredentialVault
 from adapters.engines.simulated_keys import SimulatedKeys
-from domain.ports import EngineEvents
-from domain.session import DisconnectReason
+from domain.application.ports import EngineEvents
+from domain.model.session import DisconnectReason
 
 log = logging.getLogger(__name__)
 

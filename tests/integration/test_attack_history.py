@@ -26,9 +26,9 @@ from typing import Any
 import httpx
 import pytest
 
-from domain.history import session_history
-from domain.services import DeviceSessions
-from domain.session import DeviceSession, DisconnectReason
+from domain.application.history import session_history
+from domain.application.sessions import DeviceSessions
+from domain.model.session import DeviceSession, DisconnectReason
 from entrypoints.cli import main
 from entrypoints.settings import Settings
 from tests.helpers import Client, Server, clients, running, unique_key

@@ -19,9 +19,9 @@ import httpx
 import pytest
 from pydantic import SecretStr
 
-from domain.history import session_history
-from domain.services import DeviceSessions
-from domain.session import DisconnectReason
+from domain.application.history import session_history
+from domain.application.sessions import DeviceSessions
+from domain.model.session import DisconnectReason
 from entrypoints.settings import Settings
 from tests.helpers import (
     POSTGRES_URL,

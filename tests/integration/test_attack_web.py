@@ -14,7 +14,7 @@ import httpx
 import pytest
 import socketio
 
-from adapters.http_guards import HostPolicy, normalize
+from adapters.http.guards import HostPolicy, normalize
 from entrypoints.logs import REDACTED, JsonFormatter, RedactSecrets
 from entrypoints.settings import Settings
 from tests.e2e.service_process import ServiceProcess, poll

@@ -26,7 +26,7 @@ from adapters.credentials import CredentialVault
 from adapters.engines.baileys import BaileysEngine, sidecar_installed
 from adapters.engines.baileys.reasons import QR_REFS_ENDED
 from adapters.engines.baileys.sidecar import SidecarError
-from domain.session import DisconnectReason as Reason
+from domain.model.session import DisconnectReason as Reason
 from entrypoints.settings import Settings
 from tests.helpers import Client, Server, clients, decode_qr, running, unique_key
 

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from adapters.store import SQLITE_FILE, StoreUnreadableError, open_store
+from adapters.store.config import SQLITE_FILE, StoreUnreadableError, open_store
 from entrypoints.cli import main
 from entrypoints.settings import Settings
 from tests.conftest import TEST_CIPHER_KEY

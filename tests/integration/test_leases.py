@@ -8,8 +8,8 @@ from collections.abc import Iterable, Iterator
 import psycopg
 import pytest
 
-from adapters.leases import PostgresLeases
-from domain.errors import EngineUnavailableError
+from adapters.store.leases import PostgresLeases
+from domain.model.errors import EngineUnavailableError
 from tests.helpers import POSTGRES_URL, postgres_available, postgres_schema
 
 pytestmark = pytest.mark.skipif(

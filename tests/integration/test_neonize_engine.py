@@ -22,8 +22,8 @@ import pytest
 
 from adapters.credentials import CredentialVault
 from adapters.identity import DEFAULT_IDENTITY
-from adapters.store import open_store
-from domain.session import DisconnectReason
+from adapters.store.config import open_store
+from domain.model.session import DisconnectReason
 from entrypoints.settings import Settings
 from tests.helpers import Client, Server, clients, running, start_server, unique_key
 

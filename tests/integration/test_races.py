@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 from typing import Any
 
-from domain.history import session_history
+from domain.application.history import session_history
 from entrypoints.settings import Settings
 from tests.helpers import Server, clients, decode_qr, running, simulated_keys, unique_key
 

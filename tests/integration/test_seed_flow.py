@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from domain.session import session_id
+from domain.model.session import session_id
 from tests.helpers import Server, clients, decode_qr, unique_key
 
 SEED_REQUEST = {"key": "device123", "name": "My Device", "engine": "baileys"}

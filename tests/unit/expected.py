@@ -1,4 +1,4 @@
-"""What the domain tests expect, written out independently of domain/session.py."""
+"""What the domain tests expect, written out independently of domain/model/session.py."""
 
 # The event each aggregate command records.
 EVENT_OF = {

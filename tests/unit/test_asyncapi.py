@@ -9,7 +9,7 @@ import pytest
 import yaml
 
 from adapters import payloads
-from adapters.asyncapi import document, render
+from adapters.socketio.asyncapi import document, render
 from entrypoints.cli import main
 
 DOCS = Path(__file__).resolve().parents[2] / "docs"

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from adapters.engines.baileys.reasons import QR_REFS_ENDED, Next, outcome
-from domain.session import DisconnectReason as Reason
+from domain.model.session import DisconnectReason as Reason
 
 OFFLINE = "WebSocket Error (getaddrinfo ENOTFOUND web.whatsapp.com)"
 

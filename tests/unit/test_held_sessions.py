@@ -9,9 +9,9 @@ from uuid import UUID
 
 import pytest
 
-from adapters.store import StoreConfig, open_store
-from domain.services import IntegrityError
-from domain.session import DisconnectReason, SessionState
+from adapters.store.config import StoreConfig, open_store
+from domain.application.sessions import IntegrityError
+from domain.model.session import DisconnectReason, SessionState
 
 NOW = datetime(2026, 1, 1, tzinfo=UTC)
 

@@ -5,9 +5,9 @@ from __future__ import annotations
 import json
 from datetime import UTC, datetime, timedelta
 
-from domain.history import qr_fingerprint, session_history
-from domain.services import DeviceSessions
-from domain.session import DisconnectReason
+from domain.application.history import qr_fingerprint, session_history
+from domain.application.sessions import DeviceSessions
+from domain.model.session import DisconnectReason
 
 NOW = datetime(2026, 1, 2, 3, 4, 5, tzinfo=UTC)
 

@@ -10,10 +10,10 @@ from typing import Any
 import pytest
 from pydantic import ValidationError
 
-from adapters.store import StoreConfig, open_store
-from domain.errors import InvalidPageError, VersionOutOfRangeError
-from domain.history import MAX_PAGE_SIZE, history_page, session_history
-from domain.services import DeviceSessions
+from adapters.store.config import StoreConfig, open_store
+from domain.application.history import MAX_PAGE_SIZE, history_page, session_history
+from domain.application.sessions import DeviceSessions
+from domain.model.errors import InvalidPageError, VersionOutOfRangeError
 from entrypoints.cli import shown
 from entrypoints.settings import Settings
 

@@ -22,7 +22,7 @@ from typing import Any
 import pytest
 
 from adapters.credentials import CredentialVault
-from domain.session import DisconnectReason
+from domain.model.session import DisconnectReason
 
 pytestmark = pytest.mark.skipif(
     importlib.util.find_spec("neonize") is None,
@@ -441,8 +441,8 @@ class Clock:
 
 async def serving(engine: Any) -> tuple[Any, Published]:
     from adapters.engines.catalog import Engines
-    from domain.pairing import PairingService
-    from domain.services import DeviceSessions
+    from domain.application.pairing import PairingService
+    from domain.application.sessions import DeviceSessions
 
     sessions = DeviceSessions(env={"PERSISTENCE_MODULE": "eventsourcing.popo"})
     published = Published()

@@ -10,16 +10,16 @@ from typing import Any
 
 import pytest
 
-from domain.errors import (
+from domain.application.pairing import PairingService, Standing
+from domain.application.ports import EngineEvents
+from domain.application.sessions import DeviceSessions
+from domain.model.errors import (
     EngineUnavailableError,
     InvalidTransitionError,
     SessionNotFoundError,
     UnknownEngineError,
 )
-from domain.pairing import PairingService, Standing
-from domain.ports import EngineEvents
-from domain.services import DeviceSessions
-from domain.session import DisconnectReason, SessionState
+from domain.model.session import DisconnectReason, SessionState
 
 R = DisconnectReason
 KEY = "device123"

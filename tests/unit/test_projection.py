@@ -7,8 +7,8 @@ import threading
 
 import pytest
 
-from adapters import projection
 from adapters.engines.simulator import whatsapp_shaped_code
+from adapters.socketio import projection
 from tests.helpers import decode_qr
 
 

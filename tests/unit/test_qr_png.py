@@ -12,7 +12,7 @@ import segno
 from PIL import Image
 
 from adapters.engines.simulator import whatsapp_shaped_code
-from adapters.qr_png import BORDER, MASK, SCALE, qr_data_uri, qr_modules
+from adapters.qr.png import BORDER, MASK, SCALE, qr_data_uri, qr_modules
 from tests.helpers import decode_qr
 
 ALPHABET = string.ascii_letters + string.digits + "+/=,@:.-_ "

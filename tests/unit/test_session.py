@@ -14,9 +14,9 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from adapters.payloads import SessionDisconnected
-from domain.errors import InvalidTransitionError
-from domain.services import DeviceSessions
-from domain.session import DeviceSession, DisconnectReason, SessionState, session_id
+from domain.application.sessions import DeviceSessions
+from domain.model.errors import InvalidTransitionError
+from domain.model.session import DeviceSession, DisconnectReason, SessionState, session_id
 from tests.unit.expected import EVENT_OF
 
 Step = Callable[[DeviceSession], None]
@@ -25,7 +25,7 @@ NOW = datetime(2024, 5, 1, 12, 0, tzinfo=UTC)
 DOMAIN = Path(__file__).parents[2] / "domain"
 SEED_REASONS = {"user logged out", "qr expired", "connection lost", "session revoked"}
 
-# Independent of domain.session.TRANSITIONS: state -> {trigger: destination}, for sessions
+# Independent of domain.model.session.TRANSITIONS: state -> {trigger: destination}, for sessions
 # without credentials. A disconnected session that holds them can also be readied or ended
 # for good: the conditional rows have their own tests below.
 EXPECTED_TABLE: dict[str, dict[str, str]] = {

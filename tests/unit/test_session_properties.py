@@ -20,10 +20,10 @@ from hypothesis.stateful import (
     rule,
 )
 
-from adapters.projection import project
-from domain.errors import InvalidTransitionError, SessionNotFoundError
-from domain.services import DeviceSessions, IntegrityError
-from domain.session import DeviceSession, DisconnectReason, SessionState, session_id
+from adapters.socketio.projection import project
+from domain.application.sessions import DeviceSessions, IntegrityError
+from domain.model.errors import InvalidTransitionError, SessionNotFoundError
+from domain.model.session import DeviceSession, DisconnectReason, SessionState, session_id
 from tests.unit.expected import EVENT_OF
 
 R = DisconnectReason

@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 from pydantic import ValidationError
 
-from adapters.store import StoreConfig
+from adapters.store.config import StoreConfig
 from entrypoints.settings import Settings
 
 
@@ -18,7 +18,7 @@ def test_defaults_are_the_embedded_ones(monkeypatch: pytest.MonkeyPatch) -> None
     assert (settings.host, settings.port, settings.simulate) == ("127.0.0.1", 8000, False)
     assert settings.sim_qr_timeouts == (60.0, 20.0, 20.0, 20.0, 20.0, 20.0)
     assert settings.store_config().environment() == {
-        "PERSISTENCE_MODULE": "adapters.sqlite_store:Factory",  # eventsourcing.sqlite's, tuned
+        "PERSISTENCE_MODULE": "adapters.store.sqlite:Factory",  # eventsourcing.sqlite's, tuned
         "SQLITE_DBNAME": "data/pairgate.sqlite3",
         "SQLITE_LOCK_TIMEOUT": "10",
         "SQLITE_SYNCHRONOUS": "normal",
@@ -82,7 +82,7 @@ def test_memory_store_for_experiments() -> None:
 
 
 def test_the_sqlite_store_syncs_as_configured(tmp_path: Path) -> None:
-    from adapters.store import open_store
+    from adapters.store.config import open_store
 
     for setting, pragma in (("normal", 1), ("full", 2)):
         config = Settings(data_dir=tmp_path / setting, sqlite_synchronous=setting).store_config()

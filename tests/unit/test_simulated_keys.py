@@ -11,7 +11,7 @@ import pytest
 from adapters.credentials import CredentialVault
 from adapters.engines.simulated_keys import FILE, SimulatedKeys
 from adapters.engines.simulator import SimulatedEngine
-from domain.session import DisconnectReason
+from domain.model.session import DisconnectReason
 from tests.conftest import TEST_CIPHER_KEY
 
 KEYS = b'{"noise": "aa", "identity": "bb"}'

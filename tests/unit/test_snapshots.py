@@ -5,8 +5,8 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from pathlib import Path
 
-from adapters.store import StoreConfig, open_store
-from domain.session import DisconnectReason, SessionState, session_id
+from adapters.store.config import StoreConfig, open_store
+from domain.model.session import DisconnectReason, SessionState, session_id
 
 NOW = datetime(2026, 1, 1, tzinfo=UTC)
 

@@ -6,8 +6,8 @@ import asyncio
 from datetime import UTC, datetime
 from pathlib import Path
 
-from adapters.sqlite_store import WalCheckpoints
-from adapters.store import StoreConfig, open_store
+from adapters.store.config import StoreConfig, open_store
+from adapters.store.sqlite import WalCheckpoints
 
 NOW = datetime(2026, 1, 1, tzinfo=UTC)
 

@@ -18,8 +18,8 @@ from dataclasses import dataclass, field
 from adapters.credentials import CredentialVault
 from adapters.engines.baileys.reasons import Next, outcome
 from adapters.engines.baileys.sidecar import SIDECAR_SCRIPT, Message, Sidecar, SidecarError
-from domain.ports import EngineEvents
-from domain.session import DisconnectReason
+from domain.application.ports import EngineEvents
+from domain.model.session import DisconnectReason
 
 log = logging.getLogger(__name__)
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 import enum
 from dataclasses import dataclass
 
-from domain.session import DisconnectReason
+from domain.model.session import DisconnectReason
 
 
 class BaileysStatus(enum.IntEnum):

@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from adapters.engines.neonize.mapping import Signal, translators
-from domain.ports import EngineEvents
+from domain.application.ports import EngineEvents
 
 log = logging.getLogger(__name__)
 

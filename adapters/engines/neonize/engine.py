@@ -28,8 +28,8 @@ from adapters.engines.neonize.device import (
 from adapters.engines.neonize.mapping import REASONS, Signal, describe
 from adapters.engines.neonize.stores import WhatsmeowStores
 from adapters.engines.neonize.workers import IdleClosingPool
-from domain.ports import EngineEvents
-from domain.session import DisconnectReason
+from domain.application.ports import EngineEvents
+from domain.model.session import DisconnectReason
 
 log = logging.getLogger(__name__)
 

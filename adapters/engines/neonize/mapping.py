@@ -13,7 +13,7 @@ from collections.abc import Callable
 from typing import Any
 
 from adapters.engines.neonize import library
-from domain.session import DisconnectReason
+from domain.model.session import DisconnectReason
 
 log = logging.getLogger(__name__)
 

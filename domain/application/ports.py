@@ -9,7 +9,7 @@ from uuid import UUID
 
 from eventsourcing.domain import DomainEventProtocol
 
-from domain.session import DisconnectReason
+from domain.model.session import DisconnectReason
 
 T = TypeVar("T")
 

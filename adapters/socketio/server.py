@@ -30,7 +30,7 @@ from typing import Any
 
 import socketio
 
-from adapters.socketio_gateway import client_address
+from adapters.socketio.gateway import client_address
 
 log = logging.getLogger(__name__)
 

@@ -17,11 +17,11 @@ from starlette.routing import BaseRoute, Mount, Route
 from starlette.staticfiles import StaticFiles
 
 from adapters.engines.simulator import SimulatedEngine, SimulatorRefusal
+from adapters.http.web import error_response, refuse_stranger
 from adapters.identity import Identities
-from adapters.web import error_response, refuse_stranger
-from domain.pairing import PairingService
+from domain.application.pairing import PairingService
 
-STATIC_DIR = Path(__file__).parent / "static"
+STATIC_DIR = Path(__file__).parent.parent / "static"
 NO_STORE = {"cache-control": "no-store"}
 
 

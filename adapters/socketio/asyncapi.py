@@ -1,7 +1,7 @@
 """The AsyncAPI 3.0 document of pairgate's Socket.IO protocol, generated from the pydantic
 models the gateway validates and emits with (adapters.payloads), so the two cannot drift.
 
-`pairgate asyncapi > docs/asyncapi.yaml` (or `python -m adapters.asyncapi`) writes it; a
+`pairgate asyncapi > docs/asyncapi.yaml` (or `python -m adapters.socketio.asyncapi`) writes it; a
 test checks that the committed file is what this module generates.
 """
 

@@ -19,12 +19,12 @@ from starlette.responses import JSONResponse
 from starlette.routing import Route
 
 from adapters import payloads
-from adapters.history_allowance import HistoryAllowance
+from adapters.http.web import error_response, unauthorized
 from adapters.identity import Identities
-from adapters.rate_limits import RequestLimits
-from adapters.web import error_response, unauthorized
-from domain.errors import DeviceSessionError, LimitReachedError
-from domain.pairing import PairingService
+from adapters.limits.history import HistoryAllowance
+from adapters.limits.requests import RequestLimits
+from domain.application.pairing import PairingService
+from domain.model.errors import DeviceSessionError, LimitReachedError
 
 STATUS = {"invalid_payload": 400, "invalid_key": 400, "not_found": 404}
 

@@ -31,7 +31,7 @@ from typing import Any
 import psycopg
 from psycopg import sql
 
-from domain.errors import DeviceSessionError, EngineUnavailableError
+from domain.model.errors import DeviceSessionError, EngineUnavailableError
 
 log = logging.getLogger(__name__)
 

@@ -17,9 +17,9 @@ from uuid import UUID
 
 from eventsourcing.domain import AggregateEvent, DomainEventProtocol
 
-from domain.errors import InvalidPageError
-from domain.services import DeviceSessions
-from domain.session import DeviceSession
+from domain.application.sessions import DeviceSessions
+from domain.model.errors import InvalidPageError
+from domain.model.session import DeviceSession
 
 Record = dict[str, Any]
 # Bookkeeping every stored event carries; records show it as version/type/timestamp.

@@ -17,16 +17,8 @@ from concurrent.futures import Executor
 from dataclasses import dataclass, field
 from typing import ParamSpec, TypeVar
 
-from domain.errors import (
-    DeviceSessionError,
-    EngineUnavailableError,
-    InvalidTransitionError,
-    LimitReachedError,
-    SessionNotFoundError,
-    VersionOutOfRangeError,
-)
-from domain.history import PAGE_SIZE, HistoryPage, history_page
-from domain.ports import (
+from domain.application.history import PAGE_SIZE, HistoryPage, history_page
+from domain.application.ports import (
     Clock,
     DeviceLeases,
     EngineCatalog,
@@ -35,9 +27,17 @@ from domain.ports import (
     StoreCalls,
     WhatsAppEngine,
 )
-from domain.services import Change, DeviceSessions, IntegrityError
-from domain.session import DeviceSession, DisconnectReason, SessionState
-from domain.watchdog import Watchdog
+from domain.application.sessions import Change, DeviceSessions, IntegrityError
+from domain.application.watchdog import Watchdog
+from domain.model.errors import (
+    DeviceSessionError,
+    EngineUnavailableError,
+    InvalidTransitionError,
+    LimitReachedError,
+    SessionNotFoundError,
+    VersionOutOfRangeError,
+)
+from domain.model.session import DeviceSession, DisconnectReason, SessionState
 
 log = logging.getLogger(__name__)
 
@@ -220,7 +220,7 @@ class PairingService:
         limit: int = PAGE_SIZE,
     ) -> HistoryPage:
         """One page of the key's records since its owner took the key (see
-        domain.history.history_page)."""
+        domain.application.history.history_page)."""
         session = await self._owned(key, owner, at)
         # Up to the version whose owner was checked: the key may change hands meanwhile.
         last = session.version if at is None else at

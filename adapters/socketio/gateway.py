@@ -2,7 +2,7 @@
 
 Replies are acknowledgements (`{"ok": true, ...}` or `{"ok": false, "error": ...}`) plus,
 for refusals, `session.error` to the requesting connection only. Session events reach
-clients only through the projection of recorded events (adapters.projection).
+clients only through the projection of recorded events (adapters.socketio.projection).
 """
 
 from __future__ import annotations
@@ -15,16 +15,16 @@ from typing import Any
 import socketio
 
 from adapters import payloads
-from adapters.history_allowance import HistoryAllowance
 from adapters.identity import Identities
+from adapters.limits.history import HistoryAllowance
+from adapters.limits.requests import RequestLimits
 from adapters.payloads import describe
-from adapters.projection import SocketIoNotifier
-from adapters.rate_limits import RequestLimits
-from domain.errors import DeviceSessionError, LimitReachedError
-from domain.history import MAX_PAGE_SIZE
-from domain.pairing import PairingService
-from domain.ports import Clock
-from domain.session import DeviceSession
+from adapters.socketio.projection import SocketIoNotifier
+from domain.application.history import MAX_PAGE_SIZE
+from domain.application.pairing import PairingService
+from domain.application.ports import Clock
+from domain.model.errors import DeviceSessionError, LimitReachedError
+from domain.model.session import DeviceSession
 
 log = logging.getLogger(__name__)
 

@@ -27,7 +27,7 @@ from limits import RateLimitItem, parse_many
 from limits.aio.storage import MemoryStorage
 from limits.aio.strategies import SlidingWindowCounterRateLimiter
 
-from domain.errors import LimitReachedError
+from domain.model.errors import LimitReachedError
 
 # Refusals a connection may collect before it is cut off; then its identity (or, without
 # tokens, its address) may not connect again for BAN_SECONDS.

@@ -13,8 +13,8 @@ import socketio
 from eventsourcing.domain import DomainEventProtocol
 
 from adapters import payloads
-from adapters.qr_png import qr_data_uri
-from domain.session import DeviceSession
+from adapters.qr.png import qr_data_uri
+from domain.model.session import DeviceSession
 
 Emission = tuple[str, payloads.Emission]
 

@@ -14,7 +14,7 @@ from limits import RateLimitItem, parse_many
 from limits.aio.storage import MemoryStorage
 from limits.aio.strategies import SlidingWindowCounterRateLimiter
 
-from domain.errors import LimitReachedError
+from domain.model.errors import LimitReachedError
 
 
 class HistoryAllowance:

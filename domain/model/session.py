@@ -11,7 +11,7 @@ from uuid import NAMESPACE_URL, UUID, uuid5
 from eventsourcing.domain import Aggregate, event
 from transitions import Machine
 
-from domain.errors import InvalidTransitionError
+from domain.model.errors import InvalidTransitionError
 
 SESSION_NAMESPACE = uuid5(NAMESPACE_URL, "https://pairgate.dev/sessions")
 CREATED_MESSAGE = "Session created"

@@ -17,9 +17,9 @@ from adapters.engines.simulator import (
     simulator_commands,
 )
 from adapters.identity import Identities
-from domain.errors import DeviceSessionError, SessionNotFoundError
-from domain.pairing import PairingService
-from domain.ports import DeviceLeases
+from domain.application.pairing import PairingService
+from domain.application.ports import DeviceLeases
+from domain.model.errors import DeviceSessionError, SessionNotFoundError
 
 
 def error_response(status: int, code: str, message: str) -> JSONResponse:

@@ -13,8 +13,8 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse
 from starlette.routing import Route
 
-from domain.ports import StoreCalls
-from domain.services import DeviceSessions
+from domain.application.ports import StoreCalls
+from domain.application.sessions import DeviceSessions
 
 log = logging.getLogger(__name__)
 

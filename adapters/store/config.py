@@ -12,7 +12,7 @@ from urllib.parse import parse_qs, unquote, urlsplit
 
 from psycopg.conninfo import make_conninfo
 
-from domain.services import DeviceSessions
+from domain.application.sessions import DeviceSessions
 
 SQLITE_FILE = "pairgate.sqlite3"
 # The store holds live QR texts and who owns which device: for pairgate's user alone.
@@ -87,7 +87,7 @@ class StoreConfig:
             return {"PERSISTENCE_MODULE": "eventsourcing.postgres", **postgres}
         if self.kind == "sqlite":
             env = {
-                "PERSISTENCE_MODULE": "adapters.sqlite_store:Factory",
+                "PERSISTENCE_MODULE": "adapters.store.sqlite:Factory",
                 "SQLITE_DBNAME": str(self.sqlite_path),
                 "SQLITE_LOCK_TIMEOUT": "10",
                 "SQLITE_SYNCHRONOUS": self.sqlite_synchronous,

@@ -12,8 +12,8 @@ from eventsourcing.domain import DomainEventProtocol
 from eventsourcing.persistence import IntegrityError
 from eventsourcing.utils import get_topic
 
-from domain.errors import SessionNotFoundError, VersionOutOfRangeError
-from domain.session import DeviceSession, session_id
+from domain.model.errors import SessionNotFoundError, VersionOutOfRangeError
+from domain.model.session import DeviceSession, session_id
 
 Event = DomainEventProtocol[UUID]
 

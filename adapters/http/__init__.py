@@ -1,0 +1,1 @@
+"""The HTTP side: the sessions API, health and readiness, the Scan page, guards."""

@@ -1,0 +1,1 @@
+"""Request rates and allowances: how much each identity (or address) may ask."""

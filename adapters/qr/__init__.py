@@ -1,0 +1,1 @@
+"""QR codes as PNG data URIs."""

@@ -1,0 +1,1 @@
+"""The event store: eventsourcing's configuration, SQLite tuning, PostgreSQL leases."""
