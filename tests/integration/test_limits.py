@@ -201,7 +201,7 @@ async def test_a_flooding_client_does_not_slow_down_others(tmp_path: Path) -> No
         calm = await Client().connect(server.url, auth={"token": "calm-token"})
         flooder = None
         try:
-            quiet = [await create_to_qr_ms(calm) for _ in range(10)]
+            quiet = [await create_to_qr_ms(calm) for _ in range(20)]
             flooder = await asyncio.create_subprocess_exec(
                 sys.executable,
                 "-c",
@@ -212,7 +212,7 @@ async def test_a_flooding_client_does_not_slow_down_others(tmp_path: Path) -> No
                 stdout=asyncio.subprocess.PIPE,
             )
             await asyncio.sleep(1.0)
-            loaded = [await create_to_qr_ms(calm) for _ in range(10)]
+            loaded = [await create_to_qr_ms(calm) for _ in range(20)]
             out, _ = await flooder.communicate()
         finally:
             if flooder is not None and flooder.returncode is None:
