@@ -155,7 +155,7 @@ class PostgresLeases:
                 (key, self.holder),
             )
         self._held.add(key)
-        log.info("took the lease of %s", key)
+        log.info("took the lease of %s", key, extra={"key": key})
         return True
 
     async def release(self, key: str) -> None:
@@ -167,7 +167,9 @@ class PostgresLeases:
         except (psycopg.Error, EngineUnavailableError):
             # The lock went with the connection, if that broke; the log row is closed by
             # whoever takes the key next.
-            log.warning("could not release the lease of %s cleanly", key, exc_info=True)
+            log.warning(
+                "could not release the lease of %s cleanly", key, exc_info=True, extra={"key": key}
+            )
 
     async def _release(self, key: str) -> None:
         async with self._guard, self._connection().transaction():
@@ -276,7 +278,12 @@ class PostgresLeases:
         except DeviceSessionError as refused:
             answer |= {"ok": False, "code": refused.code, "message": refused.message}
         except Exception as error:
-            log.exception("forwarded %s for %s failed", message["command"], message["key"])
+            log.exception(
+                "forwarded %s for %s failed",
+                message["command"],
+                message["key"],
+                extra={"key": message["key"]},
+            )
             answer |= {"ok": False, "message": str(error)}
         await self._notify(self._reply_channel(message["reply_to"]), answer)
 
