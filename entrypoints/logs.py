@@ -1,7 +1,8 @@
 """Logging set-up for `pairgate serve`: readable text, or one JSON object per line.
 
 JSON lines carry `time`, `level`, `logger`, `message`, the session `key` when the log call
-is about one, an `exception` when there is one, and any other `extra=` fields.
+is about one (it passes `extra={"key": key}`), an `exception` when there is one, and any
+other `extra=` fields.
 """
 
 from __future__ import annotations
@@ -14,17 +15,7 @@ from collections.abc import Iterable
 from datetime import UTC, datetime
 from typing import Any
 
-from adapters.payloads import KEY_PATTERN
-
 TEXT_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
-# pairgate's log calls pass a session key as a %s argument ("engine report for %s failed");
-# the word before the placeholder says which one is the key.
-KEY_PLACEHOLDER = re.compile(
-    r"\b(?:for|of|quiet on|start|resume|unlink|reconnect|pairing|that) %s"
-    r"|^(?:neonize: )?%s\b"  # "neonize: %s lost its connection"
-)
-PLACEHOLDER = re.compile(r"%[-#0 +]*\d*(?:\.\d+)?[sdifrxXeEgGc%]")
-KEY_VALUE = re.compile(KEY_PATTERN)
 # Attributes every LogRecord has; anything else came in through `extra=`.
 STANDARD = set(vars(logging.makeLogRecord({}))) | {
     "message",
@@ -139,11 +130,11 @@ class JsonFormatter(logging.Formatter):
             "logger": record.name,
             "message": record.getMessage(),
         }
-        key = getattr(record, "key", None) or key_argument(record)
+        key = getattr(record, "key", None)  # extra={"key": key}: the line is about a session
         if key is not None:
-            line["key"] = key
+            line["key"] = key if _is_json(key) else str(key)
         for name, value in vars(record).items():
-            if name not in STANDARD and name not in line:
+            if name not in STANDARD and name not in line and name != "key":
                 line[name] = value if _is_json(value) else str(value)
         if record.exc_text:  # redacted already
             line["exception"] = record.exc_text
@@ -152,21 +143,6 @@ class JsonFormatter(logging.Formatter):
         elif record.stack_info:
             line["stack"] = self.formatStack(record.stack_info)
         return json.dumps(line, ensure_ascii=False)
-
-
-def key_argument(record: logging.LogRecord) -> str | None:
-    """The session key among a record's %-arguments, when its message names one."""
-    template, args = record.msg, record.args
-    if not isinstance(template, str) or not isinstance(args, tuple) or not args:
-        return None
-    match = KEY_PLACEHOLDER.search(template)
-    if match is None:
-        return None
-    # Which argument the matched "%s" consumes: count the placeholders before it.
-    before = template[: match.end() - 2]
-    index = sum(1 for p in PLACEHOLDER.findall(before) if p != "%%")
-    value = args[index] if index < len(args) else None
-    return value if isinstance(value, str) and KEY_VALUE.match(value) else None
 
 
 def _keep_around(match: re.Match[str]) -> str:

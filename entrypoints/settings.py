@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import ipaddress
+import os
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
 from limits import parse_many
-from pydantic import AliasChoices, Field, SecretStr, field_validator
+from pydantic import Field, PrivateAttr, SecretStr, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 from adapters.engines.simulator import WHATSAPP_QR_TIMEOUTS
@@ -56,8 +57,9 @@ class Settings(BaseSettings):
     # SQLite store durability: "normal" (WAL; a killed process loses nothing, a power cut
     # may lose the last commits) or "full" (an fsync at every commit).
     sqlite_synchronous: Literal["normal", "full"] = "normal"
-    # eventsourcing's own variable: when set, PostgreSQL is configured by POSTGRES_*.
-    postgres_dbname: str | None = Field(None, validation_alias=AliasChoices("POSTGRES_DBNAME"))
+    # eventsourcing's own POSTGRES_* variables, read once here like every other setting:
+    # POSTGRES_DBNAME selects the postgres store, and all of them configure it.
+    _postgres_env: dict[str, str] = PrivateAttr(default_factory=lambda: _postgres_variables())
     store: Literal["sqlite", "postgres", "memory"] | None = Field(
         None, description="Defaults to postgres when a database URL is set, else sqlite."
     )
@@ -204,15 +206,21 @@ class Settings(BaseSettings):
     def store_config(self) -> StoreConfig:
         kind = self.store
         if kind is None:
-            kind = "postgres" if self.database_url or self.postgres_dbname else "sqlite"
+            postgres = self.database_url or self._postgres_env.get("POSTGRES_DBNAME")
+            kind = "postgres" if postgres else "sqlite"
         return StoreConfig(
             kind=kind,
             data_dir=self.data_dir,
             database_url=reveal(self.database_url),
+            postgres_env=dict(self._postgres_env),
             cipher_key=reveal(self.cipher_key),
             snapshot_interval=self.snapshot_interval,
             sqlite_synchronous=self.sqlite_synchronous,
         )
+
+
+def _postgres_variables() -> dict[str, str]:
+    return {name: value for name, value in os.environ.items() if name.startswith("POSTGRES_")}
 
 
 def reveal(secret: SecretStr | None) -> str | None:

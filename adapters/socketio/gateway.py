@@ -185,7 +185,7 @@ class PairingNamespace(socketio.AsyncNamespace):  # type: ignore[misc]  # untype
         except DeviceSessionError as refused:
             code, message = refused.code, refused.message  # type: ignore[assignment]
         except Exception:
-            log.exception("request from %s failed", sid)
+            log.exception("request from %s failed", sid, extra={"key": payloads.echo_key(data)})
             code, message = "internal", "internal error; the server log has the details"
         return await self._refuse(sid, data, code, message, retry_after)
 

@@ -6,11 +6,12 @@ import binascii
 import hashlib
 import os
 import uuid
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from urllib.parse import parse_qs, unquote, urlsplit
+from urllib.parse import parse_qsl, urlencode, urlsplit
 
-from psycopg.conninfo import make_conninfo
+from psycopg.conninfo import conninfo_to_dict, make_conninfo
 
 from domain.application.sessions import DeviceSessions
 
@@ -33,6 +34,9 @@ class StoreConfig:
     kind: str = "sqlite"
     data_dir: Path = Path("data")
     database_url: str | None = field(default=None, repr=False)
+    # eventsourcing's own POSTGRES_* variables (connection, pool, schema, ...), as the
+    # settings read them; the database URL's parts win over them.
+    postgres_env: Mapping[str, str] = field(default_factory=dict, repr=False, hash=False)
     cipher_key: str | None = field(default=None, repr=False)
     snapshot_interval: int = 50  # 0: never snapshot
     sqlite_synchronous: str = "normal"  # fsync at checkpoints (WAL), not at every commit
@@ -51,11 +55,10 @@ class StoreConfig:
         if self.kind == "sqlite":
             return f"sqlite:{self.sqlite_path.resolve()}"
         if self.kind == "postgres":
-            env = _postgres_target(self)
-            host = env.get("POSTGRES_HOST", "127.0.0.1").lower()
-            port, database = env.get("POSTGRES_PORT", "5432"), env.get("POSTGRES_DBNAME")
+            env = postgres_env(self)
+            host, port = env["POSTGRES_HOST"].lower(), env["POSTGRES_PORT"]
             schema = env.get("POSTGRES_SCHEMA") or "public"
-            return f"postgres:{host}:{port}/{database or 'postgres'}?schema={schema}"
+            return f"postgres:{host}:{port}/{env['POSTGRES_DBNAME']}?schema={schema}"
         return f"{self.kind}:{uuid.uuid4()}"
 
     def fingerprint(self) -> str:
@@ -83,8 +86,7 @@ class StoreConfig:
         if self.kind == "memory":
             return {"PERSISTENCE_MODULE": "eventsourcing.popo"}
         if self.kind == "postgres":
-            postgres = _postgres_env(self.database_url)
-            return {"PERSISTENCE_MODULE": "eventsourcing.postgres", **postgres}
+            return {"PERSISTENCE_MODULE": "eventsourcing.postgres", **postgres_env(self)}
         if self.kind == "sqlite":
             env = {
                 "PERSISTENCE_MODULE": "adapters.store.sqlite:Factory",
@@ -98,44 +100,51 @@ class StoreConfig:
         raise ValueError(f"unknown store kind {self.kind!r}; use sqlite, postgres or memory")
 
 
+# What a PostgreSQL store connects to when neither the URL nor POSTGRES_* say.
+POSTGRES_DEFAULTS = {
+    "POSTGRES_HOST": "127.0.0.1",
+    "POSTGRES_PORT": "5432",
+    "POSTGRES_DBNAME": "postgres",
+    "POSTGRES_USER": "postgres",
+    "POSTGRES_PASSWORD": "",
+}
+# libpq's names for the parts of a URL that eventsourcing reads as POSTGRES_*.
+URL_PARTS = {
+    "host": "POSTGRES_HOST",
+    "port": "POSTGRES_PORT",
+    "dbname": "POSTGRES_DBNAME",
+    "user": "POSTGRES_USER",
+    "password": "POSTGRES_PASSWORD",
+}
+
+
+def postgres_env(config: StoreConfig) -> dict[str, str]:
+    """The POSTGRES_* settings of a postgres store: the database URL's parts, else
+    eventsourcing's POSTGRES_* variables, else POSTGRES_DEFAULTS."""
+    return {**POSTGRES_DEFAULTS, **config.postgres_env, **_url_env(config.database_url)}
+
+
 def postgres_conninfo(config: StoreConfig) -> tuple[str, str | None]:
     """libpq connection string and schema of a postgres store (for pairgate's own tables)."""
-    env = _postgres_target(config)
-    conninfo = make_conninfo(
-        host=env.get("POSTGRES_HOST", "127.0.0.1"),
-        port=env.get("POSTGRES_PORT", "5432"),
-        dbname=env.get("POSTGRES_DBNAME", "postgres"),
-        user=env.get("POSTGRES_USER", "postgres"),
-        password=env.get("POSTGRES_PASSWORD", ""),
-    )
+    env = postgres_env(config)
+    conninfo = make_conninfo(**{part: env[name] for part, name in URL_PARTS.items()})
     return conninfo, env.get("POSTGRES_SCHEMA") or None
 
 
-def _postgres_target(config: StoreConfig) -> dict[str, str]:
-    """POSTGRES_* settings of a postgres store: from its URL, else eventsourcing's own."""
-    return _postgres_env(config.database_url) or {
-        k: v for k, v in os.environ.items() if k.startswith("POSTGRES_")
-    }
-
-
-def _postgres_env(url: str | None) -> dict[str, str]:
-    """From postgresql://user:password@host:port/dbname[?schema=name].
-
-    None keeps eventsourcing's own POSTGRES_* variables from the environment.
-    """
+def _url_env(url: str | None) -> dict[str, str]:
+    """The parts postgresql://user:password@host:port/dbname[?schema=name] gives, as
+    POSTGRES_* (libpq parses it; `schema` is pairgate's, libpq would refuse it)."""
     if url is None:
         return {}
     parts = urlsplit(url)
     if parts.scheme not in ("postgres", "postgresql"):
         raise ValueError("PAIRGATE_DATABASE_URL must be a postgresql:// URL")
-    env = {
-        "POSTGRES_HOST": parts.hostname or "127.0.0.1",
-        "POSTGRES_PORT": str(parts.port or 5432),
-        "POSTGRES_DBNAME": parts.path.lstrip("/") or "postgres",
-        "POSTGRES_USER": unquote(parts.username or "postgres"),
-        "POSTGRES_PASSWORD": unquote(parts.password or ""),
-    }
-    schema = parse_qs(parts.query).get("schema")
+    query = parse_qsl(parts.query)
+    schema = [value for name, value in query if name == "schema"]
+    rest = urlencode([(name, value) for name, value in query if name != "schema"])
+    without_schema = f"{parts.scheme}://{parts.netloc}{parts.path}" + (rest and f"?{rest}")
+    given = conninfo_to_dict(without_schema)
+    env = {name: str(given[part]) for part, name in URL_PARTS.items() if given.get(part)}
     if schema:
         env["POSTGRES_SCHEMA"] = schema[0]
     return env

@@ -155,7 +155,7 @@ class PostgresLeases:
                 (key, self.holder),
             )
         self._held.add(key)
-        log.info("took the lease of %s", key)
+        log.info("took the lease of %s", key, extra={"key": key})
         return True
 
     async def release(self, key: str) -> None:
@@ -165,9 +165,10 @@ class PostgresLeases:
         try:
             await self._release(key)
         except (psycopg.Error, EngineUnavailableError):
-            # The lock went with the connection, if that broke; the log row is closed by
-            # whoever takes the key next.
-            log.warning("could not release the lease of %s cleanly", key, exc_info=True)
+            # The lock went with the connection, if it broke; the next holder closes the row.
+            log.warning(
+                "could not release the lease of %s cleanly", key, exc_info=True, extra={"key": key}
+            )
 
     async def _release(self, key: str) -> None:
         async with self._guard, self._connection().transaction():
@@ -268,15 +269,16 @@ class PostgresLeases:
 
     async def _serve(self, message: dict[str, Any]) -> None:
         answer: dict[str, Any] = {"id": message["id"], "ok": True}
-        handler = self._handlers.get(message["command"])
+        key, command = message["key"], message["command"]
+        handler = self._handlers.get(command)
         try:
             if handler is None:
-                raise EngineUnavailableError(f"unknown command {message['command']!r}")
-            await handler(message["key"], message["args"])
+                raise EngineUnavailableError(f"unknown command {command!r}")
+            await handler(key, message["args"])
         except DeviceSessionError as refused:
             answer |= {"ok": False, "code": refused.code, "message": refused.message}
         except Exception as error:
-            log.exception("forwarded %s for %s failed", message["command"], message["key"])
+            log.exception("forwarded %s for %s failed", command, key, extra={"key": key})
             answer |= {"ok": False, "message": str(error)}
         await self._notify(self._reply_channel(message["reply_to"]), answer)
 

@@ -10,7 +10,7 @@ from uuid import UUID
 from eventsourcing.application import AggregateNotFoundError, Application
 from eventsourcing.domain import DomainEventProtocol
 from eventsourcing.persistence import IntegrityError
-from eventsourcing.utils import get_topic
+from eventsourcing.utils import Environment, get_topic
 
 from domain.model.errors import SessionNotFoundError, VersionOutOfRangeError
 from domain.model.session import DeviceSession, session_id
@@ -50,6 +50,12 @@ class DeviceSessions(Application[UUID]):
         self._snapshot_interval = interval if self.snapshots is not None else 0
         # Held sessions, as last saved. Never mutated: readers get copies.
         self._held: dict[str, DeviceSession] = {}
+
+    def construct_env(self, name: str, env: Mapping[str, str] | None = None) -> Environment:
+        """The configuration given, never the process environment: there pairgate's own
+        PAIRGATE_* variables would read as eventsourcing's (PAIRGATE_CIPHER_KEY as
+        CIPHER_KEY) and override it. adapters.store.config builds it from the settings."""
+        return Environment(name, {**type(self).env, **(env or {})})
 
     def hold(self, session: DeviceSession) -> None:
         """From now on only this process records the session's events: keep it in memory."""

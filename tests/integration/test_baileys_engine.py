@@ -25,7 +25,7 @@ import pytest
 from adapters.credentials import CredentialVault
 from adapters.engines.baileys import BaileysEngine, sidecar_installed
 from adapters.engines.baileys.reasons import QR_REFS_ENDED
-from adapters.engines.baileys.sidecar import SidecarError
+from adapters.engines.baileys.sidecar import SIDECAR_SCRIPT, Sidecar, SidecarError
 from domain.model.session import DisconnectReason as Reason
 from entrypoints.settings import Settings
 from tests.helpers import Client, Server, clients, decode_qr, running, unique_key
@@ -268,7 +268,7 @@ async def real_server(tmp_path: Path) -> AsyncIterator[Server]:
 
 
 def baileys_of(server: Server) -> BaileysEngine:
-    engine = server.pairgate.service._engines.resolve("baileys")
+    engine = server.pairgate.engines.resolve("baileys")
     assert isinstance(engine, BaileysEngine)
     return engine
 
@@ -372,14 +372,16 @@ async def test_logout_of_an_offline_device_deletes_its_credentials(
     assert not vault.holds("baileys", "k")
 
 
-async def test_the_sidecar_refuses_what_it_does_not_know(vault: CredentialVault) -> None:
-    engine = BaileysEngine(vault)
+async def test_the_sidecar_refuses_what_it_does_not_know() -> None:
+    sidecar = Sidecar(
+        ["node", str(SIDECAR_SCRIPT)], on_event=lambda message: None, on_exit=lambda: None
+    )
     try:
-        await engine._ensure_sidecar()
+        await sidecar.start()
         with pytest.raises(SidecarError, match="failed"):
-            await engine._sidecar.call("reboot", key="k")
+            await sidecar.call("reboot", key="k")
     finally:
-        await engine.close()
+        await sidecar.close()
 
 
 async def test_a_missing_node_fails_the_start_not_the_process(vault: CredentialVault) -> None:

@@ -8,7 +8,7 @@ from collections.abc import Iterable, Iterator
 import psycopg
 import pytest
 
-from adapters.store.leases import PostgresLeases
+from adapters.store.leases import PostgresLeases, lock_id
 from domain.model.errors import EngineUnavailableError
 from tests.helpers import POSTGRES_URL, postgres_available, postgres_schema
 
@@ -23,21 +23,32 @@ def schema() -> Iterator[str]:
         yield name
 
 
-def terminate(leases: PostgresLeases) -> None:
-    """End the process's lease connection from the server side, as a crash or a network
-    cut would."""
-    assert leases._locks is not None
+def terminate(schema: str, key: str) -> None:
+    """End, from the server side, the connection that holds `key`'s lease (the process's
+    lease connection), as a crash or a network cut would."""
+    lock = lock_id(key, schema) & 0xFFFF_FFFF_FFFF_FFFF  # pg_locks shows a bigint lock as two oids
     with psycopg.connect(POSTGRES_URL, autocommit=True) as admin:
-        admin.execute("SELECT pg_terminate_backend(%s)", (leases._locks.info.backend_pid,))
+        [(pid,)] = admin.execute(
+            "SELECT pid FROM pg_locks WHERE locktype = 'advisory' AND granted "
+            "AND classid = %s AND objid = %s AND objsubid = 1",
+            (lock >> 32, lock & 0xFFFF_FFFF),
+        ).fetchall()
+        admin.execute("SELECT pg_terminate_backend(%s)", (pid,))
 
 
-async def opened(schema: str, handlers: dict | None = None) -> PostgresLeases:  # type: ignore[type-arg]
+async def opened(
+    schema: str,
+    handlers: dict | None = None,  # type: ignore[type-arg]
+    lost: set[str] | None = None,
+) -> PostgresLeases:
+    """Open leases; the keys they report lost are added to `lost`."""
     leases = PostgresLeases(POSTGRES_URL, schema=schema, check_interval=0.2, forward_timeout=1)
 
-    async def lost(keys: Iterable[str]) -> None:
-        leases.lost = set(keys)  # type: ignore[attr-defined]
+    async def on_lost(keys: Iterable[str]) -> None:
+        if lost is not None:
+            lost.update(keys)
 
-    await leases.open(handlers or {}, lost)
+    await leases.open(handlers or {}, on_lost)
     return leases
 
 
@@ -52,7 +63,7 @@ async def test_one_holder_per_key_and_a_handover_when_it_dies(schema: str) -> No
         assert await second.acquire("phone") is True
         assert await first.acquire("phone") is False
         # The holder's connection dies (as with kill -9): PostgreSQL frees its locks.
-        terminate(second)
+        terminate(schema, "other")  # second's connection, with "phone" too
         third = await opened(schema)
         try:
             assert await third.acquire("phone") is True
@@ -95,15 +106,16 @@ async def test_commands_reach_the_holder_and_its_refusals_come_back(schema: str)
 
 
 async def test_a_broken_lease_connection_gives_every_lease_up(schema: str) -> None:
-    leases = await opened(schema)
+    lost: set[str] = set()
+    leases = await opened(schema, lost=lost)
     try:
         assert await leases.acquire("a") and await leases.acquire("b")
-        terminate(leases)
+        terminate(schema, "a")
         for _ in range(50):
-            if getattr(leases, "lost", None):
+            if lost:
                 break
             await asyncio.sleep(0.05)
-        assert leases.lost == {"a", "b"}  # type: ignore[attr-defined]
+        assert lost == {"a", "b"}
         assert leases.held == frozenset()
         # It reconnects: leases can be taken again.
         for _ in range(50):

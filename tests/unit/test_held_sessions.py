@@ -5,6 +5,7 @@ from __future__ import annotations
 import enum
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 from uuid import UUID
 
 import pytest
@@ -16,18 +17,20 @@ from domain.model.session import DisconnectReason, SessionState
 NOW = datetime(2026, 1, 1, tzinfo=UTC)
 
 
-def test_commands_on_a_held_session_skip_loading_it(tmp_path: Path) -> None:
+def test_commands_on_a_held_session_skip_loading_it(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     sessions = open_store(StoreConfig(data_dir=tmp_path))
     sessions.hold(sessions.create("dev", "Phone", "simulator", "alice").session)
     loads = 0
-    reconstruct = sessions.repository._reconstruct_aggregate
+    select_events = sessions.recorder.select_events  # what loading a stream reads
 
-    def counted(*args: object) -> object:
+    def counted(*args: Any, **kwargs: Any) -> Any:
         nonlocal loads
         loads += 1
-        return reconstruct(*args)  # type: ignore[arg-type]
+        return select_events(*args, **kwargs)
 
-    sessions.repository._reconstruct_aggregate = counted  # type: ignore[method-assign]
+    monkeypatch.setattr(sessions.recorder, "select_events", counted)
     sessions.update("dev", lambda s: s.issue_qr("code", 20, NOW))
     sessions.update("dev", lambda s: s.authenticate())
     assert loads == 0

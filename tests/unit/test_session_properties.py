@@ -1,15 +1,24 @@
-"""DeviceSessions driven by random commands: the store, the table and the protocol agree."""
+"""The application driven by random client requests and engine reports.
+
+PairingService (the face the Socket.IO and HTTP adapters use) runs over the real
+DeviceSessions in memory, with a recording engine and a recording notifier behind its
+ports. After every step: replaying the store gives the live state, which is what the
+lifecycle in docs/protocol.md says it should be; every recorded event was published once,
+in order, and its emission has the payload docs/protocol.md gives; and a session ended for
+a reason that deletes credentials holds none and had its engine's credentials deleted.
+"""
 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable
-from dataclasses import dataclass, replace
+from collections.abc import Coroutine, Sequence
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
 from hypothesis import Phase, settings
+from hypothesis import event as tally
 from hypothesis import strategies as st
 from hypothesis.stateful import (
     Bundle,
@@ -21,51 +30,154 @@ from hypothesis.stateful import (
 )
 
 from adapters.socketio.projection import project
-from domain.application.sessions import DeviceSessions, IntegrityError
-from domain.model.errors import InvalidTransitionError, SessionNotFoundError
-from domain.model.session import DeviceSession, DisconnectReason, SessionState, session_id
-from tests.unit.expected import EVENT_OF
+from domain.application.pairing import PairingService
+from domain.application.ports import EngineEvents
+from domain.application.sessions import DeviceSessions
+from domain.model.errors import (
+    InvalidTransitionError,
+    SessionNotFoundError,
+    UnknownEngineError,
+)
+from domain.model.session import DeviceSession, DisconnectReason, session_id
 
 R = DisconnectReason
+NOW = datetime(2026, 1, 1, tzinfo=UTC)
 SEED_REASONS = {"user logged out", "qr expired", "connection lost", "session revoked"}
 KEYS = st.sampled_from(["alpha", "beta"])
+OWNERS = st.sampled_from(["alice", "bob"])
 NAMES = st.text(st.characters(codec="utf-8", categories=["L", "N", "Zs"]), min_size=1, max_size=8)
 CODES = st.text(min_size=1, max_size=40)
 TIMEOUTS = st.floats(min_value=0.01, max_value=600)
-ENGINES = st.sampled_from(["baileys", "neonize", "simulator"])
-NOWS = st.datetimes(datetime(2020, 1, 1), datetime(2030, 1, 1), timezones=st.just(UTC))
-# The table as this test reads PROTOCOL.md: trigger -> states it is allowed from.
-ALLOWED_FROM = {
-    "issue_qr": {"created", "qr"},
-    "authenticate": {"created", "qr"},
-    # Also from `disconnected` while credentials are held: a reconnect, and (for any reason
-    # but a lost connection) the owner ending the offline link for good.
-    "mark_ready": {"authenticated"},
-    "disconnect": {"created", "qr", "authenticated", "ready"},
-    "restart": {"disconnected"},
+KNOWN_ENGINES = ("baileys", "neonize", "simulator")
+ENGINES = st.sampled_from([*KNOWN_ENGINES, "carrier-pigeon"])  # the last one is unknown
+PHONES = st.none() | st.just("628123456789")
+# Progress first (hypothesis leans towards the first choice), the reason that keeps
+# credentials first, so that deep lifecycles (reconnects, restarts) are common.
+REPORTS = ["qr_issued", "paired", "connected", "disconnected", "pair_code_issued", "qr_expired"]
+# Reports that move a session on from each stage of its lifecycle.
+ONWARDS = {
+    "created": ("qr_issued", "paired", "pair_code_issued"),
+    "qr": ("qr_issued", "paired", "pair_code_issued"),
+    "authenticated": ("connected",),
+    "ready": ("disconnected",),
+    "offline": ("connected", "disconnected"),
 }
-# Hypothesis leans towards the first choice of a sampled_from: put progress first, and the
-# reason that keeps credentials first, so that deep lifecycles are common.
-FORWARD = ["authenticate", "mark_ready", "disconnect", "restart", "issue_qr"]
 REASONS = st.sampled_from([R.CONNECTION_LOST, R.USER_LOGGED_OUT, R.QR_EXPIRED, R.SESSION_REVOKED])
+# docs/protocol.md, written out here: each server event's fields.
 PAYLOAD_FIELDS = {
     "session.created": {"key", "message"},
     "session.qr": {"key", "qr", "timeout"},
+    "session.pair_code": {"key", "code", "timeout"},
     "session.authenticated": {"key"},
     "session.ready": {"key"},
     "session.disconnected": {"key", "reason"},
 }
+TEARDOWNS = {"logout", "discard"}  # what deletes an engine's credentials for a key
+
+
+@dataclass
+class RecordingEngine:
+    """A WhatsAppEngine that does what it is told, and remembers it."""
+
+    name: str = "recording"
+    calls: list[tuple[str, str]] = field(default_factory=list)
+    reports_to: dict[str, EngineEvents] = field(default_factory=dict)
+
+    async def start(self, key: str, events: EngineEvents, *, phone: str | None = None) -> None:
+        self.calls.append(("start", key))
+        self.reports_to[key] = events
+
+    async def stop(self, key: str) -> None:
+        self.calls.append(("stop", key))
+
+    async def logout(self, key: str) -> None:
+        self.calls.append(("logout", key))
+
+    async def discard(self, key: str) -> None:
+        self.calls.append(("discard", key))
+
+    def since_last_start(self, key: str) -> list[str]:
+        told = [call for call, k in self.calls if k == key]
+        last_start = max((i for i, call in enumerate(told) if call == "start"), default=-1)
+        return told[last_start + 1 :]
+
+
+@dataclass
+class Catalog:
+    engine: RecordingEngine
+
+    def resolve(self, name: str) -> RecordingEngine:
+        if name not in KNOWN_ENGINES:
+            raise UnknownEngineError(f"engine {name!r} is not available")
+        return self.engine
+
+
+@dataclass
+class RecordingNotifier:
+    published: dict[str, list[Any]] = field(default_factory=dict)
+
+    async def subscribe(self, key: str, subscriber: str) -> None:
+        pass
+
+    async def publish(self, key: str, events: Sequence[Any]) -> None:
+        self.published.setdefault(key, []).extend(events)
+
+    async def unsubscribe_all(self, key: str) -> None:
+        pass
+
+
+class FixedClock:
+    def now(self) -> datetime:
+        return NOW
+
+
+def pairing_service(
+    sessions: DeviceSessions, engine: RecordingEngine, notifier: RecordingNotifier
+) -> PairingService:
+    """The application, built as bootstrap builds it but with fakes behind its ports. Its
+    watchdog never fires within a run: engines here are never quiet, they are driven."""
+    return PairingService(
+        sessions,
+        Catalog(engine),
+        notifier,
+        FixedClock(),
+        expiry_grace=3600,
+        start_timeout=3600,
+    )
 
 
 @dataclass(frozen=True)
 class Expected:
+    """A session as docs/protocol.md's lifecycle says it must be."""
+
+    owner: str
     state: str = "created"
     credentials: bool = False
     reason: str | None = None
 
+    @property
+    def live(self) -> bool:
+        return self.state != "disconnected"
+
+    @property
+    def offline_link(self) -> bool:
+        return self.state == "disconnected" and self.credentials
+
+    @property
+    def running(self) -> bool:
+        """An engine runs it: live, or a paired device reconnecting."""
+        return self.live or self.offline_link
+
+    def ended(self, reason: DisconnectReason) -> Expected:
+        keeps = self.credentials and reason is R.CONNECTION_LOST
+        return replace(self, state="disconnected", credentials=keeps, reason=reason.value)
+
 
 def observable(session: DeviceSession) -> tuple[Any, ...]:
-    fields = "state holds_credentials qr_code qr_expires_at reason name engine owner version"
+    fields = (
+        "state holds_credentials qr_code qr_expires_at pair_code pair_code_expires_at reason "
+        "name engine owner version tenure_from"
+    )
     return tuple(getattr(session, name) for name in fields.split())
 
 
@@ -87,9 +199,8 @@ def disconnected_is_followed_correctly(events: list[Any]) -> bool:
     return True
 
 
-def check_emissions(runner: asyncio.Runner, key: str, event: Any) -> None:
-    emissions = runner.run(project(key, event))
-    assert len(emissions) == 1
+def check_emission(key: str, event: Any, emissions: list[tuple[str, Any]]) -> None:
+    assert len(emissions) == 1, (type(event).__name__, emissions)
     [(name, payload)] = emissions
     data = payload.model_dump()
     assert set(data) == PAYLOAD_FIELDS[name] and data["key"] == key
@@ -98,162 +209,226 @@ def check_emissions(runner: asyncio.Runner, key: str, event: Any) -> None:
     elif name == "session.qr":
         assert data["qr"].startswith("data:image/png;base64,")
         assert isinstance(data["timeout"], int) and data["timeout"] >= 1
+    elif name == "session.pair_code":
+        assert data["code"] == event.code
+        assert isinstance(data["timeout"], int) and data["timeout"] >= 1
     elif name == "session.disconnected":
-        assert data["reason"] in SEED_REASONS
+        assert data["reason"] in SEED_REASONS and data["reason"] == event.reason
 
 
-class DeviceSessionsMachine(RuleBasedStateMachine):
-    keys = Bundle("keys")  # keys that have been created, so commands mostly reach a stream
+class PairingMachine(RuleBasedStateMachine):
+    keys = Bundle("keys")  # keys that have been created, so most steps reach a stream
 
     def __init__(self) -> None:
         super().__init__()
         self.sessions = DeviceSessions(env={"PERSISTENCE_MODULE": "eventsourcing.popo"})
+        self.engine, self.notifier = RecordingEngine(), RecordingNotifier()
+        self.service = pairing_service(self.sessions, self.engine, self.notifier)
         self.expected: dict[str, Expected] = {}
-        self.live: dict[str, DeviceSession] = {}
-        self.runner = asyncio.Runner()  # one event loop per run, for the async projection
+        self.projected: dict[str, int] = {}  # per key, how many published events were checked
+        self.runner = asyncio.Runner()  # one event loop per run
 
     def teardown(self) -> None:
+        self.run(self.service.shutdown())
         self.runner.close()
 
-    def stream(self, key: str) -> list[tuple[str, int]]:
-        events = self.sessions.events.get(session_id(key))  # raw: also for keys never created
-        return [(type(e).__name__, e.originator_version) for e in events]
+    def run(self, step: Coroutine[Any, Any, Any]) -> Any:
+        return self.runner.run(step)
 
-    def allows(self, key: str, trigger: str, reason: DisconnectReason | None = None) -> bool:
-        """Whether the table allows `trigger` on `key` (for disconnect: with `reason`, or
-        with some reason if None)."""
-        expected = self.expected[key]
-        offline_link = expected.state == "disconnected" and expected.credentials
-        if expected.state in ALLOWED_FROM[trigger]:
-            return True
-        if trigger == "disconnect":
-            return offline_link and reason is not R.CONNECTION_LOST
-        return trigger == "mark_ready" and offline_link
+    def stream(self, key: str) -> list[str]:
+        return [type(e).__name__ for e in self.sessions.events.get(session_id(key))]
 
-    def apply(
-        self,
-        key: str,
-        trigger: str,
-        command: Callable[[DeviceSession], None],
-        after: Callable[[Expected], Expected],
-        reason: DisconnectReason | None = None,
-    ) -> bool:
-        """Run `command` on `key`; True if the table allowed it (and it was stored)."""
+    def expect(self, key: str, step: Coroutine[Any, Any, Any], recorded: list[str]) -> Any:
+        """Run `step`; it must record exactly the events named in `recorded`."""
         before = self.stream(key)
-        expected = self.expected[key]
-        if self.allows(key, trigger, reason):
-            change = self.sessions.update(key, command)
-            assert [type(e).__name__ for e in change.events] == [EVENT_OF[trigger]]
-            assert self.stream(key)[:-1] == before
-            self.expected[key] = after(expected)
-            self.live[key] = change.session
-            check_emissions(self.runner, key, change.events[0])
-            return True
-        with pytest.raises(InvalidTransitionError) as refused:
-            self.sessions.update(key, command)
-        assert refused.value.code == "invalid_transition"
-        assert self.stream(key) == before
-        return False
+        result = self.run(step)
+        assert self.stream(key) == before + recorded
+        return result
+
+    def refused(self, key: str, error: type[Exception], step: Coroutine[Any, Any, Any]) -> None:
+        """`step` must raise `error` and record nothing."""
+        before, told = self.stream(key), list(self.engine.calls)
+        with pytest.raises(error):
+            self.run(step)
+        assert (self.stream(key), self.engine.calls) == (before, told)
+
+    # -- client requests --------------------------------------------------------------
 
     @initialize(target=keys)
     def create_alpha(self) -> str:
-        return self.create("alpha", "My Device", "baileys")
+        return self.create("alpha", "My Device", "baileys", "alice", None, False)
 
-    @rule(target=keys, key=KEYS, name=NAMES, engine=ENGINES)
-    def create(self, key: str, name: str, engine: str) -> Any:
-        if key in self.expected:
-            before = self.stream(key)
-            with pytest.raises(IntegrityError):
-                self.sessions.create(key, name, engine, "alice")
-            assert self.stream(key) == before
-            return multiple()
-        change = self.sessions.create(key, name, engine, "alice")
-        self.expected[key] = Expected()
-        self.live[key] = change.session
-        check_emissions(self.runner, key, change.events[0])
+    @rule(
+        target=keys,
+        key=KEYS,
+        name=NAMES,
+        engine=ENGINES,
+        owner=OWNERS,
+        phone=PHONES,
+        relink=st.booleans(),
+    )
+    def create(
+        self, key: str, name: str, engine: str, owner: str, phone: str | None, relink: bool
+    ) -> Any:
+        request = self.service.create(key, name, engine, owner, "sid", phone=phone, relink=relink)
+        expected = self.expected.get(key)
+        if engine not in KNOWN_ENGINES:
+            self.refused(key, UnknownEngineError, request)
+            return key if expected is not None else multiple()
+        if expected is None:
+            outcome = self.expect(key, request, ["SessionCreated"])
+            assert not outcome.joined
+            self.expected[key] = Expected(owner)
+            assert self.engine.since_last_start(key) == []
+        elif expected.owner != owner and (expected.live or expected.credentials):
+            self.refused(key, SessionNotFoundError, request)  # another's key reads as missing
+        elif expected.live:
+            assert self.expect(key, request, []).joined
+        elif expected.credentials and not relink:
+            tally("create: refused, would unlink")
+            self.refused(key, InvalidTransitionError, request)
+        else:
+            tally("create: restarted" + (" a linked device" if expected.credentials else ""))
+            outcome = self.expect(key, request, ["Restarted"])
+            assert not outcome.joined and outcome.session.owner == owner
+            self.expected[key] = Expected(owner)
+            told = [call for call, k in self.engine.calls if k == key]
+            assert told[-2:] == ["discard", "start"]  # no engine resumes the old link
         return key
 
-    @rule()
-    def command_a_key_never_created(self) -> None:
-        with pytest.raises(SessionNotFoundError):
-            self.sessions.update("never-created", lambda s: s.authenticate())
-        assert self.stream("never-created") == []
+    @rule(key=keys, relink=st.booleans())
+    def create_again(self, key: str, relink: bool) -> None:
+        """The owner asks for the key again, as the Scan page does on every load."""
+        self.create(key, "My Device", "simulator", self.expected[key].owner, None, relink)
 
-    @rule(key=keys, steps=st.integers(1, 6), data=st.data())
-    def advance(self, key: str, steps: int, data: st.DataObject) -> None:
-        """Take steps, half of them allowed ones, so long lifecycles (reconnects, restarts) and
-        the commands refused in them come up often."""
+    @rule(key=keys, owner=OWNERS, reason=st.sampled_from([R.USER_LOGGED_OUT, R.SESSION_REVOKED]))
+    def end_by_owner(self, key: str, owner: str, reason: DisconnectReason) -> None:
+        """session.logout (user logged out) or session.delete (session revoked)."""
+        end = self.service.logout if reason is R.USER_LOGGED_OUT else self.service.delete
+        expected = self.expected[key]
+        if expected.owner != owner:
+            self.refused(key, SessionNotFoundError, end(key, owner))
+        elif expected.running:
+            tally(f"end by owner: {expected.state}" + (" linked" if expected.credentials else ""))
+            session = self.expect(key, end(key, owner), ["Disconnected"])
+            assert session.reason is reason
+            self.expected[key] = expected.ended(reason)
+            assert self.engine.since_last_start(key)[-1:] == ["logout"]  # unlinked
+        else:
+            self.refused(key, InvalidTransitionError, end(key, owner))
+
+    @rule(key=keys, owner=OWNERS)
+    def join(self, key: str, owner: str) -> None:
+        if self.expected[key].owner != owner:
+            self.refused(key, SessionNotFoundError, self.service.join(key, owner, "sid"))
+        else:
+            assert self.expect(key, self.service.join(key, owner, "sid"), []).key == key
+
+    # -- engine reports ---------------------------------------------------------------
+
+    @rule(key=keys, steps=st.integers(1, 8), data=st.data())
+    def engine_reports(self, key: str, steps: int, data: st.DataObject) -> None:
+        """Reports as an engine makes them, to what it was given at start (the service);
+        some come late (the session ended) or out of turn, and must change nothing."""
+        events = self.engine.reports_to[key]
         for _ in range(steps):
-            allowed = [t for t in FORWARD if self.allows(key, t)]
-            trigger = data.draw(st.sampled_from(allowed) | st.sampled_from(FORWARD))
-            step = getattr(self, trigger)
-            match trigger:
-                case "issue_qr":
-                    step(key, data.draw(CODES), data.draw(TIMEOUTS), data.draw(NOWS))
-                case "disconnect":
-                    step(key, data.draw(REASONS))
-                case "restart":
-                    step(key, data.draw(NAMES), data.draw(ENGINES))
-                case _:
-                    step(key)
+            expected = self.expected[key]
+            pairing = expected.running and expected.state in ("created", "qr")
+            # Mostly reports that move the lifecycle on, so that deep lifecycles are common.
+            onwards = st.sampled_from(ONWARDS.get(self.stage(key)) or REPORTS)
+            report = data.draw(st.one_of(onwards, onwards, onwards, st.sampled_from(REPORTS)))
+            match report:
+                case "qr_issued" | "pair_code_issued":
+                    code, timeout = data.draw(CODES), data.draw(TIMEOUTS)
+                    issue = getattr(events, report)(key, code, timeout)
+                    issued = replace(expected, state="qr")
+                    kind = "QrIssued" if report == "qr_issued" else "PairCodeIssued"
+                    self.report(key, issue, kind if pairing else None, issued)
+                case "paired":
+                    paired = replace(expected, state="authenticated", credentials=True)
+                    recorded = "Authenticated" if pairing else None
+                    self.report(key, events.paired(key), recorded, paired)
+                case "connected":
+                    back = expected.running and (
+                        expected.state == "authenticated" or expected.offline_link
+                    )
+                    ready = replace(expected, state="ready", reason=None)
+                    self.report(key, events.connected(key), "Ready" if back else None, ready)
+                case "disconnected":
+                    reason = data.draw(st.just(R.CONNECTION_LOST) | REASONS)  # mostly kept
+                    ends = expected.live or (
+                        expected.offline_link and reason is not R.CONNECTION_LOST
+                    )
+                    gone = events.disconnected(key, reason)
+                    recorded = "Disconnected" if ends else None
+                    self.report(key, gone, recorded, expected.ended(reason))
+                case "qr_expired":
+                    expired = expected.ended(R.QR_EXPIRED)
+                    recorded = "Disconnected" if pairing else None
+                    self.report(key, events.qr_expired(key), recorded, expired)
 
-    @rule(key=keys, code=CODES, timeout=TIMEOUTS, now=NOWS)
-    def issue_qr(self, key: str, code: str, timeout: float, now: datetime) -> None:
-        def command(session: DeviceSession) -> None:
-            session.issue_qr(code, timeout, now)
+    def stage(self, key: str) -> str:
+        expected = self.expected[key]
+        if not expected.running:
+            return "ended"
+        return "offline" if expected.offline_link else expected.state
 
-        if self.apply(key, "issue_qr", command, lambda e: replace(e, state="qr")):
-            [*_, issued] = self.sessions.history(key)
-            assert (issued.code, issued.timeout) == (code, timeout)
-            assert issued.expires_at == now + timedelta(seconds=timeout)
+    def report(
+        self, key: str, report: Coroutine[Any, Any, None], recorded: str | None, after: Expected
+    ) -> None:
+        """An engine report: recorded as the event `recorded` (leading to `after`), or
+        ignored (None): late, or out of turn."""
+        tally(f"report: {recorded}")
+        if recorded is not None:
+            self.expect(key, report, [recorded])
+            self.expected[key] = after
+        else:
+            self.expect(key, report, [])
 
-    @rule(key=keys)
-    def authenticate(self, key: str) -> None:
-        self.apply(
-            key,
-            "authenticate",
-            lambda s: s.authenticate(),
-            lambda e: replace(e, state="authenticated", credentials=True),
-        )
-
-    @rule(key=keys)
-    def mark_ready(self, key: str) -> None:
-        self.apply(
-            key,
-            "mark_ready",
-            lambda s: s.mark_ready(),
-            lambda e: replace(e, state="ready", reason=None),
-        )
-
-    @rule(key=keys, reason=REASONS)
-    def disconnect(self, key: str, reason: DisconnectReason) -> None:
-        self.apply(
-            key,
-            "disconnect",
-            lambda s: s.disconnect(reason),
-            lambda e: Expected(
-                "disconnected", e.credentials and reason is R.CONNECTION_LOST, reason
-            ),
-            reason,
-        )
-
-    @rule(key=keys, name=NAMES, engine=ENGINES)
-    def restart(self, key: str, name: str, engine: str) -> None:
-        self.apply(key, "restart", lambda s: s.restart(name, engine), lambda e: Expected())
+    # -- invariants -------------------------------------------------------------------
 
     @invariant()
-    def replay_equals_live_and_model(self) -> None:
+    def replay_equals_live_and_the_lifecycle(self) -> None:
         for key, expected in self.expected.items():
-            replayed = self.sessions.repository.get(session_id(key))
-            assert isinstance(replayed.state, SessionState)
-            assert observable(replayed) == observable(self.live[key])
-            assert (replayed.state, replayed.holds_credentials, replayed.reason) == (
+            replayed = self.sessions.repository.get(session_id(key))  # from the store
+            live = self.run(self.service.find(key))  # as the service sees it (held or not)
+            assert observable(replayed) == observable(live)
+            assert (replayed.owner, replayed.state, replayed.holds_credentials) == (
+                expected.owner,
                 expected.state,
                 expected.credentials,
-                expected.reason,
             )
-            if replayed.reason is not None and replayed.reason.deletes_credentials:
-                assert not replayed.holds_credentials
+            assert replayed.reason == expected.reason
+        running = {key for key, expected in self.expected.items() if expected.running}
+        assert self.service.running_keys == running
+
+    @invariant()
+    def every_recorded_event_is_published_once_in_order(self) -> None:
+        for key in self.expected:
+            recorded = [
+                (type(e).__name__, e.originator_version) for e in self.sessions.history(key)
+            ]
+            published = self.notifier.published.get(key, [])
+            assert [(type(e).__name__, e.originator_version) for e in published] == recorded
+
+    @invariant()
+    def every_emitted_payload_matches_the_protocol(self) -> None:
+        for key, published in self.notifier.published.items():
+            for event in published[self.projected.get(key, 0) :]:
+                check_emission(key, event, self.run(project(key, event)))
+            self.projected[key] = len(published)
+
+    @invariant()
+    def terminal_reasons_delete_credentials(self) -> None:
+        for key, expected in self.expected.items():
+            session = self.sessions.repository.get(session_id(key))
+            if session.reason is not None and session.reason.deletes_credentials:
+                assert not session.holds_credentials
+            if expected.running:
+                assert self.engine.since_last_start(key) == []  # nothing stopped its engine
+            else:
+                # Ended holding nothing: the engine deleted what it had stored, once.
+                assert sum(c in TEARDOWNS for c in self.engine.since_last_start(key)) == 1
 
     @invariant()
     def every_stream_obeys_the_disconnect_rule(self) -> None:
@@ -263,14 +438,14 @@ class DeviceSessionsMachine(RuleBasedStateMachine):
             for event in events:
                 if type(event).__name__ == "Disconnected":
                     assert event.reason in SEED_REASONS
-                if type(event).__name__ == "QrIssued":
+                if type(event).__name__ in ("QrIssued", "PairCodeIssued"):
                     assert event.code and event.timeout > 0
-                    assert event.expires_at.tzinfo is not None
+                    assert event.expires_at == NOW + timedelta(seconds=event.timeout)
 
 
-TestDeviceSessions = DeviceSessionsMachine.TestCase
-TestDeviceSessions.settings = settings(
-    max_examples=100,
+TestPairing = PairingMachine.TestCase
+TestPairing.settings = settings(
+    max_examples=150,
     stateful_step_count=30,
     deadline=None,
     # The explain phase re-runs a failure under a tracer: minutes here, for a hint.

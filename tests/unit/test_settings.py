@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import pytest
+from psycopg.conninfo import conninfo_to_dict
 from pydantic import ValidationError
 
-from adapters.store.config import StoreConfig
+from adapters.store.config import StoreConfig, postgres_conninfo
 from entrypoints.settings import Settings
+from tests.conftest import TEST_CIPHER_KEY
 
 
 def test_defaults_are_the_embedded_ones(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -64,11 +67,72 @@ def test_a_database_url_selects_postgres_and_stays_secret() -> None:
 
 def test_eventsourcing_postgres_variables_select_postgres(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.delenv("PAIRGATE_DATABASE_URL", raising=False)
+    for name in [n for n in os.environ if n.startswith("POSTGRES_")]:
+        monkeypatch.delenv(name)
     monkeypatch.setenv("POSTGRES_DBNAME", "pairgate")
+    monkeypatch.setenv("POSTGRES_HOST", "db.example")
+    monkeypatch.setenv("POSTGRES_POOL_SIZE", "3")
     config = Settings(snapshot_interval=0).store_config()
     assert config.kind == "postgres"
-    # Only the module is set: eventsourcing reads POSTGRES_* from the environment itself.
-    assert config.environment() == {"PERSISTENCE_MODULE": "eventsourcing.postgres"}
+    # Read through the settings and handed on, with the same defaults as a URL's.
+    assert config.environment() == {
+        "PERSISTENCE_MODULE": "eventsourcing.postgres",
+        "POSTGRES_HOST": "db.example",
+        "POSTGRES_PORT": "5432",
+        "POSTGRES_DBNAME": "pairgate",
+        "POSTGRES_USER": "postgres",
+        "POSTGRES_PASSWORD": "",
+        "POSTGRES_POOL_SIZE": "3",
+    }
+    assert postgres_conninfo(config) == (
+        "host=db.example port=5432 dbname=pairgate user=postgres password=''",
+        None,
+    )
+
+
+def test_a_database_url_wins_over_postgres_variables_part_by_part() -> None:
+    variables = {"POSTGRES_HOST": "elsewhere", "POSTGRES_PASSWORD": "pw", "POSTGRES_SCHEMA": "s"}
+    url = "postgresql://app@db.example/pairs?sslmode=disable&schema=gw"
+    config = StoreConfig(kind="postgres", database_url=url, postgres_env=variables)
+    environment = config.environment()
+    assert {n: environment[n] for n in variables} == {
+        "POSTGRES_HOST": "db.example",
+        "POSTGRES_PASSWORD": "pw",  # the URL names none
+        "POSTGRES_SCHEMA": "gw",
+    }
+    assert (environment["POSTGRES_PORT"], environment["POSTGRES_USER"]) == ("5432", "app")
+    assert config.identity() == "postgres:db.example:5432/pairs?schema=gw"
+    conninfo, schema = postgres_conninfo(config)
+    assert conninfo_to_dict(conninfo) == {
+        "host": "db.example",
+        "port": "5432",
+        "dbname": "pairs",
+        "user": "app",
+        "password": "pw",
+    }
+    assert schema == "gw"
+    bare = StoreConfig(kind="postgres", database_url="postgresql://")
+    assert bare.identity() == "postgres:127.0.0.1:5432/postgres?schema=public"
+
+
+def test_pairgate_variables_never_reach_eventsourcing(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """eventsourcing reads `<APP NAME>_<NAME>` before `<NAME>`: from the process
+    environment, PAIRGATE_CIPHER_KEY would override the configured key."""
+    from adapters.store.config import open_store
+
+    monkeypatch.setenv("PAIRGATE_PERSISTENCE_MODULE", "no.such.module")
+    open_store(StoreConfig(kind="memory")).close()
+    monkeypatch.setenv("PAIRGATE_CIPHER_KEY", "q1Jq3dN8oRMVf0mvbHJxE8sGfJvnc5ySxXtxKQOTiNM=")
+    configured = StoreConfig(data_dir=tmp_path, cipher_key=TEST_CIPHER_KEY)
+    sessions = open_store(configured)
+    sessions.create("dev", "Phone", "simulator", "alice")
+    sessions.close()
+    monkeypatch.delenv("PAIRGATE_CIPHER_KEY")
+    again = open_store(configured)  # written with the configured key
+    assert again.get("dev").name == "Phone"
+    again.close()
 
 
 def test_other_url_schemes_are_refused() -> None:

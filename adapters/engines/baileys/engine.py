@@ -93,9 +93,18 @@ class BaileysEngine:
             if self._sidecar.running:
                 reply = await self._sidecar.call("logout", key=key, dir=str(directory))
                 if not reply.get("unlinked"):
-                    log.warning("could not unlink %s at WhatsApp; deleting its credentials", key)
+                    log.warning(
+                        "could not unlink %s at WhatsApp; deleting its credentials",
+                        key,
+                        extra={"key": key},
+                    )
         except SidecarError as error:
-            log.warning("could not unlink %s at WhatsApp (%s); deleting its keys", key, error)
+            log.warning(
+                "could not unlink %s at WhatsApp (%s); deleting its keys",
+                key,
+                error,
+                extra={"key": key},
+            )
         await asyncio.to_thread(self._vault.remove, self.name, key)
 
     async def discard(self, key: str) -> None:
@@ -149,7 +158,7 @@ class BaileysEngine:
             try:
                 await self._report(key, device, message)
             except Exception:
-                log.exception("Baileys report for %s failed", key)
+                log.exception("Baileys report for %s failed", key, extra={"key": key})
 
     async def _report(self, key: str, device: _Device, message: Message) -> None:
         events, kind = device.events, message.get("event")
@@ -174,7 +183,14 @@ class BaileysEngine:
         self, key: str, device: _Device, status: int | None, message: str
     ) -> None:
         result = outcome(status, message)
-        log.info("Baileys socket of %s closed (%s %s): %s", key, status, message, result.next.value)
+        log.info(
+            "Baileys socket of %s closed (%s %s): %s",
+            key,
+            status,
+            message,
+            result.next.value,
+            extra={"key": key},
+        )
         if result.next is Next.RESTART:
             # At once the first time (after a scan); a server that keeps asking backs off.
             self._reconnect(key, device, self._next_delay(device) if device.attempts else 0.0)
@@ -209,7 +225,7 @@ class BaileysEngine:
             try:
                 await self._connect(key, device)
             except SidecarError as error:
-                log.warning("Baileys could not reconnect %s: %s", key, error)
+                log.warning("Baileys could not reconnect %s: %s", key, error, extra={"key": key})
                 # A failed attempt counts as a closed socket, reported in order by the worker.
                 device.inbox.put_nowait({"event": "closed", "status": None, "message": str(error)})
 

@@ -87,7 +87,12 @@ def register_handlers(client: Any, device: Device, loop: asyncio.AbstractEventLo
         try:
             loop.call_soon_threadsafe(device.deliver, (what, generation, *args))
         except RuntimeError:  # the loop has closed: nobody is listening any more
-            log.debug("neonize: %s for %s arrived after the loop closed", what, device.key)
+            log.debug(
+                "neonize: %s for %s arrived after the loop closed",
+                what,
+                device.key,
+                extra={"key": device.key},
+            )
 
     def on_qr(_client: Any, code: bytes) -> None:
         deliver(("qr", code))

@@ -99,9 +99,15 @@ class NeonizeEngine:
             try:
                 await asyncio.wait_for(self._call(client.logout), STOP_TIMEOUT)
             except Exception as error:
-                log.warning("WhatsApp was not told that %s logged out: %s", key, error)
+                log.warning(
+                    "WhatsApp was not told that %s logged out: %s", key, error, extra={"key": key}
+                )
         else:
-            log.info("%s is offline: WhatsApp keeps listing it until the phone removes it", key)
+            log.info(
+                "%s is offline: WhatsApp keeps listing it until the phone removes it",
+                key,
+                extra={"key": key},
+            )
         await self.discard(key)
 
     async def discard(self, key: str) -> None:
@@ -133,7 +139,12 @@ class NeonizeEngine:
             try:
                 await self._handle(device, what, *args)
             except Exception:
-                log.exception("neonize: handling %s for %s failed", what, device.key)
+                log.exception(
+                    "neonize: handling %s for %s failed",
+                    what,
+                    device.key,
+                    extra={"key": device.key},
+                )
 
     async def _handle(self, device: Device, what: str, *args: Any) -> None:
         if what == "connect":
@@ -156,7 +167,11 @@ class NeonizeEngine:
         if device.paired:
             # whatsmeow asks to pair only when its store holds no device: the stored
             # credentials are gone (or were never completed), so this link is over.
-            log.warning("neonize: %s shows a QR code: its stored credentials are gone", device.key)
+            log.warning(
+                "neonize: %s shows a QR code: its stored credentials are gone",
+                device.key,
+                extra={"key": device.key},
+            )
             device.ended = True
             await device.events.disconnected(device.key, DisconnectReason.SESSION_REVOKED)
             return
@@ -178,7 +193,13 @@ class NeonizeEngine:
             await self.stop(device.key)
 
     async def _on_event(self, device: Device, signal: Signal, event: Any) -> None:
-        log.debug("neonize %s: %s -> %s", device.key, describe(event), signal.value)
+        log.debug(
+            "neonize %s: %s -> %s",
+            device.key,
+            describe(event),
+            signal.value,
+            extra={"key": device.key},
+        )
         key, events = device.key, device.events
         if device.ended:
             return
@@ -188,7 +209,12 @@ class NeonizeEngine:
             await self._call(self._stores.remember, key, event.ID)
             await events.paired(key)
         elif signal is Signal.PAIR_FAILED:
-            log.warning("neonize: pairing %s failed: %s", key, event.Error or "no reason given")
+            log.warning(
+                "neonize: pairing %s failed: %s",
+                key,
+                event.Error or "no reason given",
+                extra={"key": key},
+            )
         elif signal is Signal.CONNECTED or (signal is Signal.RESTORED and device.lost):
             device.cancel_expiry()
             device.online, device.lost, device.attempts = True, False, 0
@@ -196,7 +222,9 @@ class NeonizeEngine:
         elif signal is Signal.LOST:
             await self._report_lost(device, describe(event))
         elif signal in (Signal.LOGGED_OUT, Signal.REVOKED):
-            log.warning("neonize: %s ended by WhatsApp: %s", key, describe(event))
+            log.warning(
+                "neonize: %s ended by WhatsApp: %s", key, describe(event), extra={"key": key}
+            )
             device.ended, device.online = True, False
             device.cancel_expiry()
             await events.disconnected(key, REASONS[signal])
@@ -204,7 +232,7 @@ class NeonizeEngine:
     async def _report_lost(self, device: Device, why: str) -> None:
         if device.lost or device.ended:
             return
-        log.info("neonize: %s lost its connection: %s", device.key, why)
+        log.info("neonize: %s lost its connection: %s", device.key, why, extra={"key": device.key})
         device.lost, device.online = True, False
         await device.events.disconnected(device.key, DisconnectReason.CONNECTION_LOST)
 
@@ -218,7 +246,9 @@ class NeonizeEngine:
         if device.paired and not device.ended:
             delay = self._retry_delays[min(device.attempts, len(self._retry_delays) - 1)]
             device.attempts += 1
-            log.info("neonize: %s tries again in %.0f s", device.key, delay)
+            log.info(
+                "neonize: %s tries again in %.0f s", device.key, delay, extra={"key": device.key}
+            )
             device.retry = device.later(delay, ("connect", device.generation))
         else:
             # Nothing runs for it any more; pairgate discards it when it records the loss.
@@ -280,7 +310,9 @@ class NeonizeEngine:
                 client.PairPhone, device.phone, True, client_name=enum[self._client_name]
             )
         except Exception as error:
-            log.warning("neonize: no pairing code for %s: %s", device.key, error)
+            log.warning(
+                "neonize: no pairing code for %s: %s", device.key, error, extra={"key": device.key}
+            )
             return
         device.deliver(("pair_code", generation, pair_code_format(code)))
 
@@ -304,7 +336,12 @@ class NeonizeEngine:
                 await self._call(self._stop_client, client)
                 await asyncio.shield(connection)
         except TimeoutError:
-            log.warning("neonize: %s did not stop within %.0f s", device.key, STOP_TIMEOUT)
+            log.warning(
+                "neonize: %s did not stop within %.0f s",
+                device.key,
+                STOP_TIMEOUT,
+                extra={"key": device.key},
+            )
         except Exception:
             pass  # connect() ended with its error; the device is stopped either way
 
