@@ -58,7 +58,39 @@ class DeviceSession(Aggregate):
     def create_id(key: str) -> UUID:
         return session_id(key)
 
-    @event("SessionCreated")
+    # -- the events it records: the store keeps their names and fields -----------------
+
+    class SessionCreated(Aggregate.Created):
+        key: str
+        name: str
+        engine: str
+        owner: str
+
+    class QrIssued(Aggregate.Event):
+        code: str
+        timeout: float
+        expires_at: datetime
+
+    class PairCodeIssued(Aggregate.Event):
+        code: str
+        timeout: float
+        expires_at: datetime
+
+    class Authenticated(Aggregate.Event):
+        pass
+
+    class Ready(Aggregate.Event):
+        pass
+
+    class Disconnected(Aggregate.Event):
+        reason: str
+
+    class Restarted(Aggregate.Event):
+        name: str
+        engine: str
+        owner: str | None = None  # none in events recorded before keys could change hands
+
+    @event(SessionCreated)
     def __init__(self, key: str, name: str, engine: str, owner: str) -> None:
         self.key = key
         self.name = name
@@ -157,30 +189,30 @@ class DeviceSession(Aggregate):
     # Each enters the state the table gives its trigger from the state it finds, so the
     # table is the only place a destination is written (stored events carry none).
 
-    @event("QrIssued")
+    @event(QrIssued)
     def _qr_issued(self, code: str, timeout: float, expires_at: datetime) -> None:
         self._enter("issue_qr")
         self.qr_code = code
         self.qr_expires_at = expires_at
 
-    @event("PairCodeIssued")
+    @event(PairCodeIssued)
     def _pair_code_issued(self, code: str, timeout: float, expires_at: datetime) -> None:
         self._enter("issue_pair_code")
         self.pair_code = code
         self.pair_code_expires_at = expires_at
 
-    @event("Authenticated")
+    @event(Authenticated)
     def _authenticated(self) -> None:
         self._enter("authenticate")
         self.holds_credentials = True
         self._forget_qr()
 
-    @event("Ready")
+    @event(Ready)
     def _ready(self) -> None:
         self._enter("mark_ready")
         self._reason = None
 
-    @event("Disconnected")
+    @event(Disconnected)
     def _disconnected(self, reason: str) -> None:
         self._enter("disconnect")
         self._reason = reason
@@ -188,7 +220,7 @@ class DeviceSession(Aggregate):
             self.holds_credentials = False
         self._forget_qr()
 
-    @event("Restarted")
+    @event(Restarted)
     def _restarted(self, name: str, engine: str, owner: str | None = None) -> None:
         # Restarted events recorded before keys could change hands name no owner.
         if owner is not None and owner != self.owner:
