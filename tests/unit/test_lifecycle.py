@@ -23,6 +23,7 @@ from domain.model.lifecycle import (
     state_diagram,
 )
 from domain.model.session import DeviceSession, session_id
+from tests.unit.test_session import session_after
 
 R = DisconnectReason
 S = SessionState
@@ -50,14 +51,6 @@ PATHS: dict[SessionState, list[list[Step]]] = {
         [*PAIRED, lambda s: s.disconnect(R.CONNECTION_LOST)],
     ],
 }
-
-
-def session_after(steps: list[Step]) -> DeviceSession:
-    session = DeviceSession(key="device123", name="My Device", engine="baileys", owner="alice")
-    for step in steps:
-        step(session)
-    session.collect_events()
-    return session
 
 
 def rows() -> list[tuple[str, SessionState, SessionState]]:
