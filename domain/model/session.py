@@ -222,7 +222,6 @@ class DeviceSession(Aggregate):
 
     @event(Restarted)
     def _restarted(self, name: str, engine: str, owner: str | None = None) -> None:
-        # Restarted events recorded before keys could change hands name no owner.
         if owner is not None and owner != self.owner:
             self.owner = owner
             self.tenure_from = self.version + 1  # this event's: versions are applied after
