@@ -32,7 +32,7 @@ from starlette.routing import Route
 
 from domain.application.pairing import PairingService
 from domain.application.ports import SessionNotifier
-from domain.model.session import DisconnectReason, SessionState
+from domain.model.session import DeviceSession, DisconnectReason, SessionState
 
 log = logging.getLogger(__name__)
 
@@ -83,19 +83,18 @@ class PairgateMetrics:
     def observe(self, key: str, events: Sequence[DomainEventProtocol[UUID]]) -> None:
         """Count what a key's newly recorded events say."""
         for event in events:
-            kind = type(event).__name__
-            if kind in ("SessionCreated", "Restarted"):
-                self._pairing_since[key] = _timestamp(event)
-            elif kind == "QrIssued":
-                self.qr_codes.inc()
-            elif kind == "Ready":
-                started = self._pairing_since.pop(key, None)
-                if started is not None:
-                    self.pair_seconds.observe((_timestamp(event) - started).total_seconds())
-            elif kind == "Disconnected":
-                self._pairing_since.pop(key, None)
-                reason = event.reason  # type: ignore[attr-defined]
-                self.disconnects.labels(getattr(reason, "value", reason)).inc()
+            match event:
+                case DeviceSession.SessionCreated() | DeviceSession.Restarted():
+                    self._pairing_since[key] = _timestamp(event)
+                case DeviceSession.QrIssued():
+                    self.qr_codes.inc()
+                case DeviceSession.Ready():
+                    started = self._pairing_since.pop(key, None)
+                    if started is not None:
+                        self.pair_seconds.observe((_timestamp(event) - started).total_seconds())
+                case DeviceSession.Disconnected(reason=reason):
+                    self._pairing_since.pop(key, None)
+                    self.disconnects.labels(reason).inc()
 
     def watch(self, service: PairingService, sio: socketio.AsyncServer) -> None:
         """Gauges read at scrape time: sessions by state, Socket.IO connections."""

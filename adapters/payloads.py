@@ -7,12 +7,22 @@ generated from them, so the three cannot drift apart. Field names are the seed's
 from __future__ import annotations
 
 import re
-from typing import Annotated, Any, Literal, TypeVar
+from typing import TYPE_CHECKING, Annotated, Any, Literal, TypeVar, get_args
 
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints, ValidationError
 
 from domain.application.history import MAX_PAGE_SIZE, PAGE_SIZE, HistoryPage
-from domain.model.session import DeviceSession, SessionState
+from domain.model.session import DeviceSession, DisconnectReason, SessionState
+
+# The protocol's states and reasons are the domain's enums' values, as Literals: the schema
+# lists them, and validation refuses anything else. (A Literal built at run time: to a type
+# checker they are strings.)
+if TYPE_CHECKING:
+    StateValue = str
+    ReasonValue = str
+else:
+    StateValue = Literal[tuple(state.value for state in SessionState)]
+    ReasonValue = Literal[tuple(reason.value for reason in DisconnectReason)]
 
 # Not dots alone: `.` and `..` name a directory, not a device, in paths and URLs.
 KEY_PATTERN = r"^(?!\.+$)[A-Za-z0-9_.-]{1,64}$"
@@ -28,17 +38,6 @@ EngineName = Annotated[str, StringConstraints(min_length=1, max_length=32)]
 # A phone number in international format: country code and number, 8-15 digits, no "+".
 Phone = Annotated[str, StringConstraints(pattern=r"^[1-9][0-9]{7,14}$")]
 
-ERROR_CODES = (
-    "invalid_payload",
-    "invalid_key",
-    "unknown_engine",
-    "engine_unavailable",
-    "forbidden",
-    "not_found",
-    "rate_limited",
-    "invalid_transition",
-    "internal",
-)
 ErrorCode = Literal[
     "invalid_payload",
     "invalid_key",
@@ -50,6 +49,9 @@ ErrorCode = Literal[
     "invalid_transition",
     "internal",
 ]
+ERROR_CODES: tuple[ErrorCode, ...] = get_args(ErrorCode)
+CreatedMessage = Literal["Session created"]
+CREATED_MESSAGE: CreatedMessage = get_args(CreatedMessage)[0]
 
 
 class Request(BaseModel):
@@ -98,7 +100,7 @@ class Emission(BaseModel):
 
 class SessionCreated(Emission):
     key: str
-    message: Literal["Session created"] = "Session created"
+    message: CreatedMessage = CREATED_MESSAGE
 
 
 class SessionQr(Emission):
@@ -121,7 +123,7 @@ class SessionKey(Emission):
 
 class SessionDisconnected(Emission):
     key: str
-    reason: Literal["user logged out", "qr expired", "connection lost", "session revoked"]
+    reason: ReasonValue
 
 
 class SessionError(Emission):

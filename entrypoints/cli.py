@@ -62,6 +62,7 @@ def parser() -> argparse.ArgumentParser:
 
     commands.add_parser("keygen", help="print a new PAIRGATE_CIPHER_KEY (AES-256, base64)")
     commands.add_parser("asyncapi", help="print the AsyncAPI 3.0 document of the protocol")
+    commands.add_parser("lifecycle", help="print the session lifecycle as a Mermaid diagram")
 
     scan = commands.add_parser(
         "scan",
@@ -104,6 +105,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         from adapters.socketio.asyncapi import render
 
         sys.stdout.write(render())
+        return 0
+    if args.command == "lifecycle":
+        from domain.model.lifecycle import state_diagram
+
+        sys.stdout.write(state_diagram())
         return 0
     overrides = {
         name: getattr(args, name)

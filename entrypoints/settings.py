@@ -11,7 +11,7 @@ from limits import parse_many
 from pydantic import Field, PrivateAttr, SecretStr, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
-from adapters.engines.simulator import WHATSAPP_QR_TIMEOUTS
+from adapters.engines.whatsapp import QR_TIMEOUTS
 from adapters.identity import Identities
 from adapters.limits.history import HistoryAllowance
 from adapters.store.config import StoreConfig
@@ -63,7 +63,7 @@ class Settings(BaseSettings):
     store: Literal["sqlite", "postgres", "memory"] | None = Field(
         None, description="Defaults to postgres when a database URL is set, else sqlite."
     )
-    sim_qr_timeouts: Annotated[tuple[float, ...], NoDecode] = WHATSAPP_QR_TIMEOUTS
+    sim_qr_timeouts: Annotated[tuple[float, ...], NoDecode] = QR_TIMEOUTS
     sim_reconnect_delay: float = Field(1.0, ge=0)
     # Seconds a silent engine gets after its last QR code before pairgate expires it.
     expiry_grace: float = Field(5.0, ge=0)

@@ -18,12 +18,11 @@ from dataclasses import dataclass, field
 
 from adapters.credentials import CredentialVault
 from adapters.engines.simulated_keys import SimulatedKeys
+from adapters.engines.whatsapp import QR_TIMEOUTS
 from domain.application.ports import EngineEvents
 from domain.model.session import DisconnectReason
 
 log = logging.getLogger(__name__)
-
-WHATSAPP_QR_TIMEOUTS = (60.0, 20.0, 20.0, 20.0, 20.0, 20.0)
 
 
 class SimulatorRefusal(Exception):
@@ -68,7 +67,7 @@ class SimulatedEngine:
 
     def __init__(
         self,
-        qr_timeouts: Sequence[float] = WHATSAPP_QR_TIMEOUTS,
+        qr_timeouts: Sequence[float] = QR_TIMEOUTS,
         *,
         reconnect_delay: float = 1.0,
         vault: CredentialVault | None = None,
@@ -230,14 +229,13 @@ async def _stopped_within(device: _Device, seconds: float) -> bool:
     return True
 
 
-SIMULATED_MOVES = ("scan", "pair", "logout", "drop", "revoke")
+Move = Callable[[str, dict[str, str]], Awaitable[None]]
 
 
-def simulator_commands(
-    simulator: SimulatedEngine,
-) -> dict[str, Callable[[str, dict[str, str]], Awaitable[None]]]:
-    """The simulated phone's moves as commands another process can forward here:
-    `sim.scan`, `sim.pair` (args: code), `sim.logout`, `sim.drop`, `sim.revoke`."""
+def simulated_moves(simulator: SimulatedEngine) -> dict[str, Move]:
+    """The simulated phone's moves by name, each taking a key and its arguments (`scan`
+    and `pair`: the code). The HTTP endpoints and the forwarded commands are named after
+    these."""
 
     async def scan(key: str, args: dict[str, str]) -> None:
         await simulator.scan(key, args["code"])
@@ -254,5 +252,9 @@ def simulator_commands(
     async def revoke(key: str, args: dict[str, str]) -> None:
         await simulator.revoke(key)
 
-    moves = {"scan": scan, "pair": pair, "logout": logout, "drop": drop, "revoke": revoke}
-    return {f"sim.{name}": move for name, move in moves.items()}
+    return {"scan": scan, "pair": pair, "logout": logout, "drop": drop, "revoke": revoke}
+
+
+def simulator_commands(simulator: SimulatedEngine) -> dict[str, Move]:
+    """The moves as commands another process can forward here: `sim.<move>`."""
+    return {f"sim.{name}": move for name, move in simulated_moves(simulator).items()}

@@ -10,12 +10,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse
 from starlette.routing import Route
 
-from adapters.engines.simulator import (
-    SIMULATED_MOVES,
-    SimulatedEngine,
-    SimulatorRefusal,
-    simulator_commands,
-)
+from adapters.engines.simulator import SimulatedEngine, SimulatorRefusal, simulated_moves
 from adapters.identity import Identities
 from domain.application.pairing import PairingService
 from domain.application.ports import DeviceLeases
@@ -74,8 +69,8 @@ def simulator_routes(
     identities: Identities,
     leases: DeviceLeases | None = None,
 ) -> list[Route]:
-    """POST /api/simulator/devices/{key}/{scan|pair|logout|drop|revoke}: the phone's side."""
-    moves = simulator_commands(simulator)
+    """POST /api/simulator/devices/{key}/{move}: the phone's side, one route per move."""
+    moves = simulated_moves(simulator)
 
     async def elsewhere(name: str, key: str, args: dict[str, str]) -> bool:
         """Forward the move to the process running the key, if another one does."""
@@ -95,7 +90,7 @@ def simulator_routes(
             try:
                 args = _move_args(name, await _json_object(request))
                 if not await elsewhere(name, key, args):
-                    await moves[f"sim.{name}"](key, args)
+                    await moves[name](key, args)
             except SimulatorRefusal as refusal:
                 return error_response(refusal.status, refusal.code, refusal.message)
             except DeviceSessionError as refused:
@@ -107,7 +102,7 @@ def simulator_routes(
         return handle
 
     base = "/api/simulator/devices/{key:str}/"
-    return [Route(base + name, endpoint(name), methods=["POST"]) for name in SIMULATED_MOVES]
+    return [Route(base + name, endpoint(name), methods=["POST"]) for name in moves]
 
 
 # The moves that need the code the phone read or its user typed, and what it looks like.

@@ -38,7 +38,7 @@ class Accepted(BaseModel):
 
     ok: Literal[True]
     key: str
-    state: Literal["created", "qr", "authenticated", "ready", "disconnected"]
+    state: payloads.StateValue
     name: str
     engine: str
     reason: str | None = Field(None, description="Only in the disconnected state")

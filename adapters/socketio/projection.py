@@ -38,21 +38,19 @@ def pair_code_emission(key: str, code: str, seconds_left: float) -> Emission:
 
 
 async def project(key: str, event: DomainEventProtocol[UUID]) -> list[Emission]:
-    """The emissions one recorded event makes. The type names are the domain's."""
-    match type(event).__name__:
-        case "SessionCreated" | "Restarted":
+    """The emissions one recorded event makes."""
+    match event:
+        case DeviceSession.SessionCreated() | DeviceSession.Restarted():
             return [("session.created", payloads.SessionCreated(key=key))]
-        case "QrIssued":
-            return [await qr_emission(key, event.code, event.timeout)]  # type: ignore[attr-defined]
-        case "PairCodeIssued":
-            code, timeout = event.code, event.timeout  # type: ignore[attr-defined]
+        case DeviceSession.QrIssued(code=code, timeout=timeout):
+            return [await qr_emission(key, code, timeout)]
+        case DeviceSession.PairCodeIssued(code=code, timeout=timeout):
             return [pair_code_emission(key, code, timeout)]
-        case "Authenticated":
+        case DeviceSession.Authenticated():
             return [("session.authenticated", payloads.SessionKey(key=key))]
-        case "Ready":
+        case DeviceSession.Ready():
             return [("session.ready", payloads.SessionKey(key=key))]
-        case "Disconnected":
-            reason = event.reason  # type: ignore[attr-defined]
+        case DeviceSession.Disconnected(reason=reason):
             return [("session.disconnected", payloads.SessionDisconnected(key=key, reason=reason))]
     return []
 

@@ -38,13 +38,7 @@
         offline: "Connection to the server lost; reconnecting…",
         linked: "{key} is still linked to a device that is offline. Starting again would unlink it: press “Re-link this device” only if that is what you want.",
       },
-      reason: {
-        "qr expired": "the QR code expired before it was scanned. Press Start to get a new one.",
-        "user logged out": "the device was logged out.",
-        "connection lost": "the connection to the device was lost.",
-        "session revoked": "the session was ended by the server.",
-        other: "the session ended.",
-      },
+      reasonOther: "the session ended.",
     },
     id: {
       title: "Tautkan perangkat WhatsApp",
@@ -81,15 +75,12 @@
         offline: "Koneksi ke server terputus; menyambung ulang…",
         linked: "{key} masih tertaut ke perangkat yang sedang offline. Memulai ulang akan memutus tautannya: tekan “Tautkan ulang perangkat ini” hanya jika memang itu yang Anda inginkan.",
       },
-      reason: {
-        "qr expired": "kode QR kedaluwarsa sebelum dipindai. Tekan Mulai untuk kode baru.",
-        "user logged out": "perangkat telah keluar (logout).",
-        "connection lost": "koneksi ke perangkat terputus.",
-        "session revoked": "sesi diakhiri oleh server.",
-        other: "sesi berakhir.",
-      },
+      reasonOther: "sesi berakhir.",
     },
   };
+  // The server's own words for what it knows: each disconnect reason explained per
+  // language, and the reasons after which the device stays linked (offline).
+  var PAGE = JSON.parse(document.getElementById("page-data").textContent);
   var STORAGE = "pairgate.scan";
   var TOKEN_STORAGE = "pairgate.token";
   var $ = function (id) { return document.getElementById(id); };
@@ -147,7 +138,7 @@
       button.setAttribute("aria-pressed", String(button.getAttribute("data-lang") === view.lang));
     });
     var reason = view.reason || "";
-    var explain = text.reason[reason] || text.reason.other;
+    var explain = PAGE.reasons[view.lang][reason] || text.reasonOther;
     statusEl.setAttribute("data-state", view.state);
     statusEl.textContent = fill(text.state[view.phase], {
       key: view.key, reason: reason, explain: explain, message: view.message,
@@ -301,7 +292,8 @@
   function offerRelink(request) {
     socket.emit("session.join", { key: request.key }, function (ack) {
       if (!ack || !ack.ok || eventsSinceRequest > 0) return;
-      if (ack.state !== "disconnected" || ack.reason !== "connection lost") return applyAck(ack);
+      var linked = ack.state === "disconnected" && PAGE.linkedReasons.indexOf(ack.reason) >= 0;
+      if (!linked) return applyAck(ack);
       relinkable = request;
       view.state = "disconnected";
       view.phase = "linked";

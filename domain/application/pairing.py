@@ -37,7 +37,13 @@ from domain.model.errors import (
     SessionNotFoundError,
     VersionOutOfRangeError,
 )
-from domain.model.session import DeviceSession, DisconnectReason, SessionState
+from domain.model.session import (
+    PAIRING_STATES,
+    SETTLED_STATES,
+    DeviceSession,
+    DisconnectReason,
+    SessionState,
+)
 
 log = logging.getLogger(__name__)
 
@@ -263,7 +269,7 @@ class PairingService:
         await self._from_engine(key, lambda s: s.issue_pair_code(code, timeout, now))
 
     async def qr_expired(self, key: str) -> None:
-        await self._from_engine(key, _disconnect_if(Reason.QR_EXPIRED, {S.CREATED, S.QR}))
+        await self._from_engine(key, _disconnect_if(Reason.QR_EXPIRED, PAIRING_STATES))
 
     async def paired(self, key: str) -> None:
         await self._from_engine(key, lambda s: s.authenticate())
@@ -308,7 +314,7 @@ class PairingService:
         for key in await self._read(self.sessions.keys):
             async with self._lock(key):
                 session = await self._store(self.sessions.find, key)
-                if session is None or key in self._running or not _needs_an_engine(session):
+                if session is None or key in self._running or not session.needs_an_engine:
                     continue
                 if not await self._leases.acquire(key):
                     continue  # another process runs it
@@ -317,7 +323,7 @@ class PairingService:
                     await self._settle(key, change)
                     recovery.interrupted.append(key)
                     session = change.session
-                if session.state is S.DISCONNECTED and session.holds_credentials:
+                if session.offline_linked:
                     await self._resume(key, session, recovery)
         if recovery.interrupted or recovery.resumed or recovery.unavailable:
             log.info(
@@ -438,7 +444,7 @@ class PairingService:
             session = await self._owned(key, owner)
             if (
                 key not in self._running
-                and _needs_an_engine(session)
+                and session.needs_an_engine
                 and not await self._leases.acquire(key)
             ):
                 # The engine runs in another process: that process must end it.
@@ -495,9 +501,9 @@ class PairingService:
         if key in self._running:
             self._standings[key] = Standing(session.owner, session.state)
         self._watchdog.disarm(key)
-        if session.state not in (S.CREATED, S.QR):
+        if session.state not in PAIRING_STATES:
             self._unpaired.discard(key)
-        if session.state in (S.READY, S.DISCONNECTED):
+        if session.state in SETTLED_STATES:
             # Paired (or over): its events are rare from here on, and a process may carry
             # thousands of such devices, so memory is kept for sessions being paired.
             self.sessions.release(key)
@@ -627,17 +633,12 @@ def _call(call: Callable[[], T]) -> T:
     return call()
 
 
-def _needs_an_engine(session: DeviceSession) -> bool:
-    """Live, or a paired device offline with its credentials: some process should run it."""
-    return session.is_live or (session.state is S.DISCONNECTED and session.holds_credentials)
-
-
 def _disconnect(reason: DisconnectReason) -> Callable[[DeviceSession], None]:
     return lambda session: session.disconnect(reason)
 
 
 def _disconnect_if(
-    reason: DisconnectReason, states: set[SessionState] | None
+    reason: DisconnectReason, states: frozenset[SessionState] | None
 ) -> Callable[[DeviceSession], None]:
     """Disconnect only from `states` (any live state if None); otherwise record nothing."""
 

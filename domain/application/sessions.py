@@ -148,7 +148,7 @@ class DeviceSessions(Application[UUID]):
 
     def keys(self) -> list[str]:
         """Every key ever created, in creation order."""
-        created = get_topic(DeviceSession.SessionCreated)  # type: ignore[attr-defined]
+        created = get_topic(DeviceSession.SessionCreated)
         return [event.key for _, event in self.notifications(topics=[created])]  # type: ignore[attr-defined]
 
     def _save(self, session: DeviceSession) -> Change:

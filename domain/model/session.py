@@ -1,101 +1,42 @@
-"""The DeviceSession aggregate: one WhatsApp device being linked, and its transition table."""
+"""The DeviceSession aggregate: one WhatsApp device being linked. Its lifecycle (states,
+reasons, the transition table) is domain.model.lifecycle; names are re-exported here."""
 
 from __future__ import annotations
 
-import enum
-import functools
 from datetime import datetime, timedelta
-from typing import Any
 from uuid import NAMESPACE_URL, UUID, uuid5
 
 from eventsourcing.domain import Aggregate, event
-from transitions import Machine
 
 from domain.model.errors import InvalidTransitionError
-
-SESSION_NAMESPACE = uuid5(NAMESPACE_URL, "https://pairgate.dev/sessions")
-CREATED_MESSAGE = "Session created"
-
-
-class SessionState(enum.StrEnum):
-    CREATED = "created"
-    QR = "qr"
-    AUTHENTICATED = "authenticated"
-    READY = "ready"
-    DISCONNECTED = "disconnected"
-
-
-class DisconnectReason(enum.StrEnum):
-    """The seed's four reasons, byte for byte; nothing else reaches clients."""
-
-    USER_LOGGED_OUT = "user logged out"
-    QR_EXPIRED = "qr expired"
-    CONNECTION_LOST = "connection lost"
-    SESSION_REVOKED = "session revoked"
-
-    @property
-    def deletes_credentials(self) -> bool:
-        """Every reason but a lost connection ends the link for good."""
-        return self is not DisconnectReason.CONNECTION_LOST
-
-
-S = SessionState
-LIVE_STATES = frozenset({S.CREATED, S.QR, S.AUTHENTICATED, S.READY})
-
-# The transition table, as data. It has no model: aggregates ask it what is allowed and
-# then record an event, so replaying events never re-runs machine callbacks.
-TRANSITIONS: list[dict[str, Any]] = [
-    {"trigger": "issue_qr", "source": [S.CREATED, S.QR], "dest": S.QR},
-    # Pairing by phone number: a code to type on the phone, beside (or instead of) the QR.
-    {"trigger": "issue_pair_code", "source": [S.CREATED, S.QR], "dest": S.QR},
-    {"trigger": "authenticate", "source": [S.CREATED, S.QR], "dest": S.AUTHENTICATED},
-    {"trigger": "mark_ready", "source": S.AUTHENTICATED, "dest": S.READY},
-    # A paired device whose connection dropped reconnects with its stored credentials.
-    {
-        "trigger": "mark_ready",
-        "source": S.DISCONNECTED,
-        "dest": S.READY,
-        "conditions": "holds_credentials",
-    },
-    {"trigger": "disconnect", "source": sorted(LIVE_STATES), "dest": S.DISCONNECTED},
-    # The owner may end, for good, a paired device that is offline (e.g. reconnecting).
-    {
-        "trigger": "end_offline_link",
-        "source": S.DISCONNECTED,
-        "dest": S.DISCONNECTED,
-        "conditions": "holds_credentials",
-    },
-    {"trigger": "restart", "source": S.DISCONNECTED, "dest": S.CREATED},
-]
-TRANSITION_TABLE = Machine(
-    model=None,
-    states=SessionState,
-    initial=S.CREATED,
-    transitions=TRANSITIONS,
-    auto_transitions=False,
+from domain.model.lifecycle import (
+    INITIAL_STATE,
+    LIVE_STATES,
+    PAIRING_STATES,
+    SETTLED_STATES,
+    TRANSITION_TABLE,
+    TRANSITIONS,
+    DisconnectReason,
+    SessionState,
+    allowed_destination,
+    destination,
 )
 
+__all__ = [
+    "LIVE_STATES",
+    "PAIRING_STATES",
+    "SETTLED_STATES",
+    "TRANSITIONS",
+    "TRANSITION_TABLE",
+    "DeviceSession",
+    "DisconnectReason",
+    "SessionState",
+    "allowed_destination",
+    "session_id",
+]
 
-def allowed_destination(session: DeviceSession, trigger: str) -> SessionState | None:
-    """The state `trigger` leads to from the session's state, or None if forbidden."""
-    # Conditions in the table name boolean attributes of the aggregate.
-    for destination, conditions in _transitions(trigger, session.state):
-        if all(bool(getattr(session, name)) == wanted for name, wanted in conditions):
-            return destination
-    return None
-
-
-Conditions = tuple[tuple[str, bool], ...]
-
-
-@functools.cache
-def _transitions(trigger: str, state: SessionState) -> tuple[tuple[SessionState, Conditions], ...]:
-    """The table's transitions for `trigger` from `state`, as (destination, conditions):
-    read once per pair, since `get_transitions` builds its lists anew on every call."""
-    return tuple(
-        (SessionState[str(t.dest)], tuple((str(c.func), bool(c.target)) for c in t.conditions))
-        for t in TRANSITION_TABLE.get_transitions(trigger, state)
-    )
+SESSION_NAMESPACE = uuid5(NAMESPACE_URL, "https://pairgate.dev/sessions")
+S = SessionState
 
 
 def session_id(key: str) -> UUID:
@@ -117,13 +58,45 @@ class DeviceSession(Aggregate):
     def create_id(key: str) -> UUID:
         return session_id(key)
 
-    @event("SessionCreated")
+    # -- the events it records: the store keeps their names and fields -----------------
+
+    class SessionCreated(Aggregate.Created):
+        key: str
+        name: str
+        engine: str
+        owner: str
+
+    class QrIssued(Aggregate.Event):
+        code: str
+        timeout: float
+        expires_at: datetime
+
+    class PairCodeIssued(Aggregate.Event):
+        code: str
+        timeout: float
+        expires_at: datetime
+
+    class Authenticated(Aggregate.Event):
+        pass
+
+    class Ready(Aggregate.Event):
+        pass
+
+    class Disconnected(Aggregate.Event):
+        reason: str
+
+    class Restarted(Aggregate.Event):
+        name: str
+        engine: str
+        owner: str | None = None  # none in events recorded before keys could change hands
+
+    @event(SessionCreated)
     def __init__(self, key: str, name: str, engine: str, owner: str) -> None:
         self.key = key
         self.name = name
         self.engine = engine
         self.owner = owner
-        self._state = S.CREATED.value
+        self._state = INITIAL_STATE.value
         self.holds_credentials = False
         self.qr_code: str | None = None
         self.qr_expires_at: datetime | None = None
@@ -153,8 +126,8 @@ class DeviceSession(Aggregate):
         self._ready()
 
     def disconnect(self, reason: DisconnectReason) -> None:
-        offline = self.state is S.DISCONNECTED and reason.deletes_credentials
-        self._require("end_offline_link" if offline else "disconnect", f"end it ({reason})")
+        facts = {"deletes_credentials": reason.deletes_credentials}
+        self._require("disconnect", f"end it ({reason})", facts)
         self._disconnected(reason=reason.value)
 
     def restart(self, name: str, engine: str, owner: str | None = None) -> None:
@@ -199,54 +172,68 @@ class DeviceSession(Aggregate):
         """Ended, holding nothing (deleted, logged out, expired): free for anyone to take."""
         return self.state is S.DISCONNECTED and not self.holds_credentials
 
+    @property
+    def offline_linked(self) -> bool:
+        """A paired device that is offline with its credentials: it may come back online."""
+        return not self.is_live and self.can("mark_ready")
+
+    @property
+    def needs_an_engine(self) -> bool:
+        """Live, or a paired device offline with its credentials: some process should run it."""
+        return self.is_live or self.offline_linked
+
     def can(self, trigger: str) -> bool:
         return allowed_destination(self, trigger) is not None
 
     # -- events: pure assignments, replayed from the store ----------------------------
+    # Each enters the state the table gives its trigger from the state it finds, so the
+    # table is the only place a destination is written (stored events carry none).
 
-    @event("QrIssued")
+    @event(QrIssued)
     def _qr_issued(self, code: str, timeout: float, expires_at: datetime) -> None:
-        self._state = S.QR.value
+        self._enter("issue_qr")
         self.qr_code = code
         self.qr_expires_at = expires_at
 
-    @event("PairCodeIssued")
+    @event(PairCodeIssued)
     def _pair_code_issued(self, code: str, timeout: float, expires_at: datetime) -> None:
-        self._state = S.QR.value
+        self._enter("issue_pair_code")
         self.pair_code = code
         self.pair_code_expires_at = expires_at
 
-    @event("Authenticated")
+    @event(Authenticated)
     def _authenticated(self) -> None:
-        self._state = S.AUTHENTICATED.value
+        self._enter("authenticate")
         self.holds_credentials = True
         self._forget_qr()
 
-    @event("Ready")
+    @event(Ready)
     def _ready(self) -> None:
-        self._state = S.READY.value
+        self._enter("mark_ready")
         self._reason = None
 
-    @event("Disconnected")
+    @event(Disconnected)
     def _disconnected(self, reason: str) -> None:
-        self._state = S.DISCONNECTED.value
+        self._enter("disconnect")
         self._reason = reason
         if DisconnectReason(reason).deletes_credentials:
             self.holds_credentials = False
         self._forget_qr()
 
-    @event("Restarted")
+    @event(Restarted)
     def _restarted(self, name: str, engine: str, owner: str | None = None) -> None:
-        # Restarted events recorded before keys could change hands name no owner.
         if owner is not None and owner != self.owner:
             self.owner = owner
             self.tenure_from = self.version + 1  # this event's: versions are applied after
-        self._state = S.CREATED.value
+        self._enter("restart")
         self.name = name
         self.engine = engine
         self._reason = None
         # A restart is a new pairing: any credentials left by a lost connection are dropped.
         self.holds_credentials = False
+
+    def _enter(self, trigger: str) -> None:
+        self._state = destination(trigger, self.state).value
 
     def _forget_qr(self) -> None:
         self.qr_code = None
@@ -254,9 +241,9 @@ class DeviceSession(Aggregate):
         self.pair_code = None
         self.pair_code_expires_at = None
 
-    def _require(self, trigger: str, action: str) -> None:
+    def _require(self, trigger: str, action: str, facts: dict[str, bool] | None = None) -> None:
         """`action` says, in the client's words, what was refused."""
-        if allowed_destination(self, trigger) is None:
+        if allowed_destination(self, trigger, facts) is None:
             raise InvalidTransitionError(self.key, action, self.state.value)
 
 

@@ -18,6 +18,8 @@ import pytest
 import zxingcpp
 from PIL import Image
 
+from adapters.http.scan_page import REASON_TEXTS
+from domain.model.session import DisconnectReason
 from entrypoints.settings import Settings
 from tests.helpers import Server, decode_qr, running, unique_key
 
@@ -206,6 +208,8 @@ async def test_expiry_shows_qr_expired(browser: Any, tmp_path: Path) -> None:
         page = await open_page(browser, f"{server.url}/?key={key}")
         await expect(status(page)).to_have_attribute("data-state", "disconnected")
         await expect(status(page)).to_contain_text("qr expired")
+        # The explanation is the server's (adapters/http/scan_page.py), not a copy in the page.
+        await expect(status(page)).to_contain_text(REASON_TEXTS["en"][DisconnectReason.QR_EXPIRED])
         await expect(page.locator("#qr")).to_be_hidden()
         await screenshot(page, tmp_path, "disconnected")
 
@@ -223,6 +227,14 @@ async def test_the_simulate_scan_button_links_the_device(sim_server: Server, bro
     await page.get_by_role("button", name="Log out on the phone").click()
     await expect(status(page)).to_have_attribute("data-state", "disconnected")
     await expect(status(page)).to_contain_text("user logged out")
+
+
+async def test_the_key_field_takes_the_servers_pattern(sim_server: Server, browser: Any) -> None:
+    page = await open_page(browser, f"{sim_server.url}/")
+    key = page.locator("#key")
+    for value, valid in [("device-1.a_b", True), ("..", False), ("a b", False), ("é", False)]:
+        await key.fill(value)
+        assert await key.evaluate("el => el.checkValidity()") is valid, value
 
 
 async def test_a_session_error_is_shown(sim_server: Server, browser: Any) -> None:

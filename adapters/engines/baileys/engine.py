@@ -18,6 +18,7 @@ from dataclasses import dataclass, field
 from adapters.credentials import CredentialVault
 from adapters.engines.baileys.reasons import Next, outcome
 from adapters.engines.baileys.sidecar import SIDECAR_SCRIPT, Message, Sidecar, SidecarError
+from adapters.engines.whatsapp import PAIR_CODE_TIMEOUT, QR_TIMEOUTS
 from domain.application.ports import EngineEvents
 from domain.model.session import DisconnectReason
 
@@ -53,9 +54,12 @@ class BaileysEngine:
     ) -> None:
         """`args`: extra sidecar arguments (tests pass `--replay FILE`)."""
         self._vault = vault
-        self._sidecar = Sidecar(
-            [node, str(SIDECAR_SCRIPT), *args], self._on_event, self._on_sidecar_exit, env=env
-        )
+        # Baileys rotates the codes on WhatsApp's schedule without saying for how long each
+        # is good: the sidecar reports the times it is given.
+        schedule = ["--qr-timeouts", ",".join(f"{t:g}" for t in QR_TIMEOUTS)]
+        schedule += ["--pair-code-timeout", f"{PAIR_CODE_TIMEOUT:g}"]
+        argv = [node, str(SIDECAR_SCRIPT), *schedule, *args]
+        self._sidecar = Sidecar(argv, self._on_event, self._on_sidecar_exit, env=env)
         self._spawning = asyncio.Lock()
         self._reconnect_delays = tuple(reconnect_delays)
         self._devices: dict[str, _Device] = {}

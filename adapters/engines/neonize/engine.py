@@ -28,16 +28,12 @@ from adapters.engines.neonize.device import (
 from adapters.engines.neonize.mapping import REASONS, Signal, describe
 from adapters.engines.neonize.stores import WhatsmeowStores
 from adapters.engines.neonize.workers import IdleClosingPool
+from adapters.engines.whatsapp import PAIR_CODE_TIMEOUT, QR_TIMEOUTS
 from domain.application.ports import EngineEvents
 from domain.model.session import DisconnectReason
 
 log = logging.getLogger(__name__)
 
-# whatsmeow shows six codes, the first for 60 s and the others for 20 s, then stops
-# without a word: the engine times them itself.
-WHATSMEOW_QR_TIMEOUTS = (60.0, 20.0, 20.0, 20.0, 20.0, 20.0)
-# A pairing code stays valid for WhatsApp's whole pairing window.
-PAIR_CODE_TIMEOUT = 160.0
 # A paired device whose connection attempt failed outright (whatsmeow does not retry
 # those) tries again after these delays, the last one repeating.
 RETRY_DELAYS = (5.0, 15.0, 30.0, 60.0, 120.0, 300.0)
@@ -58,7 +54,7 @@ class NeonizeEngine:
         *,
         database_url: str | None = None,
         max_devices: int = 500,
-        qr_timeouts: Sequence[float] = WHATSMEOW_QR_TIMEOUTS,
+        qr_timeouts: Sequence[float] = QR_TIMEOUTS,
         retry_delays: Sequence[float] = RETRY_DELAYS,
         client_name: str = "LINUX",
     ) -> None:

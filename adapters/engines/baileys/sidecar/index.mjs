@@ -25,9 +25,15 @@ process.umask(0o077) // Baileys' files: 0600, directories 0700
 // One device's failed promise must not end every device's socket (Node exits on them).
 process.on('unhandledRejection', (error) => logger.warn({ message: error?.message }, 'unhandled rejection'))
 
-const FIRST_QR_SECONDS = 60 // Baileys' own rotation: 60 s, then 20 s per code
-const NEXT_QR_SECONDS = 20
-const PAIR_CODE_SECONDS = 160
+// WhatsApp's schedule, from pairgate (adapters/engines/whatsapp.py): Baileys rotates the
+// codes on it without telling how long each one is good for.
+const option = (name) => {
+  const at = process.argv.indexOf(name)
+  if (at < 0) throw new Error(`the sidecar needs ${name} (BaileysEngine passes it)`)
+  return process.argv[at + 1]
+}
+const QR_SECONDS = option('--qr-timeouts').split(',').map(Number)
+const PAIR_CODE_SECONDS = Number(option('--pair-code-timeout'))
 const LOGOUT_CONNECT_MS = 10000
 
 const logger = pino({ level: process.env.PAIRGATE_BAILEYS_LOG_LEVEL || 'warn' }, pino.destination(2))
@@ -121,7 +127,7 @@ async function start ({ key, dir, phone }) {
   const onUpdate = async (update) => {
     if (!live()) return
     if (update.qr) {
-      const timeout = codes++ ? NEXT_QR_SECONDS : FIRST_QR_SECONDS
+      const timeout = QR_SECONDS[Math.min(codes++, QR_SECONDS.length - 1)]
       send({ event: 'qr', key, code: update.qr, timeout, resumed: state.paired })
       if (codes === 1 && phone && !state.paired) requestCode(key, handle, phone)
     }
