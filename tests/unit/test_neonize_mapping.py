@@ -83,25 +83,42 @@ class Reports:
 
 def _engine_class() -> type:
     from adapters.engines.neonize import NeonizeEngine
+    from adapters.engines.neonize.clients import WhatsmeowClients
 
-    class HeldConnection(NeonizeEngine):  # type: ignore[misc, valid-type]
-        """NeonizeEngine whose connections stay up (no dial) until stopped or failed."""
+    class HeldClients(WhatsmeowClients):  # type: ignore[misc, valid-type]
+        """Clients whose connections stay up (no dial) until stopped or failed."""
 
-        def __init__(self, *args: Any, fail: Exception | None = None, **kwargs: Any) -> None:
+        def __init__(self, *args: Any, **kwargs: Any) -> None:
             super().__init__(*args, **kwargs)
             self.clients: list[Any] = []
-            self.fail = fail
+            self.fail: Exception | None = None
             self._held: dict[int, threading.Event] = {}
 
-        def _run_client(self, client: Any) -> None:
+        def run(self, client: Any) -> None:
             self.clients.append(client)
             if self.fail is not None:
                 raise self.fail
             held = self._held.setdefault(id(client), threading.Event())
             held.wait(30)
 
-        def _stop_client(self, client: Any) -> None:
+        def stop(self, client: Any) -> None:
             self._held.setdefault(id(client), threading.Event()).set()
+
+    class HeldConnection(NeonizeEngine):  # type: ignore[misc, valid-type]
+        """NeonizeEngine whose connections stay up (no dial) until stopped or failed."""
+
+        def __init__(self, *args: Any, fail: Exception | None = None, **kwargs: Any) -> None:
+            self.held = None
+            super().__init__(*args, clients=self._held_clients, **kwargs)
+            self.held.fail = fail
+
+        def _held_clients(self, *args: Any) -> HeldClients:
+            self.held = HeldClients(*args)
+            return self.held
+
+        @property
+        def clients(self) -> list[Any]:
+            return self.held.clients
 
     return HeldConnection
 

@@ -10,24 +10,20 @@ by one task per device, which reports to pairgate through EngineEvents.
 from __future__ import annotations
 
 import asyncio
-import contextlib
-import itertools
 import logging
 from collections.abc import Callable, Sequence
-from concurrent.futures import Future
 from typing import Any
 
-from adapters.credentials import CredentialVault, device_name
+from adapters.credentials import CredentialVault
 from adapters.engines.neonize import library
+from adapters.engines.neonize.clients import STOP_TIMEOUT, WhatsmeowClients
 from adapters.engines.neonize.device import (
     Device,
     DeviceStatus,
     pair_code_format,
-    register_handlers,
 )
 from adapters.engines.neonize.mapping import REASONS, Signal, describe
 from adapters.engines.neonize.stores import WhatsmeowStores
-from adapters.engines.neonize.workers import IdleClosingPool
 from adapters.engines.whatsapp import PAIR_CODE_TIMEOUT, QR_TIMEOUTS
 from domain.application.ports import EngineEvents
 from domain.model.session import DisconnectReason
@@ -37,12 +33,6 @@ log = logging.getLogger(__name__)
 # A paired device whose connection attempt failed outright (whatsmeow does not retry
 # those) tries again after these delays, the last one repeating.
 RETRY_DELAYS = (5.0, 15.0, 30.0, 60.0, 120.0, 300.0)
-# Threads for short calls (stop, logout, pairing codes) besides one per live client.
-CONTROL_THREADS = 8
-# Client start-ups go one at a time (concurrent start-ups crashed the Go runtime): the
-# next waits until this one has shown a sign of life, has failed, or for this long.
-START_GAP = 0.5
-STOP_TIMEOUT = 10.0
 
 
 class NeonizeEngine:
@@ -57,19 +47,19 @@ class NeonizeEngine:
         qr_timeouts: Sequence[float] = QR_TIMEOUTS,
         retry_delays: Sequence[float] = RETRY_DELAYS,
         client_name: str = "LINUX",
+        clients: Callable[[WhatsmeowStores, int], WhatsmeowClients] = WhatsmeowClients,
     ) -> None:
         """`database_url`: keep whatsmeow's stores in this PostgreSQL database instead of
         one SQLite file per device. `client_name`: how the phone lists the linked device
-        when paired by code (a neonize `ClientName`)."""
+        when paired by code (a neonize `ClientName`). `clients`: what runs the whatsmeow
+        clients (tests hold connections up without dialling WhatsApp)."""
         self._stores = WhatsmeowStores(vault, self.name, database_url)
         self._max_devices = max_devices
         self._qr_timeouts = tuple(qr_timeouts)
         self._retry_delays = tuple(retry_delays)
         self._client_name = client_name
         self._devices: dict[str, Device] = {}
-        self._workers = IdleClosingPool(max_devices + CONTROL_THREADS, "pairgate-neonize")
-        self._gate = asyncio.Lock()
-        self._uuids = itertools.count(1)
+        self._clients = clients(self._stores, max_devices)
 
     # -- WhatsAppEngine ---------------------------------------------------------------
 
@@ -114,7 +104,7 @@ class NeonizeEngine:
         """Stop every device and let the engine's threads go (at shutdown)."""
         for key in list(self._devices):
             await self.stop(key)
-        await asyncio.to_thread(self._workers.shutdown, True)
+        await self._clients.close()
 
     def status(self, key: str) -> DeviceStatus | None:
         device = self._devices.get(key)
@@ -144,7 +134,7 @@ class NeonizeEngine:
 
     async def _handle(self, device: Device, what: str, *args: Any) -> None:
         if what == "connect":
-            await self._connect(device)
+            await self._clients.connect(device)
         elif what == "qr":
             await self._show_code(device, args[0].decode())
         elif what == "expired":
@@ -254,48 +244,6 @@ class NeonizeEngine:
 
     # -- the whatsmeow client -----------------------------------------------------------
 
-    async def _connect(self, device: Device) -> None:
-        device.retry = None
-        async with self._gate:
-            if device.stopped:
-                return
-            device.generation += 1
-            device.codes = 0
-            device.begun.clear()
-            loop = asyncio.get_running_loop()
-            device.client = client = await self._call(self._new_client, device, loop)
-            future = loop.run_in_executor(self._workers, self._run_client, client)
-            device.connection = future
-            generation = device.generation
-            future.add_done_callback(
-                lambda done: device.deliver(
-                    ("ended", generation, None if done.cancelled() else done.exception())
-                )
-            )
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(device.begun.wait(), START_GAP)
-
-    def _new_client(self, device: Device, loop: asyncio.AbstractEventLoop) -> Any:
-        """A whatsmeow client for the device, its handlers registered (in a worker thread)."""
-        neonize = library.neonize()
-        # neonize keys its Go-side clients by uuid: one per connection attempt, so that a
-        # replaced client's finalizer (it stops its uuid) can never stop its successor.
-        digest = device_name(device.key)
-        uuid = f"pairgate-{digest[:16]}-{next(self._uuids)}"
-        name, arguments = self._stores.client_arguments(device.key)
-        client = neonize.NewClient(name, uuid=uuid, **arguments)
-        client.uuid = uuid.encode()  # given a JID, neonize would use the phone number
-        register_handlers(client, device, loop)
-        return client
-
-    def _run_client(self, client: Any) -> None:
-        """The client's whole connection (a worker thread): returns when it is stopped,
-        raises when it could not connect (whatsmeow does not retry a failed dial)."""
-        client.connect()
-
-    def _stop_client(self, client: Any) -> None:
-        client.stop()
-
     async def _ask_pair_code(self, device: Device, generation: int) -> None:
         client = device.client
         if client is None or device.phone is None:
@@ -324,22 +272,7 @@ class NeonizeEngine:
             if task is not None and task is not current:
                 task.cancel()
         device.inbox.put_nowait(("stop", -1))
-        client, connection = device.client, device.connection
-        if client is None or connection is None or connection.done():
-            return
-        try:
-            async with asyncio.timeout(STOP_TIMEOUT):
-                await self._call(self._stop_client, client)
-                await asyncio.shield(connection)
-        except TimeoutError:
-            log.warning(
-                "neonize: %s did not stop within %.0f s",
-                device.key,
-                STOP_TIMEOUT,
-                extra={"key": device.key},
-            )
-        except Exception:
-            pass  # connect() ended with its error; the device is stopped either way
+        await self._clients.halt(device)
 
     def _helper(self, device: Device, work: Any) -> None:
         task = asyncio.create_task(work)
@@ -347,5 +280,4 @@ class NeonizeEngine:
         task.add_done_callback(device.helpers.discard)
 
     async def _call(self, fn: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
-        future: Future[Any] = self._workers.submit(fn, *args, **kwargs)
-        return await asyncio.wrap_future(future)
+        return await self._clients.call(fn, *args, **kwargs)
