@@ -38,6 +38,11 @@ def open_files() -> int:
     return len(os.listdir("/proc/self/fd"))
 
 
+def asyncio_locks() -> int:
+    """asyncio.Locks alive in the process, the service's per-key locks among them."""
+    return sum(isinstance(thing, asyncio.Lock) for thing in gc.get_objects())
+
+
 async def come_and_go(server: Server, client: Client, index: int) -> None:
     """One session's life: even ones are paired then deleted, odd ones expire unscanned."""
     key = unique_key(f"churn{index}")
@@ -67,9 +72,11 @@ async def test_500_sessions_come_and_go_without_a_trace(tmp_path: Path) -> None:
         service = server.pairgate.service
         async with clients(server.url, CLIENTS) as warmup:  # first use creates pools, caches
             await asyncio.gather(*(come_and_go(server, c, i) for i, c in enumerate(warmup)))
+        del warmup  # its clients' own locks and buffers go with them
         await asyncio.sleep(0.5)
         gc.collect()
         tasks, threads, files = len(asyncio.all_tasks()), session_threads(), open_files()
+        locks = asyncio_locks()
 
         async with clients(server.url, CLIENTS) as churners:
 
@@ -78,6 +85,7 @@ async def test_500_sessions_come_and_go_without_a_trace(tmp_path: Path) -> None:
                     await come_and_go(server, client, index)
 
             await asyncio.gather(*(churn(c, i) for i, c in enumerate(churners)))
+        del churners
         await asyncio.sleep(1.0)  # connections closing, the last teardowns
         gc.collect()
 
@@ -91,7 +99,7 @@ async def test_500_sessions_come_and_go_without_a_trace(tmp_path: Path) -> None:
         assert open_files() <= files
         assert service.running_keys == frozenset()
         assert service.watched_keys == frozenset()
-        assert len(service._locks) == 0  # per-key locks go with their last user
+        assert asyncio_locks() <= locks  # per-key locks go with their last user
         assert len(server.pairgate.sio.manager.rooms.get("/", {})) <= 1  # only the None room
         assert simulated_keys(settings) == 0  # no credentials left behind
         # Every one of them is on record, ended.
