@@ -6,11 +6,8 @@ import asyncio
 import logging
 
 from domain.application.commands import Command, disconnect, disconnect_if
-from domain.application.dispatch import KeyTurns
-from domain.application.engine_actions import EngineActions
 from domain.application.ports import Clock
-from domain.application.registry import Registry
-from domain.application.store_calls import StoreAccess
+from domain.application.shared import Shared, UseCases
 from domain.model.errors import InvalidTransitionError
 from domain.model.session import DeviceSession, DisconnectReason, SessionState
 
@@ -19,7 +16,7 @@ Reason = DisconnectReason
 S = SessionState
 
 
-class EngineReports:
+class EngineReports(UseCases):
     """What engines are given as their EngineEvents.
 
     A report about a key whose turn is taken (by a request, or by the very `start` that
@@ -28,18 +25,8 @@ class EngineReports:
     were made (the key's lock serves its waiters first come, first served).
     """
 
-    def __init__(
-        self,
-        turns: KeyTurns,
-        store: StoreAccess,
-        registry: Registry,
-        actions: EngineActions,
-        clock: Clock,
-    ) -> None:
-        self._turns = turns
-        self._store = store
-        self._registry = registry
-        self._actions = actions
+    def __init__(self, shared: Shared, clock: Clock) -> None:
+        super().__init__(shared)
         self._clock = clock
         self._waiting: set[asyncio.Task[None]] = set()
 

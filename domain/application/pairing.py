@@ -11,20 +11,18 @@ gives the adapters (gateway, HTTP API, bootstrap, metrics) one object to call.
 
 from __future__ import annotations
 
-from collections.abc import Iterable
-
 from domain.application.dispatch import EventBus, KeyTurns
 from domain.application.engine_actions import EngineActions, Timeouts
 from domain.application.engine_reports import EngineReports
-from domain.application.history import PAGE_SIZE, HistoryPage
 from domain.application.ports import Clock, DeviceLeases, EngineCatalog, SoleProcess, Subscriptions
 from domain.application.reads import Reads
 from domain.application.recovery import Recoverer, Recovery
 from domain.application.registry import Caps, Registry, Standing
 from domain.application.requests import Outcome, Requests
+from domain.application.shared import Shared
 from domain.application.store_calls import StoreAccess
 from domain.application.watchdog import Watchdog
-from domain.model.session import DeviceSession, SessionState
+from domain.model.session import SessionState
 
 
 class PairingService:
@@ -42,65 +40,29 @@ class PairingService:
     ) -> None:
         self.sessions = store.sessions
         self.registry = Registry(store.sessions, caps)
-        turns = KeyTurns(bus or EventBus())
-        watchdog = Watchdog(lambda key, version: self.reports.expire_if_unchanged(key, version))
-        # Which process runs which key, when several share the store.
-        leases = leases or SoleProcess()
-        actions = EngineActions(self.registry, engines, leases, clock, watchdog, timeouts)
-        self.reports = EngineReports(turns, store, self.registry, actions, clock)
-        self.reads = Reads(store, self.registry)
-        self.requests = Requests(
-            turns, store, self.registry, self.reads, actions, engines, subscriptions, self.reports
+        self._watchdog = Watchdog(lambda key, version: reports.expire_if_unchanged(key, version))
+        # Which process runs which key, when several share the store: SoleProcess if one.
+        actions = EngineActions(
+            self.registry, engines, leases or SoleProcess(), clock, self._watchdog, timeouts
         )
-        self.recoverer = Recoverer(turns, store, self.registry, actions, self.reports)
-        self._watchdog = watchdog
-
-    # -- client requests --------------------------------------------------------------
-
-    async def create(
-        self,
-        key: str,
-        name: str,
-        engine_name: str,
-        owner: str,
-        subscriber: str,
-        *,
-        phone: str | None = None,
-        relink: bool = False,
-        holder: str | None = None,
-    ) -> Outcome:
-        """See Requests.create."""
-        return await self.requests.create(
-            key, name, engine_name, owner, subscriber, phone=phone, relink=relink, holder=holder
-        )
-
-    async def join(self, key: str, owner: str, subscriber: str) -> DeviceSession:
-        return await self.requests.join(key, owner, subscriber)
-
-    async def logout(self, key: str, owner: str) -> DeviceSession:
-        return await self.requests.logout(key, owner)
-
-    async def delete(self, key: str, owner: str) -> DeviceSession:
-        return await self.requests.delete(key, owner)
-
-    async def state(self, key: str, owner: str, at: int | None = None) -> DeviceSession:
-        return await self.reads.state(key, owner, at)
-
-    async def history(
-        self, key: str, owner: str, at: int | None = None, *, after: int = 0, limit: int = PAGE_SIZE
-    ) -> HistoryPage:
-        return await self.reads.history(key, owner, at, after=after, limit=limit)
-
-    async def find(self, key: str) -> DeviceSession | None:
-        return await self.reads.find(key)
-
-    async def standing_for(self, key: str, owner: str) -> Standing | None:
-        return await self.reads.standing_for(key, owner)
-
-    async def standing(self, key: str) -> Standing | None:
-        return await self.reads.standing(key)
-
-    # -- the process ------------------------------------------------------------------
+        shared = Shared(KeyTurns(bus or EventBus()), store, self.registry, actions)
+        self.reports = reports = EngineReports(shared, clock)
+        self.reads = reads = Reads(store, self.registry)
+        self.requests = requests = Requests(shared, reads, engines, subscriptions, reports)
+        self.recoverer = recoverer = Recoverer(shared, reports)
+        # What the adapters call.
+        self.create = requests.create
+        self.join = requests.join
+        self.logout = requests.logout
+        self.delete = requests.delete
+        self.state = reads.state
+        self.history = reads.history
+        self.find = reads.find
+        self.standing = reads.standing
+        self.standing_for = reads.standing_for
+        self.recover = recoverer.recover
+        self.leases_lost = recoverer.leases_lost
+        self.shutdown = recoverer.shutdown
 
     @property
     def stopping(self) -> bool:
@@ -120,15 +82,6 @@ class PairingService:
     def watched_keys(self) -> frozenset[str]:
         """Keys with an armed expiry watchdog: live sessions waiting on their engine."""
         return self._watchdog.keys
-
-    async def recover(self) -> Recovery:
-        return await self.recoverer.recover()
-
-    async def leases_lost(self, keys: Iterable[str]) -> None:
-        await self.recoverer.leases_lost(keys)
-
-    async def shutdown(self) -> None:
-        await self.recoverer.shutdown()
 
 
 __all__ = ["Caps", "Outcome", "PairingService", "Recovery", "Standing", "Timeouts"]

@@ -7,11 +7,8 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 
 from domain.application.commands import disconnect, disconnect_if, needs_an_engine
-from domain.application.dispatch import KeyTurns
-from domain.application.engine_actions import EngineActions
 from domain.application.engine_reports import EngineReports
-from domain.application.registry import Registry
-from domain.application.store_calls import StoreAccess
+from domain.application.shared import Shared, UseCases
 from domain.model.session import DeviceSession, DisconnectReason, SessionState
 
 log = logging.getLogger(__name__)
@@ -28,20 +25,9 @@ class Recovery:
     unavailable: list[str] = field(default_factory=list)
 
 
-class Recoverer:
-    def __init__(
-        self,
-        turns: KeyTurns,
-        store: StoreAccess,
-        registry: Registry,
-        actions: EngineActions,
-        reports: EngineReports,
-    ) -> None:
-        self._turns = turns
-        self._store = store
-        self._registry = registry
-        self._actions = actions
-        self._leases = actions.leases
+class Recoverer(UseCases):
+    def __init__(self, shared: Shared, reports: EngineReports) -> None:
+        super().__init__(shared)
         self._reports = reports
 
     async def recover(self) -> Recovery:

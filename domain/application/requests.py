@@ -6,13 +6,11 @@ import logging
 from dataclasses import dataclass
 
 from domain.application.commands import disconnect, needs_an_engine
-from domain.application.dispatch import KeyTurns, Outbox
-from domain.application.engine_actions import EngineActions
+from domain.application.dispatch import Outbox
 from domain.application.ports import EngineCatalog, EngineEvents, Subscriptions, WhatsAppEngine
 from domain.application.reads import Reads
-from domain.application.registry import Registry
 from domain.application.sessions import Change, IntegrityError
-from domain.application.store_calls import StoreAccess
+from domain.application.shared import Shared, UseCases
 from domain.model.errors import EngineUnavailableError, InvalidTransitionError, LimitReachedError
 from domain.model.session import DeviceSession, DisconnectReason
 
@@ -42,24 +40,17 @@ class Claim:
     previous: DeviceSession | None = None
 
 
-class Requests:
+class Requests(UseCases):
     def __init__(
         self,
-        turns: KeyTurns,
-        store: StoreAccess,
-        registry: Registry,
+        shared: Shared,
         reads: Reads,
-        actions: EngineActions,
         engines: EngineCatalog,
         subscriptions: Subscriptions,
         reports: EngineEvents,
     ) -> None:
-        self._turns = turns
-        self._store = store
-        self._registry = registry
+        super().__init__(shared)
         self._reads = reads
-        self._actions = actions
-        self._leases = actions.leases
         self._engines = engines
         self._subscriptions = subscriptions
         self._reports = reports
