@@ -73,11 +73,6 @@ class EventBus:
         task = asyncio.ensure_future(self._after(ahead, key, steps, done))
         await asyncio.shield(task)
 
-    async def idle(self, key: str) -> None:
-        """Wait until whatever the key has queued has been delivered."""
-        while (tail := self._tails.get(key)) is not None:
-            await asyncio.shield(tail)
-
     async def _after(
         self,
         ahead: asyncio.Future[None],
