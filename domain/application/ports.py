@@ -59,8 +59,8 @@ class WhatsAppEngine(Protocol):
 
         With `phone` (digits, international format) an unpaired device also asks WhatsApp
         for a pairing code for that number and reports it through `pair_code_issued`.
-        Returns once the work is under way; progress arrives through `events`, never
-        from inside this call.
+        Returns once the work is under way; progress arrives through `events` (a report
+        made from inside this call is recorded once the request that started it is done).
         """
         ...
 
