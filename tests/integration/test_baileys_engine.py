@@ -268,7 +268,7 @@ async def real_server(tmp_path: Path) -> AsyncIterator[Server]:
 
 
 def baileys_of(server: Server) -> BaileysEngine:
-    engine = server.pairgate.service._engines.resolve("baileys")
+    engine = server.pairgate.engines.resolve("baileys")
     assert isinstance(engine, BaileysEngine)
     return engine
 

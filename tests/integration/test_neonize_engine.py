@@ -76,7 +76,7 @@ def settings(tmp_path: Path) -> Settings:
 
 
 def neonize_of(server: Server) -> Any:
-    return server.pairgate.service._engines.resolve("neonize")
+    return server.pairgate.engines.resolve("neonize")
 
 
 async def create(client: Client, key: str) -> Any:
