@@ -11,7 +11,7 @@ import logging
 import time
 from collections.abc import Callable, Iterator, Sequence
 from datetime import datetime
-from typing import Any, TypeVar
+from typing import TypeVar
 from uuid import UUID
 
 import socketio
@@ -31,7 +31,6 @@ from starlette.responses import Response
 from starlette.routing import Route
 
 from domain.application.pairing import PairingService
-from domain.application.ports import SessionNotifier
 from domain.model.session import DeviceSession, DisconnectReason, SessionState
 
 log = logging.getLogger(__name__)
@@ -96,6 +95,11 @@ class PairgateMetrics:
                     self._pairing_since.pop(key, None)
                     self.disconnects.labels(reason).inc()
 
+    async def recorded(self, key: str, event: DomainEventProtocol[UUID]) -> None:
+        """A handler of recorded events: count it."""
+        self.observe(key, (event,))
+        log.debug("%s recorded %s", key, type(event).__name__, extra={"key": key})
+
     def watch(self, service: PairingService, sio: socketio.AsyncServer) -> None:
         """Gauges read at scrape time: sessions by state, Socket.IO connections."""
         self.registry.register(_LiveSessions(service))
@@ -151,29 +155,6 @@ class _Connections(Collector):
 def _timestamp(event: DomainEventProtocol[UUID]) -> datetime:
     stamp: datetime = event.timestamp  # type: ignore[attr-defined]  # eventsourcing's events
     return stamp
-
-
-class ObservedNotifier:
-    """The service's notifier, counting every recorded event on its way to the rooms."""
-
-    def __init__(self, inner: SessionNotifier, metrics: PairgateMetrics) -> None:
-        self._inner = inner
-        self._metrics = metrics
-
-    async def subscribe(self, key: str, subscriber: str) -> None:
-        await self._inner.subscribe(key, subscriber)
-
-    async def unsubscribe_all(self, key: str) -> None:
-        await self._inner.unsubscribe_all(key)
-
-    async def publish(self, key: str, events: Sequence[DomainEventProtocol[UUID]]) -> None:
-        self._metrics.observe(key, events)
-        for event in events:
-            log.debug("%s recorded %s", key, type(event).__name__, extra={"key": key})
-        await self._inner.publish(key, events)
-
-    def __getattr__(self, name: str) -> Any:
-        return getattr(self._inner, name)
 
 
 def metrics_routes(metrics: PairgateMetrics) -> list[Route]:

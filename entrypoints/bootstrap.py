@@ -20,17 +20,20 @@ from adapters.engines.simulator import SimulatedEngine, simulator_commands
 from adapters.identity import DEFAULT_IDENTITY, Identities
 from adapters.limits.history import HistoryAllowance
 from adapters.limits.requests import RequestLimits
-from adapters.metrics import ObservedNotifier, PairgateMetrics
+from adapters.metrics import PairgateMetrics
 from adapters.socketio.gateway import PairingNamespace
 from adapters.socketio.projection import SocketIoNotifier
 from adapters.socketio.server import BoundedAsyncServer
 from adapters.store.config import open_store, postgres_conninfo
 from adapters.store.leases import Handler, PostgresLeases
 from adapters.store.sqlite import WalCheckpoints
+from domain.application.dispatch import EventBus, Handlers
 from domain.application.history import MAX_PAGE_SIZE
-from domain.application.pairing import PairingService
+from domain.application.pairing import Caps, PairingService, Timeouts
 from domain.application.ports import Clock, WhatsAppEngine
 from domain.application.sessions import DeviceSessions
+from domain.application.store_calls import StoreAccess
+from domain.model.session import DeviceSession
 from entrypoints.settings import Settings, reveal
 
 log = logging.getLogger("pairgate")
@@ -102,9 +105,7 @@ class Pairgate:
         await self.drain_tasks()
         await self.service.shutdown()
         for engine in self.engines.distinct:
-            closing = getattr(engine, "close", None)
-            if closing is not None:
-                await closing()
+            await engine.close()
         if self.leases is not None:
             await self.leases.close()
         if self.executor is not None:
@@ -134,6 +135,15 @@ def forwarded_commands(pairgate: Pairgate) -> dict[str, Handler]:
     return commands
 
 
+def recorded_event_handlers(metrics: PairgateMetrics, notifier: SocketIoNotifier) -> Handlers:
+    """What each recorded event is handed to, in order, once its key's lock is released
+    (a handler registered for a base type gets its subtypes). A new consumer is one more
+    handler here."""
+    return {
+        DeviceSession.Event: [metrics.recorded, notifier.recorded],
+    }
+
+
 def installed_engines(settings: Settings, vault: CredentialVault) -> Engines:
     """The real WhatsApp engines this machine can run, and hints for those it cannot."""
     available: dict[str, WhatsAppEngine] = {}
@@ -159,8 +169,8 @@ def fanout_manager(redis_url: str | None, channel: str) -> socketio.AsyncManager
     `channel`: the deployment's own (one Redis may serve several deployments)."""
     if redis_url is None:
         return socketio.AsyncManager()
-    # A bounded connect: emissions wait on Redis inside the key's lock. (No read timeout:
-    # the subscription is idle between emissions.)
+    # A bounded connect: a request waits for its emissions before it is answered. (No
+    # read timeout: the subscription is idle between emissions.)
     options = {"socket_connect_timeout": 5}
     log.info("fan-out over Redis on channel %s", channel)
     return socketio.AsyncRedisManager(redis_url, channel=channel, redis_options=options)
@@ -226,17 +236,17 @@ def bootstrap(
             conninfo, schema=schema, check_interval=settings.lease_check_interval
         )
     service = PairingService(
-        sessions,
+        StoreAccess(sessions, executor, metrics.timed_store),
         engines,
-        ObservedNotifier(notifier, metrics),
+        notifier,
         clock,
-        executor=executor,
-        store_calls=metrics.timed_store,
-        expiry_grace=settings.expiry_grace,
-        start_timeout=settings.start_timeout,
-        max_sessions=settings.max_sessions,
-        max_unpaired=settings.max_unpaired,
-        max_unpaired_per_owner=settings.unpaired_per_identity(identities),
+        bus=EventBus(recorded_event_handlers(metrics, notifier)),
+        caps=Caps(
+            sessions=settings.max_sessions,
+            unpaired=settings.max_unpaired,
+            unpaired_per_owner=settings.unpaired_per_identity(identities),
+        ),
+        timeouts=Timeouts(settings.expiry_grace, settings.start_timeout),
         leases=leases,
     )
     metrics.watch(service, sio)

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import math
-from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from datetime import datetime
 from uuid import UUID
@@ -63,7 +62,8 @@ def room(key: str) -> str:
 
 
 class SocketIoNotifier:
-    """SessionNotifier over python-socketio: one room per key, nothing to anyone else."""
+    """Subscriptions over python-socketio, and the projection of recorded events onto
+    them: one room per key, nothing to anyone else."""
 
     def __init__(self, sio: socketio.AsyncServer) -> None:
         self._sio = sio
@@ -74,10 +74,11 @@ class SocketIoNotifier:
     async def unsubscribe_all(self, key: str) -> None:
         await self._sio.close_room(room(key))  # in every process, through the client manager
 
-    async def publish(self, key: str, events: Sequence[DomainEventProtocol[UUID]]) -> None:
-        for event in events:
-            for name, payload in await project(key, event):
-                await self._sio.emit(name, payload.model_dump(), room=room(key))
+    async def recorded(self, key: str, event: DomainEventProtocol[UUID]) -> None:
+        """Project an event that has been saved onto the key's subscribers (a handler of
+        recorded events: the bus hands it a key's events in order)."""
+        for name, payload in await project(key, event):
+            await self._sio.emit(name, payload.model_dump(), room=room(key))
 
     async def send_current(self, session: DeviceSession, now: datetime, to: str) -> None:
         """Re-send the live QR code and pairing code to one rejoining connection, with the

@@ -2,12 +2,9 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from datetime import datetime
 from typing import Protocol, TypeVar
-from uuid import UUID
-
-from eventsourcing.domain import DomainEventProtocol
 
 from domain.model.session import DisconnectReason
 
@@ -62,8 +59,8 @@ class WhatsAppEngine(Protocol):
 
         With `phone` (digits, international format) an unpaired device also asks WhatsApp
         for a pairing code for that number and reports it through `pair_code_issued`.
-        Returns once the work is under way; progress arrives through `events`, never
-        from inside this call.
+        Returns once the work is under way; progress arrives through `events` (a report
+        made from inside this call is recorded once the request that started it is done).
         """
         ...
 
@@ -79,6 +76,10 @@ class WhatsAppEngine(Protocol):
         """Close the device and delete its credentials without telling WhatsApp."""
         ...
 
+    async def close(self) -> None:
+        """Release what the engine holds for all its devices (the process is ending)."""
+        ...
+
 
 class EngineCatalog(Protocol):
     def resolve(self, name: str) -> WhatsAppEngine:
@@ -86,15 +87,12 @@ class EngineCatalog(Protocol):
         ...
 
 
-class SessionNotifier(Protocol):
-    """Carries recorded events to the clients that follow a key."""
+class Subscriptions(Protocol):
+    """Who follows a key: the clients its recorded events are projected onto (by a
+    handler of those events, wired in the composition root)."""
 
     async def subscribe(self, key: str, subscriber: str) -> None:
         """Let `subscriber` (a connection) receive the key's events from now on."""
-        ...
-
-    async def publish(self, key: str, events: Sequence[DomainEventProtocol[UUID]]) -> None:
-        """Project events that have been saved onto the key's subscribers, in order."""
         ...
 
     async def unsubscribe_all(self, key: str) -> None:

@@ -442,10 +442,9 @@ class Published:
     async def unsubscribe_all(self, key: str) -> None:
         pass
 
-    async def publish(self, key: str, events: Any) -> None:
-        for event in events:
-            name = type(event).__name__
-            self.events.append(f"{name}({event.reason})" if name == "Disconnected" else name)
+    async def recorded(self, key: str, event: Any) -> None:
+        name = type(event).__name__
+        self.events.append(f"{name}({event.reason})" if name == "Disconnected" else name)
 
 
 @dataclass
@@ -458,12 +457,17 @@ class Clock:
 
 async def serving(engine: Any) -> tuple[Any, Published]:
     from adapters.engines.catalog import Engines
+    from domain.application.dispatch import EventBus
     from domain.application.pairing import PairingService
     from domain.application.sessions import DeviceSessions
+    from domain.application.store_calls import StoreAccess
+    from domain.model.session import DeviceSession
 
     sessions = DeviceSessions(env={"PERSISTENCE_MODULE": "eventsourcing.popo"})
     published = Published()
-    service = PairingService(sessions, Engines({"neonize": engine}), published, Clock())
+    bus = EventBus({DeviceSession.Event: [published.recorded]})
+    engines = Engines({"neonize": engine})
+    service = PairingService(StoreAccess(sessions), engines, published, Clock(), bus=bus)
     await service.create(KEY, "Phone", "neonize", "owner", "sid")
     return service, published
 

@@ -10,16 +10,18 @@ from typing import Any
 
 import pytest
 
-from domain.application.pairing import PairingService, Standing
-from domain.application.ports import EngineEvents
+from domain.application.dispatch import EventBus, Handler
+from domain.application.pairing import PairingService, Standing, Timeouts
+from domain.application.ports import DeviceLeases, EngineEvents
 from domain.application.sessions import DeviceSessions
+from domain.application.store_calls import StoreAccess
 from domain.model.errors import (
     EngineUnavailableError,
     InvalidTransitionError,
     SessionNotFoundError,
     UnknownEngineError,
 )
-from domain.model.session import DisconnectReason, SessionState
+from domain.model.session import DeviceSession, DisconnectReason, SessionState
 
 R = DisconnectReason
 KEY = "device123"
@@ -65,19 +67,21 @@ class FakeCatalog:
 
 @dataclass
 class FakeNotifier:
+    """Subscriptions, and a handler of every recorded event (as SocketIoNotifier is)."""
+
     log: list[tuple[str, str, Any]] = field(default_factory=list)
 
     async def subscribe(self, key: str, subscriber: str) -> None:
         self.log.append(("subscribe", key, subscriber))
 
-    async def publish(self, key: str, events: Sequence[Any]) -> None:
-        self.log.append(("publish", key, [_describe(e) for e in events]))
+    async def recorded(self, key: str, event: Any) -> None:
+        self.log.append(("recorded", key, _describe(event)))
 
     async def unsubscribe_all(self, key: str) -> None:
         self.log.append(("unsubscribe_all", key, None))
 
     def published(self, key: str = KEY) -> list[str]:
-        return [e for kind, k, events in self.log if kind == "publish" and k == key for e in events]
+        return [event for kind, k, event in self.log if kind == "recorded" and k == key]
 
 
 def _describe(event: Any) -> str:
@@ -109,17 +113,23 @@ class World:
         return self.sessions.get(key).state
 
 
-def build(expiry_grace: float = 5.0, start_timeout: float = 60.0) -> World:
+def build(
+    expiry_grace: float = 5.0,
+    start_timeout: float = 60.0,
+    leases: DeviceLeases | None = None,
+    handlers: Sequence[Handler] = (),
+) -> World:
     engine, other, notifier, clock = FakeEngine(), FakeEngine("other"), FakeNotifier(), FakeClock()
     sessions = DeviceSessions(env={"PERSISTENCE_MODULE": "eventsourcing.popo"})
     catalog = FakeCatalog({"baileys": engine, "simulator": other})
     service = PairingService(
-        sessions,
+        StoreAccess(sessions),
         catalog,
         notifier,
         clock,
-        expiry_grace=expiry_grace,
-        start_timeout=start_timeout,
+        bus=EventBus({DeviceSession.Event: [notifier.recorded, *handlers]}),
+        timeouts=Timeouts(expiry_grace, start_timeout),
+        leases=leases,
     )
     return World(service, engine, other, notifier, clock, sessions)
 
@@ -164,10 +174,10 @@ async def test_create_subscribes_then_publishes_then_starts_one_engine(world: Wo
     assert world.history() == ["SessionCreated"]
     assert world.notifier.log == [
         ("subscribe", KEY, "sid-1"),
-        ("publish", KEY, ["SessionCreated"]),
+        ("recorded", KEY, "SessionCreated"),
     ]
     assert world.engine.told() == ["start"]
-    assert world.engine.events[KEY] is world.service
+    assert world.engine.events[KEY] is world.service.reports
     assert world.service.running_keys == {KEY}
 
 
@@ -386,16 +396,16 @@ async def test_engine_reports_out_of_turn_are_ignored(world: World) -> None:
     assert world.history() == ["SessionCreated"] and KEY in world.service.running_keys
 
     await world.engine.events[KEY].qr_expired(KEY)
-    await world.service.paired(KEY)  # the key no longer runs here
+    await world.service.reports.paired(KEY)  # the key no longer runs here
     assert world.history() == ["SessionCreated", "Disconnected(qr expired)"]
 
 
 async def test_reports_for_a_live_key_this_service_does_not_run_are_ignored(world: World) -> None:
     world.sessions.create(KEY, "My Device", "baileys", "alice")  # by another process
 
-    await world.service.qr_issued(KEY, "code", 60)
-    await world.service.paired(KEY)
-    await world.service.qr_issued("never-created", "code", 60)
+    await world.service.reports.qr_issued(KEY, "code", 60)
+    await world.service.reports.paired(KEY)
+    await world.service.reports.qr_issued("never-created", "code", 60)
 
     assert world.history() == ["SessionCreated"]
     assert world.notifier.log == []
@@ -412,7 +422,7 @@ async def test_create_on_a_disconnected_key_restarts_it(world: World) -> None:
     assert world.history() == ["SessionCreated", "Disconnected(qr expired)", "Restarted"]
     assert world.notifier.log[-2:] == [
         ("subscribe", KEY, "sid-2"),
-        ("publish", KEY, ["Restarted"]),
+        ("recorded", KEY, "Restarted"),
     ]
     assert world.engine.told() == ["start", "discard"]
     # A restart is a new pairing: the engine forgets any old link before it starts.
@@ -473,7 +483,10 @@ async def test_create_on_a_key_left_live_by_a_gone_process_restarts_it(world: Wo
     assert outcome.joined is False and outcome.session.state is SessionState.CREATED
     expected = ["Disconnected(connection lost)", "Restarted"]
     assert world.history() == ["SessionCreated", "Authenticated", *expected]
-    assert world.notifier.log == [("subscribe", KEY, "sid-1"), ("publish", KEY, expected)]
+    assert world.notifier.log == [
+        ("subscribe", KEY, "sid-1"),
+        *[("recorded", KEY, event) for event in expected],
+    ]
     assert world.engine.told() == ["discard", "start"]
 
 
@@ -531,9 +544,8 @@ class LeasesTakenAway:
 async def test_losing_a_create_race_to_another_process_neither_restarts_nor_starts() -> None:
     """Another process records the key just before this one's insert, and runs it: this
     process gives the lease back, reads the key and follows that process's session."""
-    world = build()
     leases = LeasesTakenAway()
-    world.service._leases = leases
+    world = build(leases=leases)
     real_create = world.sessions.create
 
     def lose_the_race(key: str, *args: Any) -> Any:
@@ -563,3 +575,56 @@ async def test_a_key_with_a_history_is_read_and_restarted_not_created_again(worl
         "Disconnected(user logged out)",
         "Restarted",
     ]
+
+
+async def test_an_engine_reporting_from_inside_start_waits_for_the_request() -> None:
+    """The key's lock is held while its engine starts: a report made from inside `start`
+    is recorded once the request is done, after the request's own events."""
+    world = build()
+
+    async def start_and_report(key: str, events: EngineEvents, *, phone: str | None = None) -> None:
+        world.engine.calls.append(("start", key))
+        world.engine.events[key] = events
+        await events.qr_issued(key, "code-1", 60)
+
+    world.engine.start = start_and_report  # type: ignore[method-assign]
+    await asyncio.wait_for(create(world), 5)
+    await eventually(lambda: world.history() == ["SessionCreated", "QrIssued"])
+    await eventually(lambda: world.notifier.published() == ["SessionCreated", "QrIssued"])
+    await world.service.shutdown()
+
+
+async def test_a_slow_consumer_holds_no_lock_and_sees_a_keys_events_in_order() -> None:
+    seen: list[str] = []
+    release = asyncio.Event()
+
+    async def slow(key: str, event: Any) -> None:
+        if type(event).__name__ == "SessionCreated":
+            await release.wait()
+        seen.append(_describe(event))
+
+    world = build(handlers=[slow])
+    creating = asyncio.ensure_future(create(world))
+    await eventually(lambda: KEY in world.engine.events)
+    reporting = asyncio.ensure_future(world.engine.events[KEY].qr_issued(KEY, "code-1", 60))
+    # Recorded while the consumer still holds on to the key's first event.
+    await eventually(lambda: world.history() == ["SessionCreated", "QrIssued"])
+    assert seen == [] and not creating.done()
+    release.set()
+    await asyncio.gather(creating, reporting)
+    assert seen == ["SessionCreated", "QrIssued"]
+    await world.service.shutdown()
+
+
+async def test_a_failing_consumer_fails_neither_the_request_nor_the_others(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    async def broken(key: str, event: Any) -> None:
+        raise RuntimeError("consumer down")
+
+    world = build(handlers=[broken])
+    outcome = await create(world)
+    assert outcome.session.state is SessionState.CREATED
+    assert world.notifier.published() == ["SessionCreated"]
+    assert "consumer down" in caplog.text
+    await world.service.shutdown()

@@ -11,7 +11,7 @@ a reason that deletes credentials holds none and had its engine's credentials de
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Coroutine, Sequence
+from collections.abc import Coroutine
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -30,9 +30,11 @@ from hypothesis.stateful import (
 )
 
 from adapters.socketio.projection import project
-from domain.application.pairing import PairingService
+from domain.application.dispatch import EventBus
+from domain.application.pairing import PairingService, Timeouts
 from domain.application.ports import EngineEvents
 from domain.application.sessions import DeviceSessions
+from domain.application.store_calls import StoreAccess
 from domain.model.errors import (
     InvalidTransitionError,
     SessionNotFoundError,
@@ -119,8 +121,9 @@ class RecordingNotifier:
     async def subscribe(self, key: str, subscriber: str) -> None:
         pass
 
-    async def publish(self, key: str, events: Sequence[Any]) -> None:
-        self.published.setdefault(key, []).extend(events)
+    async def recorded(self, key: str, event: Any) -> None:
+        """A handler of recorded events, as the Socket.IO projection is one."""
+        self.published.setdefault(key, []).append(event)
 
     async def unsubscribe_all(self, key: str) -> None:
         pass
@@ -137,12 +140,12 @@ def pairing_service(
     """The application, built as bootstrap builds it but with fakes behind its ports. Its
     watchdog never fires within a run: engines here are never quiet, they are driven."""
     return PairingService(
-        sessions,
+        StoreAccess(sessions),
         Catalog(engine),
         notifier,
         FixedClock(),
-        expiry_grace=3600,
-        start_timeout=3600,
+        bus=EventBus({DeviceSession.Event: [notifier.recorded]}),
+        timeouts=Timeouts(expiry_grace=3600, start_timeout=3600),
     )
 
 

@@ -1,0 +1,154 @@
+"""One key at a time: its lock, and the recorded events handed to their handlers after it.
+
+A use case takes the key's turn (`KeyTurns.turn`), records what it decides and notes in
+the turn's outbox what the key's followers must hear. When the lock is released the
+outbox goes to the `EventBus`, which runs it after anything the key had queued before:
+a slow consumer never holds the key's lock, yet each consumer sees a key's events in the
+order they were recorded.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+import logging
+import weakref
+from collections.abc import Awaitable, Callable, Mapping, Sequence
+from types import TracebackType
+from uuid import UUID
+
+from eventsourcing.domain import DomainEventProtocol
+
+log = logging.getLogger(__name__)
+
+Event = DomainEventProtocol[UUID]
+Handler = Callable[[str, Event], Awaitable[None]]
+Handlers = Mapping[type, Sequence[Handler]]  # an event type → what handles it, in order
+Step = Callable[[], Awaitable[None]]
+
+
+class EventBus:
+    """Runs each recorded event's handlers (those of its type and its base types), and
+    keeps each key's deliveries in the order they were queued."""
+
+    def __init__(self, handlers: Handlers | None = None) -> None:
+        self._handlers = dict(handlers or {})
+        self._by_type: dict[type, tuple[Handler, ...]] = {}
+        self._tails: dict[str, asyncio.Future[None]] = {}  # each key's last delivery
+
+    def handlers_of(self, kind: type) -> tuple[Handler, ...]:
+        found = self._by_type.get(kind)
+        if found is None:
+            found = tuple(h for base in kind.__mro__ for h in self._handlers.get(base, ()))
+            self._by_type[kind] = found
+        return found
+
+    async def deliver(self, key: str, events: Sequence[Event]) -> None:
+        """Hand each event to its handlers. A handler's failure is logged: the events are
+        saved whatever a consumer makes of them."""
+        for event in events:
+            for handler in self.handlers_of(type(event)):
+                try:
+                    await handler(key, event)
+                except Exception:
+                    log.exception(
+                        "a handler of %s's %s failed", key, type(event).__name__, extra={"key": key}
+                    )
+
+    async def run(self, key: str, steps: Sequence[Step]) -> None:
+        """Run `steps` once the key's earlier deliveries are done (in the caller's task
+        when nothing is ahead of them, which is the usual case and costs no task)."""
+        ahead = self._tails.get(key)
+        done = asyncio.get_running_loop().create_future()
+        self._tails[key] = done
+        if ahead is None:
+            try:
+                for step in steps:
+                    await step()
+            finally:
+                self._finish(key, done)
+            return
+        # Queued behind another delivery: on a task of its own, so that a cancelled caller
+        # does not drop what was recorded.
+        task = asyncio.ensure_future(self._after(ahead, key, steps, done))
+        await asyncio.shield(task)
+
+    async def _after(
+        self,
+        ahead: asyncio.Future[None],
+        key: str,
+        steps: Sequence[Step],
+        done: asyncio.Future[None],
+    ) -> None:
+        try:
+            await ahead
+            for step in steps:
+                await step()
+        finally:
+            self._finish(key, done)
+
+    def _finish(self, key: str, done: asyncio.Future[None]) -> None:
+        if not done.done():
+            done.set_result(None)
+        if self._tails.get(key) is done:
+            del self._tails[key]
+
+
+class Outbox:
+    """What a key's followers are to hear once its lock is released, in order."""
+
+    def __init__(self, bus: EventBus, key: str) -> None:
+        self._bus = bus
+        self._key = key
+        self.steps: list[Step] = []
+
+    def publish(self, events: Sequence[Event]) -> None:
+        if events:
+            self.steps.append(functools.partial(self._bus.deliver, self._key, events))
+
+    def then(self, step: Step) -> None:
+        self.steps.append(step)
+
+
+class KeyTurns:
+    """Per-key locks (gone with their last user) whose outboxes reach the bus on release."""
+
+    def __init__(self, bus: EventBus) -> None:
+        self.bus = bus
+        self._locks: weakref.WeakValueDictionary[str, asyncio.Lock] = weakref.WeakValueDictionary()
+
+    def turn(self, key: str) -> Turn:
+        lock = self._locks.get(key)
+        if lock is None:
+            lock = self._locks[key] = asyncio.Lock()
+        return Turn(self.bus, key, lock)
+
+    def busy(self, key: str) -> bool:
+        """Whether some use case holds the key's lock right now."""
+        lock = self._locks.get(key)
+        return lock is not None and lock.locked()
+
+
+class Turn:
+    """`async with turns.turn(key) as outbox:` the key's lock; the outbox is delivered
+    after the lock is released, even when the block raises (what it saved stays saved)."""
+
+    def __init__(self, bus: EventBus, key: str, lock: asyncio.Lock) -> None:
+        self._bus = bus
+        self._key = key
+        self._lock = lock
+        self._outbox = Outbox(bus, key)
+
+    async def __aenter__(self) -> Outbox:
+        await self._lock.acquire()
+        return self._outbox
+
+    async def __aexit__(
+        self,
+        kind: type[BaseException] | None,
+        error: BaseException | None,
+        traceback: TracebackType | None,
+    ) -> None:
+        self._lock.release()
+        if self._outbox.steps:
+            await self._bus.run(self._key, self._outbox.steps)
