@@ -8,12 +8,9 @@ CPU. A page is charged the records it asks for (`limit`), before it is read.
 
 from __future__ import annotations
 
-import time
-
 from limits import RateLimitItem, parse_many
-from limits.aio.storage import MemoryStorage
-from limits.aio.strategies import SlidingWindowCounterRateLimiter
 
+from adapters.limits.counters import Counters
 from domain.model.errors import LimitReachedError
 
 
@@ -26,16 +23,12 @@ class HistoryAllowance:
         for rule in self._rules:
             if rule.amount < largest_page:
                 raise ValueError(f"{rule} allows less than one page of {largest_page} records")
-        self._limiter = SlidingWindowCounterRateLimiter(MemoryStorage())
+        self._counters = Counters()
 
     async def take(self, who: str, records: int, key: str | None = None) -> None:
         """Charge `records` to `who`; LimitReachedError (with `retry_after`) if too many."""
         for rule in self._rules:
-            if not await self._limiter.hit(rule, "history", who, cost=records):
-                stats = await self._limiter.get_window_stats(rule, "history", who)
-                # At least the time the rule takes to allow this many records again.
-                spacing = rule.get_expiry() * records / rule.amount
-                retry_after = max(spacing, stats.reset_time - time.time())
+            if (retry_after := await self._counters.hit(rule, "history", who, records)) is not None:
                 raise LimitReachedError(
                     f"too many history records read (limit {rule}; this page asks for "
                     f"{records}); retry in {retry_after:.1f} s",

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -31,3 +31,16 @@ def start_service(tmp_path: Path) -> Iterator[Callable[..., ServiceProcess]]:
     finally:
         for service in started:
             service.kill()
+
+
+@pytest.fixture
+async def browser() -> AsyncIterator[Any]:
+    """Debian's Chromium driven by Playwright (the browser tests skip where it is missing)."""
+    from tests.e2e.test_scan_page import CHROMIUM, CHROMIUM_ARGS, playwright_api
+
+    async with playwright_api.async_playwright() as playwright:
+        launched = await playwright.chromium.launch(
+            executable_path=str(CHROMIUM), headless=True, args=CHROMIUM_ARGS
+        )
+        yield launched
+        await launched.close()

@@ -15,9 +15,7 @@ from aiohttp import web
 from entrypoints.settings import Settings
 from tests.e2e.test_scan_page import (
     CHROMIUM,
-    CHROMIUM_ARGS,
     expect,
-    playwright_api,
     status,
     wait_for_qr,
 )
@@ -33,16 +31,6 @@ document.addEventListener("securitypolicyviolation", (e) => {
   window.__violations.push(e.violatedDirective + " " + e.blockedURI);
 });
 """
-
-
-@pytest.fixture
-async def browser() -> AsyncIterator[Any]:
-    async with playwright_api.async_playwright() as playwright:
-        launched = await playwright.chromium.launch(
-            executable_path=str(CHROMIUM), headless=True, args=CHROMIUM_ARGS
-        )
-        yield launched
-        await launched.close()
 
 
 @pytest.fixture

@@ -55,16 +55,6 @@ document.addEventListener("DOMContentLoaded", () => {
 """
 
 
-@pytest.fixture
-async def browser() -> AsyncIterator[Any]:
-    async with playwright_api.async_playwright() as playwright:
-        launched = await playwright.chromium.launch(
-            executable_path=str(CHROMIUM), headless=True, args=CHROMIUM_ARGS
-        )
-        yield launched
-        await launched.close()
-
-
 async def open_page(browser: Any, url: str, locale: str = "en-US") -> Any:
     context = await browser.new_context(locale=locale, viewport={"width": 800, "height": 900})
     page = await context.new_page()

@@ -24,8 +24,9 @@ import pytest
 
 from adapters.credentials import CredentialVault
 from adapters.engines.baileys import BaileysEngine, sidecar_installed
+from adapters.engines.baileys.engine import sidecar_command
 from adapters.engines.baileys.reasons import QR_REFS_ENDED
-from adapters.engines.baileys.sidecar import SIDECAR_SCRIPT, Sidecar, SidecarError
+from adapters.engines.baileys.sidecar import Sidecar, SidecarError
 from domain.model.session import DisconnectReason as Reason
 from entrypoints.settings import Settings
 from tests.helpers import Client, Server, clients, decode_qr, running, unique_key
@@ -373,9 +374,7 @@ async def test_logout_of_an_offline_device_deletes_its_credentials(
 
 
 async def test_the_sidecar_refuses_what_it_does_not_know() -> None:
-    sidecar = Sidecar(
-        ["node", str(SIDECAR_SCRIPT)], on_event=lambda message: None, on_exit=lambda: None
-    )
+    sidecar = Sidecar(sidecar_command(), on_event=lambda message: None, on_exit=lambda: None)
     try:
         await sidecar.start()
         with pytest.raises(SidecarError, match="failed"):

@@ -22,37 +22,10 @@ from domain.model.errors import (
     UnknownEngineError,
 )
 from domain.model.session import DeviceSession, DisconnectReason, SessionState
+from tests.unit.fakes import FakeEngine
 
 R = DisconnectReason
 KEY = "device123"
-
-
-@dataclass
-class FakeEngine:
-    """A WhatsAppEngine that records what it is told; tests speak for it through `events`."""
-
-    name: str = "fake"
-    calls: list[tuple[str, str]] = field(default_factory=list)
-    events: dict[str, EngineEvents] = field(default_factory=dict)
-    fail_start: Exception | None = None
-
-    async def start(self, key: str, events: EngineEvents, *, phone: str | None = None) -> None:
-        self.calls.append(("start", key))
-        if self.fail_start is not None:
-            raise self.fail_start
-        self.events[key] = events
-
-    async def stop(self, key: str) -> None:
-        self.calls.append(("stop", key))
-
-    async def logout(self, key: str) -> None:
-        self.calls.append(("logout", key))
-
-    async def discard(self, key: str) -> None:
-        self.calls.append(("discard", key))
-
-    def told(self, key: str = KEY) -> list[str]:
-        return [call for call, k in self.calls if k == key]
 
 
 @dataclass
@@ -176,7 +149,7 @@ async def test_create_subscribes_then_publishes_then_starts_one_engine(world: Wo
         ("subscribe", KEY, "sid-1"),
         ("recorded", KEY, "SessionCreated"),
     ]
-    assert world.engine.told() == ["start"]
+    assert world.engine.told(KEY) == ["start"]
     assert world.engine.events[KEY] is world.service.reports
     assert world.service.running_keys == {KEY}
 
@@ -199,7 +172,7 @@ async def test_the_owner_joins_a_live_key_without_a_second_engine(world: World) 
 
     assert outcome.joined is True and joined.state is SessionState.CREATED
     assert [entry[2] for entry in world.notifier.log[-2:]] == ["sid-2", "sid-3"]
-    assert world.engine.told() == ["start"]
+    assert world.engine.told(KEY) == ["start"]
     assert world.history() == ["SessionCreated"]
     with pytest.raises(SessionNotFoundError) as refused:
         await world.service.join("nobody", "alice", "sid-2")
@@ -226,7 +199,7 @@ async def test_another_owners_key_is_not_found(world: World, request_: str) -> N
     assert refused.value.message == SessionNotFoundError(KEY).message
     assert world.history() == ["SessionCreated", "QrIssued", "Authenticated", "Ready"]
     assert world.notifier.log == log
-    assert world.engine.told() == ["start"]
+    assert world.engine.told(KEY) == ["start"]
 
 
 async def test_an_expired_qr_ends_the_pairing_and_discards_the_engine(world: World) -> None:
@@ -235,7 +208,7 @@ async def test_an_expired_qr_ends_the_pairing_and_discards_the_engine(world: Wor
     await world.engine.events[KEY].qr_expired(KEY)
 
     assert world.notifier.published()[-1] == "Disconnected(qr expired)"
-    assert world.engine.told() == ["start", "discard"]
+    assert world.engine.told(KEY) == ["start", "discard"]
     assert world.service.running_keys == set()
     assert world.service.watched_keys == set()
 
@@ -292,7 +265,7 @@ async def test_a_paired_device_keeps_its_engine_through_a_lost_connection(world:
     await world.engine.events[KEY].disconnected(KEY, R.CONNECTION_LOST)
 
     assert world.state() is SessionState.DISCONNECTED
-    assert world.engine.told() == ["start"]
+    assert world.engine.told(KEY) == ["start"]
     assert KEY in world.service.running_keys
 
     await world.engine.events[KEY].connected(KEY)
@@ -307,7 +280,7 @@ async def test_an_unpaired_or_unlinked_device_is_discarded(world: World, reason:
     await world.engine.events[KEY].disconnected(KEY, reason)
 
     assert world.history()[-1] == f"Disconnected({reason})"
-    assert world.engine.told() == ["start", "discard"]
+    assert world.engine.told(KEY) == ["start", "discard"]
     assert world.service.running_keys == set()
 
 
@@ -320,7 +293,7 @@ async def test_the_owner_ending_a_session_unlinks_it(world: World, end: str, rea
 
     assert (session.state, session.reason) == (SessionState.DISCONNECTED, reason)
     assert world.notifier.published()[-1] == f"Disconnected({reason})"
-    assert world.engine.told() == ["start", "logout"]
+    assert world.engine.told(KEY) == ["start", "logout"]
     assert world.service.running_keys == set()
 
     with pytest.raises(InvalidTransitionError) as refused:
@@ -343,7 +316,7 @@ async def test_the_owner_can_end_a_device_while_it_reconnects(
 
     assert (session.reason, session.holds_credentials) == (reason, False)
     assert world.history()[-2:] == ["Disconnected(connection lost)", f"Disconnected({reason})"]
-    assert world.engine.told() == ["start", "logout"]
+    assert world.engine.told(KEY) == ["start", "logout"]
     assert world.service.running_keys == set()
 
 
@@ -357,7 +330,7 @@ async def test_ending_a_key_no_engine_runs_here_still_unlinks_it(
     await world.service.logout(KEY, "alice")
 
     assert world.history()[-1] == "Disconnected(user logged out)"
-    assert world.engine.told() == told
+    assert world.engine.told(KEY) == told
     assert world.service.running_keys == set()
 
 
@@ -370,7 +343,7 @@ async def test_an_engine_that_cannot_start_leaves_a_lost_connection(world: World
     assert refused.value.code == "engine_unavailable"
     assert world.history() == ["SessionCreated", "Disconnected(connection lost)"]
     assert world.notifier.published() == world.history()
-    assert world.engine.told() == ["start", "discard"]
+    assert world.engine.told(KEY) == ["start", "discard"]
     assert world.service.running_keys == set()
 
 
@@ -424,9 +397,9 @@ async def test_create_on_a_disconnected_key_restarts_it(world: World) -> None:
         ("subscribe", KEY, "sid-2"),
         ("recorded", KEY, "Restarted"),
     ]
-    assert world.engine.told() == ["start", "discard"]
+    assert world.engine.told(KEY) == ["start", "discard"]
     # A restart is a new pairing: the engine forgets any old link before it starts.
-    assert world.other.told() == ["discard", "start"]
+    assert world.other.told(KEY) == ["discard", "start"]
     assert world.service.running_keys == {KEY}
 
 
@@ -445,20 +418,20 @@ async def test_create_after_a_lost_connection_forgets_the_old_link(
     session = world.sessions.get(KEY)
     assert (session.state, session.holds_credentials) == (SessionState.CREATED, False)
     assert world.history()[-2:] == ["Disconnected(connection lost)", "Restarted"]
-    assert (world.engine.told(), world.other.told()) == (old, new)
+    assert (world.engine.told(KEY), world.other.told(KEY)) == (old, new)
 
 
 async def test_create_on_a_linked_key_is_refused_without_relink(world: World) -> None:
     """A page load asks for a key (the Scan page's ?key=): that alone must not unlink."""
     await pair(world)
     await world.engine.events[KEY].disconnected(KEY, R.CONNECTION_LOST)
-    recorded, told = world.history(), world.engine.told()
+    recorded, told = world.history(), world.engine.told(KEY)
 
     with pytest.raises(InvalidTransitionError, match='"relink": true'):
         await create(world)
 
     assert world.history() == recorded
-    assert world.engine.told() == told  # no discard: the credentials stay
+    assert world.engine.told(KEY) == told  # no discard: the credentials stay
     assert world.sessions.get(KEY).holds_credentials
 
 
@@ -470,7 +443,7 @@ async def test_a_linked_key_left_live_by_a_gone_process_needs_relink_too(world: 
         await create(world)
 
     assert world.history() == ["SessionCreated", "Authenticated"]
-    assert world.engine.told() == []
+    assert world.engine.told(KEY) == []
     assert KEY not in world.service.running_keys
 
 
@@ -487,7 +460,7 @@ async def test_create_on_a_key_left_live_by_a_gone_process_restarts_it(world: Wo
         ("subscribe", KEY, "sid-1"),
         *[("recorded", KEY, event) for event in expected],
     ]
-    assert world.engine.told() == ["discard", "start"]
+    assert world.engine.told(KEY) == ["discard", "start"]
 
 
 async def test_shutdown_stops_every_engine_and_records_lost_connections() -> None:
@@ -515,7 +488,7 @@ async def test_the_watchdog_ends_a_start_that_never_shows_a_code(impatient: Worl
     await create(world)  # the engine starts, then says nothing at all
     await eventually(lambda: world.state() is SessionState.DISCONNECTED)
     assert world.history() == ["SessionCreated", "Disconnected(connection lost)"]
-    assert world.engine.told() == ["start", "discard"]
+    assert world.engine.told(KEY) == ["start", "discard"]
     assert KEY not in world.service.running_keys
 
 
@@ -557,7 +530,7 @@ async def test_losing_a_create_race_to_another_process_neither_restarts_nor_star
     assert outcome.joined and outcome.session.name == "Theirs"
     assert leases.released == [KEY]
     assert world.history() == ["SessionCreated"]
-    assert world.engine.told() == []
+    assert world.engine.told(KEY) == []
     assert world.notifier.published() == []  # nothing recorded here, nothing projected
 
 

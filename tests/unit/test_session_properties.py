@@ -32,7 +32,6 @@ from hypothesis.stateful import (
 from adapters.socketio.projection import project
 from domain.application.dispatch import EventBus
 from domain.application.pairing import PairingService, Timeouts
-from domain.application.ports import EngineEvents
 from domain.application.sessions import DeviceSessions
 from domain.application.store_calls import StoreAccess
 from domain.model.errors import (
@@ -41,6 +40,7 @@ from domain.model.errors import (
     UnknownEngineError,
 )
 from domain.model.session import DeviceSession, DisconnectReason, session_id
+from tests.unit.fakes import FakeEngine
 
 R = DisconnectReason
 NOW = datetime(2026, 1, 1, tzinfo=UTC)
@@ -78,37 +78,10 @@ TEARDOWNS = {"logout", "discard"}  # what deletes an engine's credentials for a 
 
 
 @dataclass
-class RecordingEngine:
-    """A WhatsAppEngine that does what it is told, and remembers it."""
-
-    name: str = "recording"
-    calls: list[tuple[str, str]] = field(default_factory=list)
-    reports_to: dict[str, EngineEvents] = field(default_factory=dict)
-
-    async def start(self, key: str, events: EngineEvents, *, phone: str | None = None) -> None:
-        self.calls.append(("start", key))
-        self.reports_to[key] = events
-
-    async def stop(self, key: str) -> None:
-        self.calls.append(("stop", key))
-
-    async def logout(self, key: str) -> None:
-        self.calls.append(("logout", key))
-
-    async def discard(self, key: str) -> None:
-        self.calls.append(("discard", key))
-
-    def since_last_start(self, key: str) -> list[str]:
-        told = [call for call, k in self.calls if k == key]
-        last_start = max((i for i, call in enumerate(told) if call == "start"), default=-1)
-        return told[last_start + 1 :]
-
-
-@dataclass
 class Catalog:
-    engine: RecordingEngine
+    engine: FakeEngine
 
-    def resolve(self, name: str) -> RecordingEngine:
+    def resolve(self, name: str) -> FakeEngine:
         if name not in KNOWN_ENGINES:
             raise UnknownEngineError(f"engine {name!r} is not available")
         return self.engine
@@ -135,7 +108,7 @@ class FixedClock:
 
 
 def pairing_service(
-    sessions: DeviceSessions, engine: RecordingEngine, notifier: RecordingNotifier
+    sessions: DeviceSessions, engine: FakeEngine, notifier: RecordingNotifier
 ) -> PairingService:
     """The application, built as bootstrap builds it but with fakes behind its ports. Its
     watchdog never fires within a run: engines here are never quiet, they are driven."""
@@ -225,7 +198,7 @@ class PairingMachine(RuleBasedStateMachine):
     def __init__(self) -> None:
         super().__init__()
         self.sessions = DeviceSessions(env={"PERSISTENCE_MODULE": "eventsourcing.popo"})
-        self.engine, self.notifier = RecordingEngine(), RecordingNotifier()
+        self.engine, self.notifier = FakeEngine(), RecordingNotifier()
         self.service = pairing_service(self.sessions, self.engine, self.notifier)
         self.expected: dict[str, Expected] = {}
         self.projected: dict[str, int] = {}  # per key, how many published events were checked
@@ -333,7 +306,7 @@ class PairingMachine(RuleBasedStateMachine):
     def engine_reports(self, key: str, steps: int, data: st.DataObject) -> None:
         """Reports as an engine makes them, to what it was given at start (the service);
         some come late (the session ended) or out of turn, and must change nothing."""
-        events = self.engine.reports_to[key]
+        events = self.engine.events[key]
         for _ in range(steps):
             expected = self.expected[key]
             pairing = expected.running and expected.state in ("created", "qr")

@@ -40,6 +40,14 @@ class _Device:
     attempts: int = 0
 
 
+def sidecar_command(node: str = "node", args: Sequence[str] = ()) -> list[str]:
+    """The sidecar's command line. Baileys rotates the codes on WhatsApp's schedule
+    without saying for how long each is good: the sidecar reports the times it is given."""
+    schedule = ["--qr-timeouts", ",".join(f"{t:g}" for t in QR_TIMEOUTS)]
+    schedule += ["--pair-code-timeout", f"{PAIR_CODE_TIMEOUT:g}"]
+    return [node, str(SIDECAR_SCRIPT), *schedule, *args]
+
+
 class BaileysEngine:
     name = "baileys"
 
@@ -54,11 +62,7 @@ class BaileysEngine:
     ) -> None:
         """`args`: extra sidecar arguments (tests pass `--replay FILE`)."""
         self._vault = vault
-        # Baileys rotates the codes on WhatsApp's schedule without saying for how long each
-        # is good: the sidecar reports the times it is given.
-        schedule = ["--qr-timeouts", ",".join(f"{t:g}" for t in QR_TIMEOUTS)]
-        schedule += ["--pair-code-timeout", f"{PAIR_CODE_TIMEOUT:g}"]
-        argv = [node, str(SIDECAR_SCRIPT), *schedule, *args]
+        argv = sidecar_command(node, args)
         self._sidecar = Sidecar(argv, self._on_event, self._on_sidecar_exit, env=env)
         self._spawning = asyncio.Lock()
         self._reconnect_delays = tuple(reconnect_delays)
