@@ -32,6 +32,9 @@ from tests.helpers import Client, Server, decode_qr, start_server, unique_key
 T = TypeVar("T")
 # More for a long run: PAIRGATE_FUZZ_EXAMPLES=100000 pytest tests/integration/test_fuzz.py
 EXAMPLES = int(os.environ.get("PAIRGATE_FUZZ_EXAMPLES", "1500"))
+# Thousands of examples take a minute or two on a slow machine: more than the suite's
+# default per-test timeout, which is there to catch a hung test, not a long one.
+pytestmark = pytest.mark.timeout(600)
 REQUESTS = ["session.create", "session.join", "session.logout", "session.delete"]
 REQUESTS += ["session.history"]
 
