@@ -11,8 +11,6 @@ from domain.application.sessions import DeviceSessions
 from domain.model.errors import LimitReachedError
 from domain.model.session import PAIRING_STATES, SETTLED_STATES, DeviceSession, SessionState
 
-S = SessionState
-
 
 @dataclass(frozen=True, slots=True)
 class Standing:
@@ -47,7 +45,10 @@ class Registry:
         # Whom each running key counts against (see `Requests.create`), and how many each has.
         self._holders: dict[str, str] = {}
         self._live_by_holder: Counter[str] = Counter()
-        self._unpaired: set[str] = set()  # running keys still showing codes
+        # Running keys still showing codes, with their owners, and how many each owner has
+        # (a create checks the per-owner cap: a count, not a walk over every pairing).
+        self._unpaired: dict[str, str] = {}
+        self._unpaired_by_owner: Counter[str] = Counter()
         self.closing = False  # shutting down: no new sessions are started
 
     def __contains__(self, key: str) -> bool:
@@ -76,12 +77,13 @@ class Registry:
         holder = self._holders[key] = holder or session.owner
         self._live_by_holder[holder] += 1
         if session.state in PAIRING_STATES:
-            self._unpaired.add(key)
+            self._unpaired[key] = session.owner
+            self._unpaired_by_owner[session.owner] += 1
         self._sessions.hold(session)
 
     def unrun(self, key: str) -> WhatsAppEngine | None:
         """Forget the key's engine (returned, if any): it no longer runs here."""
-        self._unpaired.discard(key)
+        self._paired(key)
         self._sessions.release(key)
         self._standings.pop(key, None)
         holder = self._holders.pop(key, None)
@@ -96,27 +98,32 @@ class Registry:
         if key in self._engines:
             self._standings[key] = Standing(session.owner, session.state)
         if session.state not in PAIRING_STATES:
-            self._unpaired.discard(key)
+            self._paired(key)
         if session.state in SETTLED_STATES:
             # Paired (or over): its events are rare from here on, and a process may carry
             # thousands of such devices, so memory is kept for sessions being paired.
             self._sessions.release(key)
 
+    def _paired(self, key: str) -> None:
+        """The key shows no codes any more (paired, ended, or no longer run here)."""
+        owner = self._unpaired.pop(key, None)
+        if owner is not None:
+            self._unpaired_by_owner[owner] -= 1
+            if not self._unpaired_by_owner[owner]:
+                del self._unpaired_by_owner[owner]
+
     def check_room(self, key: str, owner: str, holder: str) -> None:
         """LimitReachedError if one more pairing for `owner`, counted against `holder`,
         would break a cap."""
         caps = self._caps
-        if caps.unpaired_per_owner:
-            standings = self._standings
-            pairing = sum(1 for k in self._unpaired if (s := standings.get(k)) and s.owner == owner)
-            if pairing >= caps.unpaired_per_owner:
-                raise LimitReachedError(
-                    f"this identity is pairing {caps.unpaired_per_owner} devices, the most it "
-                    "may at once (PAIRGATE_MAX_UNPAIRED_PER_IDENTITY); finish or delete one, "
-                    "or let its codes expire, first",
-                    key=key,
-                    retry_after=20.0,
-                )
+        if caps.unpaired_per_owner and self._unpaired_by_owner[owner] >= caps.unpaired_per_owner:
+            raise LimitReachedError(
+                f"this identity is pairing {caps.unpaired_per_owner} devices, the most it "
+                "may at once (PAIRGATE_MAX_UNPAIRED_PER_IDENTITY); finish or delete one, "
+                "or let its codes expire, first",
+                key=key,
+                retry_after=20.0,
+            )
         if caps.sessions and self._live_by_holder[holder] >= caps.sessions:
             raise LimitReachedError(
                 f"this identity (without tokens: this address) already has "
