@@ -12,6 +12,7 @@ import re
 import sqlite3
 import stat
 from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
 
@@ -318,25 +319,34 @@ async def cross_talk(one: Settings, two: Settings) -> list[str]:
     """The same key created on both servers; the first's device is paired. What the
     client of the second heard that its own session did not say."""
     key = unique_key()
+    async with two_servers(one, two) as (first, a, second, b):
+        request = {"key": key, "name": "P", "engine": "simulator"}
+        assert (await a.call("session.create", request))["ok"]
+        assert (await b.call("session.create", request))["ok"]
+        await a.wait_for("session.qr")
+        await b.wait_for("session.qr")
+        code = decode_qr((await a.wait_for("session.qr"))["qr"])
+        await first.post(f"/api/simulator/devices/{key}/scan", {"code": code})
+        await a.wait_for("session.ready")
+        with pytest.raises(TimeoutError):
+            await b.wait_for("session.ready", timeout=1.5)
+        own = second.pairgate.simulator.current_code(key)
+        heard = [decode_qr(data["qr"]) for name, data in b.events if name == "session.qr"]
+        return [name for name, _ in b.events if name != "session.qr"] + [
+            c for c in heard if c != own
+        ]
+
+
+@asynccontextmanager
+async def two_servers(
+    one: Settings, two: Settings
+) -> AsyncIterator[tuple[Server, Client, Server, Client]]:
+    """Two servers, each with a connected client: (first, its client, second, its client)."""
     async with running(one) as first, running(two) as second:
         a = await Client().connect(first.url)
         b = await Client().connect(second.url)
         try:
-            request = {"key": key, "name": "P", "engine": "simulator"}
-            assert (await a.call("session.create", request))["ok"]
-            assert (await b.call("session.create", request))["ok"]
-            await a.wait_for("session.qr")
-            await b.wait_for("session.qr")
-            code = decode_qr((await a.wait_for("session.qr"))["qr"])
-            await first.post(f"/api/simulator/devices/{key}/scan", {"code": code})
-            await a.wait_for("session.ready")
-            with pytest.raises(TimeoutError):
-                await b.wait_for("session.ready", timeout=1.5)
-            own = second.pairgate.simulator.current_code(key)
-            heard = [decode_qr(data["qr"]) for name, data in b.events if name == "session.qr"]
-            return [name for name, _ in b.events if name != "session.qr"] + [
-                c for c in heard if c != own
-            ]
+            yield first, a, second, b
         finally:
             await a.close()
             await b.close()
@@ -386,19 +396,13 @@ async def test_two_processes_of_one_deployment_still_share_one_channel(tmp_path:
         one = redis_settings(tmp_path / "a", database_url=url)
         two = redis_settings(tmp_path / "b", database_url=url)
         key = unique_key()
-        async with running(one) as first, running(two) as second:
-            a = await Client().connect(first.url)
-            b = await Client().connect(second.url)
-            try:
-                request = {"key": key, "name": "P", "engine": "simulator"}
-                assert (await a.call("session.create", request))["ok"]
-                code = decode_qr((await a.wait_for("session.qr"))["qr"])
-                assert (await b.call("session.join", {"key": key}))["ok"]
-                await first.post(f"/api/simulator/devices/{key}/scan", {"code": code})
-                assert await b.wait_for("session.ready") == {"key": key}
-            finally:
-                await a.close()
-                await b.close()
+        async with two_servers(one, two) as (first, a, _, b):
+            request = {"key": key, "name": "P", "engine": "simulator"}
+            assert (await a.call("session.create", request))["ok"]
+            code = decode_qr((await a.wait_for("session.qr"))["qr"])
+            assert (await b.call("session.join", {"key": key}))["ok"]
+            await first.post(f"/api/simulator/devices/{key}/scan", {"code": code})
+            assert await b.wait_for("session.ready") == {"key": key}
 
 
 def test_the_default_channel_names_the_store_without_its_secrets(tmp_path: Path) -> None:
