@@ -135,11 +135,14 @@ def forwarded_commands(pairgate: Pairgate) -> dict[str, Handler]:
     return commands
 
 
-def recorded_event_handlers(metrics: PairgateMetrics, notifier: SocketIoNotifier) -> Handlers:
+def recorded_event_handlers(
+    service: PairingService, metrics: PairgateMetrics, notifier: SocketIoNotifier
+) -> Handlers:
     """What each recorded event is handed to, in order, once its key's lock is released
-    (a handler registered for a base type gets its subtypes). A new consumer is one more
-    handler here."""
+    (an event's own type's handlers first, then its base types'). A new consumer is one
+    more handler here."""
     return {
+        DeviceSession.Disconnected: [service.link_ended],  # engine teardown, lease release
         DeviceSession.Event: [metrics.recorded, notifier.recorded],
     }
 
@@ -235,12 +238,13 @@ def bootstrap(
         leases = PostgresLeases(
             conninfo, schema=schema, check_interval=settings.lease_check_interval
         )
+    bus = EventBus()
     service = PairingService(
         StoreAccess(sessions, executor, metrics.timed_store),
         engines,
         notifier,
         clock,
-        bus=EventBus(recorded_event_handlers(metrics, notifier)),
+        bus=bus,
         caps=Caps(
             sessions=settings.max_sessions,
             unpaired=settings.max_unpaired,
@@ -249,6 +253,7 @@ def bootstrap(
         timeouts=Timeouts(settings.expiry_grace, settings.start_timeout),
         leases=leases,
     )
+    bus.register(recorded_event_handlers(service, metrics, notifier))
     metrics.watch(service, sio)
     limits = RequestLimits(settings.rate_limit_connection, settings.rate_limit_identity)
     history_allowance = HistoryAllowance(settings.rate_limit_history, MAX_PAGE_SIZE)

@@ -32,9 +32,16 @@ class EventBus:
     keeps each key's deliveries in the order they were queued."""
 
     def __init__(self, handlers: Handlers | None = None) -> None:
-        self._handlers = dict(handlers or {})
+        self._handlers: dict[type, list[Handler]] = {}
         self._by_type: dict[type, tuple[Handler, ...]] = {}
         self._tails: dict[str, asyncio.Future[None]] = {}  # each key's last delivery
+        self.register(handlers or {})
+
+    def register(self, handlers: Handlers) -> None:
+        """Add handlers, after those already registered for the same type."""
+        for kind, more in handlers.items():
+            self._handlers.setdefault(kind, []).extend(more)
+        self._by_type.clear()
 
     def handlers_of(self, kind: type) -> tuple[Handler, ...]:
         found = self._by_type.get(kind)
@@ -54,6 +61,10 @@ class EventBus:
                     log.exception(
                         "a handler of %s's %s failed", key, type(event).__name__, extra={"key": key}
                     )
+
+    def pending(self, key: str) -> bool:
+        """Whether some of the key's deliveries are still under way."""
+        return key in self._tails
 
     async def run(self, key: str, steps: Sequence[Step]) -> None:
         """Run `steps` once the key's earlier deliveries are done (in the caller's task
@@ -124,9 +135,11 @@ class KeyTurns:
         return Turn(self.bus, key, lock)
 
     def busy(self, key: str) -> bool:
-        """Whether some use case holds the key's lock right now."""
+        """Whether the key's turn is taken right now: some use case holds its lock, or its
+        last turn's events are still being handed out (a handler must not wait for a turn
+        that waits for it)."""
         lock = self._locks.get(key)
-        return lock is not None and lock.locked()
+        return (lock is not None and lock.locked()) or self.bus.pending(key)
 
 
 class Turn:

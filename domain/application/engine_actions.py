@@ -1,17 +1,20 @@
 """What a saved change asks of the engine, the expiry watchdog and the lease.
 
-These run inside the key's turn, unlike the consumers of recorded events: the key's next
-command decides from them (whether the key runs here, whether its lease is this
-process's, whether an engine may start on it), so they must be done before it begins.
+`settle` runs inside the key's turn and keeps the bookkeeping the key's next command
+decides from (what runs here, the watchdog). The slow part of a link that ended for
+good, tearing its engine down and releasing its lease, is `ended`: a handler of the
+recorded `Disconnected` event, run after the turn like every other consumer; a new
+pairing of the key waits for it (`teardown_done`), so it never meets the old engine.
 """
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections.abc import Awaitable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
-from domain.application.dispatch import Outbox
+from domain.application.dispatch import Event, EventBus, Outbox
 from domain.application.ports import Clock, DeviceLeases, EngineCatalog, WhatsAppEngine
 from domain.application.registry import Registry
 from domain.application.sessions import Change
@@ -40,21 +43,22 @@ class EngineActions:
         leases: DeviceLeases,
         clock: Clock,
         watchdog: Watchdog,
+        bus: EventBus,
         timeouts: Timeouts | None = None,
     ) -> None:
         self._registry = registry
+        self._bus = bus
         self._engines = engines
         self.leases = leases
         self._clock = clock
         self.watchdog = watchdog
         self._timeouts = timeouts or Timeouts()
+        self._ending: dict[str, _Ending] = {}  # links ended for good, until `ended` runs
 
-    async def settle(
-        self, key: str, change: Change, outbox: Outbox, *, unlink: bool = False
-    ) -> None:
-        """A change was saved: its events go out after the turn; the registry, the timers,
-        the engine and the lease follow it now."""
-        outbox.publish(change.events)
+    def settle(self, key: str, change: Change, outbox: Outbox, *, unlink: bool = False) -> None:
+        """A change was saved: the registry and the timers follow it now, its events go
+        out after the turn. `unlink`: the owner ended the link, so the engine tells
+        WhatsApp (a logout) rather than only dropping the credentials."""
         session = change.session
         self._registry.saved(key, session)
         self.watchdog.disarm(key)
@@ -63,10 +67,34 @@ class EngineActions:
         elif not session.holds_credentials:
             # The engine may not run here (a restarted process): its credentials go anyway.
             engine = self._registry.unrun(key) or self.engine_named(session.engine)
-            if engine is not None:
-                teardown = engine.logout if unlink else engine.discard
+            self._ending[key] = _Ending(engine, unlink)
+        outbox.publish(change.events)
+
+    async def ended(self, key: str, event: Event | None) -> None:
+        """Handler of `Disconnected`: a link that ended for good loses its engine's
+        credentials (and the device, on a logout), then its lease."""
+        ending = self._ending.get(key)
+        if ending is None or ending.done.done():
+            return  # the device may come back (connection lost): its engine keeps them
+        try:
+            if ending.engine is not None:
+                teardown = ending.engine.logout if ending.unlink else ending.engine.discard
                 await quietly(teardown(key), teardown.__name__, key)
             await self.leases.release(key)
+        finally:
+            ending.done.set_result(None)
+            if self._ending.get(key) is ending:
+                del self._ending[key]
+
+    async def teardown_done(self, key: str) -> None:
+        """Wait until the key's ended link, if any, has lost its engine and lease."""
+        ending = self._ending.get(key)
+        if ending is None:
+            return
+        if self._bus.pending(key):
+            await asyncio.shield(ending.done)
+        else:  # nothing will deliver it any more (its caller was cancelled): do it now
+            await self.ended(key, None)
 
     def arm(self, key: str, session: DeviceSession) -> None:
         """Expire the session unless it moves on: from `qr` as `qr expired`, from `created`
@@ -99,6 +127,15 @@ class EngineActions:
             return self._engines.resolve(name)
         except DeviceSessionError:
             return None
+
+
+@dataclass(frozen=True)
+class _Ending:
+    engine: WhatsAppEngine | None
+    unlink: bool
+    done: asyncio.Future[None] = field(
+        default_factory=lambda: asyncio.get_running_loop().create_future()
+    )
 
 
 async def quietly(call: Awaitable[None], what: str, key: str) -> None:

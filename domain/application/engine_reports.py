@@ -95,4 +95,4 @@ class EngineReports(UseCases):
             except Exception:
                 log.exception("engine report for %s failed", key, extra={"key": key})
                 return
-            await self._actions.settle(key, change, outbox)
+            self._actions.settle(key, change, outbox)

@@ -42,10 +42,11 @@ class PairingService:
         self.registry = Registry(store.sessions, caps)
         self._watchdog = Watchdog(lambda key, version: reports.expire_if_unchanged(key, version))
         # Which process runs which key, when several share the store: SoleProcess if one.
+        bus = bus or EventBus()
         actions = EngineActions(
-            self.registry, engines, leases or SoleProcess(), clock, self._watchdog, timeouts
+            self.registry, engines, leases or SoleProcess(), clock, self._watchdog, bus, timeouts
         )
-        shared = Shared(KeyTurns(bus or EventBus()), store, self.registry, actions)
+        shared = Shared(KeyTurns(bus), store, self.registry, actions)
         self.reports = reports = EngineReports(shared, clock)
         self.reads = reads = Reads(store, self.registry)
         self.requests = requests = Requests(shared, reads, engines, subscriptions, reports)
@@ -63,6 +64,9 @@ class PairingService:
         self.recover = recoverer.recover
         self.leases_lost = recoverer.leases_lost
         self.shutdown = recoverer.shutdown
+        # The handler of `Disconnected` that tears an ended link's engine down and releases
+        # its lease: the composition root registers it with the bus's other consumers.
+        self.link_ended = actions.ended
 
     @property
     def stopping(self) -> bool:

@@ -49,7 +49,7 @@ class Recoverer(UseCases):
                     continue  # another process runs it
                 if session.is_live:
                     change = await self._store.update(key, disconnect(Reason.CONNECTION_LOST))
-                    await self._actions.settle(key, change, outbox)
+                    self._actions.settle(key, change, outbox)
                     recovery.interrupted.append(key)
                     session = change.session
                 if session.offline_linked:

@@ -81,6 +81,7 @@ class Requests(UseCases):
         if self._registry.closing:
             raise EngineUnavailableError("pairgate is shutting down; try again shortly", key=key)
         async with self._turns.turn(key) as outbox:
+            await self._actions.teardown_done(key)  # the key's last link, if it just ended
             claim = await self._claim(key, name, engine_name, owner, holder, relink)
             self._follow(outbox, key, claim, owner, subscriber)
             if claim.change is not None:
@@ -207,7 +208,7 @@ class Requests(UseCases):
         except Exception as error:
             log.exception("engine %s failed to start %s", engine.name, key, extra={"key": key})
             lost = await self._store.update(key, disconnect(Reason.CONNECTION_LOST))
-            await self._actions.settle(key, lost, outbox)
+            self._actions.settle(key, lost, outbox)
             raise EngineUnavailableError(
                 f"engine {claim.session.engine!r} could not start: {error}", key=key
             ) from error
@@ -228,5 +229,5 @@ class Requests(UseCases):
                 await self._leases.forward(key, command, {"owner": owner})
                 return await self._reads.owned(key, owner)
             change = await self._store.update(key, disconnect(reason))
-            await self._actions.settle(key, change, outbox, unlink=True)
+            self._actions.settle(key, change, outbox, unlink=True)
         return change.session

@@ -465,9 +465,15 @@ async def serving(engine: Any) -> tuple[Any, Published]:
 
     sessions = DeviceSessions(env={"PERSISTENCE_MODULE": "eventsourcing.popo"})
     published = Published()
-    bus = EventBus({DeviceSession.Event: [published.recorded]})
+    bus = EventBus()
     engines = Engines({"neonize": engine})
     service = PairingService(StoreAccess(sessions), engines, published, Clock(), bus=bus)
+    bus.register(
+        {
+            DeviceSession.Disconnected: [service.link_ended],
+            DeviceSession.Event: [published.recorded],
+        }
+    )
     await service.create(KEY, "Phone", "neonize", "owner", "sid")
     return service, published
 

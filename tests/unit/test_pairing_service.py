@@ -91,18 +91,26 @@ def build(
     start_timeout: float = 60.0,
     leases: DeviceLeases | None = None,
     handlers: Sequence[Handler] = (),
+    link_ended: bool = True,
 ) -> World:
     engine, other, notifier, clock = FakeEngine(), FakeEngine("other"), FakeNotifier(), FakeClock()
     sessions = DeviceSessions(env={"PERSISTENCE_MODULE": "eventsourcing.popo"})
     catalog = FakeCatalog({"baileys": engine, "simulator": other})
+    bus = EventBus()
     service = PairingService(
         StoreAccess(sessions),
         catalog,
         notifier,
         clock,
-        bus=EventBus({DeviceSession.Event: [notifier.recorded, *handlers]}),
+        bus=bus,
         timeouts=Timeouts(expiry_grace, start_timeout),
         leases=leases,
+    )
+    bus.register(  # as bootstrap's recorded_event_handlers does
+        {
+            DeviceSession.Disconnected: [service.link_ended] if link_ended else [],
+            DeviceSession.Event: [notifier.recorded, *handlers],
+        }
     )
     return World(service, engine, other, notifier, clock, sessions)
 
@@ -586,6 +594,48 @@ async def test_a_slow_consumer_holds_no_lock_and_sees_a_keys_events_in_order() -
     release.set()
     await asyncio.gather(creating, reporting)
     assert seen == ["SessionCreated", "QrIssued"]
+    await world.service.shutdown()
+
+
+async def test_an_ended_links_engine_goes_after_the_keys_lock_and_before_its_next_pairing(
+    world: World,
+) -> None:
+    """Tearing an engine down may be slow (a logout reaches WhatsApp): it holds no lock,
+    yet a new pairing of the key starts only once the old link's engine is gone."""
+    in_logout, proceed = asyncio.Event(), asyncio.Event()
+
+    async def slow_logout(key: str) -> None:
+        in_logout.set()
+        await proceed.wait()
+        world.engine.calls.append(("logout", key))
+
+    world.engine.logout = slow_logout  # type: ignore[method-assign]
+    await pair(world)
+    logging_out = asyncio.ensure_future(world.service.logout(KEY, "alice"))
+    await asyncio.wait_for(in_logout.wait(), 5)
+    # The key's lock is free meanwhile: a command on it is answered (refused: it ended).
+    with pytest.raises(InvalidTransitionError):
+        await asyncio.wait_for(world.service.delete(KEY, "alice"), 5)
+    relinking = asyncio.ensure_future(
+        world.service.create(KEY, "My Device", "baileys", "alice", "sid-1")
+    )
+    await asyncio.sleep(0.05)
+    assert world.engine.told(KEY) == ["start"] and not relinking.done()
+    proceed.set()
+    await asyncio.gather(logging_out, relinking)
+    assert world.engine.told(KEY) == ["start", "logout", "discard", "start"]
+    assert world.history()[-2:] == ["Disconnected(user logged out)", "Restarted"]
+
+
+async def test_a_teardown_no_handler_delivered_is_done_before_the_next_pairing() -> None:
+    """Without its handler (a cancelled delivery, a composition root that forgot it), an
+    ended link's engine still goes before the key is paired again."""
+    world = build(link_ended=False)
+    await pair(world)
+    await world.service.delete(KEY, "alice")
+    assert world.engine.told(KEY) == ["start"]
+    await create(world)
+    assert world.engine.told(KEY) == ["start", "logout", "discard", "start"]
     await world.service.shutdown()
 
 

@@ -112,14 +112,22 @@ def pairing_service(
 ) -> PairingService:
     """The application, built as bootstrap builds it but with fakes behind its ports. Its
     watchdog never fires within a run: engines here are never quiet, they are driven."""
-    return PairingService(
+    bus = EventBus()
+    service = PairingService(
         StoreAccess(sessions),
         Catalog(engine),
         notifier,
         FixedClock(),
-        bus=EventBus({DeviceSession.Event: [notifier.recorded]}),
+        bus=bus,
         timeouts=Timeouts(expiry_grace=3600, start_timeout=3600),
     )
+    bus.register(
+        {
+            DeviceSession.Disconnected: [service.link_ended],
+            DeviceSession.Event: [notifier.recorded],
+        }
+    )
+    return service
 
 
 @dataclass(frozen=True)
