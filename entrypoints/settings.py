@@ -29,8 +29,9 @@ class Settings(BaseSettings):
     port: int = Field(8000, ge=0, le=65535)
     simulate: bool = False
     data_dir: Path = Path("data")
-    # At start-up, close sessions a crashed run left live and resume paired devices. Only
-    # one process per store may do this (several processes: see docs/deployment.md).
+    # At start-up, close sessions a crashed run left live and resume paired devices. On
+    # PostgreSQL every process also takes over devices without a holder every takeover
+    # interval, whatever this says; false there only skips the look at start-up.
     recover: bool = True
     # Several processes on one PostgreSQL store: seconds between looks for devices whose
     # process has gone (the failover bound), and between checks of this process's leases.
