@@ -172,6 +172,9 @@ async def test_websocket_only_refuses_polling_clients(ops_settings: Settings) ->
         with pytest.raises(socketio.exceptions.ConnectionError):
             await polling.connect(server.url, transports=["polling"], wait_timeout=5)
         await polling.disconnect()
+        # Engine.IO's own refusal, before pairgate's protocol (docs/deployment.md).
+        handshake = await server.get("/socket.io/?EIO=4&transport=polling")
+        assert (handshake.status_code, handshake.json()) == (400, "Invalid transport")
         async with clients(server.url) as [client]:  # websocket
             await pair(server, client, unique_key())
 
