@@ -234,12 +234,14 @@ async def _stopped_within(device: _Device, seconds: float) -> bool:
 
 
 Move = Callable[[str, dict[str, str]], Awaitable[None]]
+# The moves that take the code the phone read or its user typed, and what one looks like.
+CODE_OF_MOVE = {"scan": "<QR text>", "pair": "ABCD-EFGH"}
 
 
 def simulated_moves(simulator: SimulatedEngine) -> dict[str, Move]:
-    """The simulated phone's moves by name, each taking a key and its arguments (`scan`
-    and `pair`: the code). The HTTP endpoints and the forwarded commands are named after
-    these."""
+    """The simulated phone's moves by name, each taking a key and its arguments (those
+    in CODE_OF_MOVE: the code). The HTTP endpoints and the forwarded commands are named
+    after these."""
 
     async def scan(key: str, args: dict[str, str]) -> None:
         await simulator.scan(key, args["code"])
