@@ -9,9 +9,17 @@ from __future__ import annotations
 import re
 from typing import TYPE_CHECKING, Annotated, Any, Literal, TypeVar, get_args
 
-from pydantic import BaseModel, ConfigDict, Field, StringConstraints, ValidationError
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    ConfigDict,
+    Field,
+    StringConstraints,
+    ValidationError,
+)
 
 from domain.application.history import MAX_PAGE_SIZE, PAGE_SIZE, HistoryPage
+from domain.model.proxy import MAX_PROXY_LENGTH, PROXY_SCHEMES, check_proxy
 from domain.model.session import DeviceSession, DisconnectReason, SessionState
 
 # The protocol's states and reasons are the domain's enums' values, as Literals: the schema
@@ -37,6 +45,8 @@ KEY_FORMAT_ERRORS = {"string_pattern_mismatch", "string_too_short", "string_too_
 EngineName = Annotated[str, StringConstraints(min_length=1, max_length=32)]
 # A phone number in international format: country code and number, 8-15 digits, no "+".
 Phone = Annotated[str, StringConstraints(pattern=r"^[1-9][0-9]{7,14}$")]
+# A proxy URL: scheme, host and port, optional credentials (domain.model.proxy checks it).
+Proxy = Annotated[str, StringConstraints(max_length=MAX_PROXY_LENGTH), AfterValidator(check_proxy)]
 
 ErrorCode = Literal[
     "invalid_payload",
@@ -67,6 +77,16 @@ class CreateRequest(Request):
     engine: EngineName
     phone: Phone | None = Field(
         None, description="Pair by phone number too: the server emits session.pair_code"
+    )
+    proxy: Proxy | None = Field(
+        None,
+        description=(
+            f"Dial WhatsApp through this proxy ({', '.join(PROXY_SCHEMES)}), e.g. "
+            "socks5://user:password@host:1080; default: the server's PAIRGATE_PROXY. Kept "
+            "with the pairing (a resumed device dials through it again), encrypted at rest "
+            "with PAIRGATE_CIPHER_KEY; its credentials are never shown: history shows "
+            "scheme://host:port."
+        ),
     )
     relink: bool = Field(
         False,

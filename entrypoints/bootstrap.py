@@ -254,6 +254,7 @@ def bootstrap(
         ),
         timeouts=Timeouts(settings.expiry_grace, settings.start_timeout),
         leases=leases,
+        default_proxy=reveal(settings.proxy),
     )
     bus.register(recorded_event_handlers(service, metrics, notifier))
     metrics.watch(service, sio)

@@ -18,6 +18,7 @@ from adapters.redis_check import redis_target
 from adapters.store.config import StoreConfig
 from adapters.store.config import check_url as check_database_url
 from domain.application.history import MAX_PAGE_SIZE
+from domain.model.proxy import check_proxy
 
 # Keys are one namespace: an identity pairing more devices than this at once could squat
 # keys others need. Pairing takes a person at a phone, so 100 at once is plenty.
@@ -98,6 +99,9 @@ class Settings(BaseSettings):
     log_format: Literal["text", "json"] = "text"
     # Redis for Socket.IO fan-out between processes (unset: the in-memory manager).
     redis_url: SecretStr | None = None
+    # The proxy of a pairing that names none (http, https or socks5 URL, credentials
+    # allowed; unset: direct). Recorded with each pairing: a resumed device keeps its own.
+    proxy: SecretStr | None = None
     # The Redis pub/sub channel of this deployment (pub/sub ignores Redis's database
     # number). Unset: `pairgate-` and a hash of the store's identity, so processes of one
     # store share a channel and other deployments on the same Redis do not hear them.
@@ -161,6 +165,13 @@ class Settings(BaseSettings):
     def _database_url(cls, value: SecretStr | None) -> SecretStr | None:
         if value is not None:
             check_database_url(value.get_secret_value())  # ValueError without the URL
+        return value
+
+    @field_validator("proxy")
+    @classmethod
+    def _proxy(cls, value: SecretStr | None) -> SecretStr | None:
+        if value is not None:
+            check_proxy(value.get_secret_value())  # InvalidProxyError without the URL
         return value
 
     @field_validator("redis_url")

@@ -64,6 +64,7 @@ class _Device:
     code_deadline: float = 0.0
     phone: str | None = None
     pair_code: str | None = None
+    proxy: str | None = None  # offline: kept, never dialled (`proxy_of` tells tests)
 
 
 class SimulatedEngine:
@@ -89,9 +90,16 @@ class SimulatedEngine:
 
     # -- WhatsAppEngine ---------------------------------------------------------------
 
-    async def start(self, key: str, events: EngineEvents, *, phone: str | None = None) -> None:
+    async def start(
+        self,
+        key: str,
+        events: EngineEvents,
+        *,
+        phone: str | None = None,
+        proxy: str | None = None,
+    ) -> None:
         await self.stop(key)
-        device = self._devices[key] = _Device(events, phone=phone)
+        device = self._devices[key] = _Device(events, phone=phone, proxy=proxy)
         work = self._connect(key, device) if self._paired(key) else self._pair(key, device)
         self._spawn(work, key)
 
@@ -118,6 +126,10 @@ class SimulatedEngine:
 
     def serves(self, key: str) -> bool:
         return key in self._devices
+
+    def proxy_of(self, key: str) -> str | None:
+        """The proxy the device was started with (a real engine would dial through it)."""
+        return self._device(key).proxy
 
     def current_code(self, key: str) -> str:
         """The text of the QR code the device shows now (what a phone would read)."""

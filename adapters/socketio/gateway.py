@@ -124,6 +124,7 @@ class PairingNamespace(socketio.AsyncNamespace):  # type: ignore[misc]  # untype
             phone=request.phone,
             relink=request.relink,
             holder=caller.holder,
+            proxy=request.proxy,
         )
         if outcome.joined:
             await self._send_current(sid, outcome.session)

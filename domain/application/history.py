@@ -3,7 +3,7 @@
 One query serves the CLI, the HTTP API and `session.history`, a page at a time: a key may
 have any number of events, and a reply, its memory and its CPU must not grow with them.
 QR texts are pairing secrets: history shows each code's timeout, expiry and a short
-fingerprint, never the code.
+fingerprint, never the code; a proxy shows as `scheme://host:port`, never its credentials.
 """
 
 from __future__ import annotations
@@ -19,6 +19,7 @@ from eventsourcing.domain import AggregateEvent, DomainEventProtocol
 
 from domain.application.sessions import DeviceSessions
 from domain.model.errors import InvalidPageError
+from domain.model.proxy import public_proxy
 from domain.model.session import DeviceSession
 
 Record = dict[str, Any]
@@ -48,6 +49,10 @@ def event_record(event: DomainEventProtocol[UUID], **extra: Any) -> Record:
     fields = {k: _json(v) for k, v in vars(event).items() if k not in _ENVELOPE}
     if "code" in fields:
         fields["fingerprint"] = qr_fingerprint(fields.pop("code"))
+    if "proxy" in fields:  # its credentials are secrets; none: shown as before proxies
+        proxy = fields.pop("proxy")
+        if proxy is not None:
+            fields["proxy"] = public_proxy(proxy)
     return {
         "version": event.originator_version,
         "type": type(event).__name__,

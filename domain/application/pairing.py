@@ -37,6 +37,7 @@ class PairingService:
         caps: Caps | None = None,
         timeouts: Timeouts | None = None,
         leases: DeviceLeases | None = None,
+        default_proxy: str | None = None,
     ) -> None:
         self.sessions = store.sessions
         self.registry = Registry(store.sessions, caps)
@@ -49,7 +50,9 @@ class PairingService:
         shared = Shared(KeyTurns(bus), store, self.registry, actions)
         self.reports = reports = EngineReports(shared, clock)
         self.reads = reads = Reads(store, self.registry)
-        self.requests = requests = Requests(shared, reads, engines, subscriptions, reports)
+        self.requests = requests = Requests(
+            shared, reads, engines, subscriptions, reports, default_proxy
+        )
         self.recoverer = recoverer = Recoverer(shared, reports)
         # What the adapters call.
         self.create = requests.create

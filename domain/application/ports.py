@@ -54,11 +54,20 @@ class WhatsAppEngine(Protocol):
 
     name: str
 
-    async def start(self, key: str, events: EngineEvents, *, phone: str | None = None) -> None:
+    async def start(
+        self,
+        key: str,
+        events: EngineEvents,
+        *,
+        phone: str | None = None,
+        proxy: str | None = None,
+    ) -> None:
         """Connect the device: pair it (reporting QR codes) or resume its credentials.
 
         With `phone` (digits, international format) an unpaired device also asks WhatsApp
         for a pairing code for that number and reports it through `pair_code_issued`.
+        With `proxy` (a URL checked by domain.model.proxy, credentials included) every
+        connection to WhatsApp goes through that proxy; it is a secret: never logged.
         Returns once the work is under way; progress arrives through `events` (a report
         made from inside this call is recorded once the request that started it is done).
         """

@@ -31,6 +31,18 @@ class Outcome:
 
 
 @dataclass(frozen=True)
+class _Start:
+    """What a create asks for: the pairing it records if it does not join one."""
+
+    name: str
+    engine: str
+    owner: str
+    holder: str
+    relink: bool
+    proxy: str | None
+
+
+@dataclass(frozen=True)
 class Claim:
     """What `create` found or recorded: a live session to join (`change` None), or a
     pairing it recorded (`previous`: the key's session before it, if it had one)."""
@@ -48,8 +60,11 @@ class Requests(UseCases):
         engines: EngineCatalog,
         subscriptions: Subscriptions,
         reports: EngineEvents,
+        default_proxy: str | None = None,
     ) -> None:
+        """`default_proxy`: the proxy of a pairing that names none (None: direct)."""
         super().__init__(shared)
+        self._default_proxy = default_proxy
         self._reads = reads
         self._engines = engines
         self._subscriptions = subscriptions
@@ -66,6 +81,7 @@ class Requests(UseCases):
         phone: str | None = None,
         relink: bool = False,
         holder: str | None = None,
+        proxy: str | None = None,
     ) -> Outcome:
         """Start pairing `key` for `owner`, or join it if it is live. A key that still holds
         a linked device's credentials restarts only with `relink`: a restart discards them.
@@ -75,14 +91,18 @@ class Requests(UseCases):
         tokens every client is one owner; the gateway counts each address apart). It is
         not recorded: sessions this process runs after a restart (or takes over from
         another) count against their owner.
+
+        `proxy` (or else the default proxy) is recorded with the pairing: its engine dials
+        through it now and whenever the device is resumed.
         """
         holder = holder or owner
+        start = _Start(name, engine_name, owner, holder, relink, proxy or self._default_proxy)
         engine = self._engines.resolve(engine_name)
         if self._registry.closing:
             raise EngineUnavailableError("pairgate is shutting down; try again shortly", key=key)
         async with self._turns.turn(key) as outbox:
             await self._actions.teardown_done(key)  # the key's last link, if it just ended
-            claim = await self._claim(key, name, engine_name, owner, holder, relink)
+            claim = await self._claim(key, start)
             self._follow(outbox, key, claim, owner, subscriber)
             if claim.change is not None:
                 await self._start(key, engine, claim, holder, phone, outbox)
@@ -102,12 +122,11 @@ class Requests(UseCases):
 
     # -- the steps of create ----------------------------------------------------------
 
-    async def _claim(
-        self, key: str, name: str, engine: str, owner: str, holder: str, relink: bool
-    ) -> Claim:
-        """The live session to join, or the pairing recorded for `owner`."""
+    async def _claim(self, key: str, start: _Start) -> Claim:
+        """The live session to join, or the pairing recorded for its owner."""
+        owner, holder = start.owner, start.holder
         if key not in self._registry:
-            created = await self._create_if_new(key, name, engine, owner, holder)
+            created = await self._create_if_new(key, start)
             if created is not None:
                 return Claim(created.session, created)
         session = await self._store.find(key)
@@ -122,16 +141,14 @@ class Requests(UseCases):
             raise InvalidTransitionError(key, "start a new pairing", ELSEWHERE)
         try:
             self._registry.check_room(key, owner, holder)
-            change = await self._record_start(key, session, name, engine, owner, relink)
+            change = await self._record_start(key, session, start)
         except Exception:
             if key not in self._registry:
                 await self._leases.release(key)
             raise
         return Claim(change.session, change, session)
 
-    async def _create_if_new(
-        self, key: str, name: str, engine: str, owner: str, holder: str
-    ) -> Change | None:
+    async def _create_if_new(self, key: str, start: _Start) -> Change | None:
         """Record a key this process does not run as a new session, if it is one.
 
         Most keys asked for are new, and a new key's stream is empty: trying to record it
@@ -143,8 +160,8 @@ class Requests(UseCases):
         if not await self._leases.acquire(key):
             return None
         try:
-            self._registry.check_room(key, owner, holder)
-            return await self._store.call(self._store.sessions.create, key, name, engine, owner)
+            self._registry.check_room(key, start.owner, start.holder)
+            return await self._new_session(key, start)
         except (IntegrityError, LimitReachedError):
             await self._leases.release(key)
             return None
@@ -152,23 +169,20 @@ class Requests(UseCases):
             await self._leases.release(key)
             raise
 
-    async def _record_start(
-        self,
-        key: str,
-        session: DeviceSession | None,
-        name: str,
-        engine: str,
-        owner: str,
-        relink: bool,
-    ) -> Change:
+    async def _new_session(self, key: str, start: _Start) -> Change:
+        """Record the key's first pairing (IntegrityError if it has a stream)."""
+        args = (start.name, start.engine, start.owner, start.proxy)
+        return await self._store.call(self._store.sessions.create, key, *args)
+
+    async def _record_start(self, key: str, session: DeviceSession | None, start: _Start) -> Change:
         if session is None:
             try:
-                return await self._store.call(self._store.sessions.create, key, name, engine, owner)
+                return await self._new_session(key, start)
             except IntegrityError:
                 # Another process created the key a moment ago and runs its engine: this
                 # one must neither restart nor run a second engine for it.
                 raise InvalidTransitionError(key, "create", "being created elsewhere") from None
-        if session.holds_credentials and not relink:
+        if session.holds_credentials and not start.relink:
             # A restart unlinks the device for good. Asking for a key is what a page load
             # does (the Scan page's ?key=), so unlinking takes a request that says so.
             raise InvalidTransitionError(key, RELINK_ACTION, LINKED)
@@ -176,7 +190,9 @@ class Requests(UseCases):
         if session.is_live:
             # Recorded as live, but no engine runs it here: the process that did has gone.
             events = (await self._store.update(key, disconnect(Reason.CONNECTION_LOST))).events
-        change = await self._store.update(key, lambda s: s.restart(name, engine, owner))
+        change = await self._store.update(
+            key, lambda s: s.restart(start.name, start.engine, start.owner, start.proxy)
+        )
         return Change(change.session, events + change.events)
 
     def _follow(self, outbox: Outbox, key: str, claim: Claim, owner: str, subscriber: str) -> None:
@@ -204,7 +220,7 @@ class Requests(UseCases):
             await self._actions.forget_previous_link(key, engine)
         self._registry.run(key, engine, claim.session, holder)
         try:
-            await engine.start(key, self._reports, phone=phone)
+            await engine.start(key, self._reports, phone=phone, proxy=claim.session.proxy)
         except Exception as error:
             log.exception("engine %s failed to start %s", engine.name, key, extra={"key": key})
             lost = await self._store.update(key, disconnect(Reason.CONNECTION_LOST))

@@ -99,9 +99,11 @@ class DeviceSessions(Application[UUID]):
         assert isinstance(session, DeviceSession)
         return session
 
-    def create(self, key: str, name: str, engine: str, owner: str) -> Change:
+    def create(
+        self, key: str, name: str, engine: str, owner: str, proxy: str | None = None
+    ) -> Change:
         """Record a new session. IntegrityError if the key already has a stream."""
-        session = DeviceSession(key=key, name=name, engine=engine, owner=owner)
+        session = DeviceSession(key=key, name=name, engine=engine, owner=owner, proxy=proxy)
         return self._save(session)
 
     def update(self, key: str, command: Callable[[DeviceSession], None]) -> Change:

@@ -53,6 +53,8 @@ class DeviceSession(Aggregate):
     # The version from which the current owner holds the key: a key that another identity
     # took over after it ended shows its new owner nothing from before (see `restart`).
     tenure_from: int = 1
+    # The proxy its engine dials through (with its credentials: see domain.model.proxy).
+    proxy: str | None = None
 
     @staticmethod
     def create_id(key: str) -> UUID:
@@ -65,6 +67,7 @@ class DeviceSession(Aggregate):
         name: str
         engine: str
         owner: str
+        proxy: str | None = None  # none in events recorded before sessions had proxies
 
     class QrIssued(Aggregate.Event):
         code: str
@@ -89,13 +92,17 @@ class DeviceSession(Aggregate):
         name: str
         engine: str
         owner: str | None = None  # none in events recorded before keys could change hands
+        proxy: str | None = None
 
     @event(SessionCreated)
-    def __init__(self, key: str, name: str, engine: str, owner: str) -> None:
+    def __init__(
+        self, key: str, name: str, engine: str, owner: str, proxy: str | None = None
+    ) -> None:
         self.key = key
         self.name = name
         self.engine = engine
         self.owner = owner
+        self.proxy = proxy
         self._state = INITIAL_STATE.value
         self.holds_credentials = False
         self.qr_code: str | None = None
@@ -130,15 +137,17 @@ class DeviceSession(Aggregate):
         self._require("disconnect", f"end it ({reason})", facts)
         self._disconnected(reason=reason.value)
 
-    def restart(self, name: str, engine: str, owner: str | None = None) -> None:
-        """A new pairing on the key, for `owner` (by default its present owner). Another
-        identity may take over only a key that ended holding nothing: no live device,
-        no credentials."""
+    def restart(
+        self, name: str, engine: str, owner: str | None = None, proxy: str | None = None
+    ) -> None:
+        """A new pairing on the key, for `owner` (by default its present owner), through
+        `proxy` (none: direct). Another identity may take over only a key that ended
+        holding nothing: no live device, no credentials."""
         self._require("restart", "start a new pairing")
         owner = owner or self.owner
         if owner != self.owner and self.holds_credentials:
             raise InvalidTransitionError(self.key, "hand it to another identity", "linked")
-        self._restarted(name=name, engine=engine, owner=owner)
+        self._restarted(name=name, engine=engine, owner=owner, proxy=proxy)
 
     # -- queries ----------------------------------------------------------------------
 
@@ -221,13 +230,16 @@ class DeviceSession(Aggregate):
         self._forget_qr()
 
     @event(Restarted)
-    def _restarted(self, name: str, engine: str, owner: str | None = None) -> None:
+    def _restarted(
+        self, name: str, engine: str, owner: str | None = None, proxy: str | None = None
+    ) -> None:
         if owner is not None and owner != self.owner:
             self.owner = owner
             self.tenure_from = self.version + 1  # this event's: versions are applied after
         self._enter("restart")
         self.name = name
         self.engine = engine
+        self.proxy = proxy
         self._reason = None
         # A restart is a new pairing: any credentials left by a lost connection are dropped.
         self.holds_credentials = False

@@ -15,9 +15,18 @@ class FakeEngine:
     calls: list[tuple[str, str]] = field(default_factory=list)
     events: dict[str, EngineEvents] = field(default_factory=dict)
     fail_start: Exception | None = None
+    proxies: dict[str, str | None] = field(default_factory=dict)  # each key's at its start
 
-    async def start(self, key: str, events: EngineEvents, *, phone: str | None = None) -> None:
+    async def start(
+        self,
+        key: str,
+        events: EngineEvents,
+        *,
+        phone: str | None = None,
+        proxy: str | None = None,
+    ) -> None:
         self.calls.append(("start", key))
+        self.proxies[key] = proxy
         if self.fail_start is not None:
             raise self.fail_start
         self.events[key] = events

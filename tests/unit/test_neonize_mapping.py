@@ -94,7 +94,7 @@ def _engine_class() -> type:
             self.fail: Exception | None = None
             self._held: dict[int, threading.Event] = {}
 
-        def run(self, client: Any) -> None:
+        def run(self, client: Any, proxy: str | None = None) -> None:
             self.clients.append(client)
             if self.fail is not None:
                 raise self.fail

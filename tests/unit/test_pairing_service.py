@@ -92,6 +92,7 @@ def build(
     leases: DeviceLeases | None = None,
     handlers: Sequence[Handler] = (),
     link_ended: bool = True,
+    default_proxy: str | None = None,
 ) -> World:
     engine, other, notifier, clock = FakeEngine(), FakeEngine("other"), FakeNotifier(), FakeClock()
     sessions = DeviceSessions(env={"PERSISTENCE_MODULE": "eventsourcing.popo"})
@@ -105,6 +106,7 @@ def build(
         bus=bus,
         timeouts=Timeouts(expiry_grace, start_timeout),
         leases=leases,
+        default_proxy=default_proxy,
     )
     bus.register(  # as bootstrap's recorded_event_handlers does
         {
@@ -563,7 +565,9 @@ async def test_an_engine_reporting_from_inside_start_waits_for_the_request() -> 
     is recorded once the request is done, after the request's own events."""
     world = build()
 
-    async def start_and_report(key: str, events: EngineEvents, *, phone: str | None = None) -> None:
+    async def start_and_report(
+        key: str, events: EngineEvents, *, phone: str | None = None, proxy: str | None = None
+    ) -> None:
         world.engine.calls.append(("start", key))
         world.engine.events[key] = events
         await events.qr_issued(key, "code-1", 60)

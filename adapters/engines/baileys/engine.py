@@ -34,6 +34,7 @@ class _Device:
     events: EngineEvents
     phone: str | None
     live: bool  # as pairgate records it: reports of a lost connection only while live
+    proxy: str | None = None  # a secret (its credentials): sent to the sidecar, never logged
     inbox: asyncio.Queue[Message | None] = field(default_factory=asyncio.Queue)
     worker: asyncio.Task[None] | None = None
     retry: asyncio.Task[None] | None = None
@@ -75,11 +76,19 @@ class BaileysEngine:
 
     # -- WhatsAppEngine ---------------------------------------------------------------
 
-    async def start(self, key: str, events: EngineEvents, *, phone: str | None = None) -> None:
+    async def start(
+        self,
+        key: str,
+        events: EngineEvents,
+        *,
+        phone: str | None = None,
+        proxy: str | None = None,
+    ) -> None:
         await self.stop(key)
         paired = await asyncio.to_thread(self._vault.holds, self.name, key)
         # Unpaired: a new pairing, live as recorded. Paired: a resume of an offline device.
-        device = self._devices[key] = _Device(events, None if paired else phone, not paired)
+        device = _Device(events, None if paired else phone, not paired, proxy)
+        self._devices[key] = device
         device.worker = asyncio.create_task(self._work(key, device), name=f"baileys:{key}")
         try:
             await self._connect(key, device)
@@ -144,7 +153,9 @@ class BaileysEngine:
         await self._ensure_sidecar()
         directory = await asyncio.to_thread(self._vault.directory, self.name, key)
         if self._devices.get(key) is device:
-            await self._sidecar.call("start", key=key, dir=str(directory), phone=device.phone)
+            await self._sidecar.call(
+                "start", key=key, dir=str(directory), phone=device.phone, proxy=device.proxy
+            )
 
     def _on_event(self, message: Message) -> None:
         device = self._devices.get(str(message.get("key")))

@@ -43,10 +43,12 @@ class WhatsmeowClients:
         self._gate = asyncio.Lock()
         self._uuids = itertools.count(1)
 
-    def run(self, client: Any) -> None:
+    def run(self, client: Any, proxy: str | None = None) -> None:
         """The client's whole connection (a worker thread): returns when it is stopped,
-        raises when it could not connect (whatsmeow does not retry a failed dial)."""
-        client.connect()
+        raises when it could not connect (whatsmeow does not retry a failed dial). With
+        `proxy`, whatsmeow dials WhatsApp (websocket and media) through it."""
+        settings = library.neonize().ProxySettings(proxy_address=proxy) if proxy else None
+        client.connect(settings)
 
     def stop(self, client: Any) -> None:
         client.stop()
@@ -63,7 +65,7 @@ class WhatsmeowClients:
             device.begun.clear()
             loop = asyncio.get_running_loop()
             device.client = client = await self.call(self._new_client, device, loop)
-            future = loop.run_in_executor(self._workers, self.run, client)
+            future = loop.run_in_executor(self._workers, self.run, client, device.proxy)
             device.connection = future
             generation = device.generation
             future.add_done_callback(

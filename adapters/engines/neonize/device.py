@@ -39,6 +39,7 @@ class Device:
     events: EngineEvents
     phone: str | None
     paired: bool
+    proxy: str | None = None  # a secret (its credentials): never logged
     inbox: asyncio.Queue[Item] = field(default_factory=asyncio.Queue)
     consumer: asyncio.Task[None] | None = None
     client: Any = None

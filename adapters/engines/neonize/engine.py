@@ -63,13 +63,20 @@ class NeonizeEngine:
 
     # -- WhatsAppEngine ---------------------------------------------------------------
 
-    async def start(self, key: str, events: EngineEvents, *, phone: str | None = None) -> None:
+    async def start(
+        self,
+        key: str,
+        events: EngineEvents,
+        *,
+        phone: str | None = None,
+        proxy: str | None = None,
+    ) -> None:
         await self.stop(key)
         if len(self._devices) >= self._max_devices:
             raise RuntimeError(f"the neonize engine serves at most {self._max_devices} devices")
         await self._call(library.neonize)  # the first import takes ~0.3 s
         paired = await self._call(self._stores.holds, key)
-        device = self._devices[key] = Device(key, events, phone, paired)
+        device = self._devices[key] = Device(key, events, phone, paired, proxy)
         device.consumer = asyncio.create_task(self._consume(device), name=f"neonize:{key}")
         device.inbox.put_nowait(("connect", device.generation))
 

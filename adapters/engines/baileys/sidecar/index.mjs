@@ -3,7 +3,8 @@
 //
 // Protocol: newline-delimited JSON. Commands on stdin, each with an `id` answered by
 // {"id", "ok", "error"?} on stdout:
-//   {"id": 1, "cmd": "start", "key": "k", "dir": "/0700/dir", "phone": "628..."?}
+//   {"id": 1, "cmd": "start", "key": "k", "dir": "/0700/dir", "phone": "628..."?,
+//    "proxy": "socks5://user:pass@host:1080"? (http, https or socks5; a secret: never logged)}
 //   {"id": 2, "cmd": "stop", "key": "k"}      close, keep the credentials
 //   {"id": 3, "cmd": "logout", "key": "k", "dir": "..."}   unlink at WhatsApp, close
 // Events on stdout: {"event": "ready"}, then per key: "qr" {code, timeout, resumed (the
@@ -20,6 +21,7 @@ import { createInterface } from 'node:readline'
 import { EventEmitter } from 'node:events'
 import makeWASocket, { useMultiFileAuthState } from '@whiskeysockets/baileys'
 import pino from 'pino'
+import { endWhenRefused, proxyAgent } from './proxy.mjs'
 
 process.umask(0o077) // Baileys' files: 0600, directories 0700
 // One device's failed promise must not end every device's socket (Node exits on them).
@@ -109,13 +111,14 @@ function replaySocket (steps, creds) {
   }
 }
 
-async function start ({ key, dir, phone }) {
+async function start ({ key, dir, phone, proxy }) {
   stop({ key })
   const state = await authState(dir)
   const script = replays?.[key]?.shift()
   const sock = replays
     ? replaySocket(script ?? [], state.auth.creds)
-    : makeWASocket({ ...options, auth: state.auth })
+    : makeWASocket({ ...options, ...proxyAgent(proxy), auth: state.auth })
+  if (proxy && !replays) endWhenRefused(sock)
   const handle = { sock }
   sockets.set(key, handle)
   const live = () => sockets.get(key) === handle
