@@ -3,9 +3,9 @@
 One directory per (engine, key): `<data dir>/credentials/<engine>/<sha256(key)>`, created
 0700 (files 0600), so another local user cannot read a device's keys. The key is hashed
 so that any client-chosen string is a safe, fixed-length name. Files written through the
-vault are encrypted with AES-GCM when pairgate has a cipher key; engines whose library
-writes its own files there (whatsmeow's SQLite, Baileys' auth state) get the directory
-and its permissions only.
+vault are encrypted with AES-GCM when pairgate has a cipher key. The Baileys sidecar
+seals its auth state the same way with the same key (`cipher_key`); whatsmeow writes its
+SQLite store there itself, protected by the directory's permissions only.
 """
 
 from __future__ import annotations
@@ -29,6 +29,8 @@ class CredentialsUnreadableError(Exception):
 class CredentialVault:
     def __init__(self, root: Path, cipher_key: str | None = None) -> None:
         self.root = root
+        # For an engine that seals its own files (in another process) as `seal` does.
+        self.cipher_key = cipher_key or None
         self._cipher = None
         if cipher_key:
             self._cipher = AESCipher(Environment(env={AESCipher.CIPHER_KEY: cipher_key}))
@@ -63,6 +65,17 @@ class CredentialVault:
     def seal(self, data: bytes) -> bytes:
         """`data` as the vault stores it: AES-GCM encrypted when pairgate has a key."""
         return self._cipher.encrypt(data) if self._cipher else data
+
+    def unseal(self, sealed: bytes) -> bytes:
+        """What `seal` sealed; CredentialsUnreadableError if this key did not seal it."""
+        if self._cipher is None:
+            return sealed
+        try:
+            return self._cipher.decrypt(sealed)
+        except ValueError as error:
+            raise CredentialsUnreadableError(
+                "cannot be decrypted: is PAIRGATE_CIPHER_KEY the key they were written with?"
+            ) from error
 
     def holds(self, engine: str, key: str) -> bool:
         """Whether any credentials are stored for the device."""
@@ -102,15 +115,10 @@ class CredentialVault:
             sealed = path.read_bytes()
         except FileNotFoundError:
             return None
-        if self._cipher is None:
-            return sealed
         try:
-            return self._cipher.decrypt(sealed)
-        except ValueError as error:
-            raise CredentialsUnreadableError(
-                f"credentials in {path.parent} cannot be decrypted: is PAIRGATE_CIPHER_KEY "
-                "the key they were written with?"
-            ) from error
+            return self.unseal(sealed)
+        except CredentialsUnreadableError as error:
+            raise CredentialsUnreadableError(f"credentials in {path.parent} {error}") from error
 
     def remove(self, engine: str, key: str) -> None:
         """Delete the device's credentials, all of them (nothing to do if there are none)."""

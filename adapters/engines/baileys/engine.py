@@ -2,8 +2,9 @@
 
 The sidecar starts with the first Baileys session and is started again when it dies:
 sessions it served get `connection lost`, paired devices are resumed. Each device's
-credentials live in `CredentialVault.directory("baileys", key)`, written by Baileys once the
-device has paired, so `vault.holds` is "paired". What a closed socket means is decided in
+credentials live in `CredentialVault.directory("baileys", key)`, written by the sidecar once
+the device has paired (AES-GCM sealed with the vault's key: sidecar/sealed-auth-state.mjs),
+so `vault.holds` is "paired". What a closed socket means is decided in
 `reasons.py` alone.
 """
 
@@ -14,6 +15,7 @@ import contextlib
 import logging
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
 from adapters.credentials import CredentialVault
 from adapters.engines.baileys.reasons import Next, outcome
@@ -103,12 +105,12 @@ class BaileysEngine:
 
     async def logout(self, key: str) -> None:
         self._forget(key)
-        directory = self._vault.directory(self.name, key, create=False)
+        directory = str(self._vault.directory(self.name, key, create=False))
         try:
             if await asyncio.to_thread(self._vault.holds, self.name, key):
                 await self._ensure_sidecar()
             if self._sidecar.running:
-                reply = await self._sidecar.call("logout", key=key, dir=str(directory))
+                reply = await self._sidecar.call("logout", **self._device_files(key, directory))
                 if not reply.get("unlinked"):
                     log.warning(
                         "could not unlink %s at WhatsApp; deleting its credentials",
@@ -153,9 +155,12 @@ class BaileysEngine:
         await self._ensure_sidecar()
         directory = await asyncio.to_thread(self._vault.directory, self.name, key)
         if self._devices.get(key) is device:
-            await self._sidecar.call(
-                "start", key=key, dir=str(directory), phone=device.phone, proxy=device.proxy
-            )
+            where = self._device_files(key, str(directory))
+            await self._sidecar.call("start", phone=device.phone, proxy=device.proxy, **where)
+
+    def _device_files(self, key: str, directory: str) -> dict[str, Any]:
+        """Where the sidecar keeps the device's auth state, and the key that seals it."""
+        return {"key": key, "dir": directory, "cipher": self._vault.cipher_key}
 
     def _on_event(self, message: Message) -> None:
         device = self._devices.get(str(message.get("key")))

@@ -7,6 +7,8 @@
 //    "proxy": "socks5://user:pass@host:1080"? (http, https or socks5; a secret: never logged)}
 //   {"id": 2, "cmd": "stop", "key": "k"}      close, keep the credentials
 //   {"id": 3, "cmd": "logout", "key": "k", "dir": "..."}   unlink at WhatsApp, close
+// `start` and `logout` may carry "cipher": PAIRGATE_CIPHER_KEY, with which the device's
+// files are sealed (sealed-auth-state.mjs); it comes over this pipe only, never argv/env.
 // Events on stdout: {"event": "ready"}, then per key: "qr" {code, timeout, resumed (the
 // socket started from stored credentials)}, "pair_code" {code, timeout}, "paired" (the
 // credentials are written), "connected", "closed" {status, message}.
@@ -19,9 +21,10 @@ import { existsSync, readFileSync } from 'node:fs'
 import { join } from 'node:path'
 import { createInterface } from 'node:readline'
 import { EventEmitter } from 'node:events'
-import makeWASocket, { useMultiFileAuthState } from '@whiskeysockets/baileys'
+import makeWASocket from '@whiskeysockets/baileys'
 import pino from 'pino'
 import { endWhenRefused, proxyAgent } from './proxy.mjs'
+import { useSealedAuthState } from './sealed-auth-state.mjs'
 
 process.umask(0o077) // Baileys' files: 0600, directories 0700
 // One device's failed promise must not end every device's socket (Node exits on them).
@@ -49,10 +52,10 @@ const sockets = new Map() // key -> {sock}
 const warn = (key, what) => (error) => logger.warn({ key, message: error?.message }, what)
 const send = (message) => process.stdout.write(JSON.stringify(message) + '\n')
 
-async function authState (dir) {
+async function authState (dir, cipher) {
   // Before pairing, Baileys writes routing info and keys: keep those in memory, so that
   // only a paired device has files, and write them all once it has paired.
-  const { state, saveCreds } = await useMultiFileAuthState(dir)
+  const { state, saveCreds } = await useSealedAuthState(dir, cipher)
   const paired = existsSync(join(dir, 'creds.json'))
   const pending = {}
   let deferring = !paired
@@ -111,9 +114,9 @@ function replaySocket (steps, creds) {
   }
 }
 
-async function start ({ key, dir, phone, proxy }) {
+async function start ({ key, dir, phone, proxy, cipher }) {
   stop({ key })
-  const state = await authState(dir)
+  const state = await authState(dir, cipher)
   const script = replays?.[key]?.shift()
   const sock = replays
     ? replaySocket(script ?? [], state.auth.creds)
@@ -165,12 +168,12 @@ function stop ({ key }) {
   if (handle) handle.sock.end(undefined)
 }
 
-async function logout ({ key, dir }) {
+async function logout ({ key, dir, cipher }) {
   let handle = sockets.get(key)
   sockets.delete(key)
   if (!handle && dir && existsSync(join(dir, 'creds.json')) && !replays) {
     // Offline: connect with the credentials just long enough to unlink them.
-    const state = await authState(dir)
+    const state = await authState(dir, cipher)
     handle = { sock: makeWASocket({ ...options, auth: state.auth }) }
     handle.sock.ev.on('creds.update', () => { state.save().catch(warn(key, 'saving credentials failed')) })
     const opened = await new Promise((resolve) => {
