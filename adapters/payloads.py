@@ -20,7 +20,7 @@ from pydantic import (
 
 from domain.application.history import MAX_PAGE_SIZE, PAGE_SIZE, HistoryPage
 from domain.model.proxy import MAX_PROXY_LENGTH, PROXY_SCHEMES, check_proxy
-from domain.model.session import DeviceSession, DisconnectReason, SessionState
+from domain.model.session import DeviceSession, DisconnectCause, DisconnectReason, SessionState
 
 # The protocol's states and reasons are the domain's enums' values, as Literals: the schema
 # lists them, and validation refuses anything else. (A Literal built at run time: to a type
@@ -28,9 +28,11 @@ from domain.model.session import DeviceSession, DisconnectReason, SessionState
 if TYPE_CHECKING:
     StateValue = str
     ReasonValue = str
+    CauseValue = str
 else:
     StateValue = Literal[tuple(state.value for state in SessionState)]
     ReasonValue = Literal[tuple(reason.value for reason in DisconnectReason)]
+    CauseValue = Literal[tuple(cause.value for cause in DisconnectCause)]
 
 # Not dots alone: `.` and `..` name a directory, not a device, in paths and URLs.
 KEY_PATTERN = r"^(?!\.+$)[A-Za-z0-9_.-]{1,64}$"
@@ -104,6 +106,19 @@ class KeyRequest(Request):
     key: Key
 
 
+class PasskeyResponseRequest(KeyRequest):
+    """`session.passkey_response`: the answer to `session.passkey_required`."""
+
+    response: dict[str, Any] = Field(
+        description=(
+            "The assertion the account's passkey made for the request's options: the "
+            "PublicKeyCredential of navigator.credentials.get({publicKey: options}) as JSON "
+            "(id, rawId, type, response: {clientDataJSON, authenticatorData, signature, "
+            "userHandle}, base64url)"
+        )
+    )
+
+
 class HistoryRequest(KeyRequest):
     """`session.history`: a page of the key's records, oldest first."""
 
@@ -133,6 +148,26 @@ class SessionPairCode(Emission):
     key: str
     code: str = Field(description="Pairing code as WhatsApp shows it, e.g. ABCD-EFGH")
     timeout: int = Field(description="Seconds until this code expires")
+
+
+class SessionPasskeyRequired(Emission):
+    key: str
+    options: dict[str, Any] = Field(
+        description="WebAuthn PublicKeyCredentialRequestOptions as WhatsApp gives them "
+        "(challenge and credential ids base64url): pass them to navigator.credentials.get"
+    )
+    timeout: int = Field(description="Seconds left to answer with session.passkey_response")
+
+
+class SessionPasskeyFailed(Emission):
+    """Sent just before `session.disconnected` when a pairing ends at the passkey step:
+    the seed's reason (`session revoked`) says that it ended, this says why."""
+
+    key: str
+    cause: CauseValue = Field(
+        description="passkey_unanswered: no answer in time; passkey_rejected: WhatsApp "
+        "refused the answer"
+    )
 
 
 class SessionKey(Emission):

@@ -214,7 +214,10 @@ def bootstrap(
     simulator: SimulatedEngine | None = None
     if settings.simulate:
         simulator = SimulatedEngine(
-            settings.sim_qr_timeouts, reconnect_delay=settings.sim_reconnect_delay, vault=vault
+            settings.sim_qr_timeouts,
+            reconnect_delay=settings.sim_reconnect_delay,
+            vault=vault,
+            passkey_timeout=settings.sim_passkey_timeout,
         )
         engines = Engines.simulated(simulator)
     else:

@@ -69,6 +69,8 @@ class Settings(BaseSettings):
     )
     sim_qr_timeouts: Annotated[tuple[float, ...], NoDecode] = QR_TIMEOUTS
     sim_reconnect_delay: float = Field(1.0, ge=0)
+    # Seconds the simulator's passkey account gives to answer its passkey request.
+    sim_passkey_timeout: float = Field(60.0, gt=0)
     # Seconds a silent engine gets after its last QR code before pairgate expires it.
     expiry_grace: float = Field(5.0, ge=0)
     # Seconds an engine gets, after a session is created, to show its first QR code.

@@ -13,11 +13,16 @@ import base64
 import json
 import logging
 import secrets
-from collections.abc import Awaitable, Callable, Coroutine, Sequence
+from collections.abc import Coroutine, Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
 from adapters.credentials import CredentialVault
 from adapters.engines.simulated_keys import SimulatedKeys
+from adapters.engines.simulated_moves import CODE_OF_MOVE as CODE_OF_MOVE
+from adapters.engines.simulated_moves import simulated_moves as simulated_moves
+from adapters.engines.simulated_moves import simulator_commands as simulator_commands
+from adapters.engines.simulated_passkey import answers, passkey_request
 from adapters.engines.whatsapp import QR_TIMEOUTS
 from domain.application.ports import EngineEvents
 from domain.model.session import DisconnectReason
@@ -65,6 +70,7 @@ class _Device:
     phone: str | None = None
     pair_code: str | None = None
     proxy: str | None = None  # offline: kept, never dialled (`proxy_of` tells tests)
+    passkey_challenge: str | None = None  # a passkey account's scan awaits its answer
 
 
 class SimulatedEngine:
@@ -76,11 +82,14 @@ class SimulatedEngine:
         *,
         reconnect_delay: float = 1.0,
         vault: CredentialVault | None = None,
+        passkey_timeout: float = 60.0,
     ) -> None:
+        """`passkey_timeout`: seconds a passkey account gives to answer its request."""
         if not qr_timeouts or any(t <= 0 for t in qr_timeouts):
             raise ValueError("QR timeouts must be a non-empty list of positive seconds")
         self._qr_timeouts = tuple(qr_timeouts)
         self._reconnect_delay = reconnect_delay
+        self._passkey_timeout = passkey_timeout
         self._devices: dict[str, _Device] = {}
         self._tasks: set[asyncio.Task[None]] = set()
         # Paired devices' (simulated) keys: with a vault, in a file of its own (so they survive
@@ -144,6 +153,27 @@ class SimulatedEngine:
         if code != self.current_code(key):
             raise SimulatorRefusal(409, "wrong_code", "that is not the current QR code")
         await self._link(key)
+
+    async def scan_passkey_account(self, key: str, code: str) -> None:
+        """The phone of an account with a passkey reads the current QR code: WhatsApp
+        accepts the scan and asks for the passkey before it links the device."""
+        if code != self.current_code(key):
+            raise SimulatorRefusal(409, "wrong_code", "that is not the current QR code")
+        device = self._devices[key]
+        device.code = device.pair_code = None
+        device.stopped.set()  # ends the rotation
+        device.passkey_challenge, options = passkey_request(self._passkey_timeout)
+        await device.events.passkey_required(key, options, self._passkey_timeout)
+
+    async def answer_passkey(self, key: str, response: dict[str, Any]) -> None:
+        device = self._devices.get(key)
+        if device is None or device.passkey_challenge is None:
+            return  # nothing asked: nothing to answer
+        challenge, device.passkey_challenge = device.passkey_challenge, None
+        if answers(response, challenge):
+            await self._link(key)
+        else:
+            await device.events.passkey_rejected(key)
 
     async def enter_pair_code(self, key: str, code: str) -> None:
         """The phone's user types the pairing code (Link with phone number)."""
@@ -243,36 +273,3 @@ async def _stopped_within(device: _Device, seconds: float) -> bool:
     except TimeoutError:
         return False
     return True
-
-
-Move = Callable[[str, dict[str, str]], Awaitable[None]]
-# The moves that take the code the phone read or its user typed, and what one looks like.
-CODE_OF_MOVE = {"scan": "<QR text>", "pair": "ABCD-EFGH"}
-
-
-def simulated_moves(simulator: SimulatedEngine) -> dict[str, Move]:
-    """The simulated phone's moves by name, each taking a key and its arguments (those
-    in CODE_OF_MOVE: the code). The HTTP endpoints and the forwarded commands are named
-    after these."""
-
-    async def scan(key: str, args: dict[str, str]) -> None:
-        await simulator.scan(key, args["code"])
-
-    async def pair(key: str, args: dict[str, str]) -> None:
-        await simulator.enter_pair_code(key, args["code"])
-
-    async def logout(key: str, args: dict[str, str]) -> None:
-        await simulator.phone_logout(key)
-
-    async def drop(key: str, args: dict[str, str]) -> None:
-        await simulator.drop(key)
-
-    async def revoke(key: str, args: dict[str, str]) -> None:
-        await simulator.revoke(key)
-
-    return {"scan": scan, "pair": pair, "logout": logout, "drop": drop, "revoke": revoke}
-
-
-def simulator_commands(simulator: SimulatedEngine) -> dict[str, Move]:
-    """The moves as commands another process can forward here: `sim.<move>`."""
-    return {f"sim.{name}": move for name, move in simulated_moves(simulator).items()}

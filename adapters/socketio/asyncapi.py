@@ -99,11 +99,23 @@ REQUESTS: list[tuple[str, type[BaseModel], str, list[type[BaseModel]]]] = [
      [Accepted, Refused]),
     ("session.history", payloads.HistoryRequest, "A page of the key's recorded events.",
      [HistoryAccepted, Refused]),
+    ("session.passkey_response", payloads.PasskeyResponseRequest,
+     "Answer WhatsApp's passkey request (extension).", [Accepted, Refused]),
 ]  # fmt: skip
 EMISSIONS: list[tuple[str, type[BaseModel], str]] = [
     ("session.created", payloads.SessionCreated, "The session was created (or restarted)."),
     ("session.qr", payloads.SessionQr, "A QR code to scan, once per code."),
     ("session.pair_code", payloads.SessionPairCode, "A code to type on the phone."),
+    (
+        "session.passkey_required",
+        payloads.SessionPasskeyRequired,
+        "Scanned; WhatsApp asks for the account's passkey (extension).",
+    ),
+    (
+        "session.passkey_failed",
+        payloads.SessionPasskeyFailed,
+        "The pairing ended at the passkey step, and why (extension).",
+    ),
     ("session.authenticated", payloads.SessionKey, "The phone scanned the code."),
     ("session.ready", payloads.SessionKey, "The device is linked and online."),
     ("session.disconnected", payloads.SessionDisconnected, "The session ended or went offline."),

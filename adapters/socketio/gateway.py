@@ -73,6 +73,7 @@ class PairingNamespace(socketio.AsyncNamespace):  # type: ignore[misc]  # untype
             "session.logout": self._logout,
             "session.delete": self._delete,
             "session.history": self._history,
+            "session.passkey_response": self._passkey_response,
         }
 
     async def trigger_event(self, event: str, *args: Any) -> Any:
@@ -135,6 +136,11 @@ class PairingNamespace(socketio.AsyncNamespace):  # type: ignore[misc]  # untype
         session = await self._service.join(request.key, self._callers[sid].identity, sid)
         await self._send_current(sid, session)
         return describe(session)
+
+    async def _passkey_response(self, sid: str, data: Any) -> Reply:
+        request = payloads.parse(payloads.PasskeyResponseRequest, data)
+        identity = self._callers[sid].identity
+        return describe(await self._service.answer_passkey(request.key, identity, request.response))
 
     async def _logout(self, sid: str, data: Any) -> Reply:
         request = payloads.parse(payloads.KeyRequest, data)

@@ -6,6 +6,7 @@ import asyncio
 import math
 from concurrent.futures import ThreadPoolExecutor
 from datetime import datetime
+from typing import Any
 from uuid import UUID
 
 import socketio
@@ -31,6 +32,12 @@ async def qr_emission(key: str, code: str, seconds_left: float) -> Emission:
     return "session.qr", payloads.SessionQr(key=key, qr=image, timeout=math.ceil(seconds_left))
 
 
+def passkey_emission(key: str, options: dict[str, Any], seconds_left: float) -> Emission:
+    timeout = math.ceil(seconds_left)
+    payload = payloads.SessionPasskeyRequired(key=key, options=options, timeout=timeout)
+    return "session.passkey_required", payload
+
+
 def pair_code_emission(key: str, code: str, seconds_left: float) -> Emission:
     payload = payloads.SessionPairCode(key=key, code=code, timeout=math.ceil(seconds_left))
     return "session.pair_code", payload
@@ -49,8 +56,16 @@ async def project(key: str, event: DomainEventProtocol[UUID]) -> list[Emission]:
             return [("session.authenticated", payloads.SessionKey(key=key))]
         case DeviceSession.Ready():
             return [("session.ready", payloads.SessionKey(key=key))]
-        case DeviceSession.Disconnected(reason=reason):
-            return [("session.disconnected", payloads.SessionDisconnected(key=key, reason=reason))]
+        case DeviceSession.PasskeyRequested(options=options, timeout=timeout):
+            return [passkey_emission(key, options, timeout)]
+        case DeviceSession.Disconnected(reason=reason, cause=cause):
+            ended = ("session.disconnected", payloads.SessionDisconnected(key=key, reason=reason))
+            if cause is None:
+                return [ended]
+            return [
+                ("session.passkey_failed", payloads.SessionPasskeyFailed(key=key, cause=cause)),
+                ended,
+            ]
     return []
 
 
@@ -88,5 +103,8 @@ class SocketIoNotifier:
             emissions.append(await qr_emission(session.key, session.qr_code, left))
         if session.pair_code is not None and (left := session.pair_code_seconds_left(now)) > 0:
             emissions.append(pair_code_emission(session.key, session.pair_code, left))
+        options = session.passkey_options
+        if session.passkey_pending and options and (left := session.pairing_seconds_left(now)):
+            emissions.append(passkey_emission(session.key, options, left))
         for name, payload in emissions:
             await self._sio.emit(name, payload.model_dump(), to=to)

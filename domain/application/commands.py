@@ -4,13 +4,13 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
-from domain.model.session import DeviceSession, DisconnectReason, SessionState
+from domain.model.session import DeviceSession, DisconnectCause, DisconnectReason, SessionState
 
 Command = Callable[[DeviceSession], None]
 
 
-def disconnect(reason: DisconnectReason) -> Command:
-    return lambda session: session.disconnect(reason)
+def disconnect(reason: DisconnectReason, cause: DisconnectCause | None = None) -> Command:
+    return lambda session: session.disconnect(reason, cause)
 
 
 def disconnect_if(reason: DisconnectReason, states: frozenset[SessionState] | None) -> Command:

@@ -4,12 +4,19 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from typing import Any
 
 from domain.application.commands import Command, disconnect, disconnect_if
 from domain.application.ports import Clock
 from domain.application.shared import Shared, UseCases
 from domain.model.errors import InvalidTransitionError
-from domain.model.session import PAIRING_STATES, DeviceSession, DisconnectReason, SessionState
+from domain.model.session import (
+    PAIRING_STATES,
+    DeviceSession,
+    DisconnectCause,
+    DisconnectReason,
+    SessionState,
+)
 
 log = logging.getLogger(__name__)
 Reason = DisconnectReason
@@ -40,6 +47,15 @@ class EngineReports(UseCases):
 
     async def qr_expired(self, key: str) -> None:
         await self._report(key, disconnect_if(Reason.QR_EXPIRED, PAIRING_STATES))
+
+    async def passkey_required(self, key: str, options: dict[str, Any], timeout: float) -> None:
+        now = self._clock.now()
+        await self._report(key, lambda s: s.request_passkey(options, timeout, now))
+
+    async def passkey_rejected(self, key: str) -> None:
+        await self._report(
+            key, disconnect(Reason.SESSION_REVOKED, DisconnectCause.PASSKEY_REJECTED)
+        )
 
     async def paired(self, key: str) -> None:
         await self._report(key, lambda s: s.authenticate())

@@ -25,6 +25,8 @@ from domain.model.session import DeviceSession
 Record = dict[str, Any]
 # Bookkeeping every stored event carries; records show it as version/type/timestamp.
 _ENVELOPE = frozenset({"originator_id", "originator_version", "originator_topic", "timestamp"})
+# Fields events gained with extensions (a session's proxy, a disconnection's cause).
+_SHOWN_WHEN_SET = ("proxy", "cause")
 # Events per page when the reader does not say, and the most a reader may ask for.
 PAGE_SIZE = 100
 MAX_PAGE_SIZE = 1000
@@ -49,10 +51,11 @@ def event_record(event: DomainEventProtocol[UUID], **extra: Any) -> Record:
     fields = {k: _json(v) for k, v in vars(event).items() if k not in _ENVELOPE}
     if "code" in fields:
         fields["fingerprint"] = qr_fingerprint(fields.pop("code"))
-    if "proxy" in fields:  # its credentials are secrets; none: shown as before proxies
-        proxy = fields.pop("proxy")
-        if proxy is not None:
-            fields["proxy"] = public_proxy(proxy)
+    if fields.get("proxy") is not None:  # its credentials are secrets
+        fields["proxy"] = public_proxy(fields["proxy"])
+    for extension in _SHOWN_WHEN_SET:  # none: the record reads as before the extension
+        if extension in fields and fields[extension] is None:
+            del fields[extension]
     return {
         "version": event.originator_version,
         "type": type(event).__name__,

@@ -59,6 +59,7 @@ class PairingService:
         self.join = requests.join
         self.logout = requests.logout
         self.delete = requests.delete
+        self.answer_passkey = requests.answer_passkey
         self.state = reads.state
         self.history = reads.history
         self.find = reads.find

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from datetime import datetime
-from typing import Protocol, TypeVar
+from typing import Any, Protocol, TypeVar
 
 from domain.model.session import DisconnectReason
 
@@ -36,6 +36,16 @@ class EngineEvents(Protocol):
 
     async def qr_expired(self, key: str) -> None:
         """The engine's last code timed out unscanned; it has stopped pairing."""
+        ...
+
+    async def passkey_required(self, key: str, options: dict[str, Any], timeout: float) -> None:
+        """The phone accepted the code, and WhatsApp asks for the account's passkey before
+        it links the device: `options` are the WebAuthn request options as WhatsApp gives
+        them; the answer (`answer_passkey`) is due within `timeout` seconds."""
+        ...
+
+    async def passkey_rejected(self, key: str) -> None:
+        """WhatsApp refused the passkey assertion it was given: the pairing has ended."""
         ...
 
     async def paired(self, key: str) -> None:
@@ -71,6 +81,11 @@ class WhatsAppEngine(Protocol):
         Returns once the work is under way; progress arrives through `events` (a report
         made from inside this call is recorded once the request that started it is done).
         """
+        ...
+
+    async def answer_passkey(self, key: str, response: dict[str, Any]) -> None:
+        """Send WhatsApp the passkey assertion (a WebAuthn PublicKeyCredential as JSON)
+        it asked for. NotImplementedError from an engine whose library cannot."""
         ...
 
     async def stop(self, key: str) -> None:

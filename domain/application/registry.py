@@ -63,6 +63,10 @@ class Registry:
         """Each running key's state as last saved."""
         return {key: standing.state for key, standing in self._standings.items()}
 
+    def engine(self, key: str) -> WhatsAppEngine | None:
+        """The engine running the key here, if it runs here."""
+        return self._engines.get(key)
+
     def standing(self, key: str) -> Standing | None:
         return self._standings.get(key)
 

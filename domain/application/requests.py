@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass
+from typing import Any
 
 from domain.application.commands import disconnect
 from domain.application.dispatch import Outbox
@@ -18,6 +19,7 @@ log = logging.getLogger(__name__)
 Reason = DisconnectReason
 
 ELSEWHERE = "handled by another pairgate process"
+PASSKEY_ACTION = "answer a passkey request"
 RELINK_ACTION = 'restart a linked device without "relink": true'
 LINKED = "offline holding its credentials (a new pairing would unlink it)"
 
@@ -112,6 +114,24 @@ class Requests(UseCases):
         async with self._turns.turn(key) as outbox:
             session = await self._reads.owned(key, owner)
             outbox.then(lambda: self._subscriptions.subscribe(key, subscriber))
+        return session
+
+    async def answer_passkey(self, key: str, owner: str, response: dict[str, Any]) -> DeviceSession:
+        """Hand the engine the passkey assertion WhatsApp asked the key's owner for. What
+        WhatsApp makes of it comes back as the engine's reports."""
+        async with self._turns.turn(key):
+            session = await self._reads.owned(key, owner)
+            if not session.passkey_pending:
+                raise InvalidTransitionError(key, PASSKEY_ACTION, "not waiting for a passkey")
+            engine = self._registry.engine(key)
+            if engine is None:
+                raise InvalidTransitionError(key, PASSKEY_ACTION, ELSEWHERE)
+            try:
+                await engine.answer_passkey(key, response)
+            except NotImplementedError as error:
+                raise EngineUnavailableError(
+                    f"engine {session.engine!r} cannot answer a passkey: {error}", key=key
+                ) from None
         return session
 
     async def logout(self, key: str, owner: str) -> DeviceSession:

@@ -34,6 +34,14 @@ class DisconnectReason(enum.StrEnum):
         return self is not DisconnectReason.CONNECTION_LOST
 
 
+class DisconnectCause(enum.StrEnum):
+    """Why a pairing ended when no seed reason says it truthfully. An extension: it is
+    recorded beside the reason and told in an event of its own, never in its place."""
+
+    PASSKEY_UNANSWERED = "passkey_unanswered"  # WhatsApp asked for a passkey; none came
+    PASSKEY_REJECTED = "passkey_rejected"  # one came, and WhatsApp refused it
+
+
 S = SessionState
 
 # The transition table, as data. It has no model: aggregates ask it what is allowed and
@@ -43,6 +51,8 @@ TRANSITIONS: list[dict[str, Any]] = [
     {"trigger": "issue_qr", "source": [S.CREATED, S.QR], "dest": S.QR},
     # Pairing by phone number: a code to type on the phone, beside (or instead of) the QR.
     {"trigger": "issue_pair_code", "source": [S.CREATED, S.QR], "dest": S.QR},
+    # After the phone accepted the scan, WhatsApp may ask for the account's passkey.
+    {"trigger": "request_passkey", "source": S.QR, "dest": S.QR},
     {"trigger": "authenticate", "source": [S.CREATED, S.QR], "dest": S.AUTHENTICATED},
     {"trigger": "mark_ready", "source": S.AUTHENTICATED, "dest": S.READY},
     # A paired device whose connection dropped reconnects with its stored credentials.

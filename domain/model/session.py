@@ -4,6 +4,7 @@ reasons, the transition table) is domain.model.lifecycle; names are re-exported 
 from __future__ import annotations
 
 from datetime import datetime, timedelta
+from typing import Any
 from uuid import NAMESPACE_URL, UUID, uuid5
 
 from eventsourcing.domain import Aggregate, event
@@ -16,6 +17,7 @@ from domain.model.lifecycle import (
     SETTLED_STATES,
     TRANSITION_TABLE,
     TRANSITIONS,
+    DisconnectCause,
     DisconnectReason,
     SessionState,
     allowed_destination,
@@ -29,6 +31,7 @@ __all__ = [
     "TRANSITIONS",
     "TRANSITION_TABLE",
     "DeviceSession",
+    "DisconnectCause",
     "DisconnectReason",
     "SessionState",
     "allowed_destination",
@@ -55,6 +58,8 @@ class DeviceSession(Aggregate):
     tenure_from: int = 1
     # The proxy its engine dials through (with its credentials: see domain.model.proxy).
     proxy: str | None = None
+    passkey_options: dict[str, Any] | None = None
+    passkey_expires_at: datetime | None = None
 
     @staticmethod
     def create_id(key: str) -> UUID:
@@ -79,6 +84,11 @@ class DeviceSession(Aggregate):
         timeout: float
         expires_at: datetime
 
+    class PasskeyRequested(Aggregate.Event):
+        options: dict[str, Any]
+        timeout: float
+        expires_at: datetime
+
     class Authenticated(Aggregate.Event):
         pass
 
@@ -87,6 +97,7 @@ class DeviceSession(Aggregate):
 
     class Disconnected(Aggregate.Event):
         reason: str
+        cause: str | None = None  # a DisconnectCause, when the reason alone is not the truth
 
     class Restarted(Aggregate.Event):
         name: str
@@ -124,6 +135,13 @@ class DeviceSession(Aggregate):
         expires_at = now + timedelta(seconds=timeout)
         self._pair_code_issued(code=code, timeout=timeout, expires_at=expires_at)
 
+    def request_passkey(self, options: dict[str, Any], timeout: float, now: datetime) -> None:
+        if timeout <= 0:
+            raise ValueError(f"a passkey request's timeout must be positive, not {timeout}")
+        self._require("request_passkey", "ask for a passkey")
+        expires_at = now + timedelta(seconds=timeout)
+        self._passkey_requested(options=options, timeout=timeout, expires_at=expires_at)
+
     def authenticate(self) -> None:
         self._require("authenticate", "authenticate")
         self._authenticated()
@@ -132,10 +150,12 @@ class DeviceSession(Aggregate):
         self._require("mark_ready", "mark the device ready")
         self._ready()
 
-    def disconnect(self, reason: DisconnectReason) -> None:
+    def disconnect(self, reason: DisconnectReason, cause: DisconnectCause | None = None) -> None:
+        if reason is DisconnectReason.QR_EXPIRED and self.passkey_pending:  # scanned, not expired
+            reason, cause = DisconnectReason.SESSION_REVOKED, DisconnectCause.PASSKEY_UNANSWERED
         facts = {"deletes_credentials": reason.deletes_credentials}
         self._require("disconnect", f"end it ({reason})", facts)
-        self._disconnected(reason=reason.value)
+        self._disconnected(reason=reason.value, cause=cause.value if cause else None)
 
     def restart(
         self, name: str, engine: str, owner: str | None = None, proxy: str | None = None
@@ -173,8 +193,14 @@ class DeviceSession(Aggregate):
         return _seconds_left(self.pair_code_expires_at if self.state is S.QR else None, now)
 
     def pairing_seconds_left(self, now: datetime) -> float:
-        """Seconds until neither the QR code nor the pairing code can be used."""
-        return max(self.qr_seconds_left(now), self.pair_code_seconds_left(now))
+        """Seconds until no code can be used and no passkey answered."""
+        passkey = _seconds_left(self.passkey_expires_at if self.passkey_pending else None, now)
+        return max(self.qr_seconds_left(now), self.pair_code_seconds_left(now), passkey)
+
+    @property
+    def passkey_pending(self) -> bool:
+        """WhatsApp waits for the account's passkey before it links the device."""
+        return self.state is S.QR and self.passkey_options is not None
 
     @property
     def claimable(self) -> bool:
@@ -210,6 +236,15 @@ class DeviceSession(Aggregate):
         self.pair_code = code
         self.pair_code_expires_at = expires_at
 
+    @event(PasskeyRequested)
+    def _passkey_requested(
+        self, options: dict[str, Any], timeout: float, expires_at: datetime
+    ) -> None:
+        self._enter("request_passkey")
+        self._forget_qr()  # scanned: no code is shown any more
+        self.passkey_options = options
+        self.passkey_expires_at = expires_at
+
     @event(Authenticated)
     def _authenticated(self) -> None:
         self._enter("authenticate")
@@ -222,7 +257,7 @@ class DeviceSession(Aggregate):
         self._reason = None
 
     @event(Disconnected)
-    def _disconnected(self, reason: str) -> None:
+    def _disconnected(self, reason: str, cause: str | None = None) -> None:
         self._enter("disconnect")
         self._reason = reason
         if DisconnectReason(reason).deletes_credentials:
@@ -248,10 +283,9 @@ class DeviceSession(Aggregate):
         self._state = destination(trigger, self.state).value
 
     def _forget_qr(self) -> None:
-        self.qr_code = None
-        self.qr_expires_at = None
-        self.pair_code = None
-        self.pair_code_expires_at = None
+        self.qr_code = self.pair_code = None
+        self.qr_expires_at = self.pair_code_expires_at = self.passkey_expires_at = None
+        self.passkey_options = None
 
     def _require(self, trigger: str, action: str, facts: dict[str, bool] | None = None) -> None:
         """`action` says, in the client's words, what was refused."""

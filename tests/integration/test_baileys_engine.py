@@ -61,6 +61,12 @@ class Reports:
     async def qr_expired(self, key: str) -> None:
         await self._add("qr_expired", key)
 
+    async def passkey_required(self, key: str, options: dict[str, Any], timeout: float) -> None:
+        await self._add("passkey_required", key, options, timeout)
+
+    async def passkey_rejected(self, key: str) -> None:
+        await self._add("passkey_rejected", key)
+
     async def paired(self, key: str) -> None:
         await self._add("paired", key)
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Any
 
 from domain.application.ports import EngineEvents
 
@@ -30,6 +31,9 @@ class FakeEngine:
         if self.fail_start is not None:
             raise self.fail_start
         self.events[key] = events
+
+    async def answer_passkey(self, key: str, response: dict[str, Any]) -> None:
+        self.calls.append(("answer_passkey", key))
 
     async def stop(self, key: str) -> None:
         self.calls.append(("stop", key))

@@ -32,6 +32,7 @@ Step = Callable[[DeviceSession], None]
 COMMANDS: dict[str, Callable[[DeviceSession, DisconnectReason], None]] = {
     "issue_qr": lambda s, _: s.issue_qr("code", 60.0, NOW),
     "issue_pair_code": lambda s, _: s.issue_pair_code("ABCD-EFGH", 160.0, NOW),
+    "request_passkey": lambda s, _: s.request_passkey({"challenge": "c"}, 60.0, NOW),
     "authenticate": lambda s, _: s.authenticate(),
     "mark_ready": lambda s, _: s.mark_ready(),
     "disconnect": lambda s, reason: s.disconnect(reason),

@@ -20,7 +20,7 @@ from typing import Any
 from adapters.credentials import CredentialVault
 from adapters.engines.baileys.reasons import Next, outcome
 from adapters.engines.baileys.sidecar import SIDECAR_SCRIPT, Message, Sidecar, SidecarError
-from adapters.engines.whatsapp import PAIR_CODE_TIMEOUT, QR_TIMEOUTS
+from adapters.engines.whatsapp import PAIR_CODE_TIMEOUT, QR_TIMEOUTS, passkey_timeout
 from domain.application.ports import EngineEvents
 from domain.model.session import DisconnectReason
 
@@ -97,6 +97,9 @@ class BaileysEngine:
         except Exception:
             self._forget(key, device)
             raise
+
+    async def answer_passkey(self, key: str, response: dict[str, Any]) -> None:
+        raise NotImplementedError("Baileys 7.0.0-rc14 does not implement WhatsApp's passkey step")
 
     async def stop(self, key: str) -> None:
         if self._forget(key) is not None and self._sidecar.running:
@@ -195,6 +198,11 @@ class BaileysEngine:
             await events.qr_issued(key, str(message["code"]), float(message["timeout"]))
         elif kind == "pair_code":
             await events.pair_code_issued(key, str(message["code"]), float(message["timeout"]))
+        elif kind == "passkey_required":
+            # Reported, not answerable (answer_passkey): the pairing ends passkey_unanswered.
+            options = message.get("options")
+            options = options if isinstance(options, dict) else {}
+            await events.passkey_required(key, options, passkey_timeout(options))
         elif kind == "paired":
             await events.paired(key)
         elif kind == "connected":

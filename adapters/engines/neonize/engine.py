@@ -80,6 +80,12 @@ class NeonizeEngine:
         device.consumer = asyncio.create_task(self._consume(device), name=f"neonize:{key}")
         device.inbox.put_nowait(("connect", device.generation))
 
+    async def answer_passkey(self, key: str, response: dict[str, Any]) -> None:
+        raise NotImplementedError(
+            "neonize 0.5.2's Python API forwards neither whatsmeow's PairPasskeyRequest "
+            "nor SendPasskeyResponse"
+        )
+
     async def stop(self, key: str) -> None:
         device = self._devices.pop(key, None)
         if device is not None:

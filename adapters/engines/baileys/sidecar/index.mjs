@@ -11,7 +11,8 @@
 // files are sealed (sealed-auth-state.mjs); it comes over this pipe only, never argv/env.
 // Events on stdout: {"event": "ready"}, then per key: "qr" {code, timeout, resumed (the
 // socket started from stored credentials)}, "pair_code" {code, timeout}, "paired" (the
-// credentials are written), "connected", "closed" {status, message}.
+// credentials are written), "connected", "closed" {status, message}, "passkey_required"
+// {options} (WhatsApp asks for the account's passkey: see passkey.mjs).
 // Policy (what a status means, when to reconnect) lives in pairgate, not here.
 //
 // Credentials reach `dir` only once the device has paired, so a directory with creds.json
@@ -24,6 +25,7 @@ import { EventEmitter } from 'node:events'
 import makeWASocket from '@whiskeysockets/baileys'
 import pino from 'pino'
 import { endWhenRefused, proxyAgent } from './proxy.mjs'
+import { watchPasskey } from './passkey.mjs'
 import { useSealedAuthState } from './sealed-auth-state.mjs'
 
 process.umask(0o077) // Baileys' files: 0600, directories 0700
@@ -82,6 +84,7 @@ async function authState (dir, cipher) {
 function replaySocket (steps, creds) {
   // Stands in for makeWASocket: replays recorded connection.update shapes.
   const ev = new EventEmitter()
+  const ws = new EventEmitter() // the frames a step names (`frame`), as Baileys' socket emits them
   ev.on('creds.update', (update) => Object.assign(creds, update)) // as Baileys does, first
   let ended = false
   const end = (error) => {
@@ -103,11 +106,13 @@ function replaySocket (steps, creds) {
         update.lastDisconnect = { error: boom, date: new Date() }
       }
       if (step.creds) ev.emit('creds.update', step.creds)
+      if (step.frame) ws.emit('frame', step.frame)
       ev.emit('connection.update', update)
     }
   })()
   return {
     ev,
+    ws,
     end,
     logout: async () => end(Object.assign(new Error('Intentional Logout'), { output: { statusCode: 401 } })),
     requestPairingCode: async () => 'ABCD1234'
@@ -122,6 +127,7 @@ async function start ({ key, dir, phone, proxy, cipher }) {
     ? replaySocket(script ?? [], state.auth.creds)
     : makeWASocket({ ...options, ...proxyAgent(proxy), auth: state.auth })
   if (proxy && !replays) endWhenRefused(sock)
+  watchPasskey(sock.ws, (options) => { if (sockets.get(key) === handle) send({ event: 'passkey_required', key, options }) })
   const handle = { sock }
   sockets.set(key, handle)
   const live = () => sockets.get(key) === handle
