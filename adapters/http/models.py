@@ -51,7 +51,9 @@ class PairCodeRequest(payloads.Request):
 
 
 class SessionQuery(payloads.Request):
-    at: int | None = Field(None, ge=1, description="The session right after this version")
+    at: int | None = Field(
+        None, ge=1, le=payloads.MAX_VERSION, description="The session right after this version"
+    )
 
 
 class ListQuery(payloads.Request):

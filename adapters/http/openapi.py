@@ -18,6 +18,7 @@ from starlette.responses import JSONResponse
 from starlette.routing import Route
 
 from adapters import payloads
+from adapters.engines.catalog import KNOWN_ENGINES
 from adapters.http import api, qr_api, sessions_api
 from adapters.http.models import ErrorReply
 from adapters.http.rest import JSON, Operation
@@ -41,6 +42,8 @@ def document() -> dict[str, Any]:
         ref_template=REF,
     )
     schemas = dict(sorted(defs.get("$defs", {}).items()))
+    # The names a server may know (whether it runs them is its own: engine_unavailable).
+    schemas["CreateRequest"]["properties"]["engine"]["enum"] = list(KNOWN_ENGINES)
     paths: dict[str, dict[str, Any]] = {}
     for op in OPERATIONS:
         paths.setdefault(op.path, {})[op.method.lower()] = _operation(op, schemas)

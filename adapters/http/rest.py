@@ -43,9 +43,8 @@ STATUS = {
     "internal": 500,
     "engine_unavailable": 503,
 }
-# Query parameters that are whole numbers are refused past this many digits before `int()`
-# sees them (which raises on more than 4,300).
-MAX_DIGITS = 18
+# Query parameters that are whole numbers: refused past this many digits before `int()`.
+MAX_DIGITS = len(str(payloads.MAX_VERSION))
 REFUSAL_DELAY = 1.0
 JSON = "application/json"
 M = TypeVar("M", bound=payloads.Request)
