@@ -55,7 +55,7 @@ def code_routes(service: PairingService, api: Api, clock: Clock) -> list[Route]:
         if media == PNG:
             png = base64.b64decode(image.partition(",")[2])
             return Response(png, media_type=PNG, headers={"cache-control": "no-store"})
-        return ok(_shown(key, left, session.qr_expires_at) | {"qr": image})
+        return ok({"key": key, "qr": image} | _shown(left, session.qr_expires_at))
 
     async def pair_code(call: Call) -> Response:
         key = call.key
@@ -63,7 +63,9 @@ def code_routes(service: PairingService, api: Api, clock: Clock) -> list[Route]:
         left = session.pair_code_seconds_left(clock.now())
         if session.pair_code is None or left <= 0:
             raise _no_code(session, "pairing code")
-        return ok(_shown(key, left, session.pair_code_expires_at) | {"code": session.pair_code})
+        return ok(
+            {"key": key, "code": session.pair_code} | _shown(left, session.pair_code_expires_at)
+        )
 
     return [QR.route(api, qr), PAIR_CODE.route(api, pair_code)]
 
@@ -99,9 +101,9 @@ def _media_range(part: str) -> tuple[str, float]:
     return media, 1.0
 
 
-def _shown(key: str, left: float, deadline: datetime | None) -> dict[str, object]:
+def _shown(left: float, deadline: datetime | None) -> dict[str, object]:
     assert deadline is not None  # a code on show has one
-    return {"key": key, "timeout": math.ceil(left), "expires_at": deadline.isoformat()}
+    return {"timeout": math.ceil(left), "expires_at": deadline.isoformat()}
 
 
 def _no_code(session: DeviceSession, what: str) -> HttpRefusal:
