@@ -13,7 +13,12 @@ from typing import TYPE_CHECKING, Annotated, Any, Literal, get_args
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints
 
 from adapters import payloads
-from domain.application.ports import LIST_PAGE_SIZE, MAX_CURSOR_LENGTH, MAX_LIST_PAGE_SIZE
+from domain.application.ports import (
+    CURSOR_ALPHABET,
+    LIST_PAGE_SIZE,
+    MAX_CURSOR_LENGTH,
+    MAX_LIST_PAGE_SIZE,
+)
 
 # Codes only HTTP answers with: no or a bad token, a Host not served, and "there is no
 # code on show" (a session that exists, but not pairing).
@@ -23,9 +28,12 @@ if TYPE_CHECKING:
 else:
     HttpErrorCode = Literal[(*payloads.ERROR_CODES, *get_args(HttpOnlyCode))]
 
-# Cursors are made by the sessions index: printable ASCII, bounded.
+# Cursors are made by the sessions index: URL-safe, bounded.
 Cursor = Annotated[
-    str, StringConstraints(pattern=r"^[!-~]+$", min_length=1, max_length=MAX_CURSOR_LENGTH)
+    str,
+    StringConstraints(
+        pattern=f"^[{CURSOR_ALPHABET}]+$", min_length=1, max_length=MAX_CURSOR_LENGTH
+    ),
 ]
 
 
