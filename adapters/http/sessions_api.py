@@ -18,7 +18,7 @@ from adapters.http.models import (
     SessionListView,
     SessionView,
 )
-from adapters.http.rest import Api, Call, HttpRefusal, Operation, ok
+from adapters.http.rest import Api, Call, Operation, ok
 from domain.application.pairing import PairingService
 from domain.application.ports import SessionIndex, SessionRow
 from domain.model.errors import InvalidTransitionError
@@ -40,7 +40,7 @@ LIST = Operation(
     "The caller's sessions, most recently changed first, a page at a time.",
     {200: SessionListView},
     query=ListQuery,
-    refusals=(503,),
+    refusals=(),
 )
 LOGOUT = Operation(
     "POST",
@@ -90,9 +90,8 @@ def control_routes(service: PairingService, api: Api, index: SessionIndex | None
         return ok({**view(outcome.session), "joined": outcome.joined}, status)
 
     async def listing(call: Call) -> Response:
+        assert index is not None  # not mounted without one
         query = call.query(ListQuery)
-        if index is None:
-            raise HttpRefusal(503, "internal", "this server keeps no sessions index")
         state = SessionState(query.state) if query.state is not None else None
         page = await index.page(
             call.caller.identity,
@@ -129,7 +128,11 @@ def control_routes(service: PairingService, api: Api, index: SessionIndex | None
         return ok(view(outcome.session), 202)
 
     handlers = [create, listing, logout, delete, pair_by_phone]
-    return [op.route(api, handler) for op, handler in zip(OPERATIONS, handlers, strict=True)]
+    return [
+        op.route(api, handler)
+        for op, handler in zip(OPERATIONS, handlers, strict=True)
+        if op is not LIST or index is not None  # no sessions read model wired: no list
+    ]
 
 
 def view(session: DeviceSession) -> dict[str, object]:

@@ -55,12 +55,14 @@ def test_the_app_mounts_exactly_the_described_api_routes(tmp_path: Path) -> None
             if isinstance(route, Route) and route.path.startswith("/api/sessions")
             for method in (route.methods or ()) - {"HEAD"}
         }
+        unlisted = app.pairgate.session_index is None  # mounted with the sessions read model
     finally:
         app.pairgate.sessions.close()
     described = {
         (method.upper(), path) for path, item in document()["paths"].items() for method in item
     }
-    assert mounted == described == {(op.method, op.path) for op in OPERATIONS}
+    assert described == {(op.method, op.path) for op in OPERATIONS}
+    assert mounted == described - ({("GET", "/api/sessions")} if unlisted else set())
 
 
 def test_request_schemas_are_the_socketio_payloads() -> None:
