@@ -7,7 +7,7 @@ from collections.abc import AsyncIterator
 
 import socketio
 from starlette.applications import Starlette
-from starlette.types import ASGIApp, Receive, Scope, Send
+from starlette.types import ASGIApp
 
 from adapters.clock import SystemClock
 from adapters.http.api import session_routes
@@ -25,16 +25,13 @@ from entrypoints.bootstrap import Pairgate, bootstrap, close_fanout
 from entrypoints.settings import Settings
 
 
-class PairgateApp:
+class PairgateApp(SecurityHeaders):
     """The ASGI application: Socket.IO mounted on Starlette, guarded as a whole (the
     Host allow-list, security headers), and the wired service it runs."""
 
     def __init__(self, app: ASGIApp, pairgate: Pairgate) -> None:
-        self.app = app
+        super().__init__(app)
         self.pairgate = pairgate
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        await self.app(scope, receive, send)
 
 
 def create_app(settings: Settings | None = None, clock: Clock | None = None) -> PairgateApp:
@@ -82,7 +79,7 @@ def create_app(settings: Settings | None = None, clock: Clock | None = None) -> 
     app = CrossSiteRequests(
         socketio.ASGIApp(pairgate.sio, other_asgi_app=web), settings.allowed_origins
     )
-    return PairgateApp(SecurityHeaders(HostAllowList(app, hosts)), pairgate)
+    return PairgateApp(HostAllowList(app, hosts), pairgate)
 
 
 def pairgate_of(app: object) -> Pairgate:

@@ -18,7 +18,7 @@ import socket
 from collections.abc import Iterable
 from dataclasses import dataclass
 
-from starlette.datastructures import Headers, MutableHeaders
+from starlette.datastructures import Headers
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from adapters.http.web import error_response
@@ -101,7 +101,7 @@ class HostAllowList:
         if scope["type"] not in ("http", "websocket"):
             await self.app(scope, receive, send)
             return
-        raw = Headers(scope=scope).get("host")
+        raw = _host_of(scope)
         # No Host at all is no browser (they always send one), so no rebinding either.
         if raw is None or self.policy.allows(normalize(raw)):
             await self.app(scope, receive, send)
@@ -169,14 +169,20 @@ class SecurityHeaders:
             return
 
         async def send_secured(message: Message) -> None:
-            if message["type"] in ("http.response.start", "websocket.http.response.start"):
-                headers = MutableHeaders(scope=message)
-                for name, value in SECURITY_HEADERS:
-                    if name.decode() not in headers:
-                        headers.raw.append((name, value))
+            if message["type"] == "http.response.start":
+                headers = message.get("headers", ())
+                if SECURITY_HEADERS[-1] not in headers:  # not set already (HostAllowList)
+                    message["headers"] = [*headers, *SECURITY_HEADERS]
             await send(message)
 
         await self.app(scope, receive, send_secured)
+
+
+def _host_of(scope: Scope) -> str | None:
+    for name, value in scope["headers"]:
+        if name == b"host":  # ASGI servers give header names in lower case
+            return str(value.decode("latin-1"))
+    return None
 
 
 def _is_address(host: str) -> bool:

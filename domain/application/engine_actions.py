@@ -93,15 +93,16 @@ class EngineActions:
             return
         if self._bus.pending(key):
             await asyncio.shield(ending.done)
-        else:  # nothing will deliver it any more (its caller was cancelled): do it now
+        else:  # no delivery of the key will run it (no handler registered?): do it now
             await self.ended(key, None)
 
     def arm(self, key: str, session: DeviceSession) -> None:
         """Expire the session unless it moves on: from `qr` as `qr expired`, from `created`
         (an engine that never showed a code) as `connection lost`."""
-        if session.state is S.QR:
+        state = session.state
+        if state is S.QR:
             delay = session.pairing_seconds_left(self._clock.now()) + self._timeouts.expiry_grace
-        elif session.state is S.CREATED:
+        elif state is S.CREATED:
             delay = self._timeouts.start_timeout
         else:
             return

@@ -4,26 +4,18 @@ from __future__ import annotations
 
 import asyncio
 import json
-import re
 import shutil
 from pathlib import Path
 
 import pytest
 
 from entrypoints.settings import Settings
+from tests.docs import doc_block
 from tests.helpers import running
-
-README = Path(__file__).parents[2] / "README.md"
-SECTION = "## REST walk-through (curl)"
 
 
 def walk_through() -> str:
-    text = README.read_text()
-    section = text[text.index(SECTION) :]
-    section = section[: section.index("\n## ", len(SECTION))]
-    blocks = re.findall(r"```sh\n(.*?)```", section, flags=re.DOTALL)
-    assert len(blocks) == 1, f"{SECTION} has one shell block"
-    return blocks[0]
+    return doc_block("rest-walk-through")
 
 
 @pytest.mark.skipif(shutil.which("curl") is None, reason="curl is not installed")

@@ -12,10 +12,12 @@ from openapi_spec_validator import validate
 from starlette.routing import Route
 
 from adapters import payloads
+from adapters.http.models import ErrorReply
 from adapters.http.openapi import OPERATIONS, document, render
 from entrypoints.asgi import create_app
 from entrypoints.cli import main
 from entrypoints.settings import Settings
+from tests.docs import doc_block
 
 DOCS = Path(__file__).resolve().parents[2] / "docs"
 
@@ -76,3 +78,8 @@ def test_request_schemas_are_the_socketio_payloads() -> None:
     assert list(qr) == ["image/png", "application/json"]
     served = json.loads(render())
     assert served == document()
+
+
+def test_the_documented_refusal_is_the_error_model() -> None:
+    refusal = ErrorReply.model_validate_json(doc_block("rest-refusal"))
+    assert refusal.error.code == "not_found"
