@@ -50,6 +50,10 @@ Phone = Annotated[str, StringConstraints(pattern=r"^[1-9][0-9]{7,14}$")]
 # A proxy URL: scheme, host and port, optional credentials (domain.model.proxy checks it).
 Proxy = Annotated[str, StringConstraints(max_length=MAX_PROXY_LENGTH), AfterValidator(check_proxy)]
 
+# Versions are counted from 1; past this many (18 digits) a number is refused before
+# `int()` reads its digits (it raises on more than 4,300).
+MAX_VERSION = 10**18 - 1
+
 ErrorCode = Literal[
     "invalid_payload",
     "invalid_key",
@@ -123,10 +127,15 @@ class HistoryRequest(KeyRequest):
     """`session.history`: a page of the key's records, oldest first."""
 
     after: int = Field(
-        0, ge=0, description="Records after this version: 0, or the previous page's `next`"
+        0,
+        ge=0,
+        le=MAX_VERSION,
+        description="Records after this version: 0, or the previous page's `next`",
     )
     limit: int = Field(PAGE_SIZE, ge=1, le=MAX_PAGE_SIZE, description="Records per page")
-    at: int | None = Field(None, description="Stop at this version (the session as it was)")
+    at: int | None = Field(
+        None, ge=1, le=MAX_VERSION, description="Stop at this version (the session as it was)"
+    )
 
 
 class Emission(BaseModel):
