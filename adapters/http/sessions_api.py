@@ -85,6 +85,7 @@ def control_routes(service: PairingService, api: Api, index: SessionIndex | None
             phone=request.phone,
             relink=request.relink,
             holder=caller.counted,
+            proxy=request.proxy,
         )
         status = 200 if outcome.joined else 201
         return ok({**view(outcome.session), "joined": outcome.joined}, status)
@@ -122,6 +123,7 @@ def control_routes(service: PairingService, api: Api, index: SessionIndex | None
             None,
             phone=request.phone,
             holder=caller.counted,
+            proxy=session.proxy,  # the key's last pairing dialled through it: so does this
         )
         if outcome.joined:  # another request started it meanwhile
             raise InvalidTransitionError(key, "start pairing by phone number", LIVE)

@@ -160,3 +160,21 @@ async def test_each_engine_dials_whatsapp_through_the_proxy(
             if engine == "baileys" and close is not None:
                 await close()
     assert SECRET not in caplog.text
+
+
+async def test_the_rest_create_takes_a_proxy_with_the_same_rules(tmp_path: Path) -> None:
+    settings = Settings(simulate=True, data_dir=tmp_path / "data")
+    url = f"socks5://alice:{SECRET}@proxy.example:1080"
+    async with running(settings) as server:
+        key = unique_key()
+        body = {"key": key, "name": "Phone", "engine": "baileys", "proxy": url}
+        created = await server.post("/api/sessions", body)
+        assert created.status_code == 201, created.text
+        assert SECRET not in created.text
+        assert server.pairgate.simulator.proxy_of(key) == url
+        history = await server.get(f"/api/sessions/{key}/history")
+        assert history.json()["events"][0]["proxy"] == "socks5://proxy.example:1080"
+        assert SECRET not in history.text
+        bad = await server.post("/api/sessions", body | {"key": unique_key(), "proxy": url + "/x"})
+        assert bad.status_code == 400
+        assert bad.json()["error"]["code"] == "invalid_payload" and SECRET not in bad.text
