@@ -16,10 +16,11 @@ from pydantic import (
     Field,
     StringConstraints,
     ValidationError,
+    WithJsonSchema,
 )
 
 from domain.application.history import MAX_PAGE_SIZE, PAGE_SIZE, HistoryPage
-from domain.model.proxy import MAX_PROXY_LENGTH, PROXY_SCHEMES, check_proxy
+from domain.model.proxy import MAX_PROXY_LENGTH, PROXY_PATTERN, PROXY_SCHEMES, check_proxy
 from domain.model.session import DeviceSession, DisconnectCause, DisconnectReason, SessionState
 
 # The protocol's states and reasons are the domain's enums' values, as Literals: the schema
@@ -48,7 +49,13 @@ EngineName = Annotated[str, StringConstraints(min_length=1, max_length=32)]
 # A phone number in international format: country code and number, 8-15 digits, no "+".
 Phone = Annotated[str, StringConstraints(pattern=r"^[1-9][0-9]{7,14}$")]
 # A proxy URL: scheme, host and port, optional credentials (domain.model.proxy checks it).
-Proxy = Annotated[str, StringConstraints(max_length=MAX_PROXY_LENGTH), AfterValidator(check_proxy)]
+# The schema gives the rule as a pattern; validation gives a clear message per mistake.
+Proxy = Annotated[
+    str,
+    StringConstraints(max_length=MAX_PROXY_LENGTH),
+    AfterValidator(check_proxy),
+    WithJsonSchema({"type": "string", "maxLength": MAX_PROXY_LENGTH, "pattern": PROXY_PATTERN}),
+]
 
 # Versions are counted from 1; past this many (18 digits) a number is refused before
 # `int()` reads its digits (it raises on more than 4,300).

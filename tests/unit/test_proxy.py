@@ -4,11 +4,13 @@ service handing it to the engine at the start of a pairing and again at every re
 from __future__ import annotations
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from domain.application.history import session_history
 from domain.application.pairing import PairingService
 from domain.application.store_calls import StoreAccess
-from domain.model.proxy import InvalidProxyError, check_proxy, public_proxy
+from domain.model.proxy import PROXY_PATTERN, InvalidProxyError, check_proxy, public_proxy
 from tests.unit.fakes import FakeEngine
 from tests.unit.test_pairing_service import KEY, FakeCatalog, FakeClock, FakeNotifier, build
 
@@ -104,3 +106,10 @@ def test_a_bad_default_proxy_stops_the_cli_without_quoting_it(
     said = capsys.readouterr().err
     assert "PAIRGATE_PROXY: a proxy URL's scheme is one of" in said and "topsecret" not in said
     assert "topsecret" not in repr(Settings(proxy="socks5://u:topsecret@proxy.example:1080"))
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.from_regex(PROXY_PATTERN, fullmatch=True))
+def test_every_url_the_published_pattern_allows_passes_the_check(url: str) -> None:
+    assert check_proxy(url) == url
+    assert public_proxy(url).count(":") == 2
