@@ -316,16 +316,21 @@ async def test_when_the_refs_run_out_the_qr_expires(
     assert not vault_of(service).holds("baileys", key)
 
 
-async def test_a_phone_number_gets_a_pairing_code_sent_to_the_server(
-    standin: StandIn, service: ServiceProcess
-) -> None:
+async def test_a_phone_number_pairs_by_code(standin: StandIn, service: ServiceProcess) -> None:
+    await standin.call("refs", count=20)  # the codes keep rotating while the user types
     async with clients(service.url) as [client]:
         key = unique_key()
         await create(client, key, phone=PHONE)
-        code = await client.wait_for("session.pair_code")
-        assert len(code["code"]) == 9 and code["code"][4] == "-"
+        code = (await client.wait_for("session.pair_code"))["code"]
+        assert len(code) == 9 and code[4] == "-" and code.replace("-", "").isalnum()
         hello = await standin.event("companion_hello", jid=f"{PHONE}@s.whatsapp.net")
         assert hello["stage"] == "companion_hello"
+        # The phone unwraps Baileys' key with the code shown, and Baileys' key bundle opens.
+        jid = (await standin.call("enter_code", code=code))["jid"]
+        await client.wait_for("session.ready")
+        await standin.event("login", jid=jid)
+        assert client.names()[-2:] == ["session.authenticated", "session.ready"]
+    assert vault_of(service).holds("baileys", key)
 
 
 async def test_whatsapps_real_schedule_sixty_then_twenty_seconds(

@@ -8,6 +8,7 @@
 // the first ref it offered, if any});
 // commands on stdin, answered by {id, ok, ...}:
 //   {"cmd": "scan", "qr": text, "phone": "628..."}   the phone scans a QR text
+//   {"cmd": "enter_code", "code": "ABCD-EFGH"}       the phone's user types a pairing code
 //   {"cmd": "logout"|"conflict"|"drop", "jid": ...}  pushed to that device's live socket
 //   {"cmd": "refs", "count": n}                      refs for the next pair-device only
 import { createHmac, randomBytes } from 'node:crypto'
@@ -22,7 +23,7 @@ const require = createRequire(join(SIDECAR, 'package.json'))
 const { WebSocketServer } = require('ws')
 const B = await import(pathToFileURL(join(SIDECAR, 'node_modules', '@whiskeysockets', 'baileys',
   'lib', 'index.js')).href)
-const { proto, Curve, hkdf, sha256, aesEncryptGCM, aesDecryptGCM, encodeBinaryNode, decodeBinaryNode } = B
+const { proto, Curve, hkdf, sha256, aesEncryptGCM, aesDecryptGCM, aesEncryptCTR, aesDecryptCTR, derivePairingCodeKey, encodeBinaryNode, decodeBinaryNode } = B
 
 // Baileys' own Curve.verify ignores libsignal's boolean (always "valid" unless it throws):
 // the stand-in checks signatures with the boolean itself.
@@ -211,8 +212,15 @@ function answer (conn, iq) {
     send({ event: 'removed', jid: child.attrs.jid })
   }
   if (child?.tag === 'link_code_companion_reg') {
+    const part = (name) => Buffer.from(child.content.find((n) => n.tag === name)?.content ?? [])
     send({ event: 'companion_hello', jid: child.attrs.jid, stage: child.attrs.stage })
-    content.push({ tag: 'link_code_companion_reg', attrs: {}, content: [{ tag: 'link_code_pairing_ref', attrs: {}, content: Buffer.from(randomBytes(16).toString('hex')) }] })
+    if (child.attrs.stage === 'companion_hello') {
+      const ref = randomBytes(16).toString('hex')
+      conn.linkCode = { jid: child.attrs.jid, ref, wrapped: part('link_code_pairing_wrapped_companion_ephemeral_pub') }
+      content.push({ tag: 'link_code_companion_reg', attrs: {}, content: [{ tag: 'link_code_pairing_ref', attrs: {}, content: Buffer.from(ref) }] })
+    } else if (child.attrs.stage === 'companion_finish') {
+      conn.linkCode.finish?.(part('link_code_pairing_wrapped_key_bundle'), part('companion_identity_public'))
+    }
   }
   conn.node({ tag: 'iq', attrs: { from: SERVER, type: 'result', id: iq.attrs.id }, content: content.length ? content : undefined })
 }
@@ -229,13 +237,61 @@ async function scan ({ qr, phone }) {
   if (!identityKey.equals(conn.identity) || !Buffer.from(noise, 'base64').equals(conn.transport.clientStatic)) {
     throw new Error('the QR keys are not those of the connection that got the ref')
   }
+  return pairSuccess(conn, phone, Buffer.from(adv, 'base64'))
+}
+
+async function enterCode ({ code }) {
+  // The user types the code on the phone: it unwraps the companion's ephemeral key with it,
+  // sends its own (wrapped with the same code), and takes the key bundle Baileys returns.
+  const conn = [...live].find((c) => c.linkCode)
+  if (!conn) throw new Error('no companion asked for a pairing code')
+  const { jid, ref, wrapped } = conn.linkCode
+  const plain = code.replace('-', '')
+  const companionEphemeral = aesDecryptCTR(wrapped.subarray(48, 80), await derivePairingCodeKey(plain, wrapped.subarray(0, 32)), wrapped.subarray(32, 48))
+  const primary = Curve.generateKeyPair()
+  const salt = randomBytes(32)
+  const iv = randomBytes(16)
+  const primaryWrapped = Buffer.concat([salt, iv, aesEncryptCTR(primary.public, await derivePairingCodeKey(plain, salt), iv)])
+  const finished = new Promise((resolve) => { conn.linkCode.finish = (bundle, companionIdentity) => resolve({ bundle, companionIdentity }) })
+  conn.node({
+    tag: 'notification',
+    attrs: { from: SERVER, type: 'link_code_companion_reg', id: tag(), t: String(Math.floor(Date.now() / 1000)) },
+    content: [{
+      tag: 'link_code_companion_reg',
+      attrs: {},
+      content: [
+        { tag: 'link_code_pairing_ref', attrs: {}, content: Buffer.from(ref) },
+        { tag: 'primary_identity_pub', attrs: {}, content: account.public },
+        { tag: 'link_code_pairing_wrapped_primary_ephemeral_pub', attrs: {}, content: primaryWrapped }
+      ]
+    }]
+  })
+  const { bundle, companionIdentity } = await finished
+  const companionShared = Curve.sharedKey(primary.private, companionEphemeral)
+  const key = hkdf(companionShared, 32, { salt: bundle.subarray(0, 32), info: 'link_code_pairing_key_bundle_encryption_key' })
+  let opened
+  try {
+    opened = aesDecryptGCM(bundle.subarray(44), Buffer.from(key), bundle.subarray(32, 44), Buffer.alloc(0))
+  } catch {
+    throw new Error('the key bundle does not open: the code was wrong')
+  }
+  if (!opened.subarray(0, 32).equals(companionIdentity) || !opened.subarray(0, 32).equals(conn.identity)) {
+    throw new Error('the key bundle names another companion')
+  }
+  const identityShared = Curve.sharedKey(account.private, companionIdentity)
+  const adv = hkdf(Buffer.concat([companionShared, identityShared, opened.subarray(64, 96)]), 32, { info: 'adv_secret' })
+  return pairSuccess(conn, jid.split('@')[0], Buffer.from(adv))
+}
+
+async function pairSuccess (conn, phone, advSecret) {
+  const identityKey = conn.identity
   const device = ++deviceIds
   const jid = `${phone}:${device}@${SERVER}`
   const lid = `${100000 + device}:${device}@lid`
   const details = Buffer.from(proto.ADVDeviceIdentity.encode({ rawId: device, timestamp: Math.floor(Date.now() / 1000), keyIndex: device }).finish())
   const accountSignature = Curve.sign(account.private, Buffer.concat([Buffer.from([6, 0]), details, identityKey]))
   const signed = proto.ADVSignedDeviceIdentity.encode({ details, accountSignatureKey: account.public, accountSignature }).finish()
-  const hmac = createHmac('sha256', Buffer.from(adv, 'base64')).update(signed).digest()
+  const hmac = createHmac('sha256', advSecret).update(signed).digest()
   const reply = await conn.query({
     tag: 'iq',
     attrs: { from: SERVER, type: 'result', t: String(Math.floor(Date.now() / 1000)) },
@@ -273,6 +329,7 @@ function pushed (jid, node, forget) {
 
 const commands = {
   scan,
+  enter_code: enterCode,
   logout: ({ jid }) => pushed(jid, { tag: 'stream:error', attrs: { code: '401' }, content: [{ tag: 'conflict', attrs: { type: 'device_removed' } }] }, true),
   conflict: ({ jid }) => pushed(jid, { tag: 'stream:error', attrs: {}, content: [{ tag: 'conflict', attrs: { type: 'replaced' } }] }),
   drop: ({ jid }) => pushed(jid, null),
