@@ -264,6 +264,32 @@ async def test_a_restarted_pairgate_resumes_the_device_without_a_qr(
         again.terminate()
 
 
+async def test_a_device_removed_while_pairgate_was_down_is_logged_out_at_start(
+    standin: StandIn, tmp_path: Path
+) -> None:
+    first = serve(standin, tmp_path / "data")
+    try:
+        async with clients(first.url) as [client]:
+            key = unique_key()
+            jid = await paired(standin, client, key)
+    finally:
+        first.terminate()
+    assert (await standin.call("logout", jid=jid))["sockets"] == 0  # the phone removed it
+    again = serve(standin, tmp_path / "data")
+    try:
+        await standin.event("refused", jid=jid, timeout=15)  # its login: failure 401
+        async with clients(again.url) as [client]:
+            joined = await client.call("session.join", {"key": key})
+            if joined["state"] != "disconnected":
+                gone = await client.wait_for("session.disconnected")
+                assert gone["reason"] == "user logged out"
+        state = httpx.get(f"{again.url}/api/sessions/{key}", timeout=5).json()
+        assert (state["state"], state["reason"]) == ("disconnected", "user logged out")
+        assert not vault_of(again).holds("baileys", key)
+    finally:
+        again.terminate()
+
+
 async def test_a_logout_pushed_by_the_server_ends_it_and_deletes_the_credentials(
     standin: StandIn, service: ServiceProcess
 ) -> None:
@@ -271,6 +297,19 @@ async def test_a_logout_pushed_by_the_server_ends_it_and_deletes_the_credentials
         key = unique_key()
         jid = await paired(standin, client, key)
         assert (await standin.call("logout", jid=jid))["sockets"] == 1
+        gone = await client.wait_for("session.disconnected")
+    assert gone == {"key": key, "reason": "user logged out"}
+    assert not vault_of(service).holds("baileys", key)
+
+
+async def test_session_logout_unlinks_the_device_at_the_server(
+    standin: StandIn, service: ServiceProcess
+) -> None:
+    async with clients(service.url) as [client]:
+        key = unique_key()
+        jid = await paired(standin, client, key)
+        assert (await client.call("session.logout", {"key": key}))["ok"]
+        await standin.event("removed", jid=jid)  # Baileys' remove-companion-device
         gone = await client.wait_for("session.disconnected")
     assert gone == {"key": key, "reason": "user logged out"}
     assert not vault_of(service).holds("baileys", key)
