@@ -80,12 +80,17 @@ class StandIn:
             self.process.stdin.write(json.dumps({"id": number, "cmd": command, **fields}) + "\n")
             self.process.stdin.flush()
             assert self._arrived.wait_for(lambda: number in self._answers, 10), command
-            answer = self._answers.pop(number)
+            return self._answers.pop(number)
+
+    async def call(self, command: str, **fields: Any) -> dict[str, Any]:
+        answer = await asyncio.to_thread(self._call, command, fields)
         assert answer["ok"], answer
         return answer
 
-    async def call(self, command: str, **fields: Any) -> dict[str, Any]:
-        return await asyncio.to_thread(self._call, command, fields)
+    async def refused(self, command: str, **fields: Any) -> str:
+        answer = await asyncio.to_thread(self._call, command, fields)
+        assert not answer["ok"], answer
+        return str(answer["error"])
 
     def _event(self, name: str, match: dict[str, Any], timeout: float) -> dict[str, Any]:
         def found() -> dict[str, Any] | None:
@@ -362,14 +367,33 @@ async def test_a_phone_number_pairs_by_code(standin: StandIn, service: ServicePr
         await create(client, key, phone=PHONE)
         code = (await client.wait_for("session.pair_code"))["code"]
         assert len(code) == 9 and code[4] == "-" and code.replace("-", "").isalnum()
-        hello = await standin.event("companion_hello", jid=f"{PHONE}@s.whatsapp.net")
-        assert hello["stage"] == "companion_hello"
+        await standin.event(
+            "companion_hello", jid=f"{PHONE}@s.whatsapp.net", stage="companion_hello"
+        )
         # The phone unwraps Baileys' key with the code shown, and Baileys' key bundle opens.
         jid = (await standin.call("enter_code", code=code))["jid"]
         await client.wait_for("session.ready")
         await standin.event("login", jid=jid)
         assert client.names()[-2:] == ["session.authenticated", "session.ready"]
     assert vault_of(service).holds("baileys", key)
+
+
+async def test_a_wrong_pairing_code_does_not_pair(
+    standin: StandIn, service: ServiceProcess
+) -> None:
+    async with clients(service.url) as [client]:
+        key = unique_key()
+        await create(client, key, phone=PHONE)
+        code = (await client.wait_for("session.pair_code"))["code"]
+        await standin.event(
+            "companion_hello", jid=f"{PHONE}@s.whatsapp.net", stage="companion_hello"
+        )
+        wrong = ("B" if code[0] != "B" else "C") + code[1:]
+        assert "the code was wrong" in await standin.refused("enter_code", code=wrong)
+        gone = await client.wait_for("session.disconnected", timeout=15)
+        assert gone == {"key": key, "reason": "qr expired"}
+        assert "session.authenticated" not in client.names()
+    assert not vault_of(service).holds("baileys", key)
 
 
 async def test_whatsapps_real_schedule_sixty_then_twenty_seconds(

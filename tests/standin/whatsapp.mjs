@@ -219,7 +219,7 @@ function answer (conn, iq) {
       conn.linkCode = { jid: child.attrs.jid, ref, wrapped: part('link_code_pairing_wrapped_companion_ephemeral_pub') }
       content.push({ tag: 'link_code_companion_reg', attrs: {}, content: [{ tag: 'link_code_pairing_ref', attrs: {}, content: Buffer.from(ref) }] })
     } else if (child.attrs.stage === 'companion_finish') {
-      conn.linkCode.finish?.(part('link_code_pairing_wrapped_key_bundle'), part('companion_identity_public'))
+      conn.linkCode?.finish?.(part('link_code_pairing_wrapped_key_bundle'), part('companion_identity_public'))
     }
   }
   conn.node({ tag: 'iq', attrs: { from: SERVER, type: 'result', id: iq.attrs.id }, content: content.length ? content : undefined })
@@ -243,9 +243,10 @@ async function scan ({ qr, phone }) {
 async function enterCode ({ code }) {
   // The user types the code on the phone: it unwraps the companion's ephemeral key with it,
   // sends its own (wrapped with the same code), and takes the key bundle Baileys returns.
-  const conn = [...live].find((c) => c.linkCode)
+  const conn = [...live].reverse().find((c) => c.linkCode) // the latest to ask
   if (!conn) throw new Error('no companion asked for a pairing code')
   const { jid, ref, wrapped } = conn.linkCode
+  conn.linkCode = { jid, ref, wrapped: null } // one code entry per request
   const plain = code.replace('-', '')
   const companionEphemeral = aesDecryptCTR(wrapped.subarray(48, 80), await derivePairingCodeKey(plain, wrapped.subarray(0, 32)), wrapped.subarray(32, 48))
   const primary = Curve.generateKeyPair()
