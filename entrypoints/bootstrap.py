@@ -30,7 +30,7 @@ from adapters.store.sqlite import WalCheckpoints
 from domain.application.dispatch import EventBus, Handlers
 from domain.application.history import MAX_PAGE_SIZE
 from domain.application.pairing import Caps, PairingService, Timeouts
-from domain.application.ports import Clock, WhatsAppEngine
+from domain.application.ports import Clock, SessionIndex, WhatsAppEngine
 from domain.application.sessions import DeviceSessions
 from domain.application.store_calls import StoreAccess
 from domain.model.session import DeviceSession
@@ -51,6 +51,7 @@ class Pairgate:
     engines: Engines
     leases: PostgresLeases | None = None
     checkpoints: WalCheckpoints | None = None
+    session_index: SessionIndex | None = None  # the sessions read model (GET /api/sessions)
     # History records per reader, shared by the HTTP API and Socket.IO; HTTP API requests.
     history_allowance: HistoryAllowance = field(
         default_factory=lambda: HistoryAllowance("", MAX_PAGE_SIZE)
