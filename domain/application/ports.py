@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from datetime import datetime
 from typing import Protocol, TypeVar
 
-from domain.model.session import DisconnectReason
+from domain.model.session import DisconnectReason, SessionState
 
 T = TypeVar("T")
 
@@ -132,3 +133,53 @@ class SoleProcess:
 
     async def forward(self, key: str, command: str, args: dict[str, str]) -> None:
         raise AssertionError("a sole process never forwards")  # acquire is always True
+
+
+@dataclass(frozen=True)
+class SessionRow:
+    """A session as the sessions read model holds it: as of its last recorded event."""
+
+    key: str
+    owner: str
+    name: str
+    engine: str
+    state: SessionState
+    reason: DisconnectReason | None  # the last Disconnected's, while disconnected; else None
+    version: int  # the aggregate's version after that event
+    updated_at: datetime  # that event's timestamp, timezone-aware UTC
+
+
+@dataclass(frozen=True)
+class SessionRowPage:
+    rows: Sequence[SessionRow]
+    next: str | None  # the cursor for the page after this one; None: this is the last
+
+
+LIST_PAGE_SIZE = 50
+MAX_LIST_PAGE_SIZE = 200
+MAX_CURSOR_LENGTH = 200
+
+
+class SessionIndex(Protocol):
+    """The sessions read model (a projection of the recorded events): one owner's
+    sessions without reading every stream."""
+
+    async def page(
+        self,
+        owner: str,
+        *,
+        state: SessionState | None = None,
+        engine: str | None = None,
+        after: str | None = None,
+        limit: int = LIST_PAGE_SIZE,
+    ) -> SessionRowPage:
+        """The owner's sessions, most recently changed first (ties: key, descending),
+        filtered by state and engine name when given, at most `limit` (1 to
+        MAX_LIST_PAGE_SIZE) rows after the cursor `after`.
+
+        A cursor is opaque to callers: a printable ASCII string of at most
+        MAX_CURSOR_LENGTH characters, made by this index for the same owner and filters.
+        One it cannot read raises InvalidPageError (domain.model.errors). Another owner's
+        sessions never appear, whatever the cursor says.
+        """
+        ...
