@@ -16,7 +16,8 @@ from adapters.http.scan_page import scan_page_routes
 from adapters.http.web import HTTP_ERROR_HANDLERS, health_routes, simulator_routes
 from adapters.metrics import PairgateMetrics, metrics_routes
 from domain.application.ports import Clock
-from entrypoints.bootstrap import Pairgate, bootstrap, close_fanout
+from entrypoints.bootstrap import Pairgate, bootstrap
+from entrypoints.fanout import close_fanout
 from entrypoints.settings import Settings
 
 

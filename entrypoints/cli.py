@@ -1,4 +1,4 @@
-"""The command line: `pairgate serve | history | export`."""
+"""The command line: `pairgate serve | history | export | reindex | ...`."""
 
 from __future__ import annotations
 
@@ -60,6 +60,10 @@ def parser() -> argparse.ArgumentParser:
         "--since", type=int, default=0, metavar="POSITION", help="resume after this position"
     )
 
+    reindex = commands.add_parser(
+        "reindex", help="rebuild the sessions read model (GET /api/sessions) from the event log"
+    )
+
     commands.add_parser("keygen", help="print a new PAIRGATE_CIPHER_KEY (AES-256, base64)")
     commands.add_parser("asyncapi", help="print the AsyncAPI 3.0 document of the protocol")
     commands.add_parser("lifecycle", help="print the session lifecycle as a Mermaid diagram")
@@ -80,7 +84,7 @@ def parser() -> argparse.ArgumentParser:
         help="pair afresh a key still linked to a device (offline): unlinks that device",
     )
 
-    for command in (serve, history, export):
+    for command in (serve, history, export, reindex):
         command.add_argument("--data-dir", help="the SQLite event store's directory (./data)")
     return root
 
@@ -133,6 +137,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         if args.command == "serve":
             return serve_forever(settings)
+        if args.command == "reindex":
+            return rebuild_index(settings, sys.stdout)
         return run_audit(args, settings, sys.stdout)
     except StoreUnreadableError as unreadable:
         print(f"pairgate: {unreadable}", file=sys.stderr)
@@ -191,6 +197,22 @@ def tune_garbage_collection() -> None:
     gc.collect()
     gc.freeze()
     gc.set_threshold(*GC_THRESHOLDS)
+
+
+def rebuild_index(settings: Settings, out: TextIO) -> int:
+    """Forget the sessions read model and project the whole log again (a running server's
+    projection starts over with it)."""
+    from adapters.store.config import open_store
+    from adapters.store.session_rows import session_rows
+    from domain.application.session_rows import SessionsProjection
+
+    sessions = open_store(settings.store_config())
+    try:
+        position = SessionsProjection(sessions, session_rows(sessions)).rebuild()
+    finally:
+        sessions.close()
+    out.write(f"sessions read model rebuilt up to log position {position}\n")
+    return 0
 
 
 def run_audit(args: argparse.Namespace, settings: Settings, out: TextIO) -> int:

@@ -36,6 +36,9 @@ class Settings(BaseSettings):
     # process has gone (the failover bound), and between checks of this process's leases.
     takeover_interval: float = Field(15.0, gt=0)
     lease_check_interval: float = Field(2.0, gt=0)
+    # Seconds between looks at the event log for other processes' events, by consumers
+    # that follow it (the sessions read model, webhooks); this process's own wake them.
+    follow_interval: float = Field(1.0, gt=0)
     # Linked devices' WhatsApp credentials (0700 per device); default: <data dir>/credentials.
     credentials_dir: Path | None = None
     database_url: SecretStr | None = None

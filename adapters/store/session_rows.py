@@ -1,0 +1,256 @@
+"""The sessions read model's rows, in the events' own database, tracked by eventsourcing's
+tracking recorders (`SQLiteTrackingRecorder`, `PostgresTrackingRecorder`): the rows and the
+log position they reflect are written in one transaction.
+
+Rows are found by session id (events other than SessionCreated carry no key) and listed
+per owner through indexes on (owner[, state | engine], updated_at, key), newest first: a
+page costs its own rows, however many sessions there are.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Collection, Sequence
+from datetime import datetime
+from typing import Any
+from uuid import UUID
+
+from eventsourcing.persistence import IntegrityError, Tracking
+from eventsourcing.postgres import PostgresDatastore, PostgresTrackingRecorder
+from eventsourcing.sqlite import SQLiteDatastore, SQLiteTrackingRecorder
+from psycopg.sql import SQL, Composable, Identifier
+
+from domain.application.ports import SessionRow
+from domain.application.session_rows import (
+    TRACKING_NAME,
+    Filters,
+    SessionRowStore,
+    from_micros,
+    to_micros,
+)
+from domain.application.sessions import DeviceSessions
+from domain.model.session import DisconnectReason, SessionState, session_id
+
+TABLE = "pairgate_sessions"
+COLUMNS = ("key", "owner", "name", "engine", "state", "reason", "version", "updated_at")
+# Listing indexes: by owner, and by owner with either filter.
+INDEXES = {"owner": ("owner",), "state": ("owner", "state"), "engine": ("owner", "engine")}
+
+
+def _values(row: SessionRow) -> tuple[Any, ...]:
+    reason = None if row.reason is None else row.reason.value
+    return (str(session_id(row.key)), row.key, row.owner, row.name, row.engine,
+            row.state.value, reason, row.version, to_micros(row.updated_at))  # fmt: skip
+
+
+def _row(values: Sequence[Any]) -> SessionRow:
+    key, owner, name, engine, state, reason, version, updated_at = values
+    return SessionRow(
+        key=key,
+        owner=owner,
+        name=name,
+        engine=engine,
+        state=SessionState(state),
+        reason=None if reason is None else DisconnectReason(reason),
+        version=int(version),
+        updated_at=from_micros(int(updated_at)),
+    )
+
+
+def _where(filters: Filters, before: tuple[datetime, str] | None) -> tuple[str, list[Any]]:
+    """The listing's conditions, with `?` for each parameter."""
+    clauses: list[str] = ["owner = ?"]
+    params: list[Any] = [filters.owner]
+    for column in ("state", "engine"):
+        value = getattr(filters, column)
+        if value is not None:
+            clauses.append(f"{column} = ?")
+            params.append(value)
+    if before is not None:
+        clauses.append("(updated_at, key) < (?, ?)")
+        params += [to_micros(before[0]), before[1]]
+    return " AND ".join(clauses), params
+
+
+class SQLiteSessionRows(SQLiteTrackingRecorder):
+    def __init__(self, datastore: SQLiteDatastore) -> None:
+        super().__init__(datastore)
+        self._upsert = _upsert_statement(TABLE, "?")
+
+    def construct_create_table_statements(self) -> list[str]:
+        return [*super().construct_create_table_statements(), *_create_statements(TABLE)]
+
+    def position(self) -> int:
+        return self.max_tracking_id(TRACKING_NAME) or 0
+
+    def rows(self, ids: Collection[UUID]) -> dict[UUID, SessionRow]:
+        marks = ",".join("?" * len(ids))
+        with self.datastore.transaction(commit=False) as c:
+            c.execute(f"SELECT {', '.join(COLUMNS)} FROM {TABLE} WHERE id IN ({marks})",
+                      [str(i) for i in ids])  # fmt: skip
+            found = [_row(tuple(values)) for values in c.fetchall()]
+        return {session_id(row.key): row for row in found}
+
+    def save(self, rows: Sequence[SessionRow], previous: int, position: int) -> None:
+        with self.datastore.transaction(commit=True) as c:
+            # A write first: the transaction holds the write lock before it reads.
+            c.execute("UPDATE tracking SET notification_id = notification_id "
+                      "WHERE application_name = ?", (TRACKING_NAME,))  # fmt: skip
+            if (self._max_tracking_id(TRACKING_NAME, c) or 0) != previous:
+                raise IntegrityError(f"{TRACKING_NAME} moved past {previous}")
+            self._insert_tracking(c, Tracking(TRACKING_NAME, position))
+            for row in rows:
+                c.execute(self._upsert, _values(row))
+
+    def select(
+        self, filters: Filters, before: tuple[datetime, str] | None, limit: int
+    ) -> list[SessionRow]:
+        where, params = _where(filters, before)
+        query = (f"SELECT {', '.join(COLUMNS)} FROM {TABLE} WHERE {where} "
+                 "ORDER BY updated_at DESC, key DESC LIMIT ?")  # fmt: skip
+        with self.datastore.transaction(commit=False) as c:
+            c.execute(query, [*params, limit])
+            return [_row(tuple(values)) for values in c.fetchall()]
+
+    def reset(self) -> None:
+        with self.datastore.transaction(commit=True) as c:
+            c.execute(f"DELETE FROM {TABLE}")
+            c.execute("DELETE FROM tracking WHERE application_name = ?", (TRACKING_NAME,))
+
+
+class PostgresSessionRows(PostgresTrackingRecorder):
+    def __init__(self, datastore: PostgresDatastore) -> None:
+        super().__init__(datastore, tracking_table_name="pairgate_tracking")
+        schema = Identifier(datastore.schema)
+        self._table = SQL("{}.{}").format(schema, Identifier(TABLE))
+        self._tracking = SQL("{}.{}").format(schema, Identifier(self.tracking_table_name))
+        for statement in _create_statements("{table}"):
+            self.sql_create_statements.append(SQL(statement).format(table=self._table))
+        self._upsert_sql = SQL(_upsert_statement("{table}", "%s")).format(table=self._table)
+
+    def position(self) -> int:
+        return self.max_tracking_id(TRACKING_NAME) or 0
+
+    def rows(self, ids: Collection[UUID]) -> dict[UUID, SessionRow]:
+        query = SQL("SELECT {} FROM {} WHERE id = ANY(%s)").format(_columns(), self._table)
+        with self.datastore.transaction(commit=False) as curs:
+            curs.execute(query, ([str(i) for i in ids],))
+            found = [_row([r[c] for c in COLUMNS]) for r in curs.fetchall()]
+        return {session_id(row.key): row for row in found}
+
+    def save(self, rows: Sequence[SessionRow], previous: int, position: int) -> None:
+        lock = SQL("SELECT notification_id FROM {} WHERE application_name = %s FOR UPDATE")
+        with self.datastore.transaction(commit=True) as curs:
+            curs.execute(lock.format(self._tracking), (TRACKING_NAME,))
+            found = curs.fetchone()
+            if (found["notification_id"] if found else 0) != previous:
+                raise IntegrityError(f"{TRACKING_NAME} moved past {previous}")
+            self._insert_tracking(curs, Tracking(TRACKING_NAME, position))
+            for row in rows:
+                curs.execute(self._upsert_sql, _values(row))
+
+    def select(
+        self, filters: Filters, before: tuple[datetime, str] | None, limit: int
+    ) -> list[SessionRow]:
+        where, params = _where(filters, before)
+        query = SQL(
+            "SELECT {} FROM {} WHERE "
+            + where.replace("?", "%s")
+            + " ORDER BY updated_at DESC, key DESC LIMIT %s"
+        ).format(_columns(), self._table)
+        with self.datastore.transaction(commit=False) as curs:
+            curs.execute(query, [*params, limit])
+            return [_row([r[c] for c in COLUMNS]) for r in curs.fetchall()]
+
+    def reset(self) -> None:
+        with self.datastore.transaction(commit=True) as curs:
+            curs.execute(SQL("DELETE FROM {}").format(self._table))
+            curs.execute(SQL("DELETE FROM {} WHERE application_name = %s").format(self._tracking),
+                         (TRACKING_NAME,))  # fmt: skip
+
+
+def _columns() -> Composable:
+    return SQL(", ").join(Identifier(c) for c in COLUMNS)
+
+
+def _create_statements(table: str) -> list[str]:
+    """`table` and the indexes the listing reads."""
+    statements = [
+        f"CREATE TABLE IF NOT EXISTS {table} (id TEXT PRIMARY KEY, key TEXT NOT NULL, "
+        "owner TEXT NOT NULL, name TEXT NOT NULL, engine TEXT NOT NULL, state TEXT NOT NULL, "
+        "reason TEXT, version BIGINT NOT NULL, updated_at BIGINT NOT NULL)"
+    ]
+    for name, columns in INDEXES.items():
+        statements.append(
+            f"CREATE INDEX IF NOT EXISTS {TABLE}_by_{name} ON {table} "
+            f"({', '.join(columns)}, updated_at DESC, key DESC)"
+        )
+    return statements
+
+
+def _upsert_statement(table: str, mark: str) -> str:
+    """Insert a row, or replace an older one (by version: a replay never goes back)."""
+    names = ("id", *COLUMNS)
+    updates = ", ".join(f"{c} = excluded.{c}" for c in COLUMNS)
+    return (
+        f"INSERT INTO {table} ({', '.join(names)}) VALUES ({', '.join([mark] * len(names))}) "
+        f"ON CONFLICT (id) DO UPDATE SET {updates} WHERE {table}.version < excluded.version"
+    )
+
+
+class MemorySessionRows:
+    """The rows of a memory store (tests): a dict, with the same contract."""
+
+    def __init__(self) -> None:
+        self._rows: dict[UUID, SessionRow] = {}
+        self._position = 0
+        self._lock = threading.Lock()
+
+    def position(self) -> int:
+        return self._position
+
+    def rows(self, ids: Collection[UUID]) -> dict[UUID, SessionRow]:
+        with self._lock:
+            return {i: self._rows[i] for i in ids if i in self._rows}
+
+    def save(self, rows: Sequence[SessionRow], previous: int, position: int) -> None:
+        with self._lock:
+            if self._position != previous:
+                raise IntegrityError(f"{TRACKING_NAME} moved past {previous}")
+            self._rows.update((session_id(row.key), row) for row in rows)
+            self._position = position
+
+    def select(
+        self, filters: Filters, before: tuple[datetime, str] | None, limit: int
+    ) -> list[SessionRow]:
+        with self._lock:
+            rows = [r for r in self._rows.values() if _matches(r, filters, before)]
+        rows.sort(key=lambda r: (r.updated_at, r.key), reverse=True)
+        return rows[:limit]
+
+    def reset(self) -> None:
+        with self._lock:
+            self._rows, self._position = {}, 0
+
+
+def _matches(row: SessionRow, filters: Filters, before: tuple[datetime, str] | None) -> bool:
+    return (
+        row.owner == filters.owner
+        and filters.state in (None, row.state.value)
+        and filters.engine in (None, row.engine)
+        and (before is None or (row.updated_at, row.key) < before)
+    )
+
+
+def session_rows(sessions: DeviceSessions) -> SessionRowStore:
+    """The rows beside the events of `sessions`, their tables created if missing."""
+    datastore = getattr(sessions.recorder, "datastore", None)
+    store: SQLiteSessionRows | PostgresSessionRows
+    if isinstance(datastore, SQLiteDatastore):
+        store = SQLiteSessionRows(datastore)
+    elif isinstance(datastore, PostgresDatastore):
+        store = PostgresSessionRows(datastore)
+    else:
+        return MemorySessionRows()
+    store.create_table()
+    return store
