@@ -14,6 +14,7 @@ from adapters.http.guards import HostAllowList, HostPolicy, SecurityHeaders
 from adapters.http.readiness import Readiness, readiness_routes
 from adapters.http.scan_page import scan_page_routes
 from adapters.http.web import HTTP_ERROR_HANDLERS, health_routes, simulator_routes
+from adapters.http.webhooks_api import webhook_routes
 from adapters.metrics import PairgateMetrics, metrics_routes
 from domain.application.ports import Clock
 from entrypoints.bootstrap import Pairgate, bootstrap
@@ -49,6 +50,10 @@ def create_app(settings: Settings | None = None, clock: Clock | None = None) -> 
         pairgate.service, pairgate.identities, pairgate.http_limits, pairgate.history_allowance
     )
     routes += readiness_routes(readiness) + metrics_routes(metrics)
+    consumers = pairgate.consumers
+    if consumers is not None and consumers.webhooks is not None:
+        subscriptions = consumers.webhooks.subscriptions
+        routes += webhook_routes(subscriptions, pairgate.identities, pairgate.http_limits)
     if pairgate.simulator is not None:
         routes += simulator_routes(
             pairgate.simulator, pairgate.service, pairgate.identities, pairgate.leases

@@ -247,8 +247,8 @@ def bootstrap(
         timeouts=Timeouts(settings.expiry_grace, settings.start_timeout),
         leases=leases,
     )
-    consumers = log_consumers(settings, sessions, metrics)
-    bus.register(recorded_event_handlers(service, metrics, notifier, consumers.followers))
+    consumers = log_consumers(settings, store, sessions, metrics, clock)
+    bus.register(recorded_event_handlers(service, metrics, notifier, consumers.wakers))
     metrics.watch(service, sio)
     limits = RequestLimits(settings.rate_limit_connection, settings.rate_limit_identity)
     history_allowance = HistoryAllowance(settings.rate_limit_history, MAX_PAGE_SIZE)

@@ -39,8 +39,17 @@ INDEXES = {"owner": ("owner",), "state": ("owner", "state"), "engine": ("owner",
 
 def _values(row: SessionRow) -> tuple[Any, ...]:
     reason = None if row.reason is None else row.reason.value
-    return (str(session_id(row.key)), row.key, row.owner, row.name, row.engine,
-            row.state.value, reason, row.version, to_micros(row.updated_at))  # fmt: skip
+    return (
+        str(session_id(row.key)),
+        row.key,
+        row.owner,
+        row.name,
+        row.engine,
+        row.state.value,
+        reason,
+        row.version,
+        to_micros(row.updated_at),
+    )
 
 
 def _row(values: Sequence[Any]) -> SessionRow:
@@ -73,63 +82,83 @@ def _where(filters: Filters, before: tuple[datetime, str] | None) -> tuple[str, 
 
 
 class SQLiteSessionRows(SQLiteTrackingRecorder):
-    def __init__(self, datastore: SQLiteDatastore) -> None:
+    """`table` and `tracking`: whose rows (each follower of the log may keep its own)."""
+
+    def __init__(
+        self, datastore: SQLiteDatastore, table: str = TABLE, tracking: str = TRACKING_NAME
+    ) -> None:
+        self.table, self.tracking = table, tracking  # the base class's __init__ reads them
         super().__init__(datastore)
-        self._upsert = _upsert_statement(TABLE, "?")
+        self._upsert = _upsert_statement(table, "?")
 
     def construct_create_table_statements(self) -> list[str]:
-        return [*super().construct_create_table_statements(), *_create_statements(TABLE)]
+        return [*super().construct_create_table_statements(), *_create_statements(self.table)]
 
     def position(self) -> int:
-        return self.max_tracking_id(TRACKING_NAME) or 0
+        return self.max_tracking_id(self.tracking) or 0
 
     def rows(self, ids: Collection[UUID]) -> dict[UUID, SessionRow]:
         marks = ",".join("?" * len(ids))
         with self.datastore.transaction(commit=False) as c:
-            c.execute(f"SELECT {', '.join(COLUMNS)} FROM {TABLE} WHERE id IN ({marks})",
-                      [str(i) for i in ids])  # fmt: skip
+            c.execute(
+                f"SELECT {', '.join(COLUMNS)} FROM {self.table} WHERE id IN ({marks})",
+                [str(i) for i in ids],
+            )
             found = [_row(tuple(values)) for values in c.fetchall()]
         return {session_id(row.key): row for row in found}
 
-    def save(self, rows: Sequence[SessionRow], previous: int, position: int) -> None:
+    def save(
+        self, rows: Sequence[SessionRow], previous: int, position: int, extra: Sequence[Any] = ()
+    ) -> None:
         with self.datastore.transaction(commit=True) as c:
             # A write first: the transaction holds the write lock before it reads.
-            c.execute("UPDATE tracking SET notification_id = notification_id "
-                      "WHERE application_name = ?", (TRACKING_NAME,))  # fmt: skip
-            if (self._max_tracking_id(TRACKING_NAME, c) or 0) != previous:
-                raise IntegrityError(f"{TRACKING_NAME} moved past {previous}")
-            self._insert_tracking(c, Tracking(TRACKING_NAME, position))
+            c.execute(
+                "UPDATE tracking SET notification_id = notification_id WHERE application_name = ?",
+                (self.tracking,),
+            )
+            if (self._max_tracking_id(self.tracking, c) or 0) != previous:
+                raise IntegrityError(f"{self.tracking} moved past {previous}")
+            self._insert_tracking(c, Tracking(self.tracking, position))
             for row in rows:
                 c.execute(self._upsert, _values(row))
+            self.write_extra(c, extra)
+
+    def write_extra(self, cursor: Any, extra: Sequence[Any]) -> None:
+        """What a subclass writes with the rows, in their transaction."""
 
     def select(
         self, filters: Filters, before: tuple[datetime, str] | None, limit: int
     ) -> list[SessionRow]:
         where, params = _where(filters, before)
-        query = (f"SELECT {', '.join(COLUMNS)} FROM {TABLE} WHERE {where} "
-                 "ORDER BY updated_at DESC, key DESC LIMIT ?")  # fmt: skip
+        query = (
+            f"SELECT {', '.join(COLUMNS)} FROM {self.table} WHERE {where} "
+            "ORDER BY updated_at DESC, key DESC LIMIT ?"
+        )
         with self.datastore.transaction(commit=False) as c:
             c.execute(query, [*params, limit])
             return [_row(tuple(values)) for values in c.fetchall()]
 
     def reset(self) -> None:
         with self.datastore.transaction(commit=True) as c:
-            c.execute(f"DELETE FROM {TABLE}")
-            c.execute("DELETE FROM tracking WHERE application_name = ?", (TRACKING_NAME,))
+            c.execute(f"DELETE FROM {self.table}")
+            c.execute("DELETE FROM tracking WHERE application_name = ?", (self.tracking,))
 
 
 class PostgresSessionRows(PostgresTrackingRecorder):
-    def __init__(self, datastore: PostgresDatastore) -> None:
+    def __init__(
+        self, datastore: PostgresDatastore, table: str = TABLE, tracking: str = TRACKING_NAME
+    ) -> None:
         super().__init__(datastore, tracking_table_name="pairgate_tracking")
+        self.tracking = tracking
         schema = Identifier(datastore.schema)
-        self._table = SQL("{}.{}").format(schema, Identifier(TABLE))
+        self._table = SQL("{}.{}").format(schema, Identifier(table))
         self._tracking = SQL("{}.{}").format(schema, Identifier(self.tracking_table_name))
-        for statement in _create_statements("{table}"):
+        for statement in _create_statements("{table}", table):
             self.sql_create_statements.append(SQL(statement).format(table=self._table))
         self._upsert_sql = SQL(_upsert_statement("{table}", "%s")).format(table=self._table)
 
     def position(self) -> int:
-        return self.max_tracking_id(TRACKING_NAME) or 0
+        return self.max_tracking_id(self.tracking) or 0
 
     def rows(self, ids: Collection[UUID]) -> dict[UUID, SessionRow]:
         query = SQL("SELECT {} FROM {} WHERE id = ANY(%s)").format(_columns(), self._table)
@@ -138,16 +167,22 @@ class PostgresSessionRows(PostgresTrackingRecorder):
             found = [_row([r[c] for c in COLUMNS]) for r in curs.fetchall()]
         return {session_id(row.key): row for row in found}
 
-    def save(self, rows: Sequence[SessionRow], previous: int, position: int) -> None:
+    def save(
+        self, rows: Sequence[SessionRow], previous: int, position: int, extra: Sequence[Any] = ()
+    ) -> None:
         lock = SQL("SELECT notification_id FROM {} WHERE application_name = %s FOR UPDATE")
         with self.datastore.transaction(commit=True) as curs:
-            curs.execute(lock.format(self._tracking), (TRACKING_NAME,))
+            curs.execute(lock.format(self._tracking), (self.tracking,))
             found = curs.fetchone()
             if (found["notification_id"] if found else 0) != previous:
-                raise IntegrityError(f"{TRACKING_NAME} moved past {previous}")
-            self._insert_tracking(curs, Tracking(TRACKING_NAME, position))
+                raise IntegrityError(f"{self.tracking} moved past {previous}")
+            self._insert_tracking(curs, Tracking(self.tracking, position))
             for row in rows:
                 curs.execute(self._upsert_sql, _values(row))
+            self.write_extra(curs, extra)
+
+    def write_extra(self, cursor: Any, extra: Sequence[Any]) -> None:
+        """What a subclass writes with the rows, in their transaction."""
 
     def select(
         self, filters: Filters, before: tuple[datetime, str] | None, limit: int
@@ -165,24 +200,26 @@ class PostgresSessionRows(PostgresTrackingRecorder):
     def reset(self) -> None:
         with self.datastore.transaction(commit=True) as curs:
             curs.execute(SQL("DELETE FROM {}").format(self._table))
-            curs.execute(SQL("DELETE FROM {} WHERE application_name = %s").format(self._tracking),
-                         (TRACKING_NAME,))  # fmt: skip
+            curs.execute(
+                SQL("DELETE FROM {} WHERE application_name = %s").format(self._tracking),
+                (self.tracking,),
+            )
 
 
 def _columns() -> Composable:
     return SQL(", ").join(Identifier(c) for c in COLUMNS)
 
 
-def _create_statements(table: str) -> list[str]:
-    """`table` and the indexes the listing reads."""
+def _create_statements(table: str, name: str = TABLE) -> list[str]:
+    """`table` (called `name`, unqualified) and the indexes the listing reads."""
     statements = [
         f"CREATE TABLE IF NOT EXISTS {table} (id TEXT PRIMARY KEY, key TEXT NOT NULL, "
         "owner TEXT NOT NULL, name TEXT NOT NULL, engine TEXT NOT NULL, state TEXT NOT NULL, "
         "reason TEXT, version BIGINT NOT NULL, updated_at BIGINT NOT NULL)"
     ]
-    for name, columns in INDEXES.items():
+    for index, columns in INDEXES.items():
         statements.append(
-            f"CREATE INDEX IF NOT EXISTS {TABLE}_by_{name} ON {table} "
+            f"CREATE INDEX IF NOT EXISTS {name}_by_{index} ON {table} "
             f"({', '.join(columns)}, updated_at DESC, key DESC)"
         )
     return statements
@@ -213,7 +250,9 @@ class MemorySessionRows:
         with self._lock:
             return {i: self._rows[i] for i in ids if i in self._rows}
 
-    def save(self, rows: Sequence[SessionRow], previous: int, position: int) -> None:
+    def save(
+        self, rows: Sequence[SessionRow], previous: int, position: int, extra: Sequence[Any] = ()
+    ) -> None:
         with self._lock:
             if self._position != previous:
                 raise IntegrityError(f"{TRACKING_NAME} moved past {previous}")

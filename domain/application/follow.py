@@ -26,11 +26,18 @@ RETRY_DELAYS = (0.1, 0.5, 2.0, 5.0)
 
 class LogFollower:
     def __init__(
-        self, name: str, catch_up: Callable[[], int], store: StoreAccess, interval: float
+        self,
+        name: str,
+        catch_up: Callable[[], int],
+        store: StoreAccess,
+        interval: float,
+        then: Callable[[], None] | None = None,
     ) -> None:
         """`catch_up` moves the consumer on by one page of the log and says how many
-        events it handled (0: it is at the log's head)."""
+        events it handled (0: it is at the log's head); `then` runs on the event loop
+        after each page (e.g. to wake whoever acts on what it wrote)."""
         self.name = name
+        self._then = then
         self._catch_up = catch_up
         self._store = store
         self._interval = interval
@@ -76,6 +83,8 @@ class LogFollower:
                 continue
             failures = 0
             if handled:
+                if self._then is not None:
+                    self._then()
                 continue
             if not self._wake.is_set():
                 self._idle.set()

@@ -10,10 +10,10 @@ position, whatever stops the process; and it is rebuilt by starting again from z
 
 from __future__ import annotations
 
-from collections.abc import Collection, Sequence
+from collections.abc import Callable, Collection, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Protocol
+from typing import Any, Protocol
 from uuid import UUID
 
 from eventsourcing.domain import AggregateEvent
@@ -51,10 +51,13 @@ class SessionRowStore(Protocol):
         """The rows of these sessions (by `session_id`), those that have one."""
         ...
 
-    def save(self, rows: Sequence[SessionRow], previous: int, position: int) -> None:
-        """Write `rows` and move the position from `previous` to `position`, in one
-        transaction; eventsourcing's IntegrityError (nothing written) if the position is
-        no longer `previous` (another process or a reindex got there first)."""
+    def save(
+        self, rows: Sequence[SessionRow], previous: int, position: int, extra: Sequence[Any] = ()
+    ) -> None:
+        """Write `rows` (and what the projection adds, `extra`) and move the position
+        from `previous` to `position`, in one transaction; eventsourcing's IntegrityError
+        (nothing written) if the position is no longer `previous` (another process or a
+        reindex got there first)."""
         ...
 
     def select(
@@ -114,10 +117,17 @@ class SessionsProjection:
     """Moves the rows on from their position, a page of the log at a time."""
 
     def __init__(
-        self, sessions: DeviceSessions, rows: SessionRowStore, page: int | None = None
+        self,
+        sessions: DeviceSessions,
+        rows: SessionRowStore,
+        page: int | None = None,
+        also: Callable[[Event, SessionRow], Sequence[Any]] | None = None,
     ) -> None:
+        """`also`: what else each event makes, from the event and its session's row
+        after it (the webhooks' deliveries), saved with the rows."""
         self._sessions = sessions
         self._rows = rows
+        self._also = also
         self._page = min(page or sessions.log_section_size, sessions.log_section_size)
 
     def catch_up(self) -> int:
@@ -128,11 +138,14 @@ class SessionsProjection:
             return 0
         rows = self._rows.rows({event.originator_id for _, event in notifications})
         changed: dict[UUID, SessionRow] = {}
+        extra: list[Any] = []
         for _, event in notifications:
             row = project(rows.get(event.originator_id), event)
             if row is not None:
                 rows[event.originator_id] = changed[event.originator_id] = row
-        self._rows.save(list(changed.values()), previous, notifications[-1][0])
+                if self._also is not None:
+                    extra += self._also(event, row)
+        self._rows.save(list(changed.values()), previous, notifications[-1][0], extra)
         return len(notifications)
 
     def rebuild(self) -> int:
