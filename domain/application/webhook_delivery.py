@@ -74,6 +74,7 @@ class WebhookDispatcher:
         self._wake = asyncio.Event()
         self._in_flight: dict[tuple[str, str], asyncio.Task[None]] = {}
         self._busy: dict[str, int] = {}
+        self._finished: set[int] = set()
 
     def wake(self) -> None:
         self._wake.set()
@@ -97,24 +98,27 @@ class WebhookDispatcher:
             await asyncio.gather(*tasks, return_exceptions=True)
 
     async def _start_due(self) -> int:
+        # Deliveries finished while the outbox is read may still be in what it returns.
+        self._finished = set()
         due = await self._access.read(self._store.due, self._clock.now(), DUE_PAGE)
         started = 0
         for outgoing in due:
             delivery = outgoing.delivery
             queue = (delivery.subscription, delivery.key)
-            if queue in self._in_flight:
+            if queue in self._in_flight or delivery.id in self._finished:
                 continue
             if self._busy.get(delivery.subscription, 0) >= self._per_subscription:
                 continue
             self._busy[delivery.subscription] = self._busy.get(delivery.subscription, 0) + 1
             task = asyncio.create_task(self._deliver(outgoing), name=f"webhook:{delivery.id}")
             self._in_flight[queue] = task
-            task.add_done_callback(functools.partial(self._done, queue))
+            task.add_done_callback(functools.partial(self._done, queue, delivery.id))
             started += 1
         return started
 
-    def _done(self, queue: tuple[str, str], _: asyncio.Task[None]) -> None:
+    def _done(self, queue: tuple[str, str], delivery_id: int, _: asyncio.Task[None]) -> None:
         self._in_flight.pop(queue, None)
+        self._finished.add(delivery_id)
         left = self._busy.get(queue[0], 1) - 1
         if left:
             self._busy[queue[0]] = left
