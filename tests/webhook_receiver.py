@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
@@ -22,6 +23,7 @@ class Received:
     path: str
     headers: dict[str, str]
     body: str
+    at: float = 0.0  # time.monotonic() when it arrived
 
     @property
     def message(self) -> dict[str, Any]:
@@ -45,7 +47,8 @@ class Receiver:
         if status < 300:
             body = (await request.body()).decode()
             async with self._arrived:
-                self.received.append(Received(path, dict(request.headers), body))
+                arrived = time.monotonic()
+                self.received.append(Received(path, dict(request.headers), body, arrived))
                 self._arrived.notify_all()
         return Response(status_code=status)
 
@@ -61,10 +64,12 @@ class Receiver:
 
 
 @asynccontextmanager
-async def receiver() -> AsyncIterator[Receiver]:
-    got = Receiver()
+async def receiver(got: Receiver | None = None, port: int = 0) -> AsyncIterator[Receiver]:
+    """Serve `got` (a new Receiver if None) on `port` (a free one if 0) until the block
+    ends; serving it again on its port later is a receiver back from an outage."""
+    got = got or Receiver()
     app = Starlette(routes=[Route("/{path:path}", got.handle, methods=["POST"])])
-    config = uvicorn.Config(app, host="127.0.0.1", port=0, log_level="warning", lifespan="off")
+    config = uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning", lifespan="off")
     server = uvicorn.Server(config)
     task = asyncio.create_task(server.serve())
     while not server.started:

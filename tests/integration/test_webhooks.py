@@ -16,7 +16,7 @@ from standardwebhooks import Webhook
 from domain.model.session import session_id
 from entrypoints.settings import Settings
 from tests.conftest import FAST_QR
-from tests.helpers import Server, clients, decode_qr, running, unique_key
+from tests.helpers import Server, clients, decode_qr, running, start_server, unique_key
 from tests.webhook_receiver import Receiver, receiver
 
 T = TypeVar("T")
@@ -208,3 +208,51 @@ async def subscribe_raw(
         if content is None:
             return await http.post("/api/webhooks", json=body, headers=headers)
         return await http.post("/api/webhooks", content=content, headers=headers)
+
+
+async def test_a_slow_receiver_slows_nobody_else(hooked: tuple[Server, Receiver]) -> None:
+    server, got = hooked
+    got.delay["/slow"] = 10.0
+    for path in ("/slow", "/fast"):
+        made = await subscribe(server, "alice-token", url=got.url + path, events=ALL)
+        assert made.status_code == 201
+    keys = [unique_key("busy") for _ in range(5)]
+    await asyncio.gather(*(pair_as("alice-token", server, key) for key in keys))
+    fast = await got.wait_for("/fast", 4 * len(keys), timeout=8)
+    assert {r.message["data"]["key"] for r in fast} == set(keys)
+    assert got.at("/slow") == []  # still waiting on its first answers, holding up no one
+
+
+async def test_two_processes_on_postgres_deliver_each_event_once(
+    store_settings: dict[str, object],
+) -> None:
+    if "database_url" not in store_settings or "cipher_key" in store_settings:
+        pytest.skip("several processes share a PostgreSQL store (once is enough)")
+    settings = Settings(
+        simulate=True, sim_qr_timeouts=FAST_QR, tokens=TOKENS, follow_interval=0.2,
+        webhook_allowed_networks=("127.0.0.1/32",), **store_settings,
+    )  # fmt: skip
+    async with receiver() as got:
+        holder = await start_server(settings)  # first up: it takes the webhooks' lease
+        async with running(settings) as standby:
+            assert holder.pairgate.consumers.webhooks.worker.dispatching is not None
+            assert standby.pairgate.consumers.webhooks.worker.dispatching is None
+            made = await subscribe(standby, "alice-token", url=f"{got.url}/both", events=ALL)
+            assert made.status_code == 201
+            keys = [unique_key("two") for _ in range(6)]
+            servers = [holder, standby] * 3
+            pairings = (pair_as("alice-token", s, k) for s, k in zip(servers, keys, strict=True))
+            await asyncio.gather(*pairings)
+            sent = await got.wait_for("/both", 4 * len(keys))
+            # The holder goes: the standby takes the lease over, and sends what follows.
+            await holder.stop()
+            late = unique_key("late")
+            await pair_as("alice-token", standby, late)
+            # Its own devices' `connection lost` (3), and the new pairing (4).
+            sent = await got.wait_for("/both", 4 * len(keys) + 3 + 4)
+            assert standby.pairgate.consumers.webhooks.worker.dispatching is not None
+    ids = [r.headers["webhook-id"] for r in sent]
+    assert len(ids) == len(set(ids)) == 4 * len(keys) + 3 + 4
+    assert [r.message["data"]["key"] for r in sent].count(late) == 4
+    ended = [r.message["data"] for r in sent if r.message["type"] == "session.disconnected"]
+    assert sorted(e["key"] for e in ended) == sorted(keys[0::2])
