@@ -14,6 +14,7 @@ import functools
 import logging
 import weakref
 from collections.abc import Awaitable, Callable, Mapping, Sequence
+from contextvars import ContextVar
 from types import TracebackType
 from uuid import UUID
 
@@ -25,6 +26,7 @@ Event = DomainEventProtocol[UUID]
 Handler = Callable[[str, Event], Awaitable[None]]
 Handlers = Mapping[type, Sequence[Handler]]  # an event type → what handles it, in order
 Step = Callable[[], Awaitable[None]]
+_delivering: ContextVar[str | None] = ContextVar("delivering", default=None)
 
 
 class EventBus:
@@ -35,6 +37,7 @@ class EventBus:
         self._handlers: dict[type, list[Handler]] = {}
         self._by_type: dict[type, tuple[Handler, ...]] = {}
         self._tails: dict[str, asyncio.Future[None]] = {}  # each key's last delivery
+        self._detached: set[asyncio.Task[None]] = set()
         self.register(handlers or {})
 
     def register(self, handlers: Handlers) -> None:
@@ -63,26 +66,27 @@ class EventBus:
                     )
 
     def pending(self, key: str) -> bool:
-        """Whether some of the key's deliveries are still under way."""
+        """Whether some of the key's deliveries are queued or under way."""
         return key in self._tails
 
+    def delivering(self, key: str) -> bool:
+        """Whether the caller is one of the key's deliveries (a handler, or what it awaits):
+        it must not wait for the key's turn, whose deliveries wait for it."""
+        return _delivering.get() == key
+
     async def run(self, key: str, steps: Sequence[Step]) -> None:
-        """Run `steps` once the key's earlier deliveries are done (in the caller's task
-        when nothing is ahead of them, which is the usual case and costs no task)."""
+        """Run `steps` in the caller's task once the key's earlier deliveries are done."""
         ahead = self._tails.get(key)
         done = asyncio.get_running_loop().create_future()
         self._tails[key] = done
-        if ahead is None:
+        if ahead is not None:
             try:
-                for step in steps:
-                    await step()
-            finally:
-                self._finish(key, done)
-            return
-        # Queued behind another delivery: on a task of its own, so that a cancelled caller
-        # does not drop what was recorded.
-        task = asyncio.ensure_future(self._after(ahead, key, steps, done))
-        await asyncio.shield(task)
+                await asyncio.shield(ahead)
+            except asyncio.CancelledError:
+                # The caller gave up waiting; what was recorded still goes out, in order.
+                self._detached.add(asyncio.ensure_future(self._after(ahead, key, steps, done)))
+                raise
+        await self._steps(key, steps, done)
 
     async def _after(
         self,
@@ -92,10 +96,17 @@ class EventBus:
         done: asyncio.Future[None],
     ) -> None:
         try:
-            await ahead
+            await asyncio.shield(ahead)
+        finally:
+            await self._steps(key, steps, done)
+
+    async def _steps(self, key: str, steps: Sequence[Step], done: asyncio.Future[None]) -> None:
+        token = _delivering.set(key)
+        try:
             for step in steps:
                 await step()
         finally:
+            _delivering.reset(token)
             self._finish(key, done)
 
     def _finish(self, key: str, done: asyncio.Future[None]) -> None:
@@ -135,11 +146,10 @@ class KeyTurns:
         return Turn(self.bus, key, lock)
 
     def busy(self, key: str) -> bool:
-        """Whether the key's turn is taken right now: some use case holds its lock, or its
-        last turn's events are still being handed out (a handler must not wait for a turn
-        that waits for it)."""
+        """Whether the caller would wait for the key's turn: some use case holds its lock,
+        or the caller is one of the key's deliveries (which the turn's own would wait for)."""
         lock = self._locks.get(key)
-        return (lock is not None and lock.locked()) or self.bus.pending(key)
+        return (lock is not None and lock.locked()) or self.bus.delivering(key)
 
 
 class Turn:

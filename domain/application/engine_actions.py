@@ -93,7 +93,7 @@ class EngineActions:
             return
         if self._bus.pending(key):
             await asyncio.shield(ending.done)
-        else:  # nothing will deliver it any more (its caller was cancelled): do it now
+        else:  # no delivery of the key will run it (no handler registered?): do it now
             await self.ended(key, None)
 
     def arm(self, key: str, session: DeviceSession) -> None:

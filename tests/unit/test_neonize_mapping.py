@@ -500,7 +500,8 @@ async def test_the_service_records_a_pairing_and_a_phone_logout(
     await emit(client, proto().LoggedOut(OnConnect=False, Reason=1))
     vault = CredentialVault(tmp_path / "credentials")
     # The store whatsmeow was opened on is deleted with the link.
-    await until(lambda: engine.status(KEY) is None and not vault.holds("neonize", KEY))
+    await until(lambda: published.events[-1:] == ["Disconnected(user logged out)"])
+    assert engine.status(KEY) is None and not vault.holds("neonize", KEY)
     assert published.events == [
         "SessionCreated",
         "QrIssued",
