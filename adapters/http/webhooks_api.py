@@ -46,6 +46,10 @@ def webhook_routes(
     webhooks: WebhookSubscriptions, identities: Identities, limits: RequestLimits
 ) -> list[Route]:
     async def create(request: Request, owner: str) -> JSONResponse:
+        media = request.headers.get("content-type", "").partition(";")[0].strip().lower()
+        if media != "application/json":
+            # Also keeps out browsers' cross-site "simple" requests (forms, text/plain).
+            return error_response(415, "invalid_payload", "send Content-Type: application/json")
         body = await request.body()
         if len(body) > MAX_BODY_BYTES:
             return error_response(413, "invalid_payload", f"at most {MAX_BODY_BYTES} bytes")

@@ -5,20 +5,24 @@ URLs that point inside the network refused."""
 from __future__ import annotations
 
 import asyncio
+import re
 from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
 from typing import Any, TypeVar
 
 import httpx
 import pytest
+import uvicorn
 from standardwebhooks import Webhook
 
 from domain.model.session import session_id
 from entrypoints.settings import Settings
 from tests.conftest import FAST_QR
+from tests.e2e.service_process import free_port
 from tests.helpers import Server, clients, decode_qr, running, start_server, unique_key
 from tests.webhook_receiver import Receiver, receiver
 
+README = Path(__file__).parents[2] / "README.md"
 T = TypeVar("T")
 TOKENS = "alice:alice-token,bob:bob-token"
 ALL = ["session.created", "session.qr", "session.authenticated", "session.ready",
@@ -191,6 +195,8 @@ async def test_bad_requests_get_clear_errors(hooked: tuple[Server, Receiver]) ->
         assert answer.status_code == status, (body, answer.text)
         if status >= 400:
             assert answer.json()["ok"] is False and answer.json()["error"]["code"]
+    form = await subscribe_raw(server, "alice-token", None, content=b"url=x", media="text/plain")
+    assert form.status_code == 415
     garbage = await subscribe_raw(server, "alice-token", None, content=b"{not json")
     assert garbage.status_code == 400 and garbage.json()["error"]["code"] == "invalid_payload"
     nobody = await subscribe_raw(server, "wrong-token", {"url": url, "events": ALL})
@@ -201,10 +207,14 @@ async def test_bad_requests_get_clear_errors(hooked: tuple[Server, Receiver]) ->
 
 
 async def subscribe_raw(
-    server: Server, token: str, body: Any, content: bytes | None = None
+    server: Server,
+    token: str,
+    body: Any,
+    content: bytes | None = None,
+    media: str = "application/json",
 ) -> httpx.Response:
     async with httpx.AsyncClient(base_url=server.url, timeout=10) as http:
-        headers = {"authorization": f"Bearer {token}", "content-type": "application/json"}
+        headers = {"authorization": f"Bearer {token}", "content-type": media}
         if content is None:
             return await http.post("/api/webhooks", json=body, headers=headers)
         return await http.post("/api/webhooks", content=content, headers=headers)
@@ -256,3 +266,44 @@ async def test_two_processes_on_postgres_deliver_each_event_once(
     assert [r.message["data"]["key"] for r in sent].count(late) == 4
     ended = [r.message["data"] for r in sent if r.message["type"] == "session.disconnected"]
     assert sorted(e["key"] for e in ended) == sorted(keys[0::2])
+
+
+async def test_the_readme_receiver_verifies_what_pairgate_sends(
+    hooked: tuple[Server, Receiver],
+) -> None:
+    server, _ = hooked
+    if "database_url" in server.pairgate.settings.model_fields_set:
+        pytest.skip("the receiver is the same whatever the store")
+    [example] = re.findall(r"```py\n(.*?)```", README.read_text(), flags=re.DOTALL)
+    printed: list[str] = []
+    arrived = asyncio.Event()
+
+    def record(*words: object) -> None:
+        printed.append(" ".join(map(str, words)))
+        arrived.set()
+
+    port = free_port()
+    made = await subscribe(server, "alice-token", url=f"http://127.0.0.1:{port}/hooks/pairgate",
+                           events=["session.ready"])  # fmt: skip
+    secret = made.json()["webhook"]["secret"]
+    namespace: dict[str, Any] = {"print": record}
+    exec(re.sub(r'Webhook\("whsec_[^"]*"\)', f'Webhook("{secret}")', example), namespace)
+    config = uvicorn.Config(namespace["app"], port=port, log_level="warning", lifespan="off")
+    serving = uvicorn.Server(config)
+    task = asyncio.create_task(serving.serve())
+    try:
+        key = unique_key("readme")
+        await pair_as("alice-token", server, key)
+        await asyncio.wait_for(arrived.wait(), 10)
+        assert printed == [f"msg_{session_id(key).hex}_4 session.ready {key}"]
+        async with httpx.AsyncClient() as http:
+            forged = await http.post(
+                f"http://127.0.0.1:{port}/hooks/pairgate",
+                content=b'{"type":"session.ready"}',
+                headers={"webhook-id": "msg_x", "webhook-timestamp": "1",
+                         "webhook-signature": "v1,AAAA"},
+            )  # fmt: skip
+        assert forged.status_code == 400 and len(printed) == 1
+    finally:
+        serving.should_exit = True
+        await asyncio.wait_for(task, 10)
