@@ -7,7 +7,7 @@ from collections.abc import AsyncIterator
 
 import socketio
 from starlette.applications import Starlette
-from starlette.types import ASGIApp, Receive, Scope, Send
+from starlette.types import ASGIApp
 
 from adapters.http.api import session_routes
 from adapters.http.guards import HostAllowList, HostPolicy, SecurityHeaders
@@ -22,16 +22,13 @@ from entrypoints.fanout import close_fanout
 from entrypoints.settings import Settings
 
 
-class PairgateApp:
+class PairgateApp(SecurityHeaders):
     """The ASGI application: Socket.IO mounted on Starlette, guarded as a whole (the
     Host allow-list, security headers), and the wired service it runs."""
 
     def __init__(self, app: ASGIApp, pairgate: Pairgate) -> None:
-        self.app = app
+        super().__init__(app)
         self.pairgate = pairgate
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        await self.app(scope, receive, send)
 
 
 def create_app(settings: Settings | None = None, clock: Clock | None = None) -> PairgateApp:
@@ -79,7 +76,7 @@ def create_app(settings: Settings | None = None, clock: Clock | None = None) -> 
     web.router.redirect_slashes = False
     hosts = HostPolicy.for_bind(settings.host, settings.allowed_hosts)
     app = socketio.ASGIApp(pairgate.sio, other_asgi_app=web)
-    return PairgateApp(SecurityHeaders(HostAllowList(app, hosts)), pairgate)
+    return PairgateApp(HostAllowList(app, hosts), pairgate)
 
 
 def pairgate_of(app: object) -> Pairgate:

@@ -14,7 +14,6 @@ import socket
 from collections.abc import Iterable
 from dataclasses import dataclass
 
-from starlette.datastructures import Headers, MutableHeaders
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from adapters.http.web import error_response
@@ -97,7 +96,7 @@ class HostAllowList:
         if scope["type"] not in ("http", "websocket"):
             await self.app(scope, receive, send)
             return
-        raw = Headers(scope=scope).get("host")
+        raw = _host_of(scope)
         # No Host at all is no browser (they always send one), so no rebinding either.
         if raw is None or self.policy.allows(normalize(raw)):
             await self.app(scope, receive, send)
@@ -128,14 +127,21 @@ class SecurityHeaders:
             return
 
         async def send_secured(message: Message) -> None:
-            if message["type"] in ("http.response.start", "websocket.http.response.start"):
-                headers = MutableHeaders(scope=message)
-                for name, value in SECURITY_HEADERS:
-                    if name.decode() not in headers:
-                        headers.raw.append((name, value))
+            if message["type"] == "http.response.start":
+                headers = list(message.get("headers", ()))
+                present = {name.lower() for name, _ in headers}
+                headers.extend(pair for pair in SECURITY_HEADERS if pair[0] not in present)
+                message["headers"] = headers
             await send(message)
 
         await self.app(scope, receive, send_secured)
+
+
+def _host_of(scope: Scope) -> str | None:
+    for name, value in scope["headers"]:
+        if name == b"host":  # ASGI servers give header names in lower case
+            return str(value.decode("latin-1"))
+    return None
 
 
 def _is_address(host: str) -> bool:
