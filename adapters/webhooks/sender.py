@@ -41,9 +41,9 @@ class AddressPolicy:
             return self.permits(address.ipv4_mapped)
         return address.is_global and not address.is_multicast
 
-    async def resolve(self, url: str) -> tuple[SplitResult, Address]:
-        """The URL's parts and the checked address to connect to (WebhookRefusedError if
-        the URL is not one webhooks may call)."""
+    async def resolve(self, url: str) -> tuple[SplitResult, list[Address]]:
+        """The URL's parts and the checked addresses to connect to, in the resolver's order
+        (WebhookRefusedError if the URL is not one webhooks may call)."""
         parts = _parse(url)
         host = parts.hostname or ""
         port = parts.port or (443 if parts.scheme == "https" else 80)
@@ -61,7 +61,7 @@ class AddressPolicy:
                 f"({host} is {refused[0] if refused else 'nothing'}); "
                 "PAIRGATE_WEBHOOK_ALLOWED_NETWORKS names exceptions"
             )
-        return parts, addresses[0]
+        return parts, list(dict.fromkeys(addresses))
 
     async def check(self, url: str) -> None:
         await self.resolve(url)
@@ -95,27 +95,34 @@ class HttpSender:
     async def __call__(self, outgoing: Outgoing) -> str | None:
         delivery = outgoing.delivery
         try:
-            parts, address = await self._policy.resolve(outgoing.url)
+            parts, addresses = await self._policy.resolve(outgoing.url)
         except WebhookRefusedError as refused:
             return refused.message
         now = self._clock.now()
         body = as_sent(delivery.body, now)
         headers = signed_headers(outgoing.secret, delivery.message_id, int(now.timestamp()), body)
-        host = parts.hostname or ""
         headers["host"] = parts.netloc.rpartition("@")[2]
-        literal = f"[{address}]" if address.version == 6 else str(address)
-        port = f":{parts.port}" if parts.port else ""
-        target = parts._replace(netloc=f"{literal}{port}").geturl()
-        extensions = {"sni_hostname": host} if parts.scheme == "https" else {}
-        try:
-            response = await self._client.post(
-                target, content=body.encode(), headers=headers, extensions=extensions
-            )
-        except httpx.HTTPError as error:
-            return f"{type(error).__name__}: {error}"[:300] if str(error) else type(error).__name__
-        if response.is_success:
-            return None
-        return f"HTTP {response.status_code}"
+        extensions = {"sni_hostname": parts.hostname or ""} if parts.scheme == "https" else {}
+        error = "no address"
+        for address in addresses:  # each one checked; the next only if this one is unreachable
+            literal = f"[{address}]" if address.version == 6 else str(address)
+            port = f":{parts.port}" if parts.port else ""
+            target = parts._replace(netloc=f"{literal}{port}").geturl()
+            try:
+                response = await self._client.post(
+                    target, content=body.encode(), headers=headers, extensions=extensions
+                )
+            except httpx.ConnectError as unreachable:
+                error = _described(unreachable)
+                continue
+            except httpx.HTTPError as failed:
+                return _described(failed)
+            return None if response.is_success else f"HTTP {response.status_code}"
+        return error
 
     async def close(self) -> None:
         await self._client.aclose()
+
+
+def _described(error: Exception) -> str:
+    return f"{type(error).__name__}: {error}"[:300] if str(error) else type(error).__name__

@@ -30,6 +30,7 @@ from domain.model.errors import InvalidPageError
 from domain.model.session import DeviceSession, SessionState, session_id
 
 TRACKING_NAME = "pairgate:sessions"  # the projection's row in the tracking table
+CURSOR_SEPARATOR = "~"
 
 
 @dataclass(frozen=True)
@@ -183,13 +184,13 @@ class SessionRowsIndex:
 
 
 def make_cursor(updated_at: datetime, key: str) -> str:
-    """`<microseconds since the epoch>:<key>` (keys have no colon)."""
-    return f"{to_micros(updated_at)}:{key}"
+    """`<microseconds since the epoch>~<key>` (keys have no tilde): URL-safe as it is."""
+    return f"{to_micros(updated_at)}{CURSOR_SEPARATOR}{key}"
 
 
 def read_cursor(cursor: str) -> tuple[datetime, str]:
-    micros, colon, key = cursor.partition(":")
-    if not (colon and micros.isascii() and micros.isdecimal() and len(micros) <= 18):
+    micros, separator, key = cursor.partition(CURSOR_SEPARATOR)
+    if not (separator and micros.isascii() and micros.isdecimal() and len(micros) <= 18):
         raise InvalidPageError("this cursor was not made by this list")
     if not key or len(cursor) > MAX_CURSOR_LENGTH:
         raise InvalidPageError("this cursor was not made by this list")
