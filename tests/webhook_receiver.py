@@ -13,7 +13,7 @@ from typing import Any
 
 import uvicorn
 from starlette.applications import Starlette
-from starlette.requests import Request
+from starlette.requests import ClientDisconnect, Request
 from starlette.responses import Response
 from starlette.routing import Route
 
@@ -45,7 +45,10 @@ class Receiver:
             await asyncio.sleep(self.delay[path])  # a slow receiver, not a test's wait
         status = self.status.get(path, 204)
         if status < 300:
-            body = (await request.body()).decode()
+            try:
+                body = (await request.body()).decode()
+            except ClientDisconnect:  # its sender died mid-request (kill -9)
+                return Response(status_code=400)
             async with self._arrived:
                 arrived = time.monotonic()
                 self.received.append(Received(path, dict(request.headers), body, arrived))
