@@ -3,11 +3,13 @@ the request goes to the address that was checked; retries back off with jitter."
 
 from __future__ import annotations
 
+import json
 from datetime import UTC, datetime, timedelta
 
 from standardwebhooks import Webhook
 
 from adapters.clock import SystemClock
+from adapters.webhooks.messages import as_sent
 from adapters.webhooks.sender import AddressPolicy, HttpSender
 from domain.application.webhooks import Delivery, Outgoing, RetryPolicy, new_secret
 from tests.webhook_receiver import receiver
@@ -54,3 +56,14 @@ def test_retries_back_off_with_jitter_then_give_up() -> None:
     assert len(set(waits)) > 3  # jittered, not lockstep
     assert now - start <= timedelta(seconds=60 + 8) and delivery.attempts == len(waits)
     assert delivery.last_error == "HTTP 500"
+
+
+def test_a_qr_image_goes_out_only_while_its_code_is_valid() -> None:
+    now = datetime(2026, 1, 1, 12, tzinfo=UTC)
+    body = json.dumps(
+        {"type": "session.qr", "data": {"key": "k", "qr": "data:image/png;base64,AAAA",
+                                        "expires_at": (now + timedelta(seconds=5)).isoformat()}}
+    )  # fmt: skip
+    assert as_sent(body, now) == body
+    later = json.loads(as_sent(body, now + timedelta(seconds=5)))
+    assert later["data"]["qr"] is None and later["data"]["key"] == "k"
