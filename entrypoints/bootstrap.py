@@ -76,7 +76,9 @@ class Pairgate:
             await self.service.recover()
         if self.consumers is not None:
             self.consumers.start()
-        if self.leases is not None and self.settings.recover:
+        if self.leases is not None:
+            # Failover does not depend on PAIRGATE_RECOVER: a device without a holder would
+            # stay offline, and the leases already keep each device to one process.
             self._takeover = asyncio.create_task(self._take_over_orphans(), name="takeover")
 
     async def _take_over_orphans(self) -> None:

@@ -1,19 +1,17 @@
-"""The command line: `pairgate serve | history | export | reindex | ...`."""
+"""The command line: `pairgate serve | history | export`."""
 
 from __future__ import annotations
 
 import argparse
 import gc
-import json
 import os
 import sys
 from collections.abc import Sequence
-from typing import Any, TextIO
 
 from pydantic import ValidationError
 
 from domain.application.history import MAX_PAGE_SIZE, PAGE_SIZE
-from entrypoints.settings import Settings
+from entrypoints.settings import SettingError, Settings
 
 SETTINGS_FLAGS = ("host", "port", "simulate", "data_dir")
 
@@ -57,7 +55,11 @@ def parser() -> argparse.ArgumentParser:
 
     export = commands.add_parser("export", help="every recorded event as JSON lines")
     export.add_argument(
-        "--since", type=int, default=0, metavar="POSITION", help="resume after this position"
+        "--since",
+        type=position,
+        default=0,
+        metavar="POSITION",
+        help="resume after this position (0: from the start)",
     )
 
     reindex = commands.add_parser(
@@ -76,7 +78,9 @@ def parser() -> argparse.ArgumentParser:
     scan.add_argument("key")
     scan.add_argument("--name", help="device name (default: the key)")
     scan.add_argument("--engine", default="baileys", help="engine (default baileys)")
-    scan.add_argument("--server", default="http://127.0.0.1:8000", help="pairgate's URL")
+    scan.add_argument(
+        "--server", type=server_url, default="http://127.0.0.1:8000", help="pairgate's URL"
+    )
     scan.add_argument("--token", help="access token, when the server requires one")
     scan.add_argument(
         "--relink",
@@ -87,6 +91,26 @@ def parser() -> argparse.ArgumentParser:
     for command in (serve, history, export, reindex):
         command.add_argument("--data-dir", help="the SQLite event store's directory (./data)")
     return root
+
+
+def position(text: str) -> int:
+    """A notification position: 0 or more."""
+    try:
+        value = int(text)
+    except ValueError:
+        value = -1
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"must be 0 or a position export printed, not {text!r}")
+    return value
+
+
+def server_url(text: str) -> str:
+    """pairgate's URL, with its scheme (socket.io-client guesses nothing)."""
+    if not text.startswith(("http://", "https://")):
+        raise argparse.ArgumentTypeError(
+            f"must be a URL such as http://127.0.0.1:8000, not {text!r}"
+        )
+    return text
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -125,23 +149,24 @@ def main(argv: Sequence[str] | None = None) -> int:
     except ValidationError as invalid:
         for problem in invalid.errors(include_url=False, include_input=False):
             name = "PAIRGATE_" + "_".join(str(part) for part in problem["loc"]).upper()
-            print(f"pairgate: {name}: {problem['msg']}", file=sys.stderr)
-        return 2
-    try:
-        settings.identities()
-    except (ValueError, OSError) as bad:
-        print(f"pairgate: PAIRGATE_TOKENS: {bad}", file=sys.stderr)
+            reason = problem["msg"].removeprefix("Value error, ")
+            print(f"pairgate: {name}: {reason}", file=sys.stderr)
         return 2
     from adapters.store.config import StoreUnreadableError
 
     try:
+        settings.identities()
         if args.command == "serve":
             return serve_forever(settings)
         if args.command == "reindex":
+            from entrypoints.consumers import rebuild_index
+
             return rebuild_index(settings, sys.stdout)
+        from entrypoints.audit import run_audit
+
         return run_audit(args, settings, sys.stdout)
-    except StoreUnreadableError as unreadable:
-        print(f"pairgate: {unreadable}", file=sys.stderr)
+    except (SettingError, StoreUnreadableError) as unusable:
+        print(f"pairgate: {unusable}", file=sys.stderr)
         return 2
     except BrokenPipeError:  # `pairgate export | head`: the reader has all it wanted
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
@@ -151,11 +176,17 @@ def main(argv: Sequence[str] | None = None) -> int:
 def serve_forever(settings: Settings) -> int:
     import uvicorn
 
+    from adapters.redis_check import reach_redis
     from adapters.timer_slack import set_timer_slack
     from entrypoints.asgi import create_app
     from entrypoints.logs import configure_logging
     from entrypoints.server import PairgateServer, uvicorn_config
 
+    if settings.redis is not None:
+        try:
+            reach_redis(settings.redis, REDIS_TIMEOUT)
+        except ConnectionError as unreachable:
+            raise SettingError("PAIRGATE_REDIS_URL", str(unreachable)) from None
     configure_logging(settings.log_level, settings.log_format, settings.identities().secrets)
     json_logs = settings.log_format == "json"
     config = uvicorn_config(
@@ -171,6 +202,10 @@ def serve_forever(settings: Settings) -> int:
     set_timer_slack(settings.timer_slack_ms)
     PairgateServer(config).run()
     return 0
+
+
+# Seconds Redis gets to answer at start-up before `pairgate serve` gives up (exit 2).
+REDIS_TIMEOUT = 3.0
 
 
 def raise_open_files_limit() -> None:
@@ -197,87 +232,3 @@ def tune_garbage_collection() -> None:
     gc.collect()
     gc.freeze()
     gc.set_threshold(*GC_THRESHOLDS)
-
-
-def rebuild_index(settings: Settings, out: TextIO) -> int:
-    """Forget the sessions read model and project the whole log again (a running server's
-    projection starts over with it)."""
-    from adapters.store.config import open_store
-    from adapters.store.session_rows import session_rows
-    from domain.application.session_rows import SessionsProjection
-
-    sessions = open_store(settings.store_config())
-    try:
-        position = SessionsProjection(sessions, session_rows(sessions)).rebuild()
-    finally:
-        sessions.close()
-    out.write(f"sessions read model rebuilt up to log position {position}\n")
-    return 0
-
-
-def run_audit(args: argparse.Namespace, settings: Settings, out: TextIO) -> int:
-    """`history` and `export` read the event store directly; no server needs to run."""
-    from adapters.store.config import open_store
-    from domain.application.history import export_records, history_page
-    from domain.model.errors import DeviceSessionError
-
-    sessions = open_store(settings.store_config())
-    try:
-        if args.command == "export":
-            for record in export_records(sessions, args.since):
-                out.write(json.dumps(record) + "\n")
-            return 0
-        page = history_page(sessions, args.key, after=args.after, limit=args.limit, at=args.at)
-    except DeviceSessionError as refused:
-        print(f"pairgate: {refused.message}", file=sys.stderr)
-        return 1
-    finally:
-        sessions.close()
-    if args.json:
-        reply = {"key": args.key, "events": page.events, "next": page.next}
-        out.write(json.dumps(reply, indent=2) + "\n")
-        return 0
-    out.write(table(page.events))
-    if page.next is not None:
-        print(f"pairgate: more events follow: --after {page.next}", file=sys.stderr)
-    return 0
-
-
-def table(records: list[dict[str, Any]]) -> str:
-    """Stored values (a device's name is whatever its client sent) are shown `shown`:
-    none can break a row, forge a column or turn the terminal's text around."""
-    header = ("VERSION", "TIMESTAMP (UTC)", "TYPE", "STATE", "DETAILS")
-    rows = [header] + [
-        (
-            shown(r["version"]),
-            shown(r["timestamp"][:23].replace("T", " "), plain=" "),
-            shown(r["type"]),
-            shown(r["state"]),
-            "  ".join(f"{k}={shown(v)}" for k, v in list(r.items())[4:]),
-        )
-        for r in records
-    ]
-    widths = [max(len(row[i]) for row in rows) for i in range(len(header) - 1)]
-    return "".join(
-        "  ".join(cell.ljust(width) for cell, width in zip(row, widths, strict=False)).rstrip()
-        + "  "
-        + row[-1]
-        + "\n"
-        for row in rows
-    )
-
-
-# Characters a bare value may not contain: they would end it or make it two.
-_SEPARATORS = frozenset("'\"\\=")
-
-
-def shown(value: Any, plain: str = "") -> str:
-    """A value as one unmistakable cell: bare when it is a plain word (`plain` lists
-    blanks it may contain), else a Python literal, quoted, with escapes for what is not
-    printable (str.isprintable: control, format and bidi characters, line and paragraph
-    separators, spaces other than " ")."""
-    text = str(value)
-    bare = bool(text) and text.isprintable() and not _SEPARATORS.intersection(text)
-    if bare and not any(c.isspace() and c not in plain for c in text):
-        return text
-    return repr(text)

@@ -6,6 +6,7 @@ from __future__ import annotations
 import logging
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
+from typing import TextIO
 
 from eventsourcing.cryptography import AESCipher
 from eventsourcing.utils import Environment
@@ -162,3 +163,17 @@ def _webhooks(
     worker = WebhookWorker(lease, follower, dispatcher, settings.follow_interval)
     subscriptions = WebhookSubscriptions(outbox, access, clock, policy.check, EVENT_TYPES)
     return Webhooks(subscriptions, worker, sender, observer)
+
+
+def rebuild_index(settings: Settings, out: TextIO) -> int:
+    """`pairgate reindex`: forget the sessions read model and project the whole log again
+    (a running server's projection starts over with it). An existing store only."""
+    from adapters.store.config import open_store
+
+    sessions = open_store(settings.store_config(), create=False)
+    try:
+        position = SessionsProjection(sessions, session_rows(sessions)).rebuild()
+    finally:
+        sessions.close()
+    out.write(f"sessions read model rebuilt up to log position {position}\n")
+    return 0

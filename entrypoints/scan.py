@@ -112,7 +112,16 @@ async def scan(
         if first_connect.done():
             client.start_background_task(client.call, "session.join", {"key": key})
 
+    refusals: list[str] = []  # what the server said when it refused to connect us
+
+    def refused(data: Any) -> None:
+        # A dict is the server's answer ({"message": "unauthorized"}); a transport failure
+        # (nobody listening) is reported as a plain string.
+        if isinstance(data, dict):
+            refusals.append(str(data.get("message")))
+
     client.on("connect", rejoin)
+    client.on("connect_error", refused)
     first_connect: asyncio.Future[None] = asyncio.get_running_loop().create_future()
     try:
         await client.connect(
@@ -122,6 +131,9 @@ async def scan(
             transports=["websocket"],
         )
     except socketio.exceptions.ConnectionError as error:
+        if refusals:  # the server answered: "unauthorized", "rate_limited", ...
+            print(f"pairgate: {server} refused the connection: {refusals[0]}", file=sys.stderr)
+            return REFUSED
         print(f"pairgate: cannot connect to {server}: {error}", file=sys.stderr)
         return UNREACHABLE
     first_connect.set_result(None)

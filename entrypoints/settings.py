@@ -14,7 +14,9 @@ from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 from adapters.engines.whatsapp import QR_TIMEOUTS
 from adapters.identity import Identities
 from adapters.limits.history import HistoryAllowance
+from adapters.redis_check import redis_target
 from adapters.store.config import StoreConfig
+from adapters.store.config import check_url as check_database_url
 from domain.application.history import MAX_PAGE_SIZE
 
 # Keys are one namespace: an identity pairing more devices than this at once could squat
@@ -29,8 +31,9 @@ class Settings(BaseSettings):
     port: int = Field(8000, ge=0, le=65535)
     simulate: bool = False
     data_dir: Path = Path("data")
-    # At start-up, close sessions a crashed run left live and resume paired devices. Only
-    # one process per store may do this (several processes: see docs/deployment.md).
+    # At start-up, close sessions a crashed run left live and resume paired devices. On
+    # PostgreSQL every process also takes over devices without a holder every takeover
+    # interval, whatever this says; false there only skips the look at start-up.
     recover: bool = True
     # Several processes on one PostgreSQL store: seconds between looks for devices whose
     # process has gone (the failover bound), and between checks of this process's leases.
@@ -104,7 +107,7 @@ class Settings(BaseSettings):
     # Threads that run event store calls; 0: a local store's calls run on the event loop
     # (quicker than waking a thread). Unset: 0 for sqlite and memory, 4 for postgres.
     store_threads: int | None = Field(None, ge=0)
-    log_level: str = "info"
+    log_level: Literal["critical", "error", "warning", "info", "debug"] = "info"
     # "json": one JSON object per log line (time, level, logger, message, key).
     log_format: Literal["text", "json"] = "text"
     # Redis for Socket.IO fan-out between processes (unset: the in-memory manager).
@@ -146,11 +149,40 @@ class Settings(BaseSettings):
         return value
 
     def identities(self) -> Identities:
-        """From PAIRGATE_TOKENS and PAIRGATE_TOKENS_FILE together (ValueError if malformed)."""
+        """From PAIRGATE_TOKENS and PAIRGATE_TOKENS_FILE together (SettingError naming
+        the one that is wrong)."""
         spec = reveal(self.tokens) or ""
-        if self.tokens_file is not None:
+        try:
+            Identities.parse(spec)
+        except ValueError as bad:
+            raise SettingError("PAIRGATE_TOKENS", str(bad)) from None
+        if self.tokens_file is None:
+            return Identities.parse(spec)
+        try:
             spec += "," + self.tokens_file.read_text()
-        return Identities.parse(spec)
+            return Identities.parse(spec)
+        except (OSError, ValueError) as bad:
+            reason = bad.strerror if isinstance(bad, OSError) else bad
+            raise SettingError("PAIRGATE_TOKENS_FILE", f"{self.tokens_file}: {reason}") from None
+
+    @field_validator("log_level", mode="before")
+    @classmethod
+    def _level(cls, value: Any) -> Any:
+        return value.strip().lower() if isinstance(value, str) else value
+
+    @field_validator("database_url")
+    @classmethod
+    def _database_url(cls, value: SecretStr | None) -> SecretStr | None:
+        if value is not None:
+            check_database_url(value.get_secret_value())  # ValueError without the URL
+        return value
+
+    @field_validator("redis_url")
+    @classmethod
+    def _redis_url(cls, value: SecretStr | None) -> SecretStr | None:
+        if value is not None:
+            redis_target(value.get_secret_value())  # ValueError without the URL
+        return value
 
     @field_validator("rate_limit_connection", "rate_limit_identity", "rate_limit_http")
     @classmethod
@@ -231,6 +263,14 @@ class Settings(BaseSettings):
             snapshot_interval=self.snapshot_interval,
             sqlite_synchronous=self.sqlite_synchronous,
         )
+
+
+class SettingError(Exception):
+    """A setting that cannot be used: its variable's name, and why (never its value)."""
+
+    def __init__(self, name: str, reason: str) -> None:
+        super().__init__(f"{name}: {reason}")
+        self.name = name
 
 
 def _postgres_variables() -> dict[str, str]:

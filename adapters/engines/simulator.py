@@ -35,6 +35,10 @@ class SimulatorRefusal(Exception):
         self.message = message
 
 
+def not_showing_a_code(key: str) -> SimulatorRefusal:
+    return SimulatorRefusal(409, "not_pairing", f"{key!r} is not showing a QR code")
+
+
 def whatsapp_shaped_code() -> str:
     """A 217-character text like WhatsApp's: a ref and three base64 32-byte keys."""
     ref = "2@" + base64.b64encode(secrets.token_bytes(60)).decode()
@@ -120,7 +124,7 @@ class SimulatedEngine:
         device = self._device(key)
         loop = asyncio.get_running_loop()
         if device.code is None or loop.time() >= device.code_deadline:
-            raise SimulatorRefusal(409, "not_pairing", f"{key!r} is not showing a QR code")
+            raise not_showing_a_code(key)
         return device.code
 
     async def scan(self, key: str, code: str) -> None:
@@ -230,12 +234,14 @@ async def _stopped_within(device: _Device, seconds: float) -> bool:
 
 
 Move = Callable[[str, dict[str, str]], Awaitable[None]]
+# The moves that take the code the phone read or its user typed, and what one looks like.
+CODE_OF_MOVE = {"scan": "<QR text>", "pair": "ABCD-EFGH"}
 
 
 def simulated_moves(simulator: SimulatedEngine) -> dict[str, Move]:
-    """The simulated phone's moves by name, each taking a key and its arguments (`scan`
-    and `pair`: the code). The HTTP endpoints and the forwarded commands are named after
-    these."""
+    """The simulated phone's moves by name, each taking a key and its arguments (those
+    in CODE_OF_MOVE: the code). The HTTP endpoints and the forwarded commands are named
+    after these."""
 
     async def scan(key: str, args: dict[str, str]) -> None:
         await simulator.scan(key, args["code"])

@@ -128,10 +128,9 @@ class SecurityHeaders:
 
         async def send_secured(message: Message) -> None:
             if message["type"] == "http.response.start":
-                headers = list(message.get("headers", ()))
-                present = {name.lower() for name, _ in headers}
-                headers.extend(pair for pair in SECURITY_HEADERS if pair[0] not in present)
-                message["headers"] = headers
+                headers = message.get("headers", ())
+                if SECURITY_HEADERS[-1] not in headers:  # not set already (HostAllowList)
+                    message["headers"] = [*headers, *SECURITY_HEADERS]
             await send(message)
 
         await self.app(scope, receive, send_secured)

@@ -18,12 +18,12 @@ from starlette.responses import HTMLResponse, JSONResponse, Response
 from starlette.routing import BaseRoute, Mount, Route
 from starlette.staticfiles import StaticFiles
 
-from adapters.engines.simulator import SimulatedEngine, SimulatorRefusal
+from adapters.engines.simulator import SimulatedEngine, SimulatorRefusal, not_showing_a_code
 from adapters.http.web import error_response, refuse_stranger
 from adapters.identity import Identities
 from adapters.payloads import KEY_PATTERN
 from domain.application.pairing import PairingService
-from domain.model.session import DisconnectReason
+from domain.model.session import DisconnectReason, SessionState
 
 STATIC_DIR = Path(__file__).parent.parent / "static"
 PAGE_TEMPLATE = Path(__file__).parent / "scan.html"
@@ -100,9 +100,22 @@ def _current_code(
         if denied := await refuse_stranger(request, identities, service, key):
             return denied
         try:
-            text = simulator.current_code(key)
+            text = await _shown_code(simulator, service, key)
         except SimulatorRefusal as refusal:
             return error_response(refusal.status, refusal.code, refusal.message)
         return JSONResponse({"ok": True, "key": key, "code": text}, headers=NO_STORE)
 
     return code
+
+
+async def _shown_code(simulator: SimulatedEngine, service: PairingService, key: str) -> str:
+    """The simulator's code if it runs the key here; else the code its owner recorded
+    last (several processes: the page's process need not be the key's)."""
+    if simulator.serves(key):
+        return simulator.current_code(key)
+    session = await service.find(key)
+    if session is None:
+        return simulator.current_code(key)  # refuses as the simulator does: no such device
+    if session.state != SessionState.QR or session.qr_code is None:
+        raise not_showing_a_code(key)
+    return session.qr_code

@@ -10,7 +10,12 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse
 from starlette.routing import Route
 
-from adapters.engines.simulator import SimulatedEngine, SimulatorRefusal, simulated_moves
+from adapters.engines.simulator import (
+    CODE_OF_MOVE,
+    SimulatedEngine,
+    SimulatorRefusal,
+    simulated_moves,
+)
 from adapters.identity import Identities
 from domain.application.pairing import PairingService
 from domain.application.ports import DeviceLeases
@@ -103,10 +108,6 @@ def simulator_routes(
 
     base = "/api/simulator/devices/{key:str}/"
     return [Route(base + name, endpoint(name), methods=["POST"]) for name in moves]
-
-
-# The moves that need the code the phone read or its user typed, and what it looks like.
-CODE_OF_MOVE = {"scan": "<QR text>", "pair": "ABCD-EFGH"}
 
 
 def _move_args(name: str, body: dict[str, Any]) -> dict[str, str]:

@@ -61,6 +61,32 @@ class HistoryAccepted(BaseModel):
     )
 
 
+# Socket.IO's own CONNECT and CONNECT_ERROR packets of the namespace, as pairgate uses them.
+class ConnectAuth(BaseModel):
+    """The `auth` of the namespace CONNECT (socket.io-client: `io(url, {auth: {token}})`)."""
+
+    token: str | None = Field(
+        None, description="Required when the server has PAIRGATE_TOKENS; else ignored"
+    )
+
+
+class ConnectRefusedData(BaseModel):
+    retry_after: float = Field(description="Seconds until a connection can succeed")
+
+
+class ConnectError(BaseModel):
+    """Why the server refused the connection (socket.io-client: the `connect_error` event's
+    `err.message` and `err.data`)."""
+
+    message: Literal["unauthorized", "rate_limited"]
+    data: ConnectRefusedData | None = Field(None, description="rate_limited only")
+
+
+# Before any request: the client connects with `auth`, the server accepts or refuses.
+CONNECTION: list[tuple[str, type[BaseModel], str, str]] = [
+    ("connect", ConnectAuth, "receive", "Connect to the namespace, with the access token."),
+    ("connect_error", ConnectError, "send", "The connection is refused, and why."),
+]
 # (event, payload model, summary); requests are acknowledged with (ack models).
 REQUESTS: list[tuple[str, type[BaseModel], str, list[type[BaseModel]]]] = [
     ("session.create", payloads.CreateRequest, "Start pairing a device (or join it if live).",
@@ -88,8 +114,9 @@ EMISSIONS: list[tuple[str, type[BaseModel], str]] = [
 def document() -> dict[str, Any]:
     models = {model for _, model, _, _ in REQUESTS} | {model for _, model, _ in EMISSIONS}
     models |= {ack for _, _, _, acks in REQUESTS for ack in acks}
+    models |= {model for _, model, _, _ in CONNECTION}
     ordered = sorted(models, key=lambda model: model.__name__)
-    requests = {model for _, model, _, _ in REQUESTS}
+    requests = {model for _, model, _, _ in REQUESTS} | {ConnectAuth}
     _, defs = models_json_schema(
         [(model, "validation" if model in requests else "serialization") for model in ordered],
         ref_template=REF,
@@ -101,6 +128,14 @@ def document() -> dict[str, Any]:
 
     messages: dict[str, Any] = {}
     operations: dict[str, Any] = {}
+    for event, model, action, summary in CONNECTION:
+        messages[event] = _message(event, model, summary)
+        operations[event] = {
+            "action": action,
+            "channel": {"$ref": "#/channels/root"},
+            "summary": summary,
+            "messages": [{"$ref": f"#/channels/root/messages/{event}"}],
+        }
     for event, model, summary, acks in REQUESTS:
         messages[event] = _message(event, model, summary)
         ack_id = event + ".ack"

@@ -11,6 +11,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from urllib.parse import parse_qsl, urlencode, urlsplit
 
+import psycopg
 from psycopg.conninfo import conninfo_to_dict, make_conninfo
 
 from domain.application.sessions import DeviceSessions
@@ -131,29 +132,53 @@ def postgres_conninfo(config: StoreConfig) -> tuple[str, str | None]:
     return conninfo, env.get("POSTGRES_SCHEMA") or None
 
 
+URL_SHAPE = "postgresql://user:password@host:port/database[?schema=name]"
+
+
 def _url_env(url: str | None) -> dict[str, str]:
     """The parts postgresql://user:password@host:port/dbname[?schema=name] gives, as
-    POSTGRES_* (libpq parses it; `schema` is pairgate's, libpq would refuse it)."""
+    POSTGRES_* (libpq parses it; `schema` is pairgate's, libpq would refuse it).
+    ValueError, without the URL (it holds a password), when it is not one."""
     if url is None:
         return {}
-    parts = urlsplit(url)
-    if parts.scheme not in ("postgres", "postgresql"):
-        raise ValueError("PAIRGATE_DATABASE_URL must be a postgresql:// URL")
-    query = parse_qsl(parts.query)
-    schema = [value for name, value in query if name == "schema"]
-    rest = urlencode([(name, value) for name, value in query if name != "schema"])
-    without_schema = f"{parts.scheme}://{parts.netloc}{parts.path}" + (rest and f"?{rest}")
-    given = conninfo_to_dict(without_schema)
+    try:
+        parts = urlsplit(url)
+        if parts.scheme not in ("postgres", "postgresql"):
+            raise ValueError
+        query = parse_qsl(parts.query)
+        schema = [value for name, value in query if name == "schema"]
+        rest = urlencode([(name, value) for name, value in query if name != "schema"])
+        without_schema = f"{parts.scheme}://{parts.netloc}{parts.path}" + (rest and f"?{rest}")
+        given = conninfo_to_dict(without_schema)
+    except (ValueError, psycopg.Error):
+        raise ValueError(f"must be {URL_SHAPE}") from None
     env = {name: str(given[part]) for part, name in URL_PARTS.items() if given.get(part)}
     if schema:
         env["POSTGRES_SCHEMA"] = schema[0]
     return env
 
 
-def open_store(config: StoreConfig) -> DeviceSessions:
-    """The store, proven readable with this configuration (StoreUnreadableError if not)."""
+def check_url(url: str) -> None:
+    """ValueError, without the URL, unless it is a PostgreSQL URL pairgate can read."""
+    _url_env(url)
+
+
+# Seconds to connect before saying the database does not answer (libpq's least is 2).
+CONNECT_TIMEOUT = 3
+
+
+def open_store(config: StoreConfig, *, create: bool = True) -> DeviceSessions:
+    """The store, proven readable with this configuration (StoreUnreadableError if not).
+    `create=False`: a SQLite store that does not exist yet is an error, not a new one."""
     if config.kind == "sqlite":
+        if not create and not config.sqlite_path.exists():
+            raise StoreUnreadableError(
+                f"no event store at {config.sqlite_path.resolve()}: point PAIRGATE_DATA_DIR "
+                "(or --data-dir) at the directory `pairgate serve` uses"
+            )
         _private_sqlite_files(config.sqlite_path)
+    if config.kind == "postgres":
+        _reach_postgres(config)
     try:
         sessions = DeviceSessions(env=config.environment())
     except (ValueError, binascii.Error) as error:
@@ -206,3 +231,28 @@ def _unreadable(config: StoreConfig, error: Exception) -> str:
         "the stored events cannot be read: they look encrypted, so set PAIRGATE_CIPHER_KEY "
         f"to the key they were written with ({type(error).__name__})"
     )
+
+
+def _reach_postgres(config: StoreConfig) -> None:
+    """Connect once, briefly, before eventsourcing does (its pool waits 30 s and then
+    says nothing of where): StoreUnreadableError naming the setting, host, port,
+    database and schema, never the password."""
+    env = postgres_env(config)
+    conninfo, schema = postgres_conninfo(config)
+    setting = "PAIRGATE_DATABASE_URL" if config.database_url else "POSTGRES_* variables"
+    where = f'database "{env["POSTGRES_DBNAME"]}" at {env["POSTGRES_HOST"]}:{env["POSTGRES_PORT"]}'
+    try:
+        with psycopg.connect(conninfo, connect_timeout=CONNECT_TIMEOUT) as connection:
+            found = connection.execute(
+                "SELECT 1 FROM pg_namespace WHERE nspname = %s", (schema or "public",)
+            ).fetchone()
+    except psycopg.Error as error:
+        reason = " ".join(str(error).split())
+        if env["POSTGRES_PASSWORD"]:
+            reason = reason.replace(env["POSTGRES_PASSWORD"], "***")
+        raise StoreUnreadableError(f"{setting}: cannot use PostgreSQL {where}: {reason}") from None
+    if found is None:
+        raise StoreUnreadableError(
+            f'{setting}: schema "{schema}" does not exist in PostgreSQL {where}; '
+            f'create it first (CREATE SCHEMA "{schema}")'
+        )

@@ -1,10 +1,11 @@
 """One key at a time: its lock, and the recorded events handed to their handlers after it.
 
 A use case takes the key's turn (`KeyTurns.turn`), records what it decides and notes in
-the turn's outbox what the key's followers must hear. When the lock is released the
+the turn (its outbox) what the key's followers must hear. When the lock is released the
 outbox goes to the `EventBus`, which runs it after anything the key had queued before:
 a slow consumer never holds the key's lock, yet each consumer sees a key's events in the
-order they were recorded.
+order they were recorded. This runs for every recorded event, so it is kept lean: the
+usual delivery, with nothing ahead of it, makes no task and no future.
 """
 
 from __future__ import annotations
@@ -29,6 +30,24 @@ Step = Callable[[], Awaitable[None]]
 _delivering: ContextVar[str | None] = ContextVar("delivering", default=None)
 
 
+class _Delivery:
+    """A key's delivery under way; `done` is made only when another waits for it."""
+
+    __slots__ = ("done",)
+
+    def __init__(self) -> None:
+        self.done: asyncio.Future[None] | None = None
+
+    def wait(self) -> Awaitable[None]:
+        if self.done is None:
+            self.done = asyncio.get_running_loop().create_future()
+        return asyncio.shield(self.done)  # a cancelled waiter leaves it for the others
+
+    def finish(self) -> None:
+        if self.done is not None and not self.done.done():
+            self.done.set_result(None)
+
+
 class EventBus:
     """Runs each recorded event's handlers (those of its type and its base types), and
     keeps each key's deliveries in the order they were queued."""
@@ -36,7 +55,7 @@ class EventBus:
     def __init__(self, handlers: Handlers | None = None) -> None:
         self._handlers: dict[type, list[Handler]] = {}
         self._by_type: dict[type, tuple[Handler, ...]] = {}
-        self._tails: dict[str, asyncio.Future[None]] = {}  # each key's last delivery
+        self._tails: dict[str, _Delivery] = {}  # each key's last delivery
         self._detached: set[asyncio.Task[None]] = set()
         self.register(handlers or {})
 
@@ -57,7 +76,7 @@ class EventBus:
         """Hand each event to its handlers. A handler's failure is logged: the events are
         saved whatever a consumer makes of them."""
         for event in events:
-            for handler in self.handlers_of(type(event)):
+            for handler in self._by_type.get(type(event)) or self.handlers_of(type(event)):
                 try:
                     await handler(key, event)
                 except Exception:
@@ -77,59 +96,34 @@ class EventBus:
     async def run(self, key: str, steps: Sequence[Step]) -> None:
         """Run `steps` in the caller's task once the key's earlier deliveries are done."""
         ahead = self._tails.get(key)
-        done = asyncio.get_running_loop().create_future()
-        self._tails[key] = done
+        this = self._tails[key] = _Delivery()
         if ahead is not None:
             try:
-                await asyncio.shield(ahead)
+                await ahead.wait()
             except asyncio.CancelledError:
                 # The caller gave up waiting; what was recorded still goes out, in order.
-                self._detached.add(asyncio.ensure_future(self._after(ahead, key, steps, done)))
+                self._detached.add(asyncio.ensure_future(self._after(ahead, key, steps, this)))
                 raise
-        await self._steps(key, steps, done)
+        await self._steps(key, steps, this)
 
     async def _after(
-        self,
-        ahead: asyncio.Future[None],
-        key: str,
-        steps: Sequence[Step],
-        done: asyncio.Future[None],
+        self, ahead: _Delivery, key: str, steps: Sequence[Step], this: _Delivery
     ) -> None:
         try:
-            await asyncio.shield(ahead)
+            await ahead.wait()
         finally:
-            await self._steps(key, steps, done)
+            await self._steps(key, steps, this)
 
-    async def _steps(self, key: str, steps: Sequence[Step], done: asyncio.Future[None]) -> None:
+    async def _steps(self, key: str, steps: Sequence[Step], this: _Delivery) -> None:
         token = _delivering.set(key)
         try:
             for step in steps:
                 await step()
         finally:
             _delivering.reset(token)
-            self._finish(key, done)
-
-    def _finish(self, key: str, done: asyncio.Future[None]) -> None:
-        if not done.done():
-            done.set_result(None)
-        if self._tails.get(key) is done:
-            del self._tails[key]
-
-
-class Outbox:
-    """What a key's followers are to hear once its lock is released, in order."""
-
-    def __init__(self, bus: EventBus, key: str) -> None:
-        self._bus = bus
-        self._key = key
-        self.steps: list[Step] = []
-
-    def publish(self, events: Sequence[Event]) -> None:
-        if events:
-            self.steps.append(functools.partial(self._bus.deliver, self._key, events))
-
-    def then(self, step: Step) -> None:
-        self.steps.append(step)
+            this.finish()
+            if self._tails.get(key) is this:
+                del self._tails[key]
 
 
 class KeyTurns:
@@ -153,18 +147,28 @@ class KeyTurns:
 
 
 class Turn:
-    """`async with turns.turn(key) as outbox:` the key's lock; the outbox is delivered
-    after the lock is released, even when the block raises (what it saved stays saved)."""
+    """`async with turns.turn(key) as outbox:` the key's lock, and what its followers are
+    to hear once it is released, in order: delivered even when the block raises (what it
+    saved stays saved)."""
+
+    __slots__ = ("_bus", "_key", "_lock", "steps")
 
     def __init__(self, bus: EventBus, key: str, lock: asyncio.Lock) -> None:
         self._bus = bus
         self._key = key
         self._lock = lock
-        self._outbox = Outbox(bus, key)
+        self.steps: list[Step] = []
 
-    async def __aenter__(self) -> Outbox:
+    def publish(self, events: Sequence[Event]) -> None:
+        if events:
+            self.steps.append(functools.partial(self._bus.deliver, self._key, events))
+
+    def then(self, step: Step) -> None:
+        self.steps.append(step)
+
+    async def __aenter__(self) -> Turn:
         await self._lock.acquire()
-        return self._outbox
+        return self
 
     async def __aexit__(
         self,
@@ -173,5 +177,8 @@ class Turn:
         traceback: TracebackType | None,
     ) -> None:
         self._lock.release()
-        if self._outbox.steps:
-            await self._bus.run(self._key, self._outbox.steps)
+        if self.steps:
+            await self._bus.run(self._key, self.steps)
+
+
+Outbox = Turn  # what a use case is handed inside its turn

@@ -99,9 +99,10 @@ class EngineActions:
     def arm(self, key: str, session: DeviceSession) -> None:
         """Expire the session unless it moves on: from `qr` as `qr expired`, from `created`
         (an engine that never showed a code) as `connection lost`."""
-        if session.state is S.QR:
+        state = session.state
+        if state is S.QR:
             delay = session.pairing_seconds_left(self._clock.now()) + self._timeouts.expiry_grace
-        elif session.state is S.CREATED:
+        elif state is S.CREATED:
             delay = self._timeouts.start_timeout
         else:
             return

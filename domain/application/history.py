@@ -97,14 +97,22 @@ def session_history(
 
 
 def export_records(sessions: DeviceSessions, since: int = 0) -> Iterator[Record]:
-    """Every event of every session in recorded order, each with its global `position`."""
-    keys: dict[UUID, str] = {}
+    """Every event of every session in recorded order, each with its global `position`
+    and, as in a history, the session's `state` after it."""
+    latest: dict[UUID, DeviceSession] = {}  # each session as the export has left it
     for position, event in sessions.notifications(since):
-        key = keys.get(event.originator_id)
-        if key is None:
+        assert isinstance(event, AggregateEvent)
+        session: Any = latest.get(event.originator_id)
+        if session is None:
             created = next(iter(sessions.events.get(event.originator_id, lte=1)))
-            key = keys[event.originator_id] = created.key  # type: ignore[attr-defined]
-        yield {"position": position, "key": key, **event_record(event)}
+            key = created.key  # type: ignore[attr-defined]
+            version = event.originator_version
+            session = sessions.state_at(key, version - 1) if version > 1 else None
+        session = event.mutate(session)
+        assert isinstance(session, DeviceSession)
+        latest[event.originator_id] = session
+        record = event_record(event, state=session.state.value)
+        yield {"position": position, "key": session.key, **record}
 
 
 def _json(value: Any) -> Any:

@@ -95,11 +95,12 @@ class Registry:
 
     def saved(self, key: str, session: DeviceSession) -> None:
         """The key's session as just saved."""
+        state = session.state
         if key in self._engines:
-            self._standings[key] = Standing(session.owner, session.state)
-        if session.state not in PAIRING_STATES:
+            self._standings[key] = Standing(session.owner, state)
+        if state not in PAIRING_STATES:
             self._paired(key)
-        if session.state in SETTLED_STATES:
+        if state in SETTLED_STATES:
             # Paired (or over): its events are rare from here on, and a process may carry
             # thousands of such devices, so memory is kept for sessions being paired.
             self._sessions.release(key)

@@ -50,6 +50,11 @@ async def test_history_shows_the_seed_flow_as_a_table(
         ["Authenticated", "authenticated"],
         ["Ready", "ready"],
     ]
+    # Every column but the last is padded: DETAILS starts at one column in every row.
+    details = header.index("DETAILS")
+    assert rows[0][details:].startswith("key=device123") and rows[1][details - 2 :].startswith(
+        "  timeout="
+    )
     assert "name='My Device'" in rows[0] and "engine=baileys" in rows[0]
     assert "timeout=30.0" in rows[1] and "fingerprint=" in rows[1]
     assert rows[0].split()[1].startswith("20")  # a date
@@ -116,6 +121,11 @@ async def test_export_emits_every_event_once_in_order_and_resumes(
         ("other", "SessionCreated"),
         ("other", "QrIssued"),
     ]
+    # Every record field, as in a history (docs/audit.md): the state after each event.
+    assert [r["state"] for r in records] == ["created", "qr", "authenticated", "ready"] + [
+        "created",
+        "qr",
+    ]
     positions = [r["position"] for r in records]
     assert positions == sorted(set(positions))
     assert "code" not in out
@@ -124,3 +134,32 @@ async def test_export_emits_every_event_once_in_order_and_resumes(
         capsys, "export", "--since", str(positions[3]), "--data-dir", str(tmp_path)
     )
     assert [json.loads(line) for line in out.splitlines()] == records[4:]
+    # Resuming mid-session still knows each session's state (from the store).
+    status, out, _ = run(
+        capsys, "export", "--since", str(positions[2]), "--data-dir", str(tmp_path)
+    )
+    assert [json.loads(line) for line in out.splitlines()] == records[3:]
+
+
+async def test_export_refuses_a_negative_position(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    with pytest.raises(SystemExit) as usage:
+        main(["export", "--since", "-5", "--data-dir", str(tmp_path)])
+    assert usage.value.code == 2
+    assert "--since: must be 0 or a position export printed, not '-5'" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("command", [["history", "device123"], ["export"]])
+async def test_reading_a_store_that_is_not_there_creates_nothing(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], command: list[str]
+) -> None:
+    """`pairgate history` run from the wrong directory: not an empty store and "no
+    session" (which reads as lost data), but a refusal saying where it looked."""
+    status, out, err = run(capsys, *command, "--data-dir", str(tmp_path / "data"))
+    assert status == 2 and out == ""
+    assert err.splitlines() == [
+        f"pairgate: no event store at {tmp_path / 'data' / 'pairgate.sqlite3'}: point "
+        "PAIRGATE_DATA_DIR (or --data-dir) at the directory `pairgate serve` uses"
+    ]
+    assert not (tmp_path / "data").exists()

@@ -8,6 +8,7 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
+from pydantic import SecretStr
 
 from entrypoints.scan import terminal_qr
 from entrypoints.settings import Settings
@@ -89,3 +90,31 @@ async def test_exits_3_when_no_server_answers(tmp_path: Path) -> None:
     _, errors = await asyncio.wait_for(scan.communicate(), 20)
     assert scan.returncode == 3
     assert errors.decode().startswith("pairgate: cannot connect to http://127.0.0.1:9")
+
+
+async def test_a_server_without_a_scheme_is_a_usage_error() -> None:
+    scan = await asyncio.create_subprocess_exec(
+        PAIRGATE, "scan", "k", "--server", "127.0.0.1:8000", stderr=asyncio.subprocess.PIPE
+    )
+    _, errors = await asyncio.wait_for(scan.communicate(), 20)
+    assert scan.returncode == 2
+    assert errors.decode().splitlines()[-1] == (
+        "pairgate scan: error: argument --server: must be a URL such as "
+        "http://127.0.0.1:8000, not '127.0.0.1:8000'"
+    )
+
+
+async def test_without_the_token_a_server_with_tokens_refuses_exit_2(tmp_path: Path) -> None:
+    settings = Settings(simulate=True, data_dir=tmp_path, tokens=SecretStr("alice:a-secret"))
+    async with running(settings) as server:
+        for token in ([], ["--token", "wrong"]):
+            scan = await asyncio.create_subprocess_exec(
+                PAIRGATE,
+                *["scan", "k", "--server", server.url, *token],
+                stderr=asyncio.subprocess.PIPE,
+            )
+            _, errors = await asyncio.wait_for(scan.communicate(), 20)
+            assert scan.returncode == 2, errors
+            assert errors.decode() == (
+                f"pairgate: {server.url} refused the connection: unauthorized\n"
+            )

@@ -14,6 +14,7 @@ import pytest
 import socketio
 from pydantic import SecretStr
 
+from adapters.socketio.asyncapi import ConnectError
 from entrypoints.settings import Settings
 from tests.conftest import FAST_QR
 from tests.helpers import (
@@ -66,6 +67,8 @@ async def refused_at_connect(server: Server, address: str) -> list[Any]:
         client.sio.on("connect_error", refusals.append)
         with pytest.raises(socketio.exceptions.ConnectionError):
             await client.connect(server.url)
+        for refusal in refusals:  # as docs/asyncapi.yaml describes it
+            ConnectError.model_validate(refusal, strict=True)
         return refusals
 
 

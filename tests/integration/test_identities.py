@@ -9,6 +9,7 @@ import httpx
 import pytest
 import socketio
 
+from adapters.socketio.asyncapi import ConnectAuth, ConnectError
 from entrypoints.settings import Settings
 from tests.helpers import Client, Server, decode_qr, start_server, unique_key
 
@@ -37,6 +38,10 @@ async def test_a_missing_or_wrong_token_is_refused_at_connect(
     with pytest.raises(socketio.exceptions.ConnectionError):
         await client.connect(guarded.url, auth=auth)
     assert refusals == [{"message": "unauthorized"}]
+    # docs/asyncapi.yaml describes both packets: what was sent, what came back.
+    ConnectError.model_validate(refusals[0], strict=True)
+    if isinstance(auth, dict) and isinstance(auth.get("token"), str | None):
+        ConnectAuth.model_validate(auth, strict=True)
 
 
 async def test_another_identity_gets_not_found_and_hears_nothing(guarded: Server) -> None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import logging
 import os
@@ -10,6 +11,7 @@ import signal
 import socket
 import subprocess
 import sys
+import threading
 from pathlib import Path
 from typing import Any
 
@@ -170,6 +172,9 @@ async def test_websocket_only_refuses_polling_clients(ops_settings: Settings) ->
         with pytest.raises(socketio.exceptions.ConnectionError):
             await polling.connect(server.url, transports=["polling"], wait_timeout=5)
         await polling.disconnect()
+        # Engine.IO's own refusal, before pairgate's protocol (docs/deployment.md).
+        handshake = await server.get("/socket.io/?EIO=4&transport=polling")
+        assert (handshake.status_code, handshake.json()) == (400, "Invalid transport")
         async with clients(server.url) as [client]:  # websocket
             await pair(server, client, unique_key())
 
@@ -204,17 +209,55 @@ def test_json_formatter_names_the_key() -> None:
     assert set(explicit) >= {"time", "level", "logger", "message"}
 
 
+class Relay:
+    """A network path to the real Redis that a test can cut, as a partition would."""
+
+    def __init__(self, port: int) -> None:
+        self._target = port
+        self._listener = socket.create_server(("127.0.0.1", 0))
+        self.port = int(self._listener.getsockname()[1])
+        self._open: list[socket.socket] = []
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    def _accept(self) -> None:
+        with contextlib.suppress(OSError):
+            while True:
+                client, _ = self._listener.accept()
+                upstream = socket.create_connection(("127.0.0.1", self._target))
+                self._open += [client, upstream]
+                for a, b in ((client, upstream), (upstream, client)):
+                    threading.Thread(target=self._pump, args=(a, b), daemon=True).start()
+
+    @staticmethod
+    def _pump(source: socket.socket, sink: socket.socket) -> None:
+        with contextlib.suppress(OSError):
+            while data := source.recv(65536):
+                sink.sendall(data)
+
+    def cut(self) -> None:
+        self._listener.close()
+        for connection in self._open:
+            with contextlib.suppress(OSError):
+                connection.shutdown(socket.SHUT_RDWR)
+            connection.close()
+
+
 def test_serve_writes_one_json_object_per_line(tmp_path: Path) -> None:
+    if not redis_available():
+        pytest.skip("Redis is not reachable on 127.0.0.1:6379")
     log_path = tmp_path / "serve.log"
     port = closed_port()  # free now; pairgate binds it
+    relay = Relay(6379)
     env = {k: v for k, v in os.environ.items() if not k.startswith(("PAIRGATE_", "POSTGRES_"))}
     env |= {
         "PAIRGATE_LOG_FORMAT": "json",
         "PAIRGATE_LOG_LEVEL": "debug",
         "PAIRGATE_STORE": "memory",
         "PAIRGATE_SIM_QR_TIMEOUTS": "30",
-        # Nothing listens there: python-socketio's complaints must come out as JSON too.
-        "PAIRGATE_REDIS_URL": f"redis://127.0.0.1:{closed_port()}/0",
+        # Redis answers at start-up, then goes away: python-socketio's complaints must
+        # come out as JSON too.
+        "PAIRGATE_REDIS_URL": f"redis://127.0.0.1:{relay.port}/0",
+        "PAIRGATE_REDIS_CHANNEL": f"pairgate-test-{unique_key()}",
     }
     command = [str(PAIRGATE), "serve", "--simulate", "--port", str(port)]
     command += ["--data-dir", str(tmp_path / "data")]
@@ -223,7 +266,10 @@ def test_serve_writes_one_json_object_per_line(tmp_path: Path) -> None:
     key = unique_key()
     try:
         _create_and_wait_for_qr(f"http://127.0.0.1:{port}", key)
+        relay.cut()
+        _wait_for(lambda: '"logger": "socketio.server"' in log_path.read_text(), "Redis errors")
     finally:
+        relay.cut()
         process.send_signal(signal.SIGTERM)
         assert process.wait(15) == 0, log_path.read_text()
     lines = [json.loads(text) for text in log_path.read_text().splitlines() if text.strip()]
@@ -233,6 +279,15 @@ def test_serve_writes_one_json_object_per_line(tmp_path: Path) -> None:
     assert any(line["logger"].startswith("uvicorn") for line in lines)
     redis_errors = [line for line in lines if line["logger"] == "socketio.server"]
     assert redis_errors and all(line["level"] == "error" for line in redis_errors)
+
+
+def _wait_for(condition: Any, what: str) -> None:
+    import time
+
+    deadline = time.monotonic() + 20
+    while not condition():
+        assert time.monotonic() < deadline, f"timed out waiting for {what}"
+        time.sleep(0.05)
 
 
 def _create_and_wait_for_qr(url: str, key: str) -> None:

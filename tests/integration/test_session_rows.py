@@ -13,7 +13,7 @@ from adapters.identity import DEFAULT_IDENTITY
 from domain.application.ports import SessionRow
 from domain.model.errors import InvalidPageError
 from domain.model.session import DisconnectReason, SessionState
-from entrypoints.cli import rebuild_index
+from entrypoints.consumers import rebuild_index
 from entrypoints.settings import Settings
 from tests.helpers import Server, clients, pair, running, unique_key
 

@@ -18,11 +18,11 @@ from standardwebhooks import Webhook
 from domain.model.session import session_id
 from entrypoints.settings import Settings
 from tests.conftest import FAST_QR
+from tests.docs import doc_block
 from tests.e2e.service_process import free_port
 from tests.helpers import Server, clients, decode_qr, running, start_server, unique_key
 from tests.webhook_receiver import Receiver, receiver
 
-README = Path(__file__).parents[2] / "README.md"
 T = TypeVar("T")
 TOKENS = "alice:alice-token,bob:bob-token"
 ALL = ["session.created", "session.qr", "session.authenticated", "session.ready",
@@ -274,7 +274,7 @@ async def test_the_readme_receiver_verifies_what_pairgate_sends(
     server, _ = hooked
     if "database_url" in server.pairgate.settings.model_fields_set:
         pytest.skip("the receiver is the same whatever the store")
-    [example] = re.findall(r"```py\n(.*?)```", README.read_text(), flags=re.DOTALL)
+    example = doc_block("webhook-receiver")
     printed: list[str] = []
     arrived = asyncio.Event()
 

@@ -13,6 +13,6 @@ def test_a_bad_setting_is_a_clear_message_not_a_traceback(
     errors = capsys.readouterr().err.splitlines()
     assert errors == [
         "pairgate: PAIRGATE_PORT: Input should be less than or equal to 65535",
-        "pairgate: PAIRGATE_SIM_QR_TIMEOUTS: Value error, "
+        "pairgate: PAIRGATE_SIM_QR_TIMEOUTS: "
         "must be a comma list of positive seconds, e.g. 60,20,20",
     ]

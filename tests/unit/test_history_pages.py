@@ -14,7 +14,7 @@ from adapters.store.config import StoreConfig, open_store
 from domain.application.history import MAX_PAGE_SIZE, history_page, session_history
 from domain.application.sessions import DeviceSessions
 from domain.model.errors import InvalidPageError, VersionOutOfRangeError
-from entrypoints.cli import shown
+from entrypoints.audit import shown
 from entrypoints.settings import Settings
 
 NOW = datetime(2026, 1, 1, tzinfo=UTC)

@@ -3,10 +3,8 @@ sets the application asks about and the diagram in docs/architecture.md all foll
 
 from __future__ import annotations
 
-import re
 from collections.abc import Callable
 from datetime import UTC, datetime
-from pathlib import Path
 
 import pytest
 from eventsourcing.persistence import StoredEvent
@@ -23,12 +21,12 @@ from domain.model.lifecycle import (
     state_diagram,
 )
 from domain.model.session import DeviceSession, session_id
+from tests.docs import doc_block
 from tests.unit.test_session import session_after
 
 R = DisconnectReason
 S = SessionState
 NOW = datetime(2024, 5, 1, 12, 0, tzinfo=UTC)
-ARCHITECTURE = Path(__file__).resolve().parents[2] / "docs" / "architecture.md"
 Step = Callable[[DeviceSession], None]
 
 COMMANDS: dict[str, Callable[[DeviceSession, DisconnectReason], None]] = {
@@ -144,8 +142,5 @@ def test_events_stored_before_the_table_gave_destinations_still_replay() -> None
 
 
 def test_the_architecture_document_draws_the_table() -> None:
-    section = ARCHITECTURE.read_text().split("\n## Lifecycle\n", 1)
-    assert len(section) == 2, "docs/architecture.md has no '## Lifecycle' section"
-    drawn = re.search(r"```mermaid\n(.*?)```", section[1], re.S)
-    assert drawn is not None, "the Lifecycle section has no mermaid block"
-    assert drawn.group(1) == state_diagram(), "regenerate it: pairgate lifecycle"
+    drawn = doc_block("lifecycle-diagram")  # docs/architecture.md's mermaid block
+    assert drawn == state_diagram(), "regenerate it: pairgate lifecycle"

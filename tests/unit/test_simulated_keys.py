@@ -10,7 +10,7 @@ import pytest
 
 from adapters.credentials import CredentialVault
 from adapters.engines.simulated_keys import FILE, SimulatedKeys
-from adapters.engines.simulator import SimulatedEngine
+from adapters.engines.simulator import CODE_OF_MOVE, SimulatedEngine, simulated_moves
 from domain.model.session import DisconnectReason
 from tests.conftest import TEST_CIPHER_KEY
 
@@ -113,3 +113,8 @@ async def test_a_paired_device_reconnects_after_a_restart_until_it_logs_out(
     assert await said_within(fresh, 1) == ["qr"]  # its keys went with the logout
     await after_logout.stop("k")
     await after_logout.close()
+
+
+def test_the_moves_that_take_a_code_are_moves() -> None:
+    moves = simulated_moves(SimulatedEngine())
+    assert set(CODE_OF_MOVE) <= set(moves), "CODE_OF_MOVE names a move the simulator lacks"
