@@ -4,20 +4,19 @@ read model; webhooks), wired here and started with the server."""
 from __future__ import annotations
 
 import logging
+import random
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import TextIO
 
-from eventsourcing.cryptography import AESCipher
-from eventsourcing.utils import Environment
-
 from adapters.clock import SystemClock
 from adapters.metrics import PairgateMetrics
 from adapters.store.config import StoreConfig, postgres_conninfo
+from adapters.store.sealing import Sealer
 from adapters.store.session_rows import session_rows
 from adapters.store.webhook_outbox import webhook_outbox
 from adapters.store.work_lease import PostgresWorkLease, SoleWorker
-from adapters.webhooks.messages import EVENT_TYPES, render
+from adapters.webhooks.messages import EVENT_TYPES, new_secret, render
 from adapters.webhooks.metrics import WebhookMetrics
 from adapters.webhooks.sender import AddressPolicy, HttpSender
 from domain.application.follow import LogFollower
@@ -77,7 +76,8 @@ def log_consumers(
 ) -> LogConsumers:
     """Each follower gets a thread of its own: however far behind it is, it takes none of
     the threads (nor the event loop) that pairings use."""
-    rows = session_rows(sessions)
+    sealer = Sealer(store.cipher_key)
+    rows = session_rows(sessions, sealer)
     reads = _threads(1, "index")
     index = SessionRowsIndex(rows, StoreAccess(sessions, reads, metrics.timed_store))
     projection = SessionsProjection(sessions, rows)
@@ -89,10 +89,7 @@ def log_consumers(
         settings.follow_interval,
     )
     consumers = LogConsumers(index, [follower], executors=[reads, own])
-    cipher = (
-        AESCipher(Environment(env={"CIPHER_KEY": store.cipher_key})) if store.cipher_key else None
-    )
-    outbox = webhook_outbox(sessions, cipher)
+    outbox = webhook_outbox(sessions, sealer)
     if outbox is None:
         log.info("webhooks are off: the memory store keeps no outbox")
         return consumers
@@ -134,7 +131,10 @@ def _webhooks(
     policy = AddressPolicy(settings.webhook_allowed_networks)
     sender = HttpSender(policy, clock, settings.webhook_timeout)
     retry = RetryPolicy(
-        settings.webhook_retry_delay, settings.webhook_retry_max_delay, settings.webhook_retry_for
+        random.uniform,
+        settings.webhook_retry_delay,
+        settings.webhook_retry_max_delay,
+        settings.webhook_retry_for,
     )
 
     def dispatcher() -> WebhookDispatcher:
@@ -161,7 +161,9 @@ def _webhooks(
         conninfo, schema = postgres_conninfo(store)
         lease = PostgresWorkLease(conninfo, "webhooks", schema)
     worker = WebhookWorker(lease, follower, dispatcher, settings.follow_interval)
-    subscriptions = WebhookSubscriptions(outbox, access, clock, policy.check, EVENT_TYPES)
+    subscriptions = WebhookSubscriptions(
+        outbox, access, clock, policy.check, EVENT_TYPES, new_secret
+    )
     return Webhooks(subscriptions, worker, sender, observer)
 
 
@@ -170,9 +172,11 @@ def rebuild_index(settings: Settings, out: TextIO) -> int:
     (a running server's projection starts over with it). An existing store only."""
     from adapters.store.config import open_store
 
-    sessions = open_store(settings.store_config(), create=False)
+    store = settings.store_config()
+    sessions = open_store(store, create=False)
     try:
-        position = SessionsProjection(sessions, session_rows(sessions)).rebuild()
+        rows = session_rows(sessions, Sealer(store.cipher_key))
+        position = SessionsProjection(sessions, rows).rebuild()
     finally:
         sessions.close()
     out.write(f"sessions read model rebuilt up to log position {position}\n")

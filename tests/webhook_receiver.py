@@ -72,7 +72,10 @@ async def receiver(got: Receiver | None = None, port: int = 0) -> AsyncIterator[
     ends; serving it again on its port later is a receiver back from an outage."""
     got = got or Receiver()
     app = Starlette(routes=[Route("/{path:path}", got.handle, methods=["POST"])])
-    config = uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning", lifespan="off")
+    config = uvicorn.Config(
+        app, host="127.0.0.1", port=port, log_level="warning", lifespan="off",
+        timeout_graceful_shutdown=1,  # a slow answer still under way is cut off then
+    )  # fmt: skip
     server = uvicorn.Server(config)
     task = asyncio.create_task(server.serve())
     while not server.started:
@@ -83,5 +86,5 @@ async def receiver(got: Receiver | None = None, port: int = 0) -> AsyncIterator[
     try:
         yield got
     finally:
-        server.should_exit = server.force_exit = True  # slow answers are not waited for
+        server.should_exit = True
         await asyncio.wait_for(task, 15)

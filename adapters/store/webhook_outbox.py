@@ -2,21 +2,22 @@
 deliveries, and the rows of the follower that fills it (its own copy of the sessions'
 rows, so each event's owner is the one it had then), tracked like the read model.
 
-Secrets and bodies (a session.qr's carries a QR image) are encrypted with the store's
-cipher when PAIRGATE_CIPHER_KEY is set. The SQL is written once, with `?` marks and
-`{name}` tables; PostgreSQL gets `%s` marks and schema-qualified names.
+With PAIRGATE_CIPHER_KEY, secrets, keys and bodies (a session.qr's carries a QR image)
+are stored encrypted, and a delivery's queue (its subscription's messages about one key)
+is named by the blinded key (adapters/store/sealing.py). The SQL is written once, as the
+rows' is (adapters/store/session_rows.py).
 """
 
 from __future__ import annotations
 
-import base64
 from collections.abc import Sequence
 from datetime import datetime
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any
 
 from eventsourcing.postgres import PostgresDatastore
 from eventsourcing.sqlite import SQLiteDatastore
 
+from adapters.store.sealing import Sealer
 from adapters.store.session_rows import PostgresSessionRows, SQLiteSessionRows
 from domain.application.session_rows import from_micros, to_micros
 from domain.application.sessions import DeviceSessions
@@ -31,21 +32,6 @@ from domain.application.webhooks import (
 ROWS_TABLE = "pairgate_webhook_sessions"
 SUBSCRIPTIONS = "pairgate_webhook_subscriptions"
 DELIVERIES = "pairgate_webhook_deliveries"
-DELIVERY_COLUMNS = (
-    "id",
-    "subscription",
-    "key",
-    "message_id",
-    "event_type",
-    "body",
-    "first_at",
-    "attempts",
-    "next_at",
-    "last_error",
-    "dead",
-)
-SUBSCRIPTION_COLUMNS = ("id", "owner", "url", "events", "key", "secret", "created_at")
-
 CREATE = [
     "CREATE TABLE IF NOT EXISTS {subscriptions} (id TEXT PRIMARY KEY, owner TEXT NOT NULL, "
     "url TEXT NOT NULL, events TEXT NOT NULL, key TEXT, secret TEXT NOT NULL, "
@@ -53,51 +39,42 @@ CREATE = [
     "CREATE INDEX IF NOT EXISTS pairgate_webhook_subscriptions_by_owner "
     "ON {subscriptions} (owner, created_at)",
     "CREATE TABLE IF NOT EXISTS {deliveries} (id {serial}, subscription TEXT NOT NULL, "
-    "key TEXT NOT NULL, message_id TEXT NOT NULL, event_type TEXT NOT NULL, "
+    "key TEXT NOT NULL, queue TEXT NOT NULL, message_id TEXT NOT NULL, "
+    "event_type TEXT NOT NULL, "
     "body TEXT NOT NULL, first_at BIGINT NOT NULL, attempts INTEGER NOT NULL DEFAULT 0, "
     "next_at BIGINT NOT NULL, last_error TEXT, dead INTEGER NOT NULL DEFAULT 0)",
     # The head of each subscription's key (order per key), and what is due.
     "CREATE INDEX IF NOT EXISTS pairgate_webhook_deliveries_by_queue "
-    "ON {deliveries} (subscription, key, dead, id)",
+    "ON {deliveries} (subscription, queue, dead, id)",
     "CREATE INDEX IF NOT EXISTS pairgate_webhook_deliveries_due ON {deliveries} (dead, next_at)",
 ]
 DUE = (
     "WITH heads AS (SELECT d.*, ROW_NUMBER() OVER (PARTITION BY d.subscription ORDER BY d.id) "
     "AS place FROM {deliveries} d WHERE d.dead = 0 AND d.next_at <= ? AND d.id = "
     "(SELECT MIN(h.id) FROM {deliveries} h WHERE h.subscription = d.subscription "
-    "AND h.key = d.key AND h.dead = 0)) "
+    "AND h.queue = d.queue AND h.dead = 0)) "
     "SELECT heads.*, s.url, s.secret FROM heads JOIN {subscriptions} s "
     "ON s.id = heads.subscription WHERE heads.place <= ? ORDER BY heads.id LIMIT ?"
 )
-
-
-class Cipher(Protocol):
-    def encrypt(self, plaintext: bytes) -> bytes: ...
-
-    def decrypt(self, ciphertext: bytes) -> bytes: ...
 
 
 class OutboxQueries:
     """The outbox's statements, for either database (a mixin of its rows store)."""
 
     datastore: Any
-    cipher: Cipher | None
+    sealer: Sealer
     per_subscription: int = 16
+    extra_tables = {"subscriptions": SUBSCRIPTIONS, "deliveries": DELIVERIES}
 
-    def sql(self, statement: str) -> Any:
-        raise NotImplementedError
+    if TYPE_CHECKING:
 
-    def _seal(self, text: str) -> str:
-        if self.cipher is None:
-            return text
-        return "enc:" + base64.b64encode(self.cipher.encrypt(text.encode())).decode()
+        def sql(self, statement: str) -> str: ...
 
-    def _open(self, text: str) -> str:
-        if not text.startswith("enc:"):
-            return text
-        if self.cipher is None:
-            raise ValueError("the outbox is encrypted: set PAIRGATE_CIPHER_KEY")
-        return self.cipher.decrypt(base64.b64decode(text[4:])).decode()
+    serial: str  # the dialect's auto-numbered primary key
+
+    def create_statements(self) -> list[str]:
+        ours = [statement.replace("{serial}", self.serial) for statement in CREATE]
+        return [*super().create_statements(), *ours]  # type: ignore[misc]
 
     def _run(self, statement: str, params: Sequence[Any] = (), commit: bool = True) -> list[Any]:
         with self.datastore.transaction(commit=commit) as wrapped:
@@ -107,8 +84,8 @@ class OutboxQueries:
 
     def write_extra(self, cursor: Any, extra: Sequence[Any]) -> None:
         statement = self.sql(
-            "INSERT INTO {deliveries} (subscription, key, message_id, event_type, body, "
-            "first_at, attempts, next_at, dead) VALUES (?, ?, ?, ?, ?, ?, 0, ?, 0)"
+            "INSERT INTO {deliveries} (subscription, key, queue, message_id, event_type, body, "
+            "first_at, attempts, next_at, dead) VALUES (?, ?, ?, ?, ?, ?, ?, 0, ?, 0)"
         )
         for delivery in extra:
             first = to_micros(delivery.first_at)
@@ -116,10 +93,11 @@ class OutboxQueries:
                 statement,
                 [
                     delivery.subscription,
-                    delivery.key,
+                    self.sealer.seal(delivery.key),
+                    self.sealer.blind(delivery.key),
                     delivery.message_id,
                     delivery.event_type,
-                    self._seal(delivery.body),
+                    self.sealer.seal(delivery.body),
                     first,
                     first,
                 ],
@@ -138,8 +116,8 @@ class OutboxQueries:
             owner=row["owner"],
             url=row["url"],
             events=tuple(row["events"].split(",")),
-            key=row["key"],
-            secret=self._open(row["secret"]),
+            key=self.sealer.open(row["key"]),
+            secret=self.sealer.open(row["secret"]) or "",
             created_at=from_micros(int(row["created_at"])),
         )
 
@@ -152,8 +130,8 @@ class OutboxQueries:
                 s.owner,
                 s.url,
                 ",".join(s.events),
-                s.key,
-                self._seal(s.secret),
+                self.sealer.seal(s.key),
+                self.sealer.seal(s.secret),
                 to_micros(s.created_at),
             ],
         )
@@ -174,16 +152,17 @@ class OutboxQueries:
 
     def due(self, now: datetime, limit: int) -> list[Outgoing]:
         rows = self._run(DUE, [to_micros(now), self.per_subscription, limit], commit=False)
-        return [Outgoing(self._delivery(r), r["url"], self._open(r["secret"])) for r in rows]
+        return [Outgoing(self._delivery(r), r["url"], self.sealer.open(r["secret"]) or "")
+                for r in rows]  # fmt: skip
 
     def _delivery(self, row: Any) -> Delivery:
         return Delivery(
             id=int(row["id"]),
             subscription=row["subscription"],
-            key=row["key"],
+            key=self.sealer.open(row["key"]) or "",
             message_id=row["message_id"],
             event_type=row["event_type"],
-            body=self._open(row["body"]),
+            body=self.sealer.open(row["body"]) or "",
             first_at=from_micros(int(row["first_at"])),
             attempts=int(row["attempts"]),
             next_at=from_micros(int(row["next_at"])),
@@ -228,45 +207,28 @@ def _raw(cursor: Any) -> Any:
 
 
 class SQLiteOutbox(OutboxQueries, SQLiteSessionRows):
-    def __init__(self, datastore: SQLiteDatastore, cipher: Cipher | None) -> None:
-        self.cipher = cipher
-        super().__init__(datastore, ROWS_TABLE, WEBHOOK_TRACKING)
+    serial = "INTEGER PRIMARY KEY AUTOINCREMENT"
 
-    def sql(self, statement: str) -> str:
-        return statement.format(subscriptions=SUBSCRIPTIONS, deliveries=DELIVERIES)
-
-    def construct_create_table_statements(self) -> list[str]:
-        ours = [s.replace("{serial}", "INTEGER PRIMARY KEY AUTOINCREMENT") for s in CREATE]
-        return [*super().construct_create_table_statements(), *map(self.sql, ours)]
+    def __init__(self, datastore: SQLiteDatastore, sealer: Sealer) -> None:
+        super().__init__(datastore, sealer, ROWS_TABLE, WEBHOOK_TRACKING)
 
 
 class PostgresOutbox(OutboxQueries, PostgresSessionRows):
-    def __init__(self, datastore: PostgresDatastore, cipher: Cipher | None) -> None:
-        self.cipher = cipher
-        super().__init__(datastore, ROWS_TABLE, WEBHOOK_TRACKING)
-        from psycopg.sql import SQL
+    serial = "BIGSERIAL PRIMARY KEY"
 
-        for statement in CREATE:
-            self.sql_create_statements.append(
-                SQL(self.sql(statement.replace("{serial}", "BIGSERIAL PRIMARY KEY")))  # type: ignore[arg-type]
-            )
-
-    def sql(self, statement: str) -> str:
-        schema = '"' + self.datastore.schema.replace('"', '""') + '"'
-        return statement.replace("?", "%s").format(
-            subscriptions=f"{schema}.{SUBSCRIPTIONS}", deliveries=f"{schema}.{DELIVERIES}"
-        )
+    def __init__(self, datastore: PostgresDatastore, sealer: Sealer) -> None:
+        super().__init__(datastore, sealer, ROWS_TABLE, WEBHOOK_TRACKING)
 
 
-def webhook_outbox(sessions: DeviceSessions, cipher: Cipher | None) -> WebhookStore | None:
+def webhook_outbox(sessions: DeviceSessions, sealer: Sealer) -> WebhookStore | None:
     """The outbox beside the events of `sessions` (None for a memory store: nothing it
     holds would outlive the process, so webhooks are not offered)."""
     datastore = getattr(sessions.recorder, "datastore", None)
     outbox: SQLiteOutbox | PostgresOutbox
     if isinstance(datastore, SQLiteDatastore):
-        outbox = SQLiteOutbox(datastore, cipher)
+        outbox = SQLiteOutbox(datastore, sealer)
     elif isinstance(datastore, PostgresDatastore):
-        outbox = PostgresOutbox(datastore, cipher)
+        outbox = PostgresOutbox(datastore, sealer)
     else:
         return None
     outbox.create_table()

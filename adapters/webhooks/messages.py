@@ -9,6 +9,7 @@ import binascii
 import hashlib
 import hmac
 import json
+import secrets
 from datetime import datetime
 
 from adapters.payloads import EVENT_NAMES
@@ -46,6 +47,10 @@ def as_sent(body: str, now: datetime) -> str:
         data["qr"] = None
         return json.dumps(message, separators=(",", ":"))
     return body
+
+
+def new_secret() -> str:
+    return SECRET_PREFIX + base64.b64encode(secrets.token_bytes(24)).decode()
 
 
 def secret_key(secret: str) -> bytes:

@@ -10,8 +10,6 @@ stops the process.
 
 from __future__ import annotations
 
-import random
-import secrets
 import uuid
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -150,8 +148,10 @@ class Outbox:
 
 @dataclass(frozen=True)
 class RetryPolicy:
-    """Exponential back-off with full jitter, for `give_up_after` from the first attempt."""
+    """Exponential back-off with jitter, for `give_up_after` from the first attempt.
+    `uniform(a, b)`: a random number between a and b (the adapters' randomness)."""
 
+    uniform: Callable[[float, float], float]
     first_delay: float = 1.0
     max_delay: float = 300.0
     give_up_after: float = 86_400.0
@@ -159,7 +159,7 @@ class RetryPolicy:
     def after_failure(self, delivery: Delivery, error: str, now: datetime) -> Delivery:
         attempts = delivery.attempts + 1
         ceiling = min(self.max_delay, self.first_delay * 2 ** min(attempts - 1, 30))
-        delay = random.uniform(ceiling / 2, ceiling)
+        delay = self.uniform(ceiling / 2, ceiling)
         dead = (now - delivery.first_at).total_seconds() + delay > self.give_up_after
         return _replace(
             delivery,
@@ -174,12 +174,6 @@ def _replace(delivery: Delivery, **changes: Any) -> Delivery:
     return Delivery(**{**vars(delivery), **changes})
 
 
-def new_secret() -> str:
-    import base64
-
-    return "whsec_" + base64.b64encode(secrets.token_bytes(24)).decode()
-
-
 class WebhookSubscriptions:
     """The use cases behind the REST routes: an identity's own subscriptions only."""
 
@@ -190,9 +184,11 @@ class WebhookSubscriptions:
         clock: Clock,
         check_url: Callable[[str], Any],
         event_types: Sequence[str],
+        new_secret: Callable[[], str],
     ) -> None:
         """`check_url(url)`: awaitable; raises WebhookRefusedError for a URL webhooks
-        may not call (SSRF)."""
+        may not call (SSRF). `new_secret()`: a secret for a subscription given none."""
+        self._new_secret = new_secret
         self._store = store
         self._access = access
         self._clock = clock
@@ -220,7 +216,7 @@ class WebhookSubscriptions:
             url=url,
             events=tuple(dict.fromkeys(events)),
             key=key,
-            secret=secret or new_secret(),
+            secret=secret or self._new_secret(),
             created_at=self._clock.now(),
         )
         await self._access.read(self._store.add_subscription, subscription)

@@ -7,9 +7,11 @@ import asyncio
 import io
 import string
 
+import psycopg
 import pytest
 
 from adapters.identity import DEFAULT_IDENTITY
+from adapters.store.config import postgres_conninfo
 from domain.application.ports import SessionRow
 from domain.model.errors import InvalidPageError
 from domain.model.session import DisconnectReason, SessionState
@@ -71,6 +73,13 @@ async def test_reindex_rebuilds_the_same_rows(server: Server, settings: Settings
     before = await rows_of(server)
     assert before[0].key == key and before[0].state is SessionState.DISCONNECTED
     assert before[0].reason is DisconnectReason.USER_LOGGED_OUT
+
+    if settings.cipher_key is not None:  # rows hold what events hold: encrypted
+        conninfo, schema = postgres_conninfo(settings.store_config())
+        with psycopg.connect(conninfo) as db:
+            stored = str(db.execute(f'SELECT * FROM "{schema}".pairgate_sessions').fetchall())
+        assert key not in stored and "Phone" not in stored and "logged out" not in stored
+        assert "enc:" in stored
 
     out = io.StringIO()
     assert await asyncio.to_thread(rebuild_index, settings, out) == 0

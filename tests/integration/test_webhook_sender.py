@@ -4,14 +4,15 @@ the request goes to the address that was checked; retries back off with jitter."
 from __future__ import annotations
 
 import json
+import random
 from datetime import UTC, datetime, timedelta
 
 from standardwebhooks import Webhook
 
 from adapters.clock import SystemClock
-from adapters.webhooks.messages import as_sent
+from adapters.webhooks.messages import as_sent, new_secret
 from adapters.webhooks.sender import AddressPolicy, HttpSender
-from domain.application.webhooks import Delivery, Outgoing, RetryPolicy, new_secret
+from domain.application.webhooks import Delivery, Outgoing, RetryPolicy
 from tests.webhook_receiver import receiver
 
 
@@ -42,7 +43,7 @@ async def test_each_send_checks_the_address_and_connects_to_the_checked_one() ->
 
 
 def test_retries_back_off_with_jitter_then_give_up() -> None:
-    policy = RetryPolicy(first_delay=1.0, max_delay=8.0, give_up_after=60.0)
+    policy = RetryPolicy(random.uniform, first_delay=1.0, max_delay=8.0, give_up_after=60.0)
     start = datetime(2026, 1, 1, tzinfo=UTC)
     delivery = Delivery("wh_1", "k", "m", "session.ready", "{}", start)
     now, waits = start, []
