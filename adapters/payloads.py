@@ -49,6 +49,10 @@ EngineName = Annotated[str, StringConstraints(min_length=1, max_length=32)]
 # A phone number in international format: country code and number, 8-15 digits, no "+".
 Phone = Annotated[str, StringConstraints(pattern=r"^[1-9][0-9]{7,14}$")]
 
+# Versions are counted from 1; past this many (18 digits) a number is refused before
+# `int()` reads its digits (it raises on more than 4,300).
+MAX_VERSION = 10**18 - 1
+
 ErrorCode = Literal[
     "invalid_payload",
     "invalid_key",
@@ -99,10 +103,15 @@ class HistoryRequest(KeyRequest):
     """`session.history`: a page of the key's records, oldest first."""
 
     after: int = Field(
-        0, ge=0, description="Records after this version: 0, or the previous page's `next`"
+        0,
+        ge=0,
+        le=MAX_VERSION,
+        description="Records after this version: 0, or the previous page's `next`",
     )
     limit: int = Field(PAGE_SIZE, ge=1, le=MAX_PAGE_SIZE, description="Records per page")
-    at: int | None = Field(None, description="Stop at this version (the session as it was)")
+    at: int | None = Field(
+        None, ge=1, le=MAX_VERSION, description="Stop at this version (the session as it was)"
+    )
 
 
 class Emission(BaseModel):

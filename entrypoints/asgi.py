@@ -9,10 +9,15 @@ import socketio
 from starlette.applications import Starlette
 from starlette.types import ASGIApp
 
+from adapters.clock import SystemClock
 from adapters.http.api import session_routes
-from adapters.http.guards import HostAllowList, HostPolicy, SecurityHeaders
+from adapters.http.guards import CrossSiteRequests, HostAllowList, HostPolicy, SecurityHeaders
+from adapters.http.openapi import openapi_routes
+from adapters.http.qr_api import code_routes
 from adapters.http.readiness import Readiness, readiness_routes
+from adapters.http.rest import Api
 from adapters.http.scan_page import scan_page_routes
+from adapters.http.sessions_api import control_routes
 from adapters.http.web import HTTP_ERROR_HANDLERS, health_routes, simulator_routes
 from adapters.http.webhooks_api import webhook_routes
 from adapters.metrics import PairgateMetrics, metrics_routes
@@ -43,14 +48,16 @@ def create_app(settings: Settings | None = None, clock: Clock | None = None) -> 
         store_calls=metrics.timed_store,
     )
     routes = health_routes(pairgate.service)
-    routes += session_routes(
-        pairgate.service, pairgate.identities, pairgate.http_limits, pairgate.history_allowance
-    )
+    api = Api(pairgate.identities, pairgate.http_limits, settings.max_payload_bytes)
+    service = pairgate.service
+    routes += control_routes(service, api, pairgate.session_index)
+    routes += session_routes(service, api, pairgate.history_allowance)
+    routes += code_routes(service, api, clock or SystemClock()) + openapi_routes()
     routes += readiness_routes(readiness) + metrics_routes(metrics)
     consumers = pairgate.consumers
     if consumers is not None and consumers.webhooks is not None:
         subscriptions = consumers.webhooks.subscriptions
-        routes += webhook_routes(subscriptions, pairgate.identities, pairgate.http_limits)
+        routes += webhook_routes(subscriptions, api)
     if pairgate.simulator is not None:
         routes += simulator_routes(
             pairgate.simulator, pairgate.service, pairgate.identities, pairgate.leases
@@ -75,7 +82,9 @@ def create_app(settings: Settings | None = None, clock: Clock | None = None) -> 
     # a key ending in an encoded slash ("0%2F") must not be redirected to key "0".
     web.router.redirect_slashes = False
     hosts = HostPolicy.for_bind(settings.host, settings.allowed_hosts)
-    app = socketio.ASGIApp(pairgate.sio, other_asgi_app=web)
+    app = CrossSiteRequests(
+        socketio.ASGIApp(pairgate.sio, other_asgi_app=web), settings.allowed_origins
+    )
     return PairgateApp(HostAllowList(app, hosts), pairgate)
 
 

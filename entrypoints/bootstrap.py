@@ -55,12 +55,12 @@ class Pairgate:
     engines: Engines
     leases: PostgresLeases | None = None
     checkpoints: WalCheckpoints | None = None
+    session_index: SessionIndex | None = None  # the sessions read model (GET /api/sessions)
     # History records per reader, shared by the HTTP API and Socket.IO; HTTP API requests.
     history_allowance: HistoryAllowance = field(
         default_factory=lambda: HistoryAllowance("", MAX_PAGE_SIZE)
     )
     http_limits: RequestLimits = field(default_factory=lambda: RequestLimits("", ""))
-    session_index: SessionIndex | None = None
     consumers: LogConsumers | None = None
     _takeover: asyncio.Task[None] | None = field(default=None, repr=False)
     _checkpointing: asyncio.Task[None] | None = field(default=None, repr=False)

@@ -68,6 +68,7 @@ def parser() -> argparse.ArgumentParser:
 
     commands.add_parser("keygen", help="print a new PAIRGATE_CIPHER_KEY (AES-256, base64)")
     commands.add_parser("asyncapi", help="print the AsyncAPI 3.0 document of the protocol")
+    commands.add_parser("openapi", help="print the OpenAPI 3.1 document of the HTTP API")
     commands.add_parser("lifecycle", help="print the session lifecycle as a Mermaid diagram")
 
     scan = commands.add_parser(
@@ -129,10 +130,11 @@ def main(argv: Sequence[str] | None = None) -> int:
 
         print(AESCipher.create_key(num_bytes=32))
         return 0
-    if args.command == "asyncapi":
-        from adapters.socketio.asyncapi import render
+    if args.command in ("asyncapi", "openapi"):
+        from adapters.http import openapi
+        from adapters.socketio import asyncapi
 
-        sys.stdout.write(render())
+        sys.stdout.write({"asyncapi": asyncapi, "openapi": openapi}[args.command].render())
         return 0
     if args.command == "lifecycle":
         from domain.model.lifecycle import state_diagram

@@ -88,6 +88,7 @@ def log_consumers(
         StoreAccess(sessions, own, metrics.timed_store),
         settings.follow_interval,
     )
+    index.caught_up = follower.caught_up
     consumers = LogConsumers(index, [follower], executors=[reads, own])
     outbox = webhook_outbox(sessions, sealer)
     if outbox is None:

@@ -7,11 +7,12 @@ import base64
 import io
 import os
 import socket
+import threading
 import uuid
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Coroutine, Iterator
 from contextlib import asynccontextmanager, contextmanager
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, TypeVar
 
 import httpx
 import socketio
@@ -113,6 +114,46 @@ async def start_server(settings: Settings) -> Server:
         await asyncio.sleep(0.01)
     port = server.servers[0].sockets[0].getsockname()[1]
     return Server(f"http://127.0.0.1:{port}", app, server, task)
+
+
+T = TypeVar("T")
+
+
+@dataclass
+class ThreadedServer:
+    """A server on an event loop of its own, in a thread: for tests that drive it from
+    synchronous code (hypothesis, schemathesis)."""
+
+    loop: asyncio.AbstractEventLoop
+    server: Server
+
+    def run(self, coroutine: Coroutine[Any, Any, T]) -> T:
+        return asyncio.run_coroutine_threadsafe(coroutine, self.loop).result(30)
+
+
+@contextmanager
+def running_in_thread(settings: Settings) -> Iterator[ThreadedServer]:
+    loop = asyncio.new_event_loop()
+    thread = threading.Thread(target=loop.run_forever, name="threaded-server", daemon=True)
+    thread.start()
+    threaded = ThreadedServer(
+        loop, asyncio.run_coroutine_threadsafe(start_server(settings), loop).result(30)
+    )
+    try:
+        yield threaded
+    finally:
+        threaded.run(threaded.server.stop())
+        threaded.run(_cancel_the_rest())
+        loop.call_soon_threadsafe(loop.stop)
+        thread.join(10)
+        loop.close()
+
+
+async def _cancel_the_rest() -> None:
+    others = [t for t in asyncio.all_tasks() if t is not asyncio.current_task()]
+    for task in others:
+        task.cancel()
+    await asyncio.gather(*others, return_exceptions=True)
 
 
 @asynccontextmanager

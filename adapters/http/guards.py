@@ -3,6 +3,10 @@
 - `HostAllowList` answers only to the host names pairgate is meant to be reached by. The
   same-origin check compares `Origin` with `Host`, and a page on a name the attacker
   controls, rebound by DNS to this server (DNS rebinding), sends both as its own name.
+- `CrossSiteRequests` refuses requests that change something (POST, DELETE, ...) sent
+  by a browser from another site: without tokens (one default identity) the only
+  credential is being able to reach the server, and a page on any site can make a
+  browser on the operator's machine send a form or a `fetch` there.
 - `SecurityHeaders` adds a content security policy (scripts and styles from the server
   itself, no framing), `nosniff` and `no-referrer` to every HTTP response.
 """
@@ -14,6 +18,7 @@ import socket
 from collections.abc import Iterable
 from dataclasses import dataclass
 
+from starlette.datastructures import Headers
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from adapters.http.web import error_response
@@ -112,6 +117,43 @@ class HostAllowList:
             await refusal(scope, receive, send)  # starlette sends a WebSocket's as its denial
         else:
             await send({"type": "websocket.close", "code": 1008})
+
+
+SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
+
+
+class CrossSiteRequests:
+    """403 `forbidden` for a request that changes something and whose `Origin` is neither
+    the server's own (the same `Host`) nor one of the allowed origins (as Socket.IO
+    connections are checked: PAIRGATE_ALLOWED_ORIGINS, `*` for any). Browsers send
+    `Origin` with every such request from a page; without it, `Sec-Fetch-Site: cross-site`
+    still tells one. Clients that are not browsers send neither and pass."""
+
+    def __init__(self, app: ASGIApp, origins: Iterable[str] = ()) -> None:
+        self.app = app
+        self.origins = frozenset(origin.rstrip("/").lower() for origin in origins)
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http" or scope["method"] in SAFE_METHODS or "*" in self.origins:
+            await self.app(scope, receive, send)
+            return
+        headers = Headers(scope=scope)
+        origin = headers.get("origin")
+        if origin is None:
+            allowed = headers.get("sec-fetch-site") not in ("cross-site", "same-site")
+        else:
+            origin = origin.rstrip("/").lower()
+            own = origin.partition("://")[2] == headers.get("host", "").lower()
+            allowed = own or origin in self.origins
+        if allowed:
+            await self.app(scope, receive, send)
+            return
+        refusal = error_response(
+            403,
+            "forbidden",
+            "a cross-site request; if this origin is yours, add it to PAIRGATE_ALLOWED_ORIGINS",
+        )
+        await refusal(scope, receive, send)
 
 
 class SecurityHeaders:

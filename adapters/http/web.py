@@ -8,7 +8,7 @@ from typing import Any
 from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.responses import JSONResponse
-from starlette.routing import Route
+from starlette.routing import Match, Route
 
 from adapters.engines.simulator import (
     CODE_OF_MOVE,
@@ -29,9 +29,21 @@ def error_response(status: int, code: str, message: str) -> JSONResponse:
 async def _http_error(request: Request, error: Exception) -> JSONResponse:
     assert isinstance(error, HTTPException)
     code = {404: "not_found", 405: "invalid_payload"}.get(error.status_code, "invalid_payload")
-    return error_response(
+    response = error_response(
         error.status_code, code, f"{request.method} {request.url.path}: {error.detail}"
     )
+    if error.status_code == 405:
+        # Every method of the path, not only those of the first route on it (Starlette's).
+        response.headers["allow"] = ", ".join(sorted(_methods(request)))
+    return response
+
+
+def _methods(request: Request) -> set[str]:
+    methods: set[str] = set()
+    for route in request.app.router.routes:
+        if isinstance(route, Route) and route.matches(request.scope)[0] is not Match.NONE:
+            methods |= route.methods or set()
+    return methods
 
 
 # Routing errors in the API's own shape instead of Starlette's plain text.

@@ -1,120 +1,152 @@
 """REST for webhook subscriptions: an identity creates, lists and deletes its own, and
-reads the deliveries that were given up (dead letters). Another identity's subscription
+reads the messages that were given up (dead letters). Another identity's subscription
 reads as a missing one. A secret is shown once, in the answer that creates it.
 
-    POST   /api/webhooks                {url, events, key?, secret?}  → 201
-    GET    /api/webhooks
-    DELETE /api/webhooks/{id}
-    GET    /api/webhooks/dead-letters[?limit=N]
+Operations of the API's table (adapters.http.rest): the same identities, rate limits,
+body rules and error shape as every other, and described in the OpenAPI document.
 """
 
 from __future__ import annotations
 
 import json
-from collections.abc import Awaitable, Callable
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any, Literal
 
-from pydantic import Field, StringConstraints
-from starlette.requests import Request
-from starlette.responses import JSONResponse
+from pydantic import BaseModel, Field, StringConstraints
+from starlette.responses import Response
 from starlette.routing import Route
 
 from adapters import payloads
-from adapters.http.web import error_response, unauthorized
-from adapters.identity import Identities
-from adapters.limits.requests import RequestLimits
-from adapters.webhooks.messages import secret_key
-from domain.application.webhooks import Delivery, Subscription, WebhookSubscriptions
-from domain.model.errors import DeviceSessionError, LimitReachedError
+from adapters.http.models import Reply
+from adapters.http.rest import Api, Call, Operation, ok
+from adapters.webhooks.messages import EVENT_TYPES, secret_key
+from domain.application.webhooks import (
+    MAX_SUBSCRIPTIONS_PER_OWNER,
+    Delivery,
+    Subscription,
+    WebhookSubscriptions,
+)
 
-MAX_BODY_BYTES = 8192
 MAX_DEAD_LETTERS = 200
+if TYPE_CHECKING:
+    EventType = str
+else:
+    EventType = Literal[EVENT_TYPES]
 Secret = Annotated[str, StringConstraints(pattern=r"^whsec_[A-Za-z0-9+/]{32,88}={0,2}$")]
 
 
 class WebhookRequest(payloads.Request):
-    url: str = Field(min_length=1, max_length=2048)
-    events: list[str] = Field(min_length=1, max_length=16)
-    key: payloads.Key | None = None
-    secret: Secret | None = None
+    url: str = Field(
+        max_length=2048,
+        pattern="^https?://",
+        description="Its host must resolve to public addresses (or allowed networks)",
+    )
+    events: list[EventType] = Field(min_length=1, max_length=len(EVENT_TYPES))
+    key: payloads.Key | None = Field(None, description="Only this session's events")
+    secret: Secret | None = Field(None, description="whsec_ + base64 of 24-64 bytes; else made")
 
 
-Handler = Callable[[Request, str], Awaitable[JSONResponse]]
+class WebhookId(payloads.Request):
+    id: str = Field(min_length=1, max_length=64, description="A subscription's id (wh_...)")
 
 
-def webhook_routes(
-    webhooks: WebhookSubscriptions, identities: Identities, limits: RequestLimits
-) -> list[Route]:
-    async def create(request: Request, owner: str) -> JSONResponse:
-        media = request.headers.get("content-type", "").partition(";")[0].strip().lower()
-        if media != "application/json":
-            # Also keeps out browsers' cross-site "simple" requests (forms, text/plain).
-            return error_response(415, "invalid_payload", "send Content-Type: application/json")
-        body = await request.body()
-        if len(body) > MAX_BODY_BYTES:
-            return error_response(413, "invalid_payload", f"at most {MAX_BODY_BYTES} bytes")
-        try:
-            data = json.loads(body)
-        except ValueError:
-            return error_response(400, "invalid_payload", "the body must be a JSON object")
-        asked = payloads.parse(WebhookRequest, data)
+class DeadLetterQuery(payloads.Request):
+    limit: int = Field(100, ge=1, le=MAX_DEAD_LETTERS, description="Dead letters per page")
+
+
+class WebhookView(BaseModel):
+    id: str
+    url: str
+    events: list[str]
+    key: str | None
+    created_at: str
+
+
+class NewWebhookView(WebhookView):
+    secret: str = Field(description="Shown once: verify the messages' webhook-signature")
+
+
+class WebhookCreatedView(Reply):
+    webhook: NewWebhookView
+
+
+class WebhookListView(Reply):
+    webhooks: list[WebhookView]
+
+
+class DeadLetterView(BaseModel):
+    webhook: str
+    webhook_id: str = Field(description="The message's webhook-id")
+    type: str
+    key: str
+    attempts: int
+    first_attempt_at: str
+    last_error: str | None
+    event: dict[str, Any] = Field(description="The message's body (without a QR image)")
+
+
+class DeadLettersView(Reply):
+    dead_letters: list[DeadLetterView]
+
+
+CREATE = Operation(
+    "POST",
+    "/api/webhooks",
+    "createWebhook",
+    f"Subscribe a URL to the caller's sessions' events (at most {MAX_SUBSCRIPTIONS_PER_OWNER}).",
+    {201: WebhookCreatedView},
+    body=WebhookRequest,
+    refusals=(413, 415),
+)
+LIST = Operation(
+    "GET", "/api/webhooks", "listWebhooks", "The caller's subscriptions.", {200: WebhookListView},
+    refusals=(),
+)  # fmt: skip
+DEAD_LETTERS = Operation(
+    "GET",
+    "/api/dead-letters",
+    "listDeadLetters",
+    "Messages to the caller's subscriptions given up after retrying, newest first.",
+    {200: DeadLettersView},
+    query=DeadLetterQuery,
+    refusals=(),
+)
+DELETE = Operation(
+    "DELETE",
+    "/api/webhooks/{id}",
+    "deleteWebhook",
+    "Unsubscribe; the subscription's undelivered messages go with it.",
+    {200: Reply},
+)
+OPERATIONS = [CREATE, LIST, DEAD_LETTERS, DELETE]
+
+
+def webhook_routes(webhooks: WebhookSubscriptions, api: Api) -> list[Route]:
+    async def create(call: Call) -> Response:
+        asked = await call.body(WebhookRequest)
         if asked.secret is not None:
             try:
                 secret_key(asked.secret)
             except ValueError as bad:
-                return error_response(400, "invalid_payload", str(bad))
+                raise payloads.RequestRefused("invalid_payload", str(bad), None) from None
+        owner = call.caller.identity
         made = await webhooks.create(owner, asked.url, asked.events, asked.key, asked.secret)
-        return JSONResponse({"ok": True, "webhook": shown(made, secret=True)}, 201)
+        return ok({"webhook": shown(made, secret=True)}, 201)
 
-    async def listed(request: Request, owner: str) -> JSONResponse:
-        mine = await webhooks.of(owner)
-        return JSONResponse({"ok": True, "webhooks": [shown(s) for s in mine]})
+    async def listing(call: Call) -> Response:
+        mine = await webhooks.of(call.caller.identity)
+        return ok({"webhooks": [shown(s) for s in mine]})
 
-    async def delete(request: Request, owner: str) -> JSONResponse:
-        await webhooks.delete(owner, request.path_params["id"])
-        return JSONResponse({"ok": True})
+    async def dead(call: Call) -> Response:
+        query = call.query(DeadLetterQuery)
+        letters = await webhooks.dead_letters(call.caller.identity, query.limit)
+        return ok({"dead_letters": [dead_letter(d) for d in letters]})
 
-    async def dead(request: Request, owner: str) -> JSONResponse:
-        raw = request.query_params.get("limit", "100")
-        if not (raw.isascii() and raw.isdecimal() and len(raw) <= 3) or not (
-            1 <= int(raw) <= MAX_DEAD_LETTERS
-        ):
-            message = f"limit must be 1 to {MAX_DEAD_LETTERS}"
-            return error_response(400, "invalid_payload", message)
-        letters = await webhooks.dead_letters(owner, int(raw))
-        return JSONResponse({"ok": True, "dead_letters": [dead_letter(d) for d in letters]})
+    async def delete(call: Call) -> Response:
+        await webhooks.delete(call.caller.identity, call.request.path_params["id"])
+        return ok({})
 
-    def route(path: str, handler: Handler, method: str) -> Route:
-        return Route(path, _guarded(handler, identities, limits), methods=[method])
-
-    return [
-        route("/api/webhooks", create, "POST"),
-        route("/api/webhooks", listed, "GET"),
-        route("/api/webhooks/dead-letters", dead, "GET"),
-        route("/api/webhooks/{id:str}", delete, "DELETE"),
-    ]
-
-
-def _guarded(handler: Handler, identities: Identities, limits: RequestLimits) -> Any:
-    async def handle(request: Request) -> JSONResponse:
-        identity = identities.from_bearer(request.headers.get("authorization"))
-        if identity is None:
-            return unauthorized()
-        counted = identities.holder(identity, request.client.host if request.client else "")
-        try:
-            await limits.admit(counted, counted)
-            return await handler(request, identity)
-        except payloads.RequestRefused as refused:
-            return error_response(400, refused.code, refused.message)
-        except LimitReachedError as refused:
-            response = error_response(429, refused.code, refused.message)
-            response.headers["retry-after"] = str(max(1, int(refused.retry_after or 1)))
-            return response
-        except DeviceSessionError as refused:
-            status = 404 if refused.code == "not_found" else 400
-            return error_response(status, refused.code, refused.message)
-
-    return handle
+    handlers = [create, listing, dead, delete]
+    return [op.route(api, handler) for op, handler in zip(OPERATIONS, handlers, strict=True)]
 
 
 def shown(subscription: Subscription, secret: bool = False) -> dict[str, Any]:
@@ -131,7 +163,7 @@ def shown(subscription: Subscription, secret: bool = False) -> dict[str, Any]:
 
 
 def dead_letter(delivery: Delivery) -> dict[str, Any]:
-    """A delivery given up: what it was (never a QR image), when, and the last error."""
+    """A message given up: what it was (never a QR image), when, and the last error."""
     event = json.loads(delivery.body)
     event.get("data", {}).pop("qr", None)
     return {

@@ -28,7 +28,7 @@ class WebhookMetrics:
         )
         self.dead_letters = Counter(
             "pairgate_webhook_dead_letters",
-            "Webhook deliveries given up after retrying (see GET /api/webhooks/dead-letters).",
+            "Webhook deliveries given up after retrying (see GET /api/dead-letters).",
             registry=registry,
         )
         self.lag = Gauge(

@@ -24,6 +24,7 @@ from domain.application.webhooks import Outgoing, WebhookRefusedError
 Network = ipaddress.IPv4Network | ipaddress.IPv6Network
 Address = ipaddress.IPv4Address | ipaddress.IPv6Address
 MAX_URL_LENGTH = 2048
+RESOLVE_TIMEOUT = 5.0
 
 
 class AddressPolicy:
@@ -47,11 +48,10 @@ class AddressPolicy:
         parts = _parse(url)
         host = parts.hostname or ""
         port = parts.port or (443 if parts.scheme == "https" else 80)
+        lookup = asyncio.get_running_loop().getaddrinfo(host, port, type=socket.SOCK_STREAM)
         try:
-            found = await asyncio.get_running_loop().getaddrinfo(
-                host, port, type=socket.SOCK_STREAM
-            )
-        except (OSError, UnicodeError):
+            found = await asyncio.wait_for(lookup, RESOLVE_TIMEOUT)
+        except (OSError, UnicodeError, TimeoutError):
             raise WebhookRefusedError(f"the webhook host {host!r} cannot be resolved") from None
         addresses = [ipaddress.ip_address(str(info[4][0]).split("%")[0]) for info in found]
         refused = [a for a in addresses if not self.permits(a)]

@@ -158,6 +158,7 @@ class SessionRowPage:
 LIST_PAGE_SIZE = 50
 MAX_LIST_PAGE_SIZE = 200
 MAX_CURSOR_LENGTH = 200
+CURSOR_ALPHABET = "A-Za-z0-9_.~=-"  # as in a regular expression's [...]
 
 
 class SessionIndex(Protocol):
@@ -177,8 +178,9 @@ class SessionIndex(Protocol):
         filtered by state and engine name when given, at most `limit` (1 to
         MAX_LIST_PAGE_SIZE) rows after the cursor `after`.
 
-        A cursor is opaque to callers: a printable ASCII string of at most
-        MAX_CURSOR_LENGTH characters, made by this index for the same owner and filters.
+        A cursor is opaque to callers: at most MAX_CURSOR_LENGTH characters of
+        CURSOR_ALPHABET (URL-safe as it is: base64url fits), made by this index for the
+        same owner and filters.
         One it cannot read raises InvalidPageError (domain.model.errors). Another owner's
         sessions never appear, whatever the cursor says.
         """

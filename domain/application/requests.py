@@ -61,7 +61,7 @@ class Requests(UseCases):
         name: str,
         engine_name: str,
         owner: str,
-        subscriber: str,
+        subscriber: str | None,
         *,
         phone: str | None = None,
         relink: bool = False,
@@ -69,6 +69,8 @@ class Requests(UseCases):
     ) -> Outcome:
         """Start pairing `key` for `owner`, or join it if it is live. A key that still holds
         a linked device's credentials restarts only with `relink`: a restart discards them.
+        `subscriber` (a connection) follows the key's events from here; None (an HTTP
+        request): nobody new does.
 
         `holder` is whom the new session counts against for PAIRGATE_MAX_SESSIONS, the
         owner if None: an adapter may count by something finer than the owner (without
@@ -179,13 +181,16 @@ class Requests(UseCases):
         change = await self._store.update(key, lambda s: s.restart(name, engine, owner))
         return Change(change.session, events + change.events)
 
-    def _follow(self, outbox: Outbox, key: str, claim: Claim, owner: str, subscriber: str) -> None:
+    def _follow(
+        self, outbox: Outbox, key: str, claim: Claim, owner: str, subscriber: str | None
+    ) -> None:
         """The subscriber follows the key from here; a pairing's records go out to it."""
         subscriptions = self._subscriptions
         if claim.previous is not None and claim.previous.owner != owner:
             # The key changed hands: its previous owner's clients hear nothing more.
             outbox.then(lambda: subscriptions.unsubscribe_all(key))
-        outbox.then(lambda: subscriptions.subscribe(key, subscriber))
+        if subscriber is not None:
+            outbox.then(lambda: subscriptions.subscribe(key, subscriber))
         if claim.change is not None:
             outbox.publish(claim.change.events)
 

@@ -10,7 +10,9 @@ position, whatever stops the process; and it is rebuilt by starting again from z
 
 from __future__ import annotations
 
-from collections.abc import Callable, Collection, Sequence
+import asyncio
+import contextlib
+from collections.abc import Awaitable, Callable, Collection, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, Protocol
@@ -158,11 +160,23 @@ class SessionsProjection:
 
 
 class SessionRowsIndex:
-    """ports.SessionIndex, answered from the rows on a thread (never the event loop)."""
+    """ports.SessionIndex, answered from the rows on a thread (never the event loop).
 
-    def __init__(self, rows: SessionRowStore, store: StoreAccess) -> None:
+    `caught_up` (the projection's follower's): a page waits, up to FRESHNESS seconds, for
+    the rows to reflect every event this process has saved, so a client that changed a
+    session sees the change in the list it asks for next."""
+
+    FRESHNESS = 2.0
+
+    def __init__(
+        self,
+        rows: SessionRowStore,
+        store: StoreAccess,
+        caught_up: Callable[[], Awaitable[None]] | None = None,
+    ) -> None:
         self._rows = rows
         self._store = store
+        self.caught_up = caught_up
 
     async def page(
         self,
@@ -175,6 +189,9 @@ class SessionRowsIndex:
     ) -> SessionRowPage:
         filters = Filters(owner, None if state is None else state.value, engine)
         before = None if after is None else read_cursor(after)
+        if self.caught_up is not None:
+            with contextlib.suppress(TimeoutError):  # then as fresh as it is
+                await asyncio.wait_for(self.caught_up(), self.FRESHNESS)
         # One row more than asked: whether a next page exists, without a second query.
         rows = await self._store.read(self._rows.select, filters, before, limit + 1)
         if len(rows) <= limit:

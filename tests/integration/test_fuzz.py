@@ -13,7 +13,6 @@ import asyncio
 import gc
 import logging
 import os
-import threading
 from collections.abc import Coroutine, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -27,7 +26,7 @@ from hypothesis import strategies as st
 
 from adapters.payloads import ERROR_CODES
 from entrypoints.settings import Settings
-from tests.helpers import Client, Server, decode_qr, start_server, unique_key
+from tests.helpers import Client, Server, decode_qr, running_in_thread, unique_key
 
 T = TypeVar("T")
 # More for a long run: PAIRGATE_FUZZ_EXAMPLES=100000 pytest tests/integration/test_fuzz.py
@@ -95,28 +94,13 @@ def target(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Target]:
         rate_limit_identity="",
         rate_limit_http="",
     )
-    loop = asyncio.new_event_loop()
-    thread = threading.Thread(target=loop.run_forever, name="fuzzed-server", daemon=True)
-    thread.start()
-    server = asyncio.run_coroutine_threadsafe(start_server(config), loop).result(30)
-    target = Target(loop, server, Client())
-    target.run(target.client.connect(server.url))
-    try:
-        yield target
-    finally:
-        target.run(target.client.close())
-        target.run(server.stop())
-        target.run(_cancel_the_rest())
-        loop.call_soon_threadsafe(loop.stop)
-        thread.join(10)
-        loop.close()
-
-
-async def _cancel_the_rest() -> None:
-    others = [t for t in asyncio.all_tasks() if t is not asyncio.current_task()]
-    for task in others:
-        task.cancel()
-    await asyncio.gather(*others, return_exceptions=True)
+    with running_in_thread(config) as threaded:
+        target = Target(threaded.loop, threaded.server, Client())
+        target.run(target.client.connect(threaded.server.url))
+        try:
+            yield target
+        finally:
+            target.run(target.client.close())
 
 
 def rss_mb() -> float:
