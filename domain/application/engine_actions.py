@@ -10,6 +10,7 @@ pairing of the key waits for it (`teardown_done`), so it never meets the old eng
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 from collections.abc import Awaitable
 from dataclasses import dataclass, field
@@ -68,6 +69,9 @@ class EngineActions:
             # The engine may not run here (a restarted process): its credentials go anyway.
             engine = self._registry.unrun(key) or self.engine_named(session.engine)
             self._ending[key] = _Ending(engine, unlink)
+            if not any(isinstance(e, DeviceSession.Disconnected) for e in change.events):
+                # Nothing recorded now (it had ended already): no handler will be called.
+                outbox.then(functools.partial(self.ended, key, None))
         outbox.publish(change.events)
 
     async def ended(self, key: str, event: Event | None) -> None:
