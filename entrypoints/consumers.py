@@ -29,6 +29,7 @@ from domain.application.webhooks import Outbox, RetryPolicy, WebhookStore, Webho
 from entrypoints.settings import Settings
 
 log = logging.getLogger("pairgate")
+THREADS = "pairgate-log"  # the log consumers' thread pools (each made on demand)
 
 
 @dataclass
@@ -103,7 +104,7 @@ def log_consumers(
 
 
 def _threads(count: int, name: str) -> ThreadPoolExecutor:
-    return ThreadPoolExecutor(count, thread_name_prefix=f"pairgate-{name}")
+    return ThreadPoolExecutor(count, thread_name_prefix=f"{THREADS}-{name}")
 
 
 def _webhooks(

@@ -9,6 +9,7 @@ import os
 import threading
 from pathlib import Path
 
+from entrypoints.consumers import THREADS
 from entrypoints.settings import Settings
 from tests.helpers import (
     Client,
@@ -25,9 +26,10 @@ SESSIONS = 500
 CLIENTS = 10
 
 
-# Pool workers (the store's executor, asyncio's default executor) are made on demand up
+# Pool workers (the store's executor, asyncio's default executor, the log consumers'
+# pools) are made on demand up
 # to a fixed maximum and then reused: they are capacity, not leftovers.
-POOLS = ("pairgate-store", "asyncio_")
+POOLS = ("pairgate-store", "asyncio_", THREADS)
 
 
 def session_threads() -> list[str]:
