@@ -14,7 +14,7 @@ import asyncio
 import functools
 import logging
 import weakref
-from collections.abc import Awaitable, Callable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Coroutine, Mapping, Sequence
 from contextvars import ContextVar
 from types import TracebackType
 from uuid import UUID
@@ -102,9 +102,23 @@ class EventBus:
                 await ahead.wait()
             except asyncio.CancelledError:
                 # The caller gave up waiting; what was recorded still goes out, in order.
-                self._detached.add(asyncio.ensure_future(self._after(ahead, key, steps, this)))
+                self._detach(self._after(ahead, key, steps, this))
                 raise
         await self._steps(key, steps, this)
+
+    def detach(self, key: str, steps: Sequence[Step]) -> None:
+        """Queue `steps` after the key's earlier deliveries, on a task of their own."""
+        ahead = self._tails.get(key)
+        this = self._tails[key] = _Delivery()
+        if ahead is None:
+            self._detach(self._steps(key, steps, this))
+        else:
+            self._detach(self._after(ahead, key, steps, this))
+
+    def _detach(self, work: Coroutine[None, None, None]) -> None:
+        task = asyncio.ensure_future(work)
+        self._detached.add(task)
+        task.add_done_callback(self._detached.discard)
 
     async def _after(
         self, ahead: _Delivery, key: str, steps: Sequence[Step], this: _Delivery
@@ -133,11 +147,14 @@ class KeyTurns:
         self.bus = bus
         self._locks: weakref.WeakValueDictionary[str, asyncio.Lock] = weakref.WeakValueDictionary()
 
-    def turn(self, key: str) -> Turn:
+    def turn(self, key: str, *, await_delivery: bool = True) -> Turn:
+        """The key's turn. `await_delivery=False`: the caller (an engine reporting) does not
+        wait for its events' delivery when other deliveries are ahead of it (one of which
+        may be waiting for that caller, e.g. an engine's teardown)."""
         lock = self._locks.get(key)
         if lock is None:
             lock = self._locks[key] = asyncio.Lock()
-        return Turn(self.bus, key, lock)
+        return Turn(self.bus, key, lock, await_delivery)
 
     def busy(self, key: str) -> bool:
         """Whether the caller would wait for the key's turn: some use case holds its lock,
@@ -151,12 +168,13 @@ class Turn:
     to hear once it is released, in order: delivered even when the block raises (what it
     saved stays saved)."""
 
-    __slots__ = ("_bus", "_key", "_lock", "steps")
+    __slots__ = ("_bus", "_key", "_lock", "_await_delivery", "steps")
 
-    def __init__(self, bus: EventBus, key: str, lock: asyncio.Lock) -> None:
+    def __init__(self, bus: EventBus, key: str, lock: asyncio.Lock, await_delivery: bool) -> None:
         self._bus = bus
         self._key = key
         self._lock = lock
+        self._await_delivery = await_delivery
         self.steps: list[Step] = []
 
     def publish(self, events: Sequence[Event]) -> None:
@@ -177,8 +195,12 @@ class Turn:
         traceback: TracebackType | None,
     ) -> None:
         self._lock.release()
-        if self.steps:
+        if not self.steps:
+            return
+        if self._await_delivery or not self._bus.pending(self._key):
             await self._bus.run(self._key, self.steps)
+        else:
+            self._bus.detach(self._key, self.steps)
 
 
 Outbox = Turn  # what a use case is handed inside its turn

@@ -81,7 +81,9 @@ class EngineReports(UseCases):
         task.add_done_callback(self._waiting.discard)
 
     async def _record(self, key: str, command: Command) -> None:
-        async with self._turns.turn(key) as outbox:
+        # The engine is not held up by deliveries ahead of its report's: one of them may
+        # be waiting for this very engine (its teardown).
+        async with self._turns.turn(key, await_delivery=False) as outbox:
             if key not in self._registry:
                 log.debug("ignoring a late engine report for %s", key, extra={"key": key})
                 return

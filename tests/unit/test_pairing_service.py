@@ -639,6 +639,29 @@ async def test_a_teardown_no_handler_delivered_is_done_before_the_next_pairing()
     await world.service.shutdown()
 
 
+async def test_an_engine_report_is_not_held_up_by_a_slow_consumer() -> None:
+    """An engine reports from its own loop (one reader for all its keys, in a sidecar's
+    case): a report is recorded and returns while earlier events of its key are still
+    being delivered; its own events follow them, in order."""
+    seen: list[str] = []
+    release = asyncio.Event()
+
+    async def slow(key: str, event: Any) -> None:
+        if type(event).__name__ == "SessionCreated":
+            await release.wait()
+        seen.append(_describe(event))
+
+    world = build(handlers=[slow])
+    creating = asyncio.ensure_future(create(world))
+    await eventually(lambda: KEY in world.engine.events)
+    await asyncio.wait_for(world.engine.events[KEY].qr_issued(KEY, "code-1", 60), 5)
+    assert world.history() == ["SessionCreated", "QrIssued"] and seen == []
+    release.set()
+    await creating
+    await eventually(lambda: seen == ["SessionCreated", "QrIssued"])
+    await world.service.shutdown()
+
+
 async def test_a_failing_consumer_fails_neither_the_request_nor_the_others(
     caplog: pytest.LogCaptureFixture,
 ) -> None:
