@@ -26,7 +26,7 @@ from multiprocessing import get_context
 from pathlib import Path
 from typing import Any
 
-from benchmarks.common import ServerProcess, emit, pairgate_server
+from benchmarks.common import ServerProcess, emit, pairgate_server, percentiles
 from benchmarks.idle import client_process
 from benchmarks.load import offer
 
@@ -50,8 +50,12 @@ def servers(before: Path, env: dict[str, str]) -> Iterator[dict[str, ServerProce
             shutil.rmtree(data_dir, ignore_errors=True)
 
 
-def load_run(args: argparse.Namespace) -> dict[str, tuple[float, int]]:
-    """Server CPU seconds and pairings of each version under the same open-loop load."""
+Measured = dict[str, tuple[float, int, dict[str, float | None]]]
+
+
+def load_run(args: argparse.Namespace) -> Measured:
+    """Server CPU seconds, pairings and the create→QR p99 of each version under the same
+    open-loop load."""
     with servers(args.before, {}) as running, ThreadPoolExecutor(len(VERSIONS)) as pool:
 
         def drive(rate: float, duration: float) -> Callable[[ServerProcess], Any]:
@@ -61,16 +65,20 @@ def load_run(args: argparse.Namespace) -> dict[str, tuple[float, int]]:
         before = {v: s.cpu_s() for v, s in running.items()}
         offered = pool.map(drive(args.rate, args.duration), running.values())
         results = dict(zip(running, offered, strict=True))
-        counts = {}
+        counts, p99 = {}, {}
         for version, (outcomes, _) in results.items():
             failed = sum(1 for o in outcomes if o.error is not None)
             if failed:
                 raise SystemExit(f"{version}: {failed} of {len(outcomes)} pairings failed")
             counts[version] = len(outcomes)
-        return {v: (s.cpu_s() - before[v], counts[v]) for v, s in running.items()}
+            p99[version] = percentiles([o.create_to_qr_ms for o in outcomes if o.create_to_qr_ms])
+        return {
+            v: (s.cpu_s() - before[v], counts[v], {"p99_create_to_qr_ms": p99[v]["p99"]})
+            for v, s in running.items()
+        }
 
 
-def unpaired_run(args: argparse.Namespace) -> dict[str, tuple[float, int]]:
+def unpaired_run(args: argparse.Namespace) -> Measured:
     """Server CPU seconds and QR rotations of each version over the same idle window."""
     env = {
         "PAIRGATE_SIM_QR_TIMEOUTS": ",".join([str(args.rotate)] * 200),
@@ -96,7 +104,7 @@ def unpaired_run(args: argparse.Namespace) -> dict[str, tuple[float, int]]:
             before = {v: s.cpu_s() for v, s in running.items()}
             time.sleep(args.window)
             rotations = round(args.sessions / args.rotate * args.window)
-            return {v: (s.cpu_s() - before[v], rotations) for v, s in running.items()}
+            return {v: (s.cpu_s() - before[v], rotations, {}) for v, s in running.items()}
         finally:
             for pipe in pipes:
                 pipe.send("stop")
@@ -120,15 +128,16 @@ def main() -> None:
         raise SystemExit(f"{args.before} is not a pairgate checkout")
     unit = "pairing" if args.case == "load" else "rotation"
     run = load_run if args.case == "load" else unpaired_run
-    runs: list[dict[str, float]] = []
+    runs: list[dict[str, float | None]] = []
     totals: dict[str, list[float]] = {v: [0.0, 0.0] for v in VERSIONS}
     for index in range(args.runs):
         measured = run(args)
-        row = {}
-        for version, (cpu, count) in measured.items():
+        row: dict[str, float | None] = {}
+        for version, (cpu, count, extra) in measured.items():
             totals[version][0] += cpu
             totals[version][1] += count
             row[f"{version}_ms_per_{unit}"] = round(1000 * cpu / count, 3)
+            row |= {f"{version}_{name}": value for name, value in extra.items()}
         runs.append(row)
         print(f"run {index + 1}: {row}", flush=True)
     per = {v: 1000 * cpu / count for v, (cpu, count) in totals.items()}

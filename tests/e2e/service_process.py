@@ -47,7 +47,8 @@ def free_port() -> int:
 
 @dataclass
 class ServiceProcess:
-    """`pairgate serve --simulate` in a subprocess; its output goes to a log file."""
+    """`pairgate serve` (`--simulate` unless told) in a subprocess; its output goes to a log
+    file."""
 
     process: subprocess.Popen[bytes]
     port: int
@@ -67,6 +68,8 @@ class ServiceProcess:
         log_path: Path,
         extra_env: dict[str, str] | None = None,
         preexec_fn: Callable[[], Any] | None = None,
+        *,
+        simulate: bool = True,
     ) -> ServiceProcess:
         # Only variables this test sets: a PAIRGATE_DATABASE_URL or POSTGRES_* from the
         # caller's shell would move the store out of `data_dir`.
@@ -76,7 +79,8 @@ class ServiceProcess:
         output = ""
         for _ in range(3):  # another process may take the free port before the server binds it
             port = free_port()
-            command = [str(PAIRGATE), "serve", "--simulate", "--host", "127.0.0.1"]
+            command = [str(PAIRGATE), "serve", *(["--simulate"] if simulate else [])]
+            command += ["--host", "127.0.0.1"]
             command += ["--port", str(port), "--data-dir", str(data_dir)]
             with log_path.open("wb") as log:
                 process = subprocess.Popen(

@@ -36,7 +36,8 @@ pytestmark = pytest.mark.skipif(
     reason="needs Node.js and `npm ci --prefix adapters/engines/baileys/sidecar`",
 )
 
-QR = "2@ref,noise,identity,adv"
+# Shapes as the real Baileys emits them against the stand-in (tests/e2e/test_baileys_standin.py).
+QR = "https://wa.me/settings/linked_devices#2@ref,noise,identity,adv,1"
 OFFLINE = "WebSocket Error (getaddrinfo ENOTFOUND web.whatsapp.com)"
 
 
@@ -95,7 +96,7 @@ def closed(status: int, message: str, after: int = 0) -> dict[str, Any]:
 
 PAIR_SUCCESS = {
     "after": 0,
-    "creds": {"me": {"id": "6281234567890:1@s.whatsapp.net", "name": "~"}},
+    "creds": {"me": {"id": "6281234567890:1@s.whatsapp.net", "lid": "100001:1@lid"}},
     "update": {"isNewLogin": True},
 }
 
@@ -122,10 +123,15 @@ def vault(tmp_path: Path) -> CredentialVault:
 
 CLOSES = [
     (401, "Intentional Logout", ("disconnected", Reason.USER_LOGGED_OUT)),
+    # The phone removed the device: a stream error pushed to the live socket.
+    (401, "Stream Errored (conflict)", ("disconnected", Reason.USER_LOGGED_OUT)),
+    # ... or, while it was offline, its next login refused.
+    (401, "Connection Failure", ("disconnected", Reason.USER_LOGGED_OUT)),
     (440, "Stream Errored (conflict)", ("disconnected", Reason.SESSION_REVOKED)),
     (403, "Forbidden", ("disconnected", Reason.SESSION_REVOKED)),
     (411, "Multidevice mismatch", ("disconnected", Reason.SESSION_REVOKED)),
     (428, "Connection Closed", ("disconnected", Reason.CONNECTION_LOST)),
+    (428, "Connection Terminated", ("disconnected", Reason.CONNECTION_LOST)),  # socket dropped
     (408, OFFLINE, ("disconnected", Reason.CONNECTION_LOST)),
     (500, "Bad session", ("disconnected", Reason.CONNECTION_LOST)),
     (408, QR_REFS_ENDED, ("qr_expired",)),
@@ -180,7 +186,7 @@ async def test_a_paired_device_reconnects_and_resumes_without_a_qr(
     tmp_path: Path, vault: CredentialVault
 ) -> None:
     pairing = [update(qr=QR), PAIR_SUCCESS, closed(515, "restart required")]
-    online = [update(connection="open"), closed(428, "Connection Closed", 50)]
+    online = [update(connection="open"), closed(428, "Connection Terminated", 50)]
     offline = [closed(408, OFFLINE, 10)]  # the first reconnection attempt fails
     again = [update(connection="open")]
     reports = Reports()
