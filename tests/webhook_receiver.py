@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
@@ -23,7 +22,6 @@ class Received:
     path: str
     headers: dict[str, str]
     body: str
-    at: float = 0.0  # time.monotonic() when it arrived
 
     @property
     def message(self) -> dict[str, Any]:
@@ -50,8 +48,7 @@ class Receiver:
             except ClientDisconnect:  # its sender died mid-request (kill -9)
                 return Response(status_code=400)
             async with self._arrived:
-                arrived = time.monotonic()
-                self.received.append(Received(path, dict(request.headers), body, arrived))
+                self.received.append(Received(path, dict(request.headers), body))
                 self._arrived.notify_all()
         return Response(status_code=status)
 
