@@ -35,6 +35,17 @@ else:
     ReasonValue = Literal[tuple(reason.value for reason in DisconnectReason)]
     CauseValue = Literal[tuple(cause.value for cause in DisconnectCause)]
 
+# The protocol's name of each recorded event (the Socket.IO emission, the webhook type).
+EVENT_NAMES: dict[type, str] = {
+    DeviceSession.SessionCreated: "session.created",
+    DeviceSession.Restarted: "session.created",
+    DeviceSession.QrIssued: "session.qr",
+    DeviceSession.PairCodeIssued: "session.pair_code",
+    DeviceSession.Authenticated: "session.authenticated",
+    DeviceSession.Ready: "session.ready",
+    DeviceSession.Disconnected: "session.disconnected",
+}
+
 # Not dots alone: `.` and `..` name a directory, not a device, in paths and URLs.
 KEY_PATTERN = r"^(?!\.+$)[A-Za-z0-9_.-]{1,64}$"
 # Compiled: Python's engine for this pattern alone (its lookahead is beyond pydantic's Rust

@@ -19,9 +19,11 @@ from adapters.http.rest import Api
 from adapters.http.scan_page import scan_page_routes
 from adapters.http.sessions_api import control_routes
 from adapters.http.web import HTTP_ERROR_HANDLERS, health_routes, simulator_routes
+from adapters.http.webhooks_api import webhook_routes
 from adapters.metrics import PairgateMetrics, metrics_routes
 from domain.application.ports import Clock
-from entrypoints.bootstrap import Pairgate, bootstrap, close_fanout
+from entrypoints.bootstrap import Pairgate, bootstrap
+from entrypoints.fanout import close_fanout
 from entrypoints.settings import Settings
 
 
@@ -52,6 +54,10 @@ def create_app(settings: Settings | None = None, clock: Clock | None = None) -> 
     routes += session_routes(service, api, pairgate.history_allowance)
     routes += code_routes(service, api, clock or SystemClock()) + openapi_routes()
     routes += readiness_routes(readiness) + metrics_routes(metrics)
+    consumers = pairgate.consumers
+    if consumers is not None and consumers.webhooks is not None:
+        subscriptions = consumers.webhooks.subscriptions
+        routes += webhook_routes(subscriptions, api)
     if pairgate.simulator is not None:
         routes += simulator_routes(
             pairgate.simulator, pairgate.service, pairgate.identities, pairgate.leases

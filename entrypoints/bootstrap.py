@@ -7,6 +7,7 @@ import dataclasses
 import importlib.util
 import logging
 import shutil
+from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 
@@ -28,12 +29,15 @@ from adapters.store.config import open_store, postgres_conninfo
 from adapters.store.leases import Handler, PostgresLeases
 from adapters.store.sqlite import WalCheckpoints
 from domain.application.dispatch import EventBus, Handlers
+from domain.application.follow import LogFollower
 from domain.application.history import MAX_PAGE_SIZE
 from domain.application.pairing import Caps, PairingService, Timeouts
 from domain.application.ports import Clock, SessionIndex, WhatsAppEngine
 from domain.application.sessions import DeviceSessions
 from domain.application.store_calls import StoreAccess
 from domain.model.session import DeviceSession
+from entrypoints.consumers import LogConsumers, log_consumers
+from entrypoints.fanout import fanout_manager
 from entrypoints.settings import Settings, reveal
 
 log = logging.getLogger("pairgate")
@@ -57,6 +61,7 @@ class Pairgate:
         default_factory=lambda: HistoryAllowance("", MAX_PAGE_SIZE)
     )
     http_limits: RequestLimits = field(default_factory=lambda: RequestLimits("", ""))
+    consumers: LogConsumers | None = None
     _takeover: asyncio.Task[None] | None = field(default=None, repr=False)
     _checkpointing: asyncio.Task[None] | None = field(default=None, repr=False)
 
@@ -69,6 +74,8 @@ class Pairgate:
             await self.leases.open(forwarded_commands(self), self.service.leases_lost)
         if self.settings.recover:
             await self.service.recover()
+        if self.consumers is not None:
+            self.consumers.start()
         if self.leases is not None:
             # Failover does not depend on PAIRGATE_RECOVER: a device without a holder would
             # stay offline, and the leases already keep each device to one process.
@@ -109,6 +116,8 @@ class Pairgate:
         await self.service.shutdown()
         for engine in self.engines.distinct:
             await engine.close()
+        if self.consumers is not None:
+            await self.consumers.stop()
         if self.leases is not None:
             await self.leases.close()
         if self.executor is not None:
@@ -139,14 +148,22 @@ def forwarded_commands(pairgate: Pairgate) -> dict[str, Handler]:
 
 
 def recorded_event_handlers(
-    service: PairingService, metrics: PairgateMetrics, notifier: SocketIoNotifier
+    service: PairingService,
+    metrics: PairgateMetrics,
+    notifier: SocketIoNotifier,
+    followers: Sequence[LogFollower] = (),
 ) -> Handlers:
     """What each recorded event is handed to, in order, once its key's lock is released
     (an event's own type's handlers first, then its base types'). A new consumer is one
-    more handler here."""
+    more handler here. The log's followers are only woken: they read what was saved from
+    the log, on threads of their own."""
     return {
         DeviceSession.Disconnected: [service.link_ended],  # engine teardown, lease release
-        DeviceSession.Event: [metrics.recorded, notifier.recorded],
+        DeviceSession.Event: [
+            metrics.recorded,
+            notifier.recorded,
+            *(follower.recorded for follower in followers),
+        ],
     }
 
 
@@ -168,30 +185,6 @@ def installed_engines(settings: Settings, vault: CredentialVault) -> Engines:
     else:
         missing["baileys"] = baileys.INSTALL_HINT
     return Engines(available, missing)
-
-
-def fanout_manager(redis_url: str | None, channel: str) -> socketio.AsyncManager:
-    """Redis pub/sub carries each emission to every process's clients; else this one's.
-    `channel`: the deployment's own (one Redis may serve several deployments)."""
-    if redis_url is None:
-        return socketio.AsyncManager()
-    # A bounded connect: a request waits for its emissions before it is answered. (No
-    # read timeout: the subscription is idle between emissions.)
-    options = {"socket_connect_timeout": 5}
-    log.info("fan-out over Redis on channel %s", channel)
-    return socketio.AsyncRedisManager(redis_url, channel=channel, redis_options=options)
-
-
-async def close_fanout(sio: socketio.AsyncServer) -> None:
-    """Stop the Redis listener and close its connections (the library does neither)."""
-    manager = sio.manager
-    listener = getattr(manager, "thread", None)
-    if listener is not None:
-        listener.cancel()
-        await asyncio.gather(listener, return_exceptions=True)
-    for connection in (getattr(manager, "pubsub", None), getattr(manager, "redis", None)):
-        if connection is not None:
-            await connection.aclose()
 
 
 def bootstrap(
@@ -260,7 +253,8 @@ def bootstrap(
         leases=leases,
         default_proxy=reveal(settings.proxy),
     )
-    bus.register(recorded_event_handlers(service, metrics, notifier))
+    consumers = log_consumers(settings, store, sessions, metrics, clock)
+    bus.register(recorded_event_handlers(service, metrics, notifier, consumers.wakers))
     metrics.watch(service, sio)
     limits = RequestLimits(settings.rate_limit_connection, settings.rate_limit_identity)
     history_allowance = HistoryAllowance(settings.rate_limit_history, MAX_PAGE_SIZE)
@@ -293,4 +287,6 @@ def bootstrap(
         history_allowance=history_allowance,
         # Per identity (per client address without tokens): no connections to count.
         http_limits=RequestLimits("", settings.rate_limit_http),
+        session_index=consumers.index,
+        consumers=consumers,
     )

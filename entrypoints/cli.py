@@ -62,6 +62,10 @@ def parser() -> argparse.ArgumentParser:
         help="resume after this position (0: from the start)",
     )
 
+    reindex = commands.add_parser(
+        "reindex", help="rebuild the sessions read model (GET /api/sessions) from the event log"
+    )
+
     commands.add_parser("keygen", help="print a new PAIRGATE_CIPHER_KEY (AES-256, base64)")
     commands.add_parser("asyncapi", help="print the AsyncAPI 3.0 document of the protocol")
     commands.add_parser("openapi", help="print the OpenAPI 3.1 document of the HTTP API")
@@ -85,7 +89,7 @@ def parser() -> argparse.ArgumentParser:
         help="pair afresh a key still linked to a device (offline): unlinks that device",
     )
 
-    for command in (serve, history, export):
+    for command in (serve, history, export, reindex):
         command.add_argument("--data-dir", help="the SQLite event store's directory (./data)")
     return root
 
@@ -156,6 +160,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         settings.identities()
         if args.command == "serve":
             return serve_forever(settings)
+        if args.command == "reindex":
+            from entrypoints.consumers import rebuild_index
+
+            return rebuild_index(settings, sys.stdout)
         from entrypoints.audit import run_audit
 
         return run_audit(args, settings, sys.stdout)

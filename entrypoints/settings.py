@@ -40,6 +40,20 @@ class Settings(BaseSettings):
     # process has gone (the failover bound), and between checks of this process's leases.
     takeover_interval: float = Field(15.0, gt=0)
     lease_check_interval: float = Field(2.0, gt=0)
+    # Seconds between looks at the event log for other processes' events, by consumers
+    # that follow it (the sessions read model, webhooks); this process's own wake them.
+    follow_interval: float = Field(1.0, gt=0)
+    # Webhooks: networks (or addresses) webhook URLs may reach besides public addresses
+    # (loopback, link-local and private ones are refused otherwise); seconds a receiver
+    # gets to answer; deliveries in flight per subscription; retries: the first delay
+    # (doubling, with jitter, up to the max), and how long before a delivery is given up
+    # as a dead letter.
+    webhook_allowed_networks: Annotated[tuple[str, ...], NoDecode] = ()
+    webhook_timeout: float = Field(10.0, gt=0)
+    webhook_concurrency: int = Field(8, ge=1, le=256)
+    webhook_retry_delay: float = Field(1.0, gt=0)
+    webhook_retry_max_delay: float = Field(300.0, gt=0)
+    webhook_retry_for: float = Field(86_400.0, gt=0)
     # Linked devices' WhatsApp credentials (0700 per device); default: <data dir>/credentials.
     credentials_dir: Path | None = None
     database_url: SecretStr | None = None
@@ -205,7 +219,7 @@ class Settings(BaseSettings):
             raise ValueError("must be polling, websocket or polling,websocket")
         return value
 
-    @field_validator("trusted_proxies", mode="before")
+    @field_validator("trusted_proxies", "webhook_allowed_networks", mode="before")
     @classmethod
     def _proxies(cls, value: Any) -> Any:
         if isinstance(value, str):

@@ -19,15 +19,23 @@ from starlette.routing import Route
 
 from adapters import payloads
 from adapters.engines.catalog import KNOWN_ENGINES
-from adapters.http import api, qr_api, sessions_api
+from adapters.http import api, qr_api, sessions_api, webhooks_api
 from adapters.http.models import ErrorReply
 from adapters.http.rest import JSON, Operation
 
 REF = "#/components/schemas/{model}"
-OPERATIONS: list[Operation] = [*sessions_api.OPERATIONS, *api.OPERATIONS, *qr_api.OPERATIONS]
+OPERATIONS: list[Operation] = [
+    *sessions_api.OPERATIONS,
+    *api.OPERATIONS,
+    *qr_api.OPERATIONS,
+    *webhooks_api.OPERATIONS,
+]
 EVERY_REFUSAL = (400, 401, 429)  # a bad request, no or a bad token, too many requests
 CHANGES_REFUSAL = (403,)  # a cross-site request from a browser (adapters.http.guards)
-PATH_PARAMETERS = {"key": payloads.KeyRequest}
+PATH_PARAMETERS: dict[str, type[payloads.Request]] = {
+    "key": payloads.KeyRequest,
+    "id": webhooks_api.WebhookId,
+}
 
 
 @functools.cache

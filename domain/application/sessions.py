@@ -148,6 +148,11 @@ class DeviceSessions(Application[UUID]):
                 yield notification.id, self.mapper.to_domain_event(notification)
             since = section[-1].id
 
+    def notification_page(self, since: int, limit: int) -> list[tuple[int, Event]]:
+        """At most `limit` recorded events after position `since`, in global order."""
+        section = self.notification_log.select(start=since, limit=limit, inclusive_of_start=False)
+        return [(n.id, self.mapper.to_domain_event(n)) for n in section]
+
     def keys(self) -> list[str]:
         """Every key ever created, in creation order."""
         created = get_topic(DeviceSession.SessionCreated)

@@ -9,6 +9,7 @@ import os
 import threading
 from pathlib import Path
 
+from entrypoints.consumers import THREADS
 from entrypoints.settings import Settings
 from tests.helpers import (
     Client,
@@ -25,17 +26,40 @@ SESSIONS = 500
 CLIENTS = 10
 
 
-# Pool workers (the store's executor, asyncio's default executor) are made on demand up
+# Pool workers (the store's executor, asyncio's default executor, the log consumers'
+# pools) are made on demand up
 # to a fixed maximum and then reused: they are capacity, not leftovers.
-POOLS = ("pairgate-store", "asyncio_")
+POOLS = ("pairgate-store", "asyncio_", THREADS)
 
 
 def session_threads() -> list[str]:
     return [t.name for t in threading.enumerate() if not t.name.startswith(POOLS)]
 
 
+# The event store's SQLite connections are a pool as well (eventsourcing keeps up to 5 for
+# reuse; the WAL checkpointer has one): connections the log's followers needed at once
+# during the churn are capacity too. Each is the database, its WAL and its index file.
+STORE_FILES = ("pairgate.sqlite3",)
+MAX_STORE_FDS = 3 * (5 + 1)
+
+
+def _fds() -> list[str]:
+    found = []
+    for fd in os.listdir("/proc/self/fd"):
+        try:
+            found.append(os.readlink(f"/proc/self/fd/{fd}"))
+        except OSError:  # closed since it was listed (the listing's own fd)
+            continue
+    return found
+
+
 def open_files() -> int:
-    return len(os.listdir("/proc/self/fd"))
+    """Open file descriptors besides the store's pooled connections."""
+    return sum(not Path(target).name.startswith(STORE_FILES) for target in _fds())
+
+
+def store_files() -> int:
+    return sum(Path(target).name.startswith(STORE_FILES) for target in _fds())
 
 
 def asyncio_locks() -> int:
@@ -97,6 +121,7 @@ async def test_500_sessions_come_and_go_without_a_trace(tmp_path: Path) -> None:
         assert len(asyncio.all_tasks()) <= tasks
         assert session_threads() == threads
         assert open_files() <= files
+        assert store_files() <= MAX_STORE_FDS
         assert service.running_keys == frozenset()
         assert service.watched_keys == frozenset()
         assert asyncio_locks() <= locks  # per-key locks go with their last user

@@ -72,6 +72,10 @@ def test_every_answer_is_described_and_none_is_a_server_error(
     # still refused (400): which versions exist is the session's, not the document's.
     if case.path_parameters is not None and {"at", "after"} & set(case.query or {}):
         excluded.append(positive_data_acceptance)
+    # A webhook URL that fits the schema is still refused (400) when its host resolves to
+    # no address webhooks may call: the network's to say, not the document's.
+    if (case.method, case.path) == ("POST", "/api/webhooks"):
+        excluded.append(positive_data_acceptance)
     case.call_and_validate(
         base_url=target.server.url,
         headers={"authorization": f"Bearer {TOKEN}"},

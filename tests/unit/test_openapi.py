@@ -54,7 +54,8 @@ def test_the_app_mounts_exactly_the_described_api_routes(tmp_path: Path) -> None
         mounted = {
             (method, route.path)
             for route in web.routes
-            if isinstance(route, Route) and route.path.startswith("/api/sessions")
+            if isinstance(route, Route)
+            and route.path.startswith(("/api/sessions", "/api/webhooks", "/api/dead-letters"))
             for method in (route.methods or ()) - {"HEAD"}
         }
         unlisted = app.pairgate.session_index is None  # mounted with the sessions read model

@@ -1,0 +1,246 @@
+"""The sessions read model's rows, in the events' own database, tracked by eventsourcing's
+tracking recorders (`SQLiteTrackingRecorder`, `PostgresTrackingRecorder`): the rows and the
+log position they reflect are written in one transaction.
+
+Rows are found by session id (events other than SessionCreated carry no key) and listed
+per owner through indexes on (owner[, state | engine], updated_at, tie), newest first: a
+page costs its own rows, however many sessions there are. `tie` orders sessions changed
+in the same microsecond: the key, or with PAIRGATE_CIPHER_KEY its blinded form (keys,
+names and reasons are then stored encrypted, like the events: adapters/store/sealing.py).
+The SQL is written once, with `?` marks and a `{table}`; PostgreSQL gets `%s` marks and
+schema-qualified names.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Collection, Sequence
+from datetime import datetime
+from typing import TYPE_CHECKING, Any
+from uuid import UUID
+
+from eventsourcing.persistence import IntegrityError, Tracking
+from eventsourcing.postgres import PostgresDatastore, PostgresTrackingRecorder
+from eventsourcing.sqlite import SQLiteDatastore, SQLiteTrackingRecorder
+from psycopg.sql import SQL
+
+from adapters.store.memory_rows import MemorySessionRows
+from adapters.store.sealing import Sealer
+from domain.application.ports import SessionRow
+from domain.application.session_rows import (
+    TRACKING_NAME,
+    Filters,
+    SessionRowStore,
+    from_micros,
+    to_micros,
+)
+from domain.application.sessions import DeviceSessions
+from domain.model.session import DisconnectReason, SessionState, session_id
+
+TABLE = "pairgate_sessions"
+COLUMNS = ("id", "key", "tie", "owner", "name", "engine", "state", "reason", "version",
+           "updated_at")  # fmt: skip
+# Listing indexes: by owner, and by owner with either filter.
+INDEXES = {"owner": ("owner",), "state": ("owner", "state"), "engine": ("owner", "engine")}
+
+
+def create_statements(table: str, name: str) -> list[str]:
+    """`table` (called `name` unqualified) and the indexes the listing reads."""
+    statements = [
+        f"CREATE TABLE IF NOT EXISTS {table} (id TEXT PRIMARY KEY, key TEXT NOT NULL, "
+        "tie TEXT NOT NULL, owner TEXT NOT NULL, name TEXT NOT NULL, engine TEXT NOT NULL, "
+        "state TEXT NOT NULL, reason TEXT, version BIGINT NOT NULL, updated_at BIGINT NOT NULL)"
+    ]
+    for index, columns in INDEXES.items():
+        statements.append(
+            f"CREATE INDEX IF NOT EXISTS {name}_by_{index} ON {table} "
+            f"({', '.join(columns)}, updated_at DESC, tie DESC)"
+        )
+    return statements
+
+
+class RowQueries:
+    """The rows' statements for either database (a mixin of its tracking recorder)."""
+
+    datastore: Any
+    tracking: str
+    sealer: Sealer
+    tables: dict[str, str]  # `{name}` in a statement → the table it names
+    extra_tables: dict[str, str] = {}  # a subclass's own tables
+
+    if TYPE_CHECKING:  # what the tracking recorders give (and the dialects below)
+
+        def _insert_tracking(self, cursor: Any, tracking: Tracking) -> None: ...
+
+        def max_tracking_id(self, application_name: str) -> int | None: ...
+
+        def sql(self, statement: str) -> str: ...
+
+        def lock_position(self, cursor: Any) -> None:
+            """Take the write lock on the position before reading it (in `save`)."""
+
+    def position(self) -> int:
+        return self.max_tracking_id(self.tracking) or 0
+
+    def rows(self, ids: Collection[UUID]) -> dict[UUID, SessionRow]:
+        marks = ",".join("?" * len(ids))
+        statement = f"SELECT * FROM {{table}} WHERE id IN ({marks})"
+        with self.datastore.transaction(commit=False) as cursor:
+            cursor.execute(self.sql(statement), [str(i) for i in ids])
+            found = [self._row(values) for values in cursor.fetchall()]
+        return {session_id(row.key): row for row in found}
+
+    def save(
+        self, rows: Sequence[SessionRow], previous: int, position: int, extra: Sequence[Any] = ()
+    ) -> None:
+        names = ", ".join(COLUMNS)
+        updates = ", ".join(f"{c} = excluded.{c}" for c in COLUMNS[1:])
+        # A replay never takes a row back to an older version.
+        upsert = self.sql(
+            f"INSERT INTO {{table}} ({names}) VALUES ({', '.join('?' * len(COLUMNS))}) "
+            f"ON CONFLICT (id) DO UPDATE SET {updates} WHERE {{table}}.version < excluded.version"
+        )
+        with self.datastore.transaction(commit=True) as cursor:
+            self.lock_position(cursor)
+            if self._position(cursor) != previous:
+                raise IntegrityError(f"{self.tracking} moved past {previous}")
+            self._insert_tracking(cursor, Tracking(self.tracking, position))
+            for row in rows:
+                cursor.execute(upsert, self._values(row))
+            self.write_extra(cursor, extra)
+
+    def _position(self, cursor: Any) -> int:
+        cursor.execute(
+            self.sql("SELECT notification_id FROM {tracking} WHERE application_name = ?"),
+            [self.tracking],
+        )
+        found = cursor.fetchone()
+        return int(found["notification_id"]) if found else 0
+
+    def write_extra(self, cursor: Any, extra: Sequence[Any]) -> None:
+        """What a subclass writes with the rows, in their transaction."""
+
+    def select(
+        self, filters: Filters, before: tuple[datetime, str] | None, limit: int
+    ) -> list[SessionRow]:
+        clauses: list[str] = ["owner = ?"]
+        params: list[Any] = [filters.owner]
+        for column in ("state", "engine"):
+            if (value := getattr(filters, column)) is not None:
+                clauses.append(f"{column} = ?")
+                params.append(value)
+        if before is not None:
+            clauses.append("(updated_at, tie) < (?, ?)")
+            params += [to_micros(before[0]), self.sealer.blind(before[1])]
+        statement = (
+            f"SELECT * FROM {{table}} WHERE {' AND '.join(clauses)} "
+            "ORDER BY updated_at DESC, tie DESC LIMIT ?"
+        )
+        with self.datastore.transaction(commit=False) as cursor:
+            cursor.execute(self.sql(statement), [*params, limit])
+            return [self._row(values) for values in cursor.fetchall()]
+
+    def reset(self) -> None:
+        with self.datastore.transaction(commit=True) as cursor:
+            cursor.execute(self.sql("DELETE FROM {table}"))
+            cursor.execute(
+                self.sql("DELETE FROM {tracking} WHERE application_name = ?"), [self.tracking]
+            )
+
+    def _values(self, row: SessionRow) -> list[Any]:
+        reason = None if row.reason is None else row.reason.value
+        seal = self.sealer.seal
+        return [str(session_id(row.key)), seal(row.key), self.sealer.blind(row.key), row.owner,
+                seal(row.name), row.engine, row.state.value, seal(reason), row.version,
+                to_micros(row.updated_at)]  # fmt: skip
+
+    def _row(self, values: Any) -> SessionRow:
+        reason = self.sealer.open(values["reason"])
+        return SessionRow(
+            key=self.sealer.open(values["key"]) or "",
+            owner=values["owner"],
+            name=self.sealer.open(values["name"]) or "",
+            engine=values["engine"],
+            state=SessionState(values["state"]),
+            reason=None if reason is None else DisconnectReason(reason),
+            version=int(values["version"]),
+            updated_at=from_micros(int(values["updated_at"])),
+        )
+
+
+class SQLiteSessionRows(RowQueries, SQLiteTrackingRecorder):
+    """`table` and `tracking`: whose rows (each follower of the log may keep its own)."""
+
+    def __init__(
+        self,
+        datastore: SQLiteDatastore,
+        sealer: Sealer,
+        table: str = TABLE,
+        tracking: str = TRACKING_NAME,
+    ) -> None:
+        self.table, self.tracking, self.sealer = table, tracking, sealer
+        self.tables = {"table": table, "tracking": "tracking", **self.extra_tables}
+        super().__init__(datastore)  # which reads the table's statements
+
+    def sql(self, statement: str) -> str:
+        for name, table in self.tables.items():
+            statement = statement.replace("{" + name + "}", table)
+        return statement
+
+    def construct_create_table_statements(self) -> list[str]:
+        ours = [self.sql(s) for s in self.create_statements()]
+        return [*super().construct_create_table_statements(), *ours]
+
+    def create_statements(self) -> list[str]:
+        return create_statements("{table}", self.table)
+
+    def lock_position(self, cursor: Any) -> None:
+        # A write first: the transaction holds SQLite's write lock before it reads.
+        cursor.execute(
+            "UPDATE tracking SET notification_id = notification_id WHERE application_name = ?",
+            [self.tracking],
+        )
+
+
+class PostgresSessionRows(RowQueries, PostgresTrackingRecorder):
+    def __init__(
+        self,
+        datastore: PostgresDatastore,
+        sealer: Sealer,
+        table: str = TABLE,
+        tracking: str = TRACKING_NAME,
+    ) -> None:
+        super().__init__(datastore, tracking_table_name="pairgate_tracking")
+        self.table, self.tracking, self.sealer = table, tracking, sealer
+        self.tables = {"table": table, "tracking": self.tracking_table_name, **self.extra_tables}
+        self._schema = '"' + datastore.schema.replace('"', '""') + '"'
+        for statement in self.create_statements():
+            self.sql_create_statements.append(SQL(self.sql(statement)))  # type: ignore[arg-type]
+
+    def create_statements(self) -> list[str]:
+        return create_statements("{table}", self.table)
+
+    def sql(self, statement: str) -> str:
+        statement = statement.replace("?", "%s")  # (no statement has a literal "?")
+        for name, table in self.tables.items():
+            statement = statement.replace("{" + name + "}", f"{self._schema}.{table}")
+        return statement
+
+    def lock_position(self, cursor: Any) -> None:
+        cursor.execute(
+            self.sql("SELECT 1 FROM {tracking} WHERE application_name = ? FOR UPDATE"),
+            [self.tracking],
+        )
+
+
+def session_rows(sessions: DeviceSessions, sealer: Sealer) -> SessionRowStore:
+    """The rows beside the events of `sessions`, their tables created if missing."""
+    datastore = getattr(sessions.recorder, "datastore", None)
+    store: SQLiteSessionRows | PostgresSessionRows
+    if isinstance(datastore, SQLiteDatastore):
+        store = SQLiteSessionRows(datastore, sealer)
+    elif isinstance(datastore, PostgresDatastore):
+        store = PostgresSessionRows(datastore, sealer)
+    else:
+        return MemorySessionRows()
+    store.create_table()
+    return store

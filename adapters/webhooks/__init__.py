@@ -1,0 +1,1 @@
+"""Webhooks: Standard Webhooks messages to the URLs identities subscribed."""
