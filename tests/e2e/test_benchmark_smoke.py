@@ -43,12 +43,15 @@ def test_side_by_side_benchmark_smoke(tmp_path: Path) -> None:
     subprocess.run(command, cwd=REPO, check=True, timeout=90)
 
     result = json.loads(out.read_text())
+    per_version = {"ms_per_pairing", "p99_create_to_qr_ms"}
     assert [set(run) for run in result["runs"]] == [
-        {"before_ms_per_pairing", "after_ms_per_pairing"}
+        {f"{version}_{name}" for version in ("before", "after") for name in per_version}
     ]
+    (run,) = result["runs"]
     before, after = result["before_ms_per_pairing"], result["after_ms_per_pairing"]
-    assert result["runs"] == [{"before_ms_per_pairing": before, "after_ms_per_pairing": after}]
+    assert (run["before_ms_per_pairing"], run["after_ms_per_pairing"]) == (before, after)
     assert before > 0 and after > 0
+    assert run["before_p99_create_to_qr_ms"] > 0 and run["after_p99_create_to_qr_ms"] > 0
     assert result["ratio_after_before"] == pytest.approx(after / before, abs=0.002)
     # The same checkout on both sides, under the same load at once: alike within noise.
     assert 0.5 < result["ratio_after_before"] < 2
