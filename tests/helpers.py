@@ -199,6 +199,16 @@ class Client:
             await asyncio.wait_for(self._arrived.wait_for(lambda: len(arrived()) >= count), timeout)
         return arrived()[count - 1]
 
+    async def wait_until(self, event: str, key: str, timeout: float = 10) -> Any:
+        """The payload of the first `event` about `key`, waiting for it if needed."""
+
+        def found() -> Any:
+            return next((e for n, e in self.events if n == event and e["key"] == key), None)
+
+        async with self._arrived:
+            await asyncio.wait_for(self._arrived.wait_for(lambda: found() is not None), timeout)
+        return found()
+
     def names(self) -> list[str]:
         return [name for name, _ in self.events]
 

@@ -72,15 +72,12 @@ async def come_and_go(server: Server, client: Client, index: int) -> None:
     key = unique_key(f"churn{index}")
     ack = await client.call("session.create", {"key": key, "name": "P", "engine": "simulator"})
     assert ack["ok"], ack
-    while not any(n == "session.qr" and e["key"] == key for n, e in client.events):
-        await asyncio.sleep(0.005)
+    qr = (await client.wait_until("session.qr", key))["qr"]
     if index % 2 == 0:
-        qr = next(e["qr"] for n, e in client.events if n == "session.qr" and e["key"] == key)
         scanned = await server.post(f"/api/simulator/devices/{key}/scan", {"code": decode_qr(qr)})
         if scanned.is_success:  # else the 0.5 s code expired first: that ends it as well
             await client.call("session.delete", {"key": key})
-    while not any(n == "session.disconnected" and e["key"] == key for n, e in client.events):
-        await asyncio.sleep(0.01)
+    await client.wait_until("session.disconnected", key)
 
 
 async def test_500_sessions_come_and_go_without_a_trace(tmp_path: Path) -> None:
