@@ -144,11 +144,11 @@ def serve(standin: StandIn, data_dir: Path, qr_ms: str | None = FAST_QR_MS) -> S
     return ServiceProcess.start(data_dir, log, env, simulate=False)
 
 
-@pytest.fixture(scope="module", autouse=True)
+@pytest.fixture(scope="module")
 def real_schedule(
     standin: StandIn, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[tuple[ServiceProcess, str, str]]:
-    """A pairgate with Baileys' real QR timers, pairing from the module's start (80 s)."""
+    """A pairgate with Baileys' real QR timers, pairing (80 s to the end)."""
     process = serve(standin, tmp_path_factory.mktemp("real") / "data", qr_ms=None)
     key = unique_key("real")
 
@@ -392,11 +392,12 @@ async def test_a_wrong_pairing_code_does_not_pair(
     assert not vault_of(service).holds("baileys", key)
 
 
+@pytest.mark.beside
 async def test_whatsapps_real_schedule_sixty_then_twenty_seconds(
     standin: StandIn, real_schedule: tuple[ServiceProcess, str, str]
 ) -> None:
     """Baileys' own timers, unshortened: the first code 60 s, the next 20 s, then 408.
-    (Started before the module's other tests, so they run while it waits.)"""
+    (Mostly waiting: scripts/test runs it beside the rest of the suite.)"""
     service, key, ref = real_schedule
     await standin.event("closed", timeout=100, ref=ref)  # Baileys: "QR refs attempts ended"
     page = httpx.get(f"{service.url}/api/sessions/{key}/history?limit=50", timeout=5)
