@@ -131,12 +131,13 @@ class SessionsProjection:
         self._sessions = sessions
         self._rows = rows
         self._also = also
-        self._page = min(page or sessions.log_section_size, sessions.log_section_size)
+        self.page = min(page or sessions.log_section_size, sessions.log_section_size)
 
     def catch_up(self) -> int:
-        """Project the next page of the log; how many events it held (0: caught up)."""
+        """Project the next page of the log (`page` events at most); how many events it
+        held (fewer than `page`: it reached the log's head)."""
         previous = self._rows.position()
-        notifications = self._sessions.notification_page(previous, self._page)
+        notifications = self._sessions.notification_page(previous, self.page)
         if not notifications:
             return 0
         rows = self._rows.rows({event.originator_id for _, event in notifications})
