@@ -29,7 +29,7 @@ from domain.application.ports import (
 from domain.application.sessions import DeviceSessions, Event
 from domain.application.store_calls import StoreAccess
 from domain.model.errors import InvalidPageError
-from domain.model.session import DeviceSession, SessionState, session_id
+from domain.model.session import DeviceSession, SessionState
 
 TRACKING_NAME = "pairgate:sessions"  # the projection's row in the tracking table
 CURSOR_SEPARATOR = "~"
@@ -80,7 +80,7 @@ def project(row: SessionRow | None, event: Event) -> SessionRow | None:
     if row is not None and event.originator_version <= row.version:
         return None
     assert isinstance(event, AggregateEvent)
-    session = event.mutate(None if row is None else _session(row))
+    session = event.mutate(None if row is None else _session(row, event.originator_id))
     assert isinstance(session, DeviceSession)
     return SessionRow(
         key=session.key,
@@ -94,11 +94,12 @@ def project(row: SessionRow | None, event: Event) -> SessionRow | None:
     )
 
 
-def _session(row: SessionRow) -> DeviceSession:
-    """The session a row describes, enough for the next event's `@event` body."""
+def _session(row: SessionRow, id_: UUID) -> DeviceSession:
+    """The session a row describes (`id_`: its id, `session_id(row.key)`), enough for the
+    next event's `@event` body."""
     session = object.__new__(DeviceSession)
     vars(session).update(
-        _id=session_id(row.key),
+        _id=id_,
         _version=row.version,
         _created_on=row.updated_at,
         _modified_on=row.updated_at,
