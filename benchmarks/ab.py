@@ -53,6 +53,10 @@ def servers(before: Path, env: dict[str, str]) -> Iterator[dict[str, ServerProce
 Measured = dict[str, tuple[float, int, dict[str, float | None]]]
 
 
+class RunFailed(Exception):
+    """A run in which a version failed some of its load: not a measurement."""
+
+
 def load_run(args: argparse.Namespace) -> Measured:
     """Server CPU seconds, pairings and the create→QR p99 of each version under the same
     open-loop load."""
@@ -69,7 +73,7 @@ def load_run(args: argparse.Namespace) -> Measured:
         for version, (outcomes, _) in results.items():
             failed = sum(1 for o in outcomes if o.error is not None)
             if failed:
-                raise SystemExit(f"{version}: {failed} of {len(outcomes)} pairings failed")
+                raise RunFailed(f"{version}: {failed} of {len(outcomes)} pairings failed")
             counts[version] = len(outcomes)
             p99[version] = percentiles([o.create_to_qr_ms for o in outcomes if o.create_to_qr_ms])
         return {
@@ -112,6 +116,19 @@ def unpaired_run(args: argparse.Namespace) -> Measured:
                 client.join(60)
 
 
+def attempt(run: Callable[[argparse.Namespace], Measured], args: argparse.Namespace) -> Measured:
+    """The run, tried again (up to `--attempts` in all) while a version fails some load
+    (a shared machine's busy moment)."""
+    for tries in range(1, args.attempts + 1):
+        try:
+            return run(args)
+        except RunFailed as failed:
+            if tries == args.attempts:
+                raise SystemExit(str(failed)) from None
+            print(f"{failed}; trying the run again", flush=True)
+    raise AssertionError("unreachable")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--before", type=Path, required=True, help="checkout to compare with")
@@ -122,6 +139,9 @@ def main() -> None:
     parser.add_argument("--sessions", type=int, default=2000, help="unpaired: sessions")
     parser.add_argument("--rotate", type=float, default=20.0, help="unpaired: QR lifetime (s)")
     parser.add_argument("--window", type=float, default=30.0, help="unpaired: seconds measured")
+    parser.add_argument(
+        "--attempts", type=int, default=1, help="tries per run when a version fails some load"
+    )
     parser.add_argument("--json", type=Path)
     args = parser.parse_args()
     if not (args.before / "domain").is_dir():
@@ -131,7 +151,7 @@ def main() -> None:
     runs: list[dict[str, float | None]] = []
     totals: dict[str, list[float]] = {v: [0.0, 0.0] for v in VERSIONS}
     for index in range(args.runs):
-        measured = run(args)
+        measured = attempt(run, args)
         row: dict[str, float | None] = {}
         for version, (cpu, count, extra) in measured.items():
             totals[version][0] += cpu

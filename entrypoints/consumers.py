@@ -88,6 +88,7 @@ def log_consumers(
         projection.catch_up,
         StoreAccess(sessions, own, metrics.timed_store),
         settings.follow_interval,
+        page=projection.page,
     )
     index.caught_up = follower.caught_up
     consumers = LogConsumers(index, [follower], executors=[reads, own])
@@ -122,8 +123,13 @@ def _webhooks(
     filling = Outbox(outbox, render, clock)
     projection = SessionsProjection(sessions, outbox, also=filling.deliveries)
 
-    def fill() -> int:
-        filling.refresh()
+    def fill() -> int | None:
+        if not filling.refresh():
+            # No subscription: nothing to fill (the first one restarts the outbox from
+            # the read model's position: WebhookStore.add_subscription).
+            observer.lag.set(0)
+            observer.backlog.set(0)
+            return None
         handled = projection.catch_up()
         head = sessions.recorder.max_notification_id() or 0
         observer.lag.set(head - outbox.position())
@@ -157,6 +163,7 @@ def _webhooks(
         StoreAccess(sessions, threads[1], metrics.timed_store),
         settings.follow_interval,
         then=lambda: worker.dispatching.wake() if worker.dispatching else None,
+        page=projection.page,
     )
     lease: WorkLease = SoleWorker()
     if store.kind == "postgres":
@@ -164,7 +171,7 @@ def _webhooks(
         lease = PostgresWorkLease(conninfo, "webhooks", schema)
     worker = WebhookWorker(lease, follower, dispatcher, settings.follow_interval)
     subscriptions = WebhookSubscriptions(
-        outbox, access, clock, policy.check, EVENT_TYPES, new_secret
+        outbox, access, clock, policy.check, EVENT_TYPES, new_secret, made=follower.wake
     )
     return Webhooks(subscriptions, worker, sender, observer)
 

@@ -86,8 +86,7 @@ class RowQueries:
         statement = f"SELECT * FROM {{table}} WHERE id IN ({marks})"
         with self.datastore.transaction(commit=False) as cursor:
             cursor.execute(self.sql(statement), [str(i) for i in ids])
-            found = [self._row(values) for values in cursor.fetchall()]
-        return {session_id(row.key): row for row in found}
+            return {UUID(values["id"]): self._row(values) for values in cursor.fetchall()}
 
     def save(
         self, rows: Sequence[SessionRow], previous: int, position: int, extra: Sequence[Any] = ()
@@ -104,8 +103,8 @@ class RowQueries:
             if self._position(cursor) != previous:
                 raise IntegrityError(f"{self.tracking} moved past {previous}")
             self._insert_tracking(cursor, Tracking(self.tracking, position))
-            for row in rows:
-                cursor.execute(upsert, self._values(row))
+            if rows:
+                cursor.executemany(upsert, [self._values(row) for row in rows])
             self.write_extra(cursor, extra)
 
     def _position(self, cursor: Any) -> int:

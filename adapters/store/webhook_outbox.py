@@ -18,8 +18,8 @@ from eventsourcing.postgres import PostgresDatastore
 from eventsourcing.sqlite import SQLiteDatastore
 
 from adapters.store.sealing import Sealer
-from adapters.store.session_rows import PostgresSessionRows, SQLiteSessionRows
-from domain.application.session_rows import from_micros, to_micros
+from adapters.store.session_rows import TABLE, PostgresSessionRows, SQLiteSessionRows
+from domain.application.session_rows import TRACKING_NAME, from_micros, to_micros
 from domain.application.sessions import DeviceSessions
 from domain.application.webhooks import (
     WEBHOOK_TRACKING,
@@ -64,7 +64,7 @@ class OutboxQueries:
     datastore: Any
     sealer: Sealer
     per_subscription: int = 16
-    extra_tables = {"subscriptions": SUBSCRIPTIONS, "deliveries": DELIVERIES}
+    extra_tables = {"subscriptions": SUBSCRIPTIONS, "deliveries": DELIVERIES, "sessions": TABLE}
 
     if TYPE_CHECKING:
 
@@ -123,18 +123,50 @@ class OutboxQueries:
 
     def add_subscription(self, subscription: Subscription) -> None:
         s = subscription
-        self._run(
-            "INSERT INTO {subscriptions} VALUES (?, ?, ?, ?, ?, ?, ?)",
-            [
-                s.id,
-                s.owner,
-                s.url,
-                ",".join(s.events),
-                self.sealer.seal(s.key),
-                self.sealer.seal(s.secret),
-                to_micros(s.created_at),
-            ],
+        with self.datastore.transaction(commit=True) as wrapped:
+            cursor = _raw(wrapped)
+            self.lock_subscriptions(cursor)
+            cursor.execute(
+                self.sql("INSERT INTO {subscriptions} VALUES (?, ?, ?, ?, ?, ?, ?)"),
+                [
+                    s.id,
+                    s.owner,
+                    s.url,
+                    ",".join(s.events),
+                    self.sealer.seal(s.key),
+                    self.sealer.seal(s.secret),
+                    to_micros(s.created_at),
+                ],
+            )
+            cursor.execute(self.sql("SELECT COUNT(*) AS n FROM {subscriptions}"))
+            if int(cursor.fetchone()["n"]) == 1:
+                self._start_from_read_model(cursor)
+
+    def _start_from_read_model(self, cursor: Any) -> None:
+        """The first subscription: the outbox's rows and position become the sessions
+        read model's, in the subscription's transaction. Without subscriptions the
+        outbox's follower does nothing (its rows fall behind); from here it goes on from
+        a position no later than the log's head when the subscription was made, so no
+        event after it is missed. (Both are the same projection of the same log: the
+        same rows at the same position.)"""
+        self.lock_read_model(cursor)
+        ours = [WEBHOOK_TRACKING]
+        cursor.execute(self.sql("DELETE FROM {tracking} WHERE application_name = ?"), ours)
+        cursor.execute(self.sql("DELETE FROM {table}"))
+        cursor.execute(self.sql("INSERT INTO {table} SELECT * FROM {sessions}"))
+        cursor.execute(
+            self.sql(
+                "INSERT INTO {tracking} (application_name, notification_id) "
+                "SELECT ?, notification_id FROM {tracking} WHERE application_name = ?"
+            ),
+            [WEBHOOK_TRACKING, TRACKING_NAME],
         )
+
+    def lock_subscriptions(self, cursor: Any) -> None:
+        """Before counting them: one first subscription, however many are made at once."""
+
+    def lock_read_model(self, cursor: Any) -> None:
+        """Before copying it: no page of the read model lands in between."""
 
     def remove_subscription(self, owner: str, subscription_id: str) -> bool:
         with self.datastore.transaction(commit=True) as wrapped:
@@ -207,6 +239,8 @@ def _raw(cursor: Any) -> Any:
 
 
 class SQLiteOutbox(OutboxQueries, SQLiteSessionRows):
+    """(Its writes hold SQLite's one write lock: a subscription's INSERT comes first.)"""
+
     serial = "INTEGER PRIMARY KEY AUTOINCREMENT"
 
     def __init__(self, datastore: SQLiteDatastore, sealer: Sealer) -> None:
@@ -218,6 +252,13 @@ class PostgresOutbox(OutboxQueries, PostgresSessionRows):
 
     def __init__(self, datastore: PostgresDatastore, sealer: Sealer) -> None:
         super().__init__(datastore, sealer, ROWS_TABLE, WEBHOOK_TRACKING)
+
+    def lock_subscriptions(self, cursor: Any) -> None:
+        cursor.execute(self.sql("LOCK TABLE {subscriptions} IN SHARE ROW EXCLUSIVE MODE"))
+
+    def lock_read_model(self, cursor: Any) -> None:
+        # The read model's pages write its rows: they wait until this commits.
+        cursor.execute(self.sql("LOCK TABLE {sessions} IN SHARE MODE"))
 
 
 def webhook_outbox(sessions: DeviceSessions, sealer: Sealer) -> WebhookStore | None:

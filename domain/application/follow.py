@@ -6,6 +6,15 @@ root's map: it only sets a flag, so a save never waits for it) and, for other pr
 saves on a shared store, every `interval` seconds. Its work runs on a thread of its own
 (a StoreAccess with its own executor): never on the event loop, never inside a key's
 lock, never on the store threads that pairings use.
+
+Saves come in bursts (a pairing is five events; a busy server saves hundreds a second),
+and each catch-up has a fixed cost (a thread hop, reading the position, a tracked write
+transaction). So a save's wake-up waits `batch` seconds before the catch-up, and every
+save in that window rides on the same one: the cost follows the rate of catch-ups, not
+of events. Whoever waits for the follower (`caught_up`: a list that promised to show
+this process's saves) skips the wait. A consumer with nothing to follow for now (webhooks
+without a subscription) says so (its catch-up returns None): saves then do not wake it
+at all, only `interval` and `wake()`.
 """
 
 from __future__ import annotations
@@ -22,34 +31,49 @@ log = logging.getLogger(__name__)
 
 # After a failed catch-up (the database away, say): seconds before the next, doubling.
 RETRY_DELAYS = (0.1, 0.5, 2.0, 5.0)
+# Seconds a save's wake-up waits for the saves that follow it, before one catch-up.
+BATCH_DELAY = 0.2
 
 
 class LogFollower:
     def __init__(
         self,
         name: str,
-        catch_up: Callable[[], int],
+        catch_up: Callable[[], int | None],
         store: StoreAccess,
         interval: float,
         then: Callable[[], None] | None = None,
+        batch: float = BATCH_DELAY,
+        page: int = 1,
     ) -> None:
-        """`catch_up` moves the consumer on by one page of the log and says how many
-        events it handled (0: it is at the log's head); `then` runs on the event loop
-        after each page (e.g. to wake whoever acts on what it wrote)."""
+        """`catch_up` moves the consumer on by one page of the log (of `page` events at
+        most) and says how many events it handled (fewer than `page`: it reached the
+        log's head; None: it has nothing to follow for now, so saves need not wake it);
+        `then` runs on the event loop after each page that handled some (e.g. to wake
+        whoever acts on what it wrote)."""
         self.name = name
         self._then = then
         self._catch_up = catch_up
         self._store = store
         self._interval = interval
+        self._batch = batch
+        self._page = page
         self._wake = asyncio.Event()
+        self._hurry = asyncio.Event()
         self._idle = asyncio.Event()
+        self._dormant = False
         self._task: asyncio.Task[None] | None = None
+        self.catch_ups = 0  # catch-ups run (pages read, the empty ones included)
 
     async def recorded(self, key: str, event: Event) -> None:
-        self.wake()
+        if not self._dormant and not self._wake.is_set():
+            self._idle.clear()
+            self._wake.set()
 
     def wake(self) -> None:
+        """Catch up now (no batching wait), e.g. a subscription was just made."""
         self._idle.clear()
+        self._hurry.set()
         self._wake.set()
 
     def start(self) -> None:
@@ -71,7 +95,9 @@ class LogFollower:
         failures = 0
         while True:
             self._wake.clear()
+            self._hurry.clear()
             try:
+                self.catch_ups += 1
                 handled = await self._store.read(self._catch_up)
             except IntegrityError:
                 continue  # another process (or a reindex) moved the position: read it again
@@ -82,11 +108,16 @@ class LogFollower:
                 await asyncio.sleep(delay)
                 continue
             failures = 0
-            if handled:
-                if self._then is not None:
-                    self._then()
-                continue
+            self._dormant = handled is None
+            if handled and self._then is not None:
+                self._then()
+            if handled and handled >= self._page:
+                continue  # a full page: more is waiting
             if not self._wake.is_set():
                 self._idle.set()
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._wake.wait(), self._interval)
+            if self._wake.is_set() and not self._hurry.is_set():
+                # A save woke it: let the rest of the burst be saved first.
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self._hurry.wait(), self._batch)

@@ -29,7 +29,7 @@ from domain.application.ports import (
 from domain.application.sessions import DeviceSessions, Event
 from domain.application.store_calls import StoreAccess
 from domain.model.errors import InvalidPageError
-from domain.model.session import DeviceSession, SessionState, session_id
+from domain.model.session import DeviceSession, SessionState
 
 TRACKING_NAME = "pairgate:sessions"  # the projection's row in the tracking table
 CURSOR_SEPARATOR = "~"
@@ -80,7 +80,7 @@ def project(row: SessionRow | None, event: Event) -> SessionRow | None:
     if row is not None and event.originator_version <= row.version:
         return None
     assert isinstance(event, AggregateEvent)
-    session = event.mutate(None if row is None else _session(row))
+    session = event.mutate(None if row is None else _session(row, event.originator_id))
     assert isinstance(session, DeviceSession)
     return SessionRow(
         key=session.key,
@@ -94,11 +94,12 @@ def project(row: SessionRow | None, event: Event) -> SessionRow | None:
     )
 
 
-def _session(row: SessionRow) -> DeviceSession:
-    """The session a row describes, enough for the next event's `@event` body."""
+def _session(row: SessionRow, id_: UUID) -> DeviceSession:
+    """The session a row describes (`id_`: its id, `session_id(row.key)`), enough for the
+    next event's `@event` body."""
     session = object.__new__(DeviceSession)
     vars(session).update(
-        _id=session_id(row.key),
+        _id=id_,
         _version=row.version,
         _created_on=row.updated_at,
         _modified_on=row.updated_at,
@@ -131,12 +132,13 @@ class SessionsProjection:
         self._sessions = sessions
         self._rows = rows
         self._also = also
-        self._page = min(page or sessions.log_section_size, sessions.log_section_size)
+        self.page = min(page or sessions.log_section_size, sessions.log_section_size)
 
     def catch_up(self) -> int:
-        """Project the next page of the log; how many events it held (0: caught up)."""
+        """Project the next page of the log (`page` events at most); how many events it
+        held (fewer than `page`: it reached the log's head)."""
         previous = self._rows.position()
-        notifications = self._sessions.notification_page(previous, self._page)
+        notifications = self._sessions.notification_page(previous, self.page)
         if not notifications:
             return 0
         rows = self._rows.rows({event.originator_id for _, event in notifications})

@@ -86,7 +86,11 @@ class WebhookStore(SessionRowStore, Protocol):
         """Every subscription of `owner` (None: of everyone), oldest first."""
         ...
 
-    def add_subscription(self, subscription: Subscription) -> None: ...
+    def add_subscription(self, subscription: Subscription) -> None:
+        """Add it; the first one (none before) also starts the outbox's rows and position
+        from the sessions read model's, in the same transaction (the outbox is not
+        filled while there is no subscription)."""
+        ...
 
     def remove_subscription(self, owner: str, subscription_id: str) -> bool:
         """Remove it and its pending deliveries; False if `owner` has no such one."""
@@ -127,9 +131,11 @@ class Outbox:
         self._clock = clock
         self._subscriptions: list[Subscription] = []
 
-    def refresh(self) -> None:
-        """Read the subscriptions again (before each page of the log, on its thread)."""
+    def refresh(self) -> bool:
+        """Read the subscriptions again (before each page of the log, on its thread);
+        whether there are any."""
         self._subscriptions = self._store.subscriptions()
+        return bool(self._subscriptions)
 
     def deliveries(self, event: Event, row: SessionRow) -> list[Delivery]:
         wanted = [s for s in self._subscriptions if s.owner == row.owner]
@@ -185,9 +191,12 @@ class WebhookSubscriptions:
         check_url: Callable[[str], Any],
         event_types: Sequence[str],
         new_secret: Callable[[], str],
+        made: Callable[[], None] | None = None,
     ) -> None:
         """`check_url(url)`: awaitable; raises WebhookRefusedError for a URL webhooks
-        may not call (SSRF). `new_secret()`: a secret for a subscription given none."""
+        may not call (SSRF). `new_secret()`: a secret for a subscription given none.
+        `made()`: after a subscription is saved (to wake the outbox's follower)."""
+        self._made = made
         self._new_secret = new_secret
         self._store = store
         self._access = access
@@ -220,6 +229,8 @@ class WebhookSubscriptions:
             created_at=self._clock.now(),
         )
         await self._access.read(self._store.add_subscription, subscription)
+        if self._made is not None:
+            self._made()
         return subscription
 
     async def of(self, owner: str) -> list[Subscription]:
