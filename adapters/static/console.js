@@ -169,6 +169,8 @@
       answer.sessions.forEach(function (row) { rows.set(row.key, row); $("rows").appendChild(rowElement(row)); });
       next = answer.next;
       window.__consoleRendered = performance.now() - started; // for the benchmark
+      if (window.__firstPageAt == null) window.__firstPageAt = performance.now();
+      window.__consoleLoads = (window.__consoleLoads || 0) + 1;
       showPaging();
     });
   }
@@ -279,7 +281,7 @@
   function readHistory(key) {
     var records = [];
     function page(after) {
-      var path = "/api/sessions/" + encodeURIComponent(key) + "/history?limit=1000" + (after ? "&after=" + after : "");
+      var path = "/api/sessions/" + encodeURIComponent(key) + "/history?limit=200" + (after ? "&after=" + after : "");
       return api("GET", path).then(function (answer) {
         records = records.concat(answer.events);
         return answer.next ? page(answer.next) : records;
@@ -497,9 +499,11 @@
   });
   $("link-key").setAttribute("pattern", PAGE.keyPattern);
 
+  // The first page at once; live updates alongside. Once the watch is acknowledged the
+  // list is read again: a change between the two reads is not lost.
   function start() {
     $("notice").textContent = t().loading;
-    api("GET", "/api/stats").then(function () { watch(); }).catch(function (error) {
+    load(null).then(function () { watch(); loadStats(); }).catch(function (error) {
       if (error.code !== "unauthorized") showError(t().devicesHeading)(error);
     });
   }

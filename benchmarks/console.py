@@ -1,0 +1,133 @@
+"""The operator console with many sessions: how long its devices view takes to show its
+first page, and what a search or a filter costs, measured in Debian's Chromium.
+
+    python -m benchmarks.console --sessions 10000 --json console.json
+
+An in-process server (simulator, SQLite in a temporary directory) whose store is filled
+directly with `--sessions` sessions of one identity in mixed states (their events written
+as pairings would have written them; no engines run), then /console is opened in
+Chromium. Reported: navigation start → the first page's rows in the table
+(`first_page_ms`), the page's own list request + render (`list_render_ms`), and a search
+and a state filter answered by the server (`search_ms`, `filter_ms`: request + render),
+each the median of `--repeat` page loads. `fill` is also what the console's browser test
+uses to put its sessions in place.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import statistics
+import tempfile
+import time
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from benchmarks.common import emit
+from domain.application.sessions import DeviceSessions
+from domain.model.session import DeviceSession, DisconnectReason
+
+CHROMIUM = "/usr/bin/chromium"
+ENGINES = ("simulator", "baileys")
+BATCH = 500  # sessions per store transaction
+
+
+def fill(sessions: DeviceSessions, owner: str, count: int, prefix: str) -> dict[str, str]:
+    """`count` sessions of `owner` (keys `<prefix>-00000`...), in six kinds of state in
+    turn: created, qr, ready, and disconnected by each of three reasons. Their states."""
+    states: dict[str, str] = {}
+    events: list[Any] = []
+    now = datetime.now(UTC)
+    for number in range(count):
+        key = f"{prefix}-{number:05d}"
+        session = DeviceSession(
+            key=key, name=f"Device {number}", engine=ENGINES[number % 2], owner=owner, proxy=None
+        )
+        kind = number % 6
+        if kind >= 1:
+            session.issue_qr(f"2@{key},noise,identity,secret", 60, now)
+        if kind == 5:
+            session.disconnect(DisconnectReason.QR_EXPIRED)
+        elif kind >= 2:
+            session.authenticate()
+            session.mark_ready()
+            if kind == 3:
+                session.disconnect(DisconnectReason.CONNECTION_LOST)
+            elif kind == 4:
+                session.disconnect(DisconnectReason.USER_LOGGED_OUT)
+        events += session.collect_events()
+        states[key] = session.state.value
+        if len(events) >= BATCH:
+            sessions.events.put(events)
+            events = []
+    if events:
+        sessions.events.put(events)
+    return states
+
+
+async def measure(count: int, repeat: int) -> dict[str, Any]:
+    from playwright.async_api import async_playwright
+
+    from entrypoints.settings import Settings
+    from tests.helpers import running
+
+    with tempfile.TemporaryDirectory() as directory:
+        settings = Settings(simulate=True, data_dir=Path(directory) / "data")
+        async with running(settings) as server:
+            started = time.perf_counter()
+            fill(server.pairgate.sessions, "default", count, "bench")
+            filled_s = time.perf_counter() - started
+            async with async_playwright() as playwright:
+                browser = await playwright.chromium.launch(
+                    executable_path=CHROMIUM, headless=True, args=["--no-sandbox"]
+                )
+                runs = [await _one_load(browser, server.url) for _ in range(repeat)]
+                await browser.close()
+    return {
+        "sessions": count,
+        "fill_s": round(filled_s, 2),
+        "repeat": repeat,
+        **{name: statistics.median(run[name] for run in runs) for name in runs[0]},
+        "runs": runs,
+    }
+
+
+async def _one_load(browser: Any, url: str) -> dict[str, float]:
+    context = await browser.new_context(viewport={"width": 1280, "height": 900})
+    page = await context.new_page()
+    await page.goto(f"{url}/console")
+    await page.wait_for_function("() => window.__firstPageAt != null", timeout=30_000)
+    first = await page.evaluate("() => [window.__firstPageAt, window.__consoleRendered]")
+    navigation = "performance.getEntriesByType('navigation')[0]"
+    loaded = await page.evaluate(f"() => {navigation}.domContentLoadedEventEnd")
+    timings = {
+        "first_page_ms": round(first[0], 1),
+        "dom_content_loaded_ms": round(loaded, 1),
+        "list_render_ms": round(first[1], 1),
+    }
+    for name, field, value in (("search_ms", "#q", "bench-0999"), ("filter_ms", None, "ready")):
+        if field is None:
+            await page.fill("#q", "")
+            await page.select_option("#state-filter", value)
+        else:
+            await page.fill(field, value)
+        loads = await page.evaluate("() => window.__consoleLoads")
+        await page.click("#filters button[type=submit]")
+        await page.wait_for_function(f"() => window.__consoleLoads > {loads}")
+        timings[name] = round(await page.evaluate("() => window.__consoleRendered"), 1)
+    await context.close()
+    return timings
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--sessions", type=int, default=10_000)
+    parser.add_argument("--repeat", type=int, default=3)
+    parser.add_argument("--json", type=Path)
+    arguments = parser.parse_args()
+    emit(asyncio.run(measure(arguments.sessions, arguments.repeat)), arguments.json)
+
+
+if __name__ == "__main__":
+    main()
