@@ -3,6 +3,7 @@ search (and attacks on it), GET /api/stats, and `console.watch` → `session.cha
 
 from __future__ import annotations
 
+import json
 from collections.abc import AsyncIterator
 from pathlib import Path
 
@@ -10,7 +11,9 @@ import httpx
 import pytest
 from pydantic import SecretStr
 
+from adapters.console_payloads import SessionChanged
 from entrypoints.settings import Settings
+from tests.docs import doc_block
 from tests.helpers import Client, Server, decode_qr, running, start_server, unique_key
 
 ALICE, BOB = "alice-token-0123456789", "bob-token-0123456789"
@@ -151,6 +154,9 @@ async def test_console_watch_hears_the_identity_s_sessions_and_nothing_else(
         assert seen[-1]["key"] == key and seen[-1]["name"] == "Phone"
         assert seen[-1]["engine"] == "simulator" and seen[-1]["reason"] is None
         assert [row["version"] for row in seen] == [1, 2, 3, 4]
+        documented = json.loads(doc_block("session-changed"))  # docs/protocol.md
+        assert SessionChanged.model_validate(documented).model_dump() == documented
+        assert list(documented) == list(seen[-1])
         # The console hears rows, not the key's room: no QR image, no seed events.
         assert set(alice_console.names()) == {"session.changed", "session.error"}
         async with http(server) as rest:

@@ -79,6 +79,7 @@ class InMemorySessionIndex:
         engine: str | None = None,
         after: str | None = None,
         limit: int = LIST_PAGE_SIZE,
+        search: str | None = None,
     ) -> SessionRowPage:
         ordered = sorted(
             (r for r in self.rows if r.owner == owner and state in (None, r.state)),
@@ -86,6 +87,8 @@ class InMemorySessionIndex:
             reverse=True,
         )
         ordered = [r for r in ordered if engine in (None, r.engine)]
+        if search is not None:
+            ordered = [r for r in ordered if r.key.startswith(search) or r.name.startswith(search)]
         if after is not None:
             try:
                 stamp, _, key = base64.urlsafe_b64decode(after).decode().partition("|")
@@ -99,3 +102,7 @@ class InMemorySessionIndex:
             return SessionRowPage(rows, None)
         cursor = f"{last.updated_at.isoformat()}|{last.key}".encode()
         return SessionRowPage(rows, base64.urlsafe_b64encode(cursor).decode())
+
+    async def counts(self, owner: str) -> dict[SessionState, int]:
+        states = [r.state for r in self.rows if r.owner == owner]
+        return {state: states.count(state) for state in SessionState}
