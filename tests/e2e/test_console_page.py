@@ -178,8 +178,30 @@ async def test_the_console_end_to_end(server: Server, browser: Any, tmp_path: Pa
         page.once("dialog", lambda dialog: dialog.accept())
         await page.click("#act-logout")
         await expect(page.locator("#action-result")).to_contain_text("(invalid_transition)")
+
+        # A pairing code for the ended session, confirmed: the code is shown.
+        await page.fill("#phone", "628123456789")
+        page.once("dialog", lambda dialog: dialog.accept())
+        await page.click("#pair-form button[type=submit]")
+        await expect(page.locator("#action-result")).to_contain_text(
+            re.compile(r"Pairing code for .*: [A-Z0-9]{4}-[A-Z0-9]{4}")
+        )
+        # Delete: nothing without the confirmation, then revoked.
+        page.once("dialog", lambda dialog: dialog.dismiss())
+        await page.click("#act-delete")
+        page.once("dialog", lambda dialog: dialog.accept())
+        await page.click("#act-delete")
+        assert (await client.wait_for("session.disconnected", 2))["reason"] == "session revoked"
+        await expect(page.locator(f'#rows tr[data-key="{key}"] .reason')).to_have_text(
+            "session revoked"
+        )
     finally:
         await client.close()
+
+    # Indonesian, from the same data.
+    await page.click('button[data-lang="id"]')
+    await expect(page.locator("h1")).to_have_text("Konsol pairgate")
+    await expect(page.locator('#rows tr[data-state="ready"] .state').first).to_have_text("siap")
 
     # Accessible (axe-core, injected from the vendored package) and readable at 360 px.
     if not AXE.exists():
@@ -197,3 +219,10 @@ async def test_the_console_end_to_end(server: Server, browser: Any, tmp_path: Pa
     theirs = await open_console(browser, server.url, BOB)
     await expect(theirs.locator("#rows tr")).to_have_count(5)
     assert await shown_states(theirs) == bobs
+
+    # Link: the Scan-QR page for a new key, in this tab, with the token the console kept.
+    new_key = unique_key("new")
+    await theirs.fill("#link-key", new_key)
+    await theirs.click("#link-form button[type=submit]")
+    await expect(theirs.locator("#status")).to_have_attribute("data-state", "qr")
+    assert f"key={new_key}" in theirs.url and BOB not in theirs.url
