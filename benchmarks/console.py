@@ -9,8 +9,9 @@ as pairings would have written them; no engines run), then /console is opened in
 Chromium. Reported: navigation start → the first page's rows in the table
 (`first_page_ms`), the page's own list request + render (`list_render_ms`), and a search
 and a state filter answered by the server (`search_ms`, `filter_ms`: request + render),
-each the median of `--repeat` page loads after a first one. `fill` is also what the
-console's browser test uses to put its sessions in place.
+each the median of `--repeat` page loads after a first one; and the server's answers to
+the list alone (`server_ms`). `fill` is also what the console's browser test uses to put
+its sessions in place.
 """
 
 from __future__ import annotations
@@ -88,10 +89,12 @@ async def measure(count: int, repeat: int) -> dict[str, Any]:
                 await _one_load(browser, server.url)
                 runs = [await _one_load(browser, server.url) for _ in range(repeat)]
                 await browser.close()
+            server_ms = await _server_times(server.url)
     return {
         "sessions": count,
         "fill_s": round(filled_s, 2),
         "repeat": repeat,
+        "server_ms": server_ms,
         **{name: statistics.median(run[name] for run in runs) for name in runs[0]},
         "runs": runs,
     }
@@ -122,6 +125,32 @@ async def _one_load(browser: Any, url: str) -> dict[str, float]:
         timings[name] = round(await page.evaluate("() => window.__consoleRendered"), 1)
     await context.close()
     return timings
+
+
+# The list's answers alone (median of 20, ms): a first page; a search matching ten keys; a
+# search matching nothing, which reads every row of the owner (the worst case); a filter.
+QUERIES = {
+    "first_page": "",
+    "search_10": "q=bench-0999",
+    "search_none": "q=nothing-matches",
+    "state_ready": "state=ready",
+}
+
+
+async def _server_times(url: str) -> dict[str, float]:
+    import httpx
+
+    times: dict[str, float] = {}
+    async with httpx.AsyncClient(base_url=url, timeout=30) as http:
+        for name, query in QUERIES.items():
+            samples = []
+            for _ in range(20):
+                started = time.perf_counter()
+                answer = await http.get(f"/api/sessions?{query}")
+                samples.append((time.perf_counter() - started) * 1000)
+                answer.raise_for_status()
+            times[name] = round(statistics.median(samples), 2)
+    return times
 
 
 def main() -> None:

@@ -386,9 +386,17 @@
       link.remove();
     }).catch(showError(t().export));
   });
-  $("close-timeline").addEventListener("click", function () {
+  // Closing (the button, or Escape inside the timeline) returns the focus to the row.
+  function closeTimeline() {
+    var key = opened;
     opened = null;
     $("timeline-box").hidden = true;
+    var row = key && document.querySelector('#rows tr[data-key="' + CSS.escape(key) + '"] button');
+    if (row) row.focus();
+  }
+  $("close-timeline").addEventListener("click", closeTimeline);
+  $("timeline-box").addEventListener("keydown", function (event) {
+    if (event.key === "Escape") closeTimeline();
   });
 
   // -- actions, each confirmed, each refusal shown with its code ----------------------

@@ -130,7 +130,10 @@ async def test_the_console_end_to_end(server: Server, browser: Any, tmp_path: Pa
         assert page.url == page_url  # no reload, no navigation
 
         # Its timeline: each stored step, the durations the stored history gives.
-        await page.click(f'#rows tr[data-key="{key}"] button')
+        opener = page.locator(f'#rows tr[data-key="{key}"] button')
+        await opener.focus()
+        await page.keyboard.press("Enter")  # from the keyboard
+        await expect(page.locator("#timeline-box")).to_be_focused()
         async with httpx.AsyncClient(base_url=server.url) as http:
             answer = await http.get(
                 f"/api/sessions/{key}/history", headers={"authorization": f"Bearer {ALICE}"}
@@ -197,6 +200,12 @@ async def test_the_console_end_to_end(server: Server, browser: Any, tmp_path: Pa
         )
     finally:
         await client.close()
+
+    # Escape closes the timeline and gives the focus back to its row.
+    await page.locator("#timeline-box").focus()
+    await page.keyboard.press("Escape")
+    await expect(page.locator("#timeline-box")).to_be_hidden()
+    await expect(page.locator(f'#rows tr[data-key="{key}"] button')).to_be_focused()
 
     # Indonesian, from the same data.
     await page.click('button[data-lang="id"]')
