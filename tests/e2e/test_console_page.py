@@ -47,6 +47,11 @@ async def server(tmp_path: Path) -> AsyncIterator[Server]:
 async def open_console(browser: Any, url: str, token: str, width: int = 1100) -> Any:
     context = await browser.new_context(locale="en-US", viewport={"width": width, "height": 900})
     page = await context.new_page()
+    page.csp_violations = []  # the page runs under the server's Content-Security-Policy
+    page.on(
+        "console",
+        lambda m: "Content Security Policy" in m.text and page.csp_violations.append(m.text),
+    )
     await page.goto(f"{url}/console")
     await page.fill("#token", token)  # asked for once, on a 401
     await page.click("#token-form button[type=submit]")
@@ -76,8 +81,18 @@ def millis(timestamp: str) -> int:
 
 
 async def test_the_console_end_to_end(server: Server, browser: Any, tmp_path: Path) -> None:
-    stored = fill(server.pairgate.sessions, "alice", 200, "fleet")
+    stored = fill(server.pairgate.sessions, "alice", 199, "fleet")
     bobs = fill(server.pairgate.sessions, "bob", 5, "bobs")
+    # A name that is markup: shown as text, never run.
+    markup = '<img src=x onerror="window.__pwned=1">'
+    async with httpx.AsyncClient(base_url=server.url) as http:
+        created = await http.post(
+            "/api/sessions",
+            json={"key": "fleet-markup", "name": markup, "engine": "simulator"},
+            headers={"authorization": f"Bearer {ALICE}"},
+        )
+        assert created.status_code == 201, created.text
+    stored = {"fleet-markup": "qr", **stored}  # (it shows its first code at once)
     page = await open_console(browser, server.url, ALICE)
     page_url = page.url
 
@@ -87,6 +102,9 @@ async def test_the_console_end_to_end(server: Server, browser: Any, tmp_path: Pa
         await page.click("#more")
         await expect(page.locator("#rows tr")).to_have_count(PAGE_SIZE * pages)
     assert await shown_states(page) == stored
+    markup_row = page.locator('#rows tr[data-key="fleet-markup"] td').nth(1)
+    await expect(markup_row).to_have_text(markup)
+    assert await page.evaluate("() => window.__pwned") is None
     await expect(page.locator("#more")).to_be_hidden()
     counts = await page.eval_on_selector_all(
         "#counts li",
@@ -108,8 +126,8 @@ async def test_the_console_end_to_end(server: Server, browser: Any, tmp_path: Pa
     await expect(page.locator("#rows tr")).to_have_count(len(ready))
     assert set((await shown_states(page)).values()) == {"ready"}
     await page.select_option("#state-filter", "")
-    await page.fill("#q", "fleet-0019")
-    async with page.expect_request(lambda r: "q=fleet-0019" in r.url):
+    await page.fill("#q", "fleet-0018")
+    async with page.expect_request(lambda r: "q=fleet-0018" in r.url):
         await page.click("#filters button[type=submit]")
     await expect(page.locator("#rows tr")).to_have_count(10)
     await page.fill("#q", "")
@@ -223,6 +241,8 @@ async def test_the_console_end_to_end(server: Server, browser: Any, tmp_path: Pa
     assert serious == [], serious
     width = await page.evaluate("() => document.documentElement.scrollWidth")
     assert width <= 360
+
+    assert page.csp_violations == []
 
     # Another identity sees its own sessions only.
     theirs = await open_console(browser, server.url, BOB)
