@@ -69,7 +69,12 @@ class SessionActivity:
         self._listeners.append(listener)
 
     async def recorded(self, key: str, event: Event) -> None:
-        row = await self._row_after(key, event)
+        try:
+            row = await self._row_after(key, event)
+        except Exception:  # the console misses a change; pairings go on
+            self._rows.pop(key, None)  # read afresh next time
+            log.exception("session activity could not follow an event", extra={"key": key})
+            return
         if row is None:
             return  # already reflected (a lookup read past this event)
         if (kind := kind_of(event)) is not None:
@@ -90,14 +95,22 @@ class SessionActivity:
         return RecentPairings(**counted, since=since)
 
     async def _row_after(self, key: str, event: Event) -> SessionRow | None:
+        """The row after `event`: moved on from the last one seen when it is the event
+        right after it; else (a key not seen yet, or events recorded elsewhere or not
+        handed to this process in between) read from the store."""
         known = self._rows.get(key)
-        if known is None and not isinstance(event, DeviceSession.SessionCreated):
+        version = event.originator_version
+        if known is not None and version <= known.version:
+            return None
+        follows = version == 1 if known is None else version == known.version + 1
+        row: SessionRow | None
+        if follows and (known is not None or isinstance(event, DeviceSession.SessionCreated)):
+            row = project(known, event)
+        else:
             session = await self._lookup(key)
             if session is None:
                 return None
-            row: SessionRow | None = row_of(session)
-        else:
-            row = project(known, event)
+            row = row_of(session)
         if row is not None:
             self._rows[key] = row
             self._rows.move_to_end(key)

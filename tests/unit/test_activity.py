@@ -117,3 +117,35 @@ async def test_only_so_many_rows_are_remembered() -> None:
     sessions[0].disconnect(DisconnectReason.USER_LOGGED_OUT)
     await activity.recorded("a", sessions[0].collect_events()[0])
     assert lookups.asked == ["a"]  # forgotten as the oldest: read again
+
+
+async def test_a_gap_in_the_versions_is_read_from_the_store() -> None:
+    """Events recorded by another process (or not handed to this one) in between."""
+    lookups = Lookups()
+    activity = SessionActivity(Clock(), lookups)
+    heard: list[SessionRow] = []
+
+    async def listener(row: SessionRow) -> None:
+        heard.append(row)
+
+    activity.listen(listener)
+    session = pairing("shared")
+    created, _, _, ready = session.collect_events()
+    await activity.recorded("shared", created)
+    lookups.sessions["shared"] = session
+    await activity.recorded("shared", ready)  # versions 2 and 3 never came here
+    assert lookups.asked == ["shared"]
+    assert [(row.state, row.version) for row in heard] == [
+        (SessionState.CREATED, 1),
+        (SessionState.READY, 4),
+    ]
+
+
+async def test_a_failing_lookup_is_logged_not_raised() -> None:
+    async def broken(key: str) -> DeviceSession | None:
+        raise OSError("the store is away")
+
+    activity = SessionActivity(Clock(), broken)
+    session = pairing("away")
+    await activity.recorded("away", session.collect_events()[-1])  # no exception
+    assert activity.recent("alice").completed == 0
