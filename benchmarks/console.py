@@ -67,7 +67,7 @@ def fill(sessions: DeviceSessions, owner: str, count: int, prefix: str) -> dict[
     return states
 
 
-async def measure(count: int, repeat: int) -> dict[str, Any]:
+async def measure(count: int, repeat: int, samples: int = 20) -> dict[str, Any]:
     from playwright.async_api import async_playwright
 
     from entrypoints.settings import Settings
@@ -87,10 +87,10 @@ async def measure(count: int, repeat: int) -> dict[str, Any]:
                 # A first load, not counted: the read model has just been handed the
                 # whole fill to project (a list waits for it, up to 2 s), and the server's
                 # and the browser's caches are cold.
-                await _one_load(browser, server.url)
-                runs = [await _one_load(browser, server.url) for _ in range(repeat)]
+                await one_load(browser, server.url)
+                runs = [await one_load(browser, server.url) for _ in range(repeat)]
                 await browser.close()
-            server_ms = await _server_times(server.url)
+            server_ms = await server_times(server.url, samples)
     return {
         "sessions": count,
         "fill_s": round(filled_s, 2),
@@ -101,10 +101,14 @@ async def measure(count: int, repeat: int) -> dict[str, Any]:
     }
 
 
-async def _one_load(browser: Any, url: str) -> dict[str, float]:
+async def one_load(browser: Any, url: str, token: str | None = None) -> dict[str, float]:
+    """One page load's timings (`token`: typed into the page's form when it asks)."""
     context = await browser.new_context(viewport={"width": 1280, "height": 900})
     page = await context.new_page()
     await page.goto(f"{url}/console")
+    if token is not None:
+        await page.fill("#token", token)
+        await page.click("#token-form button[type=submit]")
     await page.wait_for_function("() => window.__firstPageAt != null", timeout=30_000)
     first = await page.evaluate("() => [window.__firstPageAt, window.__consoleRendered]")
     navigation = "performance.getEntriesByType('navigation')[0]"
@@ -128,7 +132,7 @@ async def _one_load(browser: Any, url: str) -> dict[str, float]:
     return timings
 
 
-# The list's answers alone (median of 20, ms): a first page; a search matching ten keys; a
+# The list's answers alone (median of --samples, ms): a first page; a search matching ten keys; a
 # search matching nothing, which reads every row of the owner (the worst case); a filter.
 QUERIES = {
     "first_page": "",
@@ -138,14 +142,17 @@ QUERIES = {
 }
 
 
-async def _server_times(url: str) -> dict[str, float]:
+async def server_times(
+    url: str, samples_per_query: int, token: str | None = None
+) -> dict[str, float]:
     import httpx
 
     times: dict[str, float] = {}
-    async with httpx.AsyncClient(base_url=url, timeout=30) as http:
+    headers = {"authorization": f"Bearer {token}"} if token else {}
+    async with httpx.AsyncClient(base_url=url, timeout=30, headers=headers) as http:
         for name, query in QUERIES.items():
             samples = []
-            for _ in range(20):
+            for _ in range(samples_per_query):
                 started = time.perf_counter()
                 answer = await http.get(f"/api/sessions?{query}")
                 samples.append((time.perf_counter() - started) * 1000)
@@ -158,9 +165,11 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--sessions", type=int, default=10_000)
     parser.add_argument("--repeat", type=int, default=3)
+    parser.add_argument("--samples", type=int, default=20, help="requests per list query")
     parser.add_argument("--json", type=Path)
     arguments = parser.parse_args()
-    emit(asyncio.run(measure(arguments.sessions, arguments.repeat)), arguments.json)
+    result = asyncio.run(measure(arguments.sessions, arguments.repeat, arguments.samples))
+    emit(result, arguments.json)
 
 
 if __name__ == "__main__":

@@ -55,17 +55,3 @@ def test_side_by_side_benchmark_smoke(tmp_path: Path) -> None:
     assert result["ratio_after_before"] == pytest.approx(after / before, abs=0.002)
     # The same checkout on both sides, under the same load at once: alike within noise.
     assert 0.5 < result["ratio_after_before"] < 2
-
-
-async def test_console_benchmark_smoke() -> None:
-    """benchmarks.console at a tiny size, in this process: it measures every number."""
-    if not Path("/usr/bin/chromium").exists():
-        pytest.skip("Debian's Chromium is missing")
-    from benchmarks.console import QUERIES, measure
-
-    result = await measure(12, repeat=1)
-    assert result["sessions"] == 12
-    assert set(result["server_ms"]) == set(QUERIES)
-    timings = {"first_page_ms", "dom_content_loaded_ms", "list_render_ms", "search_ms", "filter_ms"}
-    assert set(result["runs"][0]) == timings
-    assert all(result[name] > 0 for name in timings)

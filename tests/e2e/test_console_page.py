@@ -20,7 +20,7 @@ import httpx
 import pytest
 from pydantic import SecretStr
 
-from benchmarks.console import fill
+from benchmarks.console import QUERIES, fill, one_load, server_times
 from entrypoints.settings import Settings
 from tests.e2e.test_scan_page import SCREENSHOTS, expect
 from tests.helpers import Client, Server, decode_qr, running, unique_key
@@ -248,6 +248,14 @@ async def test_the_console_end_to_end(server: Server, browser: Any, tmp_path: Pa
     theirs = await open_console(browser, server.url, BOB)
     await expect(theirs.locator("#rows tr")).to_have_count(5)
     assert await shown_states(theirs) == bobs
+
+    # benchmarks.console's measurements work (its smoke, on this server and browser).
+    timings = await one_load(browser, server.url, BOB)
+    assert set(timings) == {
+        "first_page_ms", "dom_content_loaded_ms", "list_render_ms", "search_ms", "filter_ms"
+    }  # fmt: skip
+    assert all(value > 0 for value in timings.values())
+    assert set(await server_times(server.url, 1, BOB)) == set(QUERIES)
 
     # Link: the Scan-QR page for a new key, in this tab, with the token the console kept.
     new_key = unique_key("new")
