@@ -11,6 +11,8 @@ from starlette.types import ASGIApp
 
 from adapters.clock import SystemClock
 from adapters.http.api import session_routes
+from adapters.http.console_api import console_routes
+from adapters.http.console_page import console_page_routes
 from adapters.http.guards import CrossSiteRequests, HostAllowList, HostPolicy, SecurityHeaders
 from adapters.http.openapi import openapi_routes
 from adapters.http.qr_api import code_routes
@@ -51,6 +53,8 @@ def create_app(settings: Settings | None = None, clock: Clock | None = None) -> 
     api = Api(pairgate.identities, pairgate.http_limits, settings.max_payload_bytes)
     service = pairgate.service
     routes += control_routes(service, api, pairgate.session_index)
+    if pairgate.session_index is not None and pairgate.activity is not None:
+        routes += console_routes(api, pairgate.session_index, pairgate.activity)
     routes += session_routes(service, api, pairgate.history_allowance)
     routes += code_routes(service, api, clock or SystemClock()) + openapi_routes()
     routes += readiness_routes(readiness) + metrics_routes(metrics)
@@ -74,6 +78,7 @@ def create_app(settings: Settings | None = None, clock: Clock | None = None) -> 
         routes=[
             *routes,
             *scan_page_routes(pairgate.simulator, pairgate.service, pairgate.identities),
+            *console_page_routes(),
         ],
         lifespan=lifespan,
         exception_handlers=HTTP_ERROR_HANDLERS,

@@ -28,6 +28,7 @@ from adapters.socketio.server import BoundedAsyncServer
 from adapters.store.config import open_store, postgres_conninfo
 from adapters.store.leases import Handler, PostgresLeases
 from adapters.store.sqlite import WalCheckpoints
+from domain.application.activity import SessionActivity
 from domain.application.dispatch import EventBus, Handlers
 from domain.application.follow import LogFollower
 from domain.application.history import MAX_PAGE_SIZE
@@ -56,6 +57,7 @@ class Pairgate:
     leases: PostgresLeases | None = None
     checkpoints: WalCheckpoints | None = None
     session_index: SessionIndex | None = None  # the sessions read model (GET /api/sessions)
+    activity: SessionActivity | None = None  # what consoles watch (session.changed, /api/stats)
     # History records per reader, shared by the HTTP API and Socket.IO; HTTP API requests.
     history_allowance: HistoryAllowance = field(
         default_factory=lambda: HistoryAllowance("", MAX_PAGE_SIZE)
@@ -255,6 +257,9 @@ def bootstrap(
     )
     consumers = log_consumers(settings, store, sessions, metrics, clock)
     bus.register(recorded_event_handlers(service, metrics, notifier, consumers.wakers))
+    activity = SessionActivity(clock, service.find)
+    activity.listen(notifier.changed)
+    bus.register({DeviceSession.Event: [activity.recorded]})
     metrics.watch(service, sio)
     limits = RequestLimits(settings.rate_limit_connection, settings.rate_limit_identity)
     history_allowance = HistoryAllowance(settings.rate_limit_history, MAX_PAGE_SIZE)
@@ -289,4 +294,5 @@ def bootstrap(
         http_limits=RequestLimits("", settings.rate_limit_http),
         session_index=consumers.index,
         consumers=consumers,
+        activity=activity,
     )

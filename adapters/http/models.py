@@ -18,6 +18,7 @@ from domain.application.ports import (
     LIST_PAGE_SIZE,
     MAX_CURSOR_LENGTH,
     MAX_LIST_PAGE_SIZE,
+    MAX_SEARCH_LENGTH,
 )
 
 # Codes only HTTP answers with: no or a bad token, a Host not served, and "there is no
@@ -33,6 +34,14 @@ Cursor = Annotated[
     str,
     StringConstraints(
         pattern=f"^[{CURSOR_ALPHABET}]+$", min_length=1, max_length=MAX_CURSOR_LENGTH
+    ),
+]
+
+# A prefix of a key or a name: printable characters, as a name has.
+Search = Annotated[
+    str,
+    StringConstraints(
+        pattern=r"^[^\x00-\x1f\x7f-\x9f]+$", min_length=1, max_length=MAX_SEARCH_LENGTH
     ),
 ]
 
@@ -69,6 +78,11 @@ class ListQuery(payloads.Request):
     engine: payloads.EngineName | None = Field(None, description="Only sessions of this engine")
     after: Cursor | None = Field(None, description="The previous page's `next`")
     limit: int = Field(LIST_PAGE_SIZE, ge=1, le=MAX_LIST_PAGE_SIZE, description="Rows per page")
+    q: Search | None = Field(
+        None,
+        description="Only sessions whose key or name starts with this (case-sensitive); "
+        "with PAIRGATE_CIPHER_KEY (keys and names encrypted at rest) only the key equal to it",
+    )
 
 
 class Reply(BaseModel):

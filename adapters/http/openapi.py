@@ -19,7 +19,7 @@ from starlette.routing import Route
 
 from adapters import payloads
 from adapters.engines.catalog import KNOWN_ENGINES
-from adapters.http import api, qr_api, sessions_api, webhooks_api
+from adapters.http import api, console_api, qr_api, sessions_api, webhooks_api
 from adapters.http.models import ErrorReply
 from adapters.http.rest import JSON, Operation
 
@@ -29,6 +29,7 @@ OPERATIONS: list[Operation] = [
     *api.OPERATIONS,
     *qr_api.OPERATIONS,
     *webhooks_api.OPERATIONS,
+    *console_api.OPERATIONS,
 ]
 EVERY_REFUSAL = (400, 401, 429)  # a bad request, no or a bad token, too many requests
 CHANGES_REFUSAL = (403,)  # a cross-site request from a browser (adapters.http.guards)

@@ -100,6 +100,7 @@ def control_routes(service: PairingService, api: Api, index: SessionIndex | None
             engine=query.engine,
             after=query.after,
             limit=query.limit,
+            search=query.q,
         )
         return ok({"sessions": [row_view(row) for row in page.rows], "next": page.next})
 

@@ -15,6 +15,7 @@ from pydantic import BaseModel, Field
 from pydantic.json_schema import models_json_schema
 
 from adapters import payloads
+from adapters.console_payloads import SessionChanged, WatchAccepted, WatchRequest
 
 REF = "#/components/schemas/{model}"
 
@@ -101,6 +102,9 @@ REQUESTS: list[tuple[str, type[BaseModel], str, list[type[BaseModel]]]] = [
      [HistoryAccepted, Refused]),
     ("session.passkey_response", payloads.PasskeyResponseRequest,
      "Answer WhatsApp's passkey request (extension).", [Accepted, Refused]),
+    ("console.watch", WatchRequest,
+     "Hear session.changed for every session of this identity (extension).",
+     [WatchAccepted, Refused]),
 ]  # fmt: skip
 EMISSIONS: list[tuple[str, type[BaseModel], str]] = [
     ("session.created", payloads.SessionCreated, "The session was created (or restarted)."),
@@ -120,6 +124,11 @@ EMISSIONS: list[tuple[str, type[BaseModel], str]] = [
     ("session.ready", payloads.SessionKey, "The device is linked and online."),
     ("session.disconnected", payloads.SessionDisconnected, "The session ended or went offline."),
     ("session.error", payloads.SessionError, "A refused request, to the requester only."),
+    (
+        "session.changed",
+        SessionChanged,
+        "A session of the identity changed: to its console.watch connections (extension).",
+    ),
 ]
 
 

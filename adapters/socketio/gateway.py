@@ -15,6 +15,7 @@ from typing import Any
 import socketio
 
 from adapters import payloads
+from adapters.console_payloads import WatchRequest
 from adapters.identity import Identities
 from adapters.limits.history import HistoryAllowance
 from adapters.limits.requests import RequestLimits
@@ -74,6 +75,7 @@ class PairingNamespace(socketio.AsyncNamespace):  # type: ignore[misc]  # untype
             "session.delete": self._delete,
             "session.history": self._history,
             "session.passkey_response": self._passkey_response,
+            "console.watch": self._watch,
         }
 
     async def trigger_event(self, event: str, *args: Any) -> Any:
@@ -81,7 +83,8 @@ class PairingNamespace(socketio.AsyncNamespace):  # type: ignore[misc]  # untype
             return await super().trigger_event(event, *args)
         sid, data = args[0], (args[1] if len(args) > 1 else None)
         handler = self._handlers.get(event)
-        if handler is None and isinstance(event, str) and event.startswith("session."):
+        ours = isinstance(event, str) and event.startswith(("session.", "console."))
+        if handler is None and ours:
             handler = self._unknown_request(event)
         # Other events are not pairgate's (handler None): ignored, as Socket.IO servers
         # do, but counted like any request, or flooding with them would cost nothing.
@@ -136,6 +139,11 @@ class PairingNamespace(socketio.AsyncNamespace):  # type: ignore[misc]  # untype
         session = await self._service.join(request.key, self._callers[sid].identity, sid)
         await self._send_current(sid, session)
         return describe(session)
+
+    async def _watch(self, sid: str, data: Any) -> Reply:
+        payloads.parse(WatchRequest, {} if data is None else data)
+        await self._notifier.watch(self._callers[sid].identity, sid)
+        return {}
 
     async def _passkey_response(self, sid: str, data: Any) -> Reply:
         request = payloads.parse(payloads.PasskeyResponseRequest, data)

@@ -13,7 +13,9 @@ import socketio
 from eventsourcing.domain import DomainEventProtocol
 
 from adapters import payloads
+from adapters.console_payloads import changed, console_room
 from adapters.qr.png import qr_data_uri
+from domain.application.ports import SessionRow
 from domain.model.session import DeviceSession
 
 Emission = tuple[str, payloads.Emission]
@@ -85,6 +87,15 @@ class SocketIoNotifier:
 
     async def subscribe(self, key: str, subscriber: str) -> None:
         await self._sio.enter_room(subscriber, room(key))
+
+    async def watch(self, identity: str, subscriber: str) -> None:
+        """A console hears `session.changed` for every session of `identity`."""
+        await self._sio.enter_room(subscriber, console_room(identity))
+
+    async def changed(self, row: SessionRow) -> None:
+        """A session's row after a recorded change, to its owner's consoles only."""
+        payload = changed(row).model_dump()
+        await self._sio.emit("session.changed", payload, room=console_room(row.owner))
 
     async def unsubscribe_all(self, key: str) -> None:
         await self._sio.close_room(room(key))  # in every process, through the client manager

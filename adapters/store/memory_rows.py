@@ -4,6 +4,7 @@ the contract of the database-backed ones (adapters/store/session_rows.py)."""
 from __future__ import annotations
 
 import threading
+from collections import Counter
 from collections.abc import Collection, Sequence
 from datetime import datetime
 from typing import Any
@@ -48,6 +49,11 @@ class MemorySessionRows:
         rows.sort(key=lambda r: (r.updated_at, r.key), reverse=True)
         return rows[:limit]
 
+    def counts(self, owner: str) -> dict[str, int]:
+        with self._lock:
+            states = [r.state.value for r in self._rows.values() if r.owner == owner]
+        return dict(Counter(states))
+
     def reset(self) -> None:
         with self._lock:
             self._rows, self._position = {}, 0
@@ -58,5 +64,10 @@ def _matches(row: SessionRow, filters: Filters, before: tuple[datetime, str] | N
         row.owner == filters.owner
         and filters.state in (None, row.state.value)
         and filters.engine in (None, row.engine)
+        and (
+            filters.search is None
+            or row.key.startswith(filters.search)
+            or row.name.startswith(filters.search)
+        )  # fmt: skip
         and (before is None or (row.updated_at, row.key) < before)
     )

@@ -25,6 +25,10 @@ class Sealer:
             key = base64.b64decode(cipher_key)
             self._blinding = hashlib.sha256(b"pairgate blind index\0" + key).digest()
 
+    @property
+    def encrypts(self) -> bool:
+        return self._cipher is not None
+
     def seal(self, text: str | None) -> str | None:
         if text is None or self._cipher is None:
             return text

@@ -127,6 +127,8 @@ class RowQueries:
             if (value := getattr(filters, column)) is not None:
                 clauses.append(f"{column} = ?")
                 params.append(value)
+        if filters.search is not None:
+            clauses.append(self._search_clause(filters.search, params))
         if before is not None:
             clauses.append("(updated_at, tie) < (?, ?)")
             params += [to_micros(before[0]), self.sealer.blind(before[1])]
@@ -137,6 +139,23 @@ class RowQueries:
         with self.datastore.transaction(commit=False) as cursor:
             cursor.execute(self.sql(statement), [*params, limit])
             return [self._row(values) for values in cursor.fetchall()]
+
+    def _search_clause(self, search: str, params: list[Any]) -> str:
+        """Keys or names starting with `search`: compared as characters (substr, not LIKE:
+        no wildcards, no collation), on the owner's rows as the listing index reads them
+        in order, so a page stops at its limit. Encrypted keys and names cannot be
+        compared: then only the key equal to `search`, by its blinded form."""
+        if self.sealer.encrypts:
+            params.append(self.sealer.blind(search))
+            return "tie = ?"
+        params += [len(search), search, len(search), search]
+        return "(substr(key, 1, ?) = ? OR substr(name, 1, ?) = ?)"
+
+    def counts(self, owner: str) -> dict[str, int]:
+        statement = "SELECT state, COUNT(*) AS n FROM {table} WHERE owner = ? GROUP BY state"
+        with self.datastore.transaction(commit=False) as cursor:
+            cursor.execute(self.sql(statement), [owner])
+            return {values["state"]: int(values["n"]) for values in cursor.fetchall()}
 
     def reset(self) -> None:
         with self.datastore.transaction(commit=True) as cursor:

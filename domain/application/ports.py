@@ -183,6 +183,7 @@ LIST_PAGE_SIZE = 50
 MAX_LIST_PAGE_SIZE = 200
 MAX_CURSOR_LENGTH = 200
 CURSOR_ALPHABET = "A-Za-z0-9_.~=-"  # as in a regular expression's [...]
+MAX_SEARCH_LENGTH = 128  # a search is a prefix of a key or of a name (up to 128)
 
 
 class SessionIndex(Protocol):
@@ -197,10 +198,13 @@ class SessionIndex(Protocol):
         engine: str | None = None,
         after: str | None = None,
         limit: int = LIST_PAGE_SIZE,
+        search: str | None = None,
     ) -> SessionRowPage:
         """The owner's sessions, most recently changed first (ties: key, descending),
         filtered by state and engine name when given, at most `limit` (1 to
-        MAX_LIST_PAGE_SIZE) rows after the cursor `after`.
+        MAX_LIST_PAGE_SIZE) rows after the cursor `after`. `search`: only sessions whose
+        key or name starts with it (case-sensitive; where keys and names are stored
+        encrypted, only the session whose key it is).
 
         A cursor is opaque to callers: at most MAX_CURSOR_LENGTH characters of
         CURSOR_ALPHABET (URL-safe as it is: base64url fits), made by this index for the
@@ -208,4 +212,8 @@ class SessionIndex(Protocol):
         One it cannot read raises InvalidPageError (domain.model.errors). Another owner's
         sessions never appear, whatever the cursor says.
         """
+        ...
+
+    async def counts(self, owner: str) -> dict[SessionState, int]:
+        """How many of the owner's sessions are in each state (every state, 0 or more)."""
         ...

@@ -40,6 +40,7 @@ class Filters:
     owner: str
     state: str | None = None
     engine: str | None = None
+    search: str | None = None  # a prefix of the key or of the name
 
 
 class SessionRowStore(Protocol):
@@ -67,6 +68,10 @@ class SessionRowStore(Protocol):
         self, filters: Filters, before: tuple[datetime, str] | None, limit: int
     ) -> list[SessionRow]:
         """The filtered rows changed before `before` (time, then key), newest first."""
+        ...
+
+    def counts(self, owner: str) -> dict[str, int]:
+        """How many of the owner's rows are in each state (states with none: absent)."""
         ...
 
     def reset(self) -> None:
@@ -188,18 +193,27 @@ class SessionRowsIndex:
         engine: str | None = None,
         after: str | None = None,
         limit: int = LIST_PAGE_SIZE,
+        search: str | None = None,
     ) -> SessionRowPage:
-        filters = Filters(owner, None if state is None else state.value, engine)
+        filters = Filters(owner, None if state is None else state.value, engine, search)
         before = None if after is None else read_cursor(after)
-        if self.caught_up is not None:
-            with contextlib.suppress(TimeoutError):  # then as fresh as it is
-                await asyncio.wait_for(self.caught_up(), self.FRESHNESS)
+        await self._fresh()
         # One row more than asked: whether a next page exists, without a second query.
         rows = await self._store.read(self._rows.select, filters, before, limit + 1)
         if len(rows) <= limit:
             return SessionRowPage(rows, None)
         last = rows[limit - 1]
         return SessionRowPage(rows[:limit], make_cursor(last.updated_at, last.key))
+
+    async def counts(self, owner: str) -> dict[SessionState, int]:
+        await self._fresh()
+        found = await self._store.read(self._rows.counts, owner)
+        return {state: found.get(state.value, 0) for state in SessionState}
+
+    async def _fresh(self) -> None:
+        if self.caught_up is not None:
+            with contextlib.suppress(TimeoutError):  # then as fresh as it is
+                await asyncio.wait_for(self.caught_up(), self.FRESHNESS)
 
 
 def make_cursor(updated_at: datetime, key: str) -> str:
