@@ -257,9 +257,7 @@ def bootstrap(
     )
     consumers = log_consumers(settings, store, sessions, metrics, clock)
     bus.register(recorded_event_handlers(service, metrics, notifier, consumers.wakers))
-    activity = SessionActivity(clock, service.find)
-    activity.listen(notifier.changed)
-    bus.register({DeviceSession.Event: [activity.recorded]})
+    consumers.activity.listen(notifier.changed)
     metrics.watch(service, sio)
     limits = RequestLimits(settings.rate_limit_connection, settings.rate_limit_identity)
     history_allowance = HistoryAllowance(settings.rate_limit_history, MAX_PAGE_SIZE)
@@ -294,5 +292,5 @@ def bootstrap(
         http_limits=RequestLimits("", settings.rate_limit_http),
         session_index=consumers.index,
         consumers=consumers,
-        activity=activity,
+        activity=consumers.activity,
     )

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import logging
 import random
+from collections import deque
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import TextIO
@@ -19,10 +20,11 @@ from adapters.store.work_lease import PostgresWorkLease, SoleWorker
 from adapters.webhooks.messages import EVENT_TYPES, new_secret, render
 from adapters.webhooks.metrics import WebhookMetrics
 from adapters.webhooks.sender import AddressPolicy, HttpSender
+from domain.application.activity import SessionActivity
 from domain.application.follow import LogFollower
-from domain.application.ports import Clock
+from domain.application.ports import Clock, SessionRow
 from domain.application.session_rows import SessionRowsIndex, SessionsProjection
-from domain.application.sessions import DeviceSessions
+from domain.application.sessions import DeviceSessions, Event
 from domain.application.store_calls import StoreAccess
 from domain.application.webhook_delivery import WebhookDispatcher, WebhookWorker, WorkLease
 from domain.application.webhooks import Outbox, RetryPolicy, WebhookStore, WebhookSubscriptions
@@ -43,6 +45,7 @@ class Webhooks:
 @dataclass
 class LogConsumers:
     index: SessionRowsIndex
+    activity: SessionActivity  # what consoles watch, fed by the read model's follower
     followers: list[LogFollower] = field(default_factory=list)
     webhooks: Webhooks | None = None
     executors: list[ThreadPoolExecutor] = field(default_factory=list)
@@ -81,17 +84,26 @@ def log_consumers(
     rows = session_rows(sessions, sealer)
     reads = _threads(1, "index")
     index = SessionRowsIndex(rows, StoreAccess(sessions, reads, metrics.timed_store))
-    projection = SessionsProjection(sessions, rows)
+    changes: deque[tuple[Event, SessionRow]] = deque()
+    projection = SessionsProjection(sessions, rows, changes=changes)
+    activity = SessionActivity(clock or SystemClock())
+
+    async def hand_on() -> None:  # on the loop, after each page: its changes, in order
+        page = list(changes)
+        changes.clear()
+        await activity.observe(page)
+
     own = _threads(1, "follow-sessions")
     follower = LogFollower(
         "sessions read model",
         projection.catch_up,
         StoreAccess(sessions, own, metrics.timed_store),
         settings.follow_interval,
+        then=hand_on,
         page=projection.page,
     )
     index.caught_up = follower.caught_up
-    consumers = LogConsumers(index, [follower], executors=[reads, own])
+    consumers = LogConsumers(index, activity, [follower], executors=[reads, own])
     outbox = webhook_outbox(sessions, sealer)
     if outbox is None:
         log.info("webhooks are off: the memory store keeps no outbox")

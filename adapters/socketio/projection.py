@@ -93,9 +93,14 @@ class SocketIoNotifier:
         await self._sio.enter_room(subscriber, console_room(identity))
 
     async def changed(self, row: SessionRow) -> None:
-        """A session's row after a recorded change, to its owner's consoles only."""
+        """A session's row after a recorded change, to its owner's consoles connected
+        here only: every process follows the whole log and tells its own consoles (no
+        fan-out), and nothing is made for an owner without a console here."""
+        watching = console_room(row.owner)
+        if not self._sio.manager.rooms.get("/", {}).get(watching):
+            return
         payload = changed(row).model_dump()
-        await self._sio.emit("session.changed", payload, room=console_room(row.owner))
+        await self._sio.emit("session.changed", payload, room=watching, ignore_queue=True)
 
     async def unsubscribe_all(self, key: str) -> None:
         await self._sio.close_room(room(key))  # in every process, through the client manager

@@ -22,7 +22,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 
 from domain.application.sessions import Event, IntegrityError
 from domain.application.store_calls import StoreAccess
@@ -42,7 +42,7 @@ class LogFollower:
         catch_up: Callable[[], int | None],
         store: StoreAccess,
         interval: float,
-        then: Callable[[], None] | None = None,
+        then: Callable[[], Awaitable[None] | None] | None = None,
         batch: float = BATCH_DELAY,
         page: int = 1,
     ) -> None:
@@ -50,7 +50,8 @@ class LogFollower:
         most) and says how many events it handled (fewer than `page`: it reached the
         log's head; None: it has nothing to follow for now, so saves need not wake it);
         `then` runs on the event loop after each page that handled some (e.g. to wake
-        whoever acts on what it wrote)."""
+        whoever acts on what it wrote, or to hand its changes on: awaited, so pages are
+        handed on in order)."""
         self.name = name
         self._then = then
         self._catch_up = catch_up
@@ -110,7 +111,9 @@ class LogFollower:
             failures = 0
             self._dormant = handled is None
             if handled and self._then is not None:
-                self._then()
+                done = self._then()
+                if done is not None:
+                    await done
             if handled and handled >= self._page:
                 continue  # a full page: more is waiting
             if not self._wake.is_set():

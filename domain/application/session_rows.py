@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+from collections import deque
 from collections.abc import Awaitable, Callable, Collection, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -131,12 +132,16 @@ class SessionsProjection:
         rows: SessionRowStore,
         page: int | None = None,
         also: Callable[[Event, SessionRow], Sequence[Any]] | None = None,
+        changes: deque[tuple[Event, SessionRow]] | None = None,
     ) -> None:
         """`also`: what else each event makes, from the event and its session's row
-        after it (the webhooks' deliveries), saved with the rows."""
+        after it (the webhooks' deliveries), saved with the rows. `changes`: where each
+        saved page's events go with their rows after them, for whoever reads them next
+        (the console's feed)."""
         self._sessions = sessions
         self._rows = rows
         self._also = also
+        self._changes = changes
         self.page = min(page or sessions.log_section_size, sessions.log_section_size)
 
     def catch_up(self) -> int:
@@ -149,13 +154,17 @@ class SessionsProjection:
         rows = self._rows.rows({event.originator_id for _, event in notifications})
         changed: dict[UUID, SessionRow] = {}
         extra: list[Any] = []
+        steps: list[tuple[Event, SessionRow]] = []
         for _, event in notifications:
             row = project(rows.get(event.originator_id), event)
             if row is not None:
                 rows[event.originator_id] = changed[event.originator_id] = row
+                steps.append((event, row))
                 if self._also is not None:
                     extra += self._also(event, row)
         self._rows.save(list(changed.values()), previous, notifications[-1][0], extra)
+        if self._changes is not None:
+            self._changes.extend(steps)  # only once saved: a retried page is not told twice
         return len(notifications)
 
     def rebuild(self) -> int:
