@@ -205,6 +205,6 @@ async def test_a_plain_deployment_is_encrypted_by_rekey(
             capture_output=True, check=True, timeout=30,
         ).stdout  # fmt: skip
         for secret in secrets[:3]:
-            hits = [l for l in dump.splitlines() if secret in l or secret.hex().encode() in l]
+            hits = [r for r in dump.splitlines() if secret in r or secret.hex().encode() in r]
             assert not hits, hits[:3]
         assert b"pairgate_webhook_deliveries" in dump  # the control: it has the tables
