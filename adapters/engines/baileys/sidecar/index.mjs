@@ -6,7 +6,8 @@
 //   {"id": 1, "cmd": "start", "key": "k", "dir": "/0700/dir", "phone": "628..."?,
 //    "proxy": "socks5://user:pass@host:1080"? (http, https or socks5; a secret: never logged)}
 //   {"id": 2, "cmd": "stop", "key": "k"}      close, keep the credentials
-//   {"id": 3, "cmd": "logout", "key": "k", "dir": "..."}   unlink at WhatsApp, close
+//   {"id": 3, "cmd": "logout", "key": "k", "dir": "...", "proxy"?}   unlink at WhatsApp,
+//      close (an offline device connects for it through its proxy, as `start` would)
 // `start` and `logout` may carry "cipher": PAIRGATE_CIPHER_KEY, with which the device's
 // files are sealed (sealed-auth-state.mjs); it comes over this pipe only, never argv/env.
 // Events on stdout: {"event": "ready"}, then per key: "qr" {code, timeout, resumed (the
@@ -174,13 +175,14 @@ function stop ({ key }) {
   if (handle) handle.sock.end(undefined)
 }
 
-async function logout ({ key, dir, cipher }) {
+async function logout ({ key, dir, cipher, proxy }) {
   let handle = sockets.get(key)
   sockets.delete(key)
   if (!handle && dir && existsSync(join(dir, 'creds.json')) && !replays) {
     // Offline: connect with the credentials just long enough to unlink them.
     const state = await authState(dir, cipher)
-    handle = { sock: makeWASocket({ ...options, auth: state.auth }) }
+    handle = { sock: makeWASocket({ ...options, ...proxyAgent(proxy), auth: state.auth }) }
+    if (proxy) endWhenRefused(handle.sock)
     handle.sock.ev.on('creds.update', () => { state.save().catch(warn(key, 'saving credentials failed')) })
     const opened = await new Promise((resolve) => {
       const timer = setTimeout(() => resolve(false), LOGOUT_CONNECT_MS)
