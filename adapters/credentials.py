@@ -5,7 +5,8 @@ One directory per (engine, key): `<data dir>/credentials/<engine>/<sha256(key)>`
 so that any client-chosen string is a safe, fixed-length name. Files written through the
 vault are encrypted with AES-GCM when pairgate has a cipher key. The Baileys sidecar
 seals its auth state the same way with the same key (`cipher_key`); whatsmeow writes its
-SQLite store there itself, protected by the directory's permissions only.
+SQLite store there itself, protected by the directory's permissions only. `rekey` seals
+every device's files with a new key (`pairgate rekey`, entrypoints/rekey.py).
 """
 
 from __future__ import annotations

@@ -25,7 +25,13 @@ from entrypoints.settings import SettingError, Settings
 
 
 def read_new_key(stdin: TextIO) -> str:
-    new_key = stdin.readline().strip()
+    """The new key: a line of standard input (typed without echo on a terminal)."""
+    if stdin.isatty():
+        import getpass
+
+        new_key = getpass.getpass("new PAIRGATE_CIPHER_KEY: ").strip()
+    else:
+        new_key = stdin.readline().strip()
     try:
         aes(new_key)
     except (ValueError, OSError):

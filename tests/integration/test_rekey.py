@@ -37,30 +37,35 @@ NAME = "Budi's Secret Phone"
 KEY = "kantor-device-77"
 JID = b"6281234567890.0:7@s.whatsapp.net"
 SEALED_STATE = SIDECAR_SCRIPT.with_name("sealed-auth-state.mjs")
-# Writes (or, with "read", reads) a Baileys auth state as the sidecar does; prints its
-# noise key's private half.
+# `write KEY`: a Baileys auth state as the sidecar keeps it; prints its noise key's private
+# half. `check KEY OTHER`: prints {"noise": that half, read with KEY, "other": whether
+# OTHER opens the files}.
 NODE = """
 import { useSealedAuthState } from %s
-const [dir, key, mode] = process.argv.slice(1)
-const { state, saveCreds } = await useSealedAuthState(dir, key || undefined)
-if (mode === 'write') {
-  await saveCreds()
-  await state.keys.set({ 'pre-key': { 1: state.creds.signedIdentityKey } })
+const [dir, mode, key, other] = process.argv.slice(1)
+const open = async (key) => {
+  const { state, saveCreds } = await useSealedAuthState(dir, key || undefined)
+  if (mode === 'write') {
+    await saveCreds()
+    await state.keys.set({ 'pre-key': { 1: state.creds.signedIdentityKey } })
+  }
+  const [id] = Object.values(await state.keys.get('pre-key', ['1']))
+  if (!id) throw new Error('no pre-key')
+  return Buffer.from(state.creds.noiseKey.private).toString('base64')
 }
-const [id] = Object.values(await state.keys.get('pre-key', ['1']))
-if (!id) throw new Error('no pre-key')
-console.log(Buffer.from(state.creds.noiseKey.private).toString('base64'))
+const noise = await open(key)
+const opened = mode === 'check' && await open(other).then(() => 'opened', () => 'refused')
+console.log(mode === 'write' ? noise : JSON.stringify({ noise, other: opened }))
 """
 
 
-def baileys_auth(directory: Path, key: str | None, mode: str = "read") -> str:
+def baileys_auth(directory: Path, mode: str, key: str | None, other: str | None = None) -> str:
     script = NODE % json.dumps(SEALED_STATE.as_uri())
     done = subprocess.run(
-        ["node", "--input-type=module", "-e", script, str(directory), key or "", mode],
+        ["node", "--input-type=module", "-e", script, str(directory), mode, key or "", other or ""],
         capture_output=True, text=True, timeout=30, cwd=SEALED_STATE.parent,
     )  # fmt: skip
-    if done.returncode:
-        raise CredentialsUnreadableError(done.stderr.strip().splitlines()[-1])
+    assert done.returncode == 0, done.stderr
     return done.stdout.strip()
 
 
@@ -80,7 +85,7 @@ async def a_deployment(data_dir: Path, key: str | None, **store: object) -> list
         await client.wait_for("session.ready")
     vault = CredentialVault(data_dir / "credentials", key)
     vault.write("neonize", "n-device", "device.jid", JID)
-    noise = baileys_auth(vault.directory("baileys", "b-device"), key, "write")
+    noise = baileys_auth(vault.directory("baileys", "b-device"), "write", key)
     return [NAME.encode(), KEY.encode(), code.split(",")[0].encode(), JID, noise.encode()]
 
 
@@ -100,20 +105,19 @@ def assert_sealed_with(data_dir: Path, key: str, other: str | None, **store: obj
     vault = CredentialVault(data_dir / "credentials", key)
     assert vault.read("neonize", "n-device", "device.jid") == JID
     baileys = vault.directory("baileys", "b-device", create=False)
-    assert baileys_auth(baileys, key)
+    assert json.loads(baileys_auth(baileys, "check", key, other))["other"] == "refused"
     unkeyed = CredentialVault(data_dir / "credentials", other)
     if other is None:  # a keyless vault reads the files as they are: sealed
         assert unkeyed.read("neonize", "n-device", "device.jid") != JID
     else:
         with pytest.raises(CredentialsUnreadableError):
             unkeyed.read("neonize", "n-device", "device.jid")
-    with pytest.raises(CredentialsUnreadableError):
-        baileys_auth(baileys, other)
 
 
-async def assert_served(data_dir: Path, key: str) -> None:
+async def assert_served(data_dir: Path, key: str, **store: object) -> None:
     """The service starts on the rekeyed data: its read model, history and webhooks."""
-    async with running(Settings(simulate=True, data_dir=data_dir, cipher_key=key)) as server:
+    settings = Settings(simulate=True, data_dir=data_dir, cipher_key=key, **store)
+    async with running(settings) as server:
         listed = (await server.get("/api/sessions")).json()
         assert [(s["key"], s["name"]) for s in listed["sessions"]] == [(KEY, NAME)]
         history = (await server.get(f"/api/sessions/{KEY}/history")).json()
@@ -143,10 +147,39 @@ class Killed(Exception):
     pass
 
 
+@pytest.fixture
+def store() -> Iterator[dict[str, str]]:
+    """PostgreSQL when it is there (the SQLite store has a test of its own below)."""
+    if not postgres_available():
+        yield {}
+        return
+    with postgres_schema() as schema:
+        yield {"database_url": f"{POSTGRES_URL}?schema={schema}"}
+
+
+def assert_no_plain_rows(store: dict[str, str], secrets: list[bytes]) -> None:
+    """The PostgreSQL schema's rows, dumped (bytes in hex), hold no secret: all but the
+    lease log's keys (scale23's audit of lease grants, adapters/store/leases.py; plain,
+    as docs/security.md says)."""
+    if not store:
+        return
+    url, schema = store["database_url"].split("?schema=")
+    dump = subprocess.run(
+        ["pg_dump", "--data-only", f"--schema={schema}", url,
+         f"--exclude-table-data={schema}.pairgate_lease_log"],
+        capture_output=True, check=True, timeout=30,
+    ).stdout  # fmt: skip
+    assert b"pairgate_webhook_deliveries" in dump  # the control: the tables are there
+    for secret in secrets[:3]:
+        hits = [r for r in dump.splitlines() if secret in r or secret.hex().encode() in r]
+        assert not hits, hits[:3]
+
+
 async def test_a_rekey_stopped_half_way_is_finished_by_running_it_again(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, store: dict[str, str]
 ) -> None:
-    secrets = await a_deployment(tmp_path, OLD)
+    secrets = await a_deployment(tmp_path, OLD, **store)
+    settings = Settings(data_dir=tmp_path, cipher_key=OLD, **store)
     steps = 0
 
     def kill_at_the_sixth_value() -> None:  # the vault is done, the events half-way
@@ -156,55 +189,45 @@ async def test_a_rekey_stopped_half_way_is_finished_by_running_it_again(
             raise Killed
 
     with pytest.raises(Killed):
-        rekey(
-            Settings(data_dir=tmp_path, cipher_key=OLD), NEW, io.StringIO(), kill_at_the_sixth_value
-        )
+        rekey(settings, NEW, io.StringIO(), kill_at_the_sixth_value)
     assert_nothing_plain(tmp_path, secrets)
+    assert_no_plain_rows(store, secrets)
     with pytest.raises(RekeyError, match="pairgate rekey` again"):  # the service does not start
-        open_store(Settings(data_dir=tmp_path, cipher_key=NEW).store_config())
+        open_store(Settings(data_dir=tmp_path, cipher_key=NEW, **store).store_config())
+    url = store.get("database_url", "")
     other = "3mCvj7h0wGkQ3Yq3o9r2e0mS2kQ3qQm1wYb1r6dY9uE="
-    status, _ = run_cli(tmp_path, OLD, other, monkeypatch)  # not the keys it began with
+    status, _ = run_cli(tmp_path, OLD, other, monkeypatch, url)  # not the keys it began with
     assert status == 2
 
-    status, said = run_cli(tmp_path, OLD, NEW, monkeypatch)
+    status, said = run_cli(tmp_path, OLD, NEW, monkeypatch, url)
     assert status == 0 and said.startswith("finishing an interrupted rekey"), said
     assert_nothing_plain(tmp_path, secrets)
-    assert_sealed_with(tmp_path, NEW, OLD)
-    await assert_served(tmp_path, NEW)
-
-
-@pytest.fixture(params=["sqlite", "postgres"])
-def store(request: pytest.FixtureRequest) -> Iterator[dict[str, str]]:
-    if request.param == "sqlite":
-        yield {}
-        return
-    if not postgres_available():
-        pytest.skip("PostgreSQL is not reachable on 127.0.0.1:5432")
-    with postgres_schema() as schema:
-        yield {"database_url": f"{POSTGRES_URL}?schema={schema}"}
+    assert_no_plain_rows(store, secrets)
+    assert_sealed_with(tmp_path, NEW, OLD, **store)
+    await assert_served(tmp_path, NEW, **store)
 
 
 async def test_a_plain_deployment_is_encrypted_by_rekey(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, store: dict[str, str]
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    secrets = await a_deployment(tmp_path, None, **store)
-    if not store:  # the control: the search finds what is there
-        sqlite = b"".join(p.read_bytes() for p in tmp_path.glob("pairgate.sqlite3*"))
-        assert NAME.encode() in sqlite
+    secrets = await a_deployment(tmp_path, None)
+    sqlite = b"".join(p.read_bytes() for p in tmp_path.glob("pairgate.sqlite3*"))
+    assert NAME.encode() in sqlite  # the control: the search finds what is there
 
-    status, said = run_cli(tmp_path, None, NEW, monkeypatch, store.get("database_url", ""))
+    status, said = run_cli(tmp_path, None, NEW, monkeypatch)
     assert status == 0, said
+    # Nothing plain is left, in the SQLite file's freed pages and WAL either.
     assert_nothing_plain(tmp_path, secrets)
-    assert_sealed_with(tmp_path, NEW, None, **store)
-    if store:  # the database's rows, dumped (bytes in hex): the lease log's keys are plain
-        # (scale23's audit of lease grants, adapters/store/leases.py; docs/security.md)
-        url, schema = store["database_url"].split("?schema=")
-        dump = subprocess.run(
-            ["pg_dump", "--data-only", f"--schema={schema}", url,
-             f"--exclude-table-data={schema}.pairgate_lease_log"],
-            capture_output=True, check=True, timeout=30,
-        ).stdout  # fmt: skip
-        for secret in secrets[:3]:
-            hits = [r for r in dump.splitlines() if secret in r or secret.hex().encode() in r]
-            assert not hits, hits[:3]
-        assert b"pairgate_webhook_deliveries" in dump  # the control: it has the tables
+    assert_sealed_with(tmp_path, NEW, None)
+
+
+def test_a_bad_or_unchanged_new_key_is_refused_before_anything_changes(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    for new, said in [("not-a-key", "16, 24 or 32 bytes"), (OLD, "nothing to do")]:
+        monkeypatch.setenv("PAIRGATE_CIPHER_KEY", OLD)
+        monkeypatch.setattr("sys.stdin", io.StringIO(new + "\n"))
+        assert main(["rekey", "--data-dir", str(tmp_path)]) == 2
+        error = capsys.readouterr().err
+        assert said in error and OLD not in error
+        assert not (tmp_path / "rekey.json").exists()

@@ -58,10 +58,11 @@ const send = (message) => process.stdout.write(JSON.stringify(message) + '\n')
 async function authState (dir, cipher) {
   // Before pairing, Baileys writes routing info and keys: keep those in memory, so that
   // only a paired device has files, and write them all once it has paired.
-  const { state, saveCreds } = await useSealedAuthState(dir, cipher)
+  const { state, saveCreds, idle } = await useSealedAuthState(dir, cipher)
   const paired = existsSync(join(dir, 'creds.json'))
   const pending = {}
   let deferring = !paired
+  let forgotten = false // logged out: pairgate deletes the files, nothing may write them again
   const keys = {
     get: async (type, ids) => {
       const found = await state.keys.get(type, ids)
@@ -69,17 +70,22 @@ async function authState (dir, cipher) {
       return found
     },
     set: async (data) => {
+      if (forgotten) return
       if (!deferring) return state.keys.set(data)
       for (const [type, values] of Object.entries(data)) Object.assign((pending[type] ??= {}), values)
     }
   }
-  const save = async () => { if (!deferring) await saveCreds() }
+  const save = async () => { if (!deferring && !forgotten) await saveCreds() }
   const commit = async () => {
+    if (forgotten) return
     deferring = false
     await state.keys.set(pending)
     await saveCreds()
   }
-  return { auth: { creds: state.creds, keys }, paired, save, commit }
+  // After a logout: no more writes, and those under way are done (a file written after
+  // pairgate deleted the directory would bring a logged-out device's keys back).
+  const forget = async () => { forgotten = true; await idle() }
+  return { auth: { creds: state.creds, keys }, paired, save, commit, forget }
 }
 
 function replaySocket (steps, creds) {
@@ -129,7 +135,7 @@ async function start ({ key, dir, phone, proxy, cipher }) {
     : makeWASocket({ ...options, ...proxyAgent(proxy), auth: state.auth })
   if (proxy && !replays) endWhenRefused(sock)
   watchPasskey(sock.ws, (options) => { if (sockets.get(key) === handle) send({ event: 'passkey_required', key, options }) })
-  const handle = { sock }
+  const handle = { sock, state }
   sockets.set(key, handle)
   const live = () => sockets.get(key) === handle
   let codes = 0
@@ -181,7 +187,7 @@ async function logout ({ key, dir, cipher, proxy }) {
   if (!handle && dir && existsSync(join(dir, 'creds.json')) && !replays) {
     // Offline: connect with the credentials just long enough to unlink them.
     const state = await authState(dir, cipher)
-    handle = { sock: makeWASocket({ ...options, ...proxyAgent(proxy), auth: state.auth }) }
+    handle = { sock: makeWASocket({ ...options, ...proxyAgent(proxy), auth: state.auth }), state }
     if (proxy) endWhenRefused(handle.sock)
     handle.sock.ev.on('creds.update', () => { state.save().catch(warn(key, 'saving credentials failed')) })
     const opened = await new Promise((resolve) => {
@@ -195,6 +201,7 @@ async function logout ({ key, dir, cipher, proxy }) {
     })
     if (!opened) {
       handle.sock.end(undefined)
+      await handle.state.forget()
       return { unlinked: false }
     }
   }
@@ -205,6 +212,8 @@ async function logout ({ key, dir, cipher, proxy }) {
   } catch (error) {
     handle.sock.end(undefined)
     return { unlinked: false, error: String(error?.message ?? error) }
+  } finally {
+    await handle.state?.forget()
   }
 }
 
