@@ -4,11 +4,12 @@ from __future__ import annotations
 
 import ipaddress
 import os
+from collections.abc import Callable
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
 from limits import parse_many
-from pydantic import Field, PrivateAttr, SecretStr, field_validator
+from pydantic import Field, PrivateAttr, SecretStr, ValidationInfo, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 from adapters.engines.whatsapp import QR_TIMEOUTS
@@ -19,6 +20,13 @@ from adapters.store.config import StoreConfig
 from adapters.store.config import check_url as check_database_url
 from domain.application.history import MAX_PAGE_SIZE
 from domain.model.proxy import check_proxy
+
+# The settings that hold a URL with a possible password, and the check each must pass.
+SECRET_URL_CHECKS: dict[str, Callable[[str], object]] = {
+    "database_url": check_database_url,
+    "proxy": check_proxy,
+    "redis_url": redis_target,
+}
 
 # Keys are one namespace: an identity pairing more devices than this at once could squat
 # keys others need. Pairing takes a person at a phone, so 100 at once is plenty.
@@ -176,25 +184,12 @@ class Settings(BaseSettings):
     def _level(cls, value: Any) -> Any:
         return value.strip().lower() if isinstance(value, str) else value
 
-    @field_validator("database_url")
+    @field_validator("database_url", "proxy", "redis_url")
     @classmethod
-    def _database_url(cls, value: SecretStr | None) -> SecretStr | None:
+    def _secret_url(cls, value: SecretStr | None, info: ValidationInfo) -> SecretStr | None:
+        # Each check raises a ValueError that never quotes the URL (it may hold a password).
         if value is not None:
-            check_database_url(value.get_secret_value())  # ValueError without the URL
-        return value
-
-    @field_validator("proxy")
-    @classmethod
-    def _proxy(cls, value: SecretStr | None) -> SecretStr | None:
-        if value is not None:
-            check_proxy(value.get_secret_value())  # InvalidProxyError without the URL
-        return value
-
-    @field_validator("redis_url")
-    @classmethod
-    def _redis_url(cls, value: SecretStr | None) -> SecretStr | None:
-        if value is not None:
-            redis_target(value.get_secret_value())  # ValueError without the URL
+            SECRET_URL_CHECKS[str(info.field_name)](value.get_secret_value())
         return value
 
     @field_validator("rate_limit_connection", "rate_limit_identity", "rate_limit_http")

@@ -2,19 +2,12 @@
 
 from __future__ import annotations
 
-import base64
 from dataclasses import dataclass, field
-from datetime import datetime
 from typing import Any
 
 from domain.application.ports import (
-    LIST_PAGE_SIZE,
     EngineEvents,
-    SessionRow,
-    SessionRowPage,
 )
-from domain.model.errors import InvalidPageError
-from domain.model.session import SessionState
 
 
 @dataclass
@@ -63,39 +56,3 @@ class FakeEngine:
         told = self.told(key)
         last_start = max((i for i, call in enumerate(told) if call == "start"), default=-1)
         return told[last_start + 1 :]
-
-
-class InMemorySessionIndex:
-    """SessionIndex over a list of rows (the read model itself lives in adapters/store)."""
-
-    def __init__(self, rows: list[SessionRow]) -> None:
-        self.rows = rows
-
-    async def page(
-        self,
-        owner: str,
-        *,
-        state: SessionState | None = None,
-        engine: str | None = None,
-        after: str | None = None,
-        limit: int = LIST_PAGE_SIZE,
-    ) -> SessionRowPage:
-        ordered = sorted(
-            (r for r in self.rows if r.owner == owner and state in (None, r.state)),
-            key=lambda r: (r.updated_at, r.key),
-            reverse=True,
-        )
-        ordered = [r for r in ordered if engine in (None, r.engine)]
-        if after is not None:
-            try:
-                stamp, _, key = base64.urlsafe_b64decode(after).decode().partition("|")
-                position = (datetime.fromisoformat(stamp), key)
-            except ValueError:
-                raise InvalidPageError(f"not a cursor: {after!r}") from None
-            ordered = [r for r in ordered if (r.updated_at, r.key) < position]
-        rows = ordered[:limit]
-        last = rows[-1] if len(ordered) > limit else None
-        if last is None:
-            return SessionRowPage(rows, None)
-        cursor = f"{last.updated_at.isoformat()}|{last.key}".encode()
-        return SessionRowPage(rows, base64.urlsafe_b64encode(cursor).decode())

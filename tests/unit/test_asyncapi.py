@@ -46,6 +46,12 @@ def test_error_codes_in_the_protocol_table_are_the_schema_s() -> None:
     assert table_codes == set(schema["enum"]) == set(payloads.ERROR_CODES)
 
 
+def test_the_protocol_s_key_rule_is_the_server_s() -> None:
+    text = (DOCS / "protocol.md").read_text()
+    row = next(line for line in text.splitlines() if line.startswith("| `invalid_key` |"))
+    assert f"`{payloads.KEY_PATTERN}`" in row, "docs/protocol.md quotes another key pattern"
+
+
 def test_schemas_are_the_models_the_gateway_validates_with() -> None:
     schemas = yaml.safe_load(render())["components"]["schemas"]
     create = schemas["CreateRequest"]

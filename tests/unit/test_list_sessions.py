@@ -1,5 +1,5 @@
-"""GET /api/sessions over the SessionIndex port (an in-memory index here; the read model's
-own test and the integration test over it come with the read model)."""
+"""GET /api/sessions over the real SessionIndex (SessionRowsIndex) on a memory store's rows;
+the read model's projection and its SQL stores have their own tests."""
 
 from __future__ import annotations
 
@@ -16,9 +16,11 @@ from adapters.http.sessions_api import control_routes
 from adapters.http.web import HTTP_ERROR_HANDLERS
 from adapters.identity import Identities
 from adapters.limits.requests import RequestLimits
+from adapters.store.memory_rows import MemorySessionRows
 from domain.application.ports import SessionRow
+from domain.application.session_rows import SessionRowsIndex
+from domain.application.store_calls import StoreAccess
 from domain.model.session import DisconnectReason, SessionState
-from tests.unit.fakes import InMemorySessionIndex
 
 T0 = datetime(2026, 1, 1, tzinfo=UTC)
 S = SessionState
@@ -43,7 +45,10 @@ ROWS = [
 async def http() -> AsyncIterator[httpx.AsyncClient]:
     identities = Identities({"alice-token": "alice", "bob-token": "bob"})
     api = Api(identities, RequestLimits("", ""), 4096)
-    routes = control_routes(cast(Any, None), api, InMemorySessionIndex(ROWS))
+    rows = MemorySessionRows()
+    rows.save(ROWS, previous=0, position=len(ROWS))
+    index = SessionRowsIndex(rows, StoreAccess(cast(Any, None)))
+    routes = control_routes(cast(Any, None), api, index)
     app = Starlette(routes=routes, exception_handlers=HTTP_ERROR_HANDLERS)
     transport = httpx.ASGITransport(app=app)
     headers = {"authorization": "Bearer alice-token"}
