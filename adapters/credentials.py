@@ -5,7 +5,8 @@ One directory per (engine, key): `<data dir>/credentials/<engine>/<sha256(key)>`
 so that any client-chosen string is a safe, fixed-length name. Files written through the
 vault are encrypted with AES-GCM when pairgate has a cipher key. The Baileys sidecar
 seals its auth state the same way with the same key (`cipher_key`); whatsmeow writes its
-SQLite store there itself, protected by the directory's permissions only.
+SQLite store there itself, protected by the directory's permissions only. `rekey` seals
+every device's files with a new key (`pairgate rekey`, entrypoints/rekey.py).
 """
 
 from __future__ import annotations
@@ -13,13 +14,19 @@ from __future__ import annotations
 import hashlib
 import os
 import shutil
+from collections.abc import Callable
 from pathlib import Path
 
 from eventsourcing.cryptography import AESCipher
 from eventsourcing.utils import Environment
 
+from adapters.resealing import Resealer, ResealError
+
 DIRECTORY_MODE = 0o700
 FILE_MODE = 0o600
+
+
+NOT_THIS_KEY = "cannot be decrypted: is PAIRGATE_CIPHER_KEY the key they were written with?"
 
 
 class CredentialsUnreadableError(Exception):
@@ -73,9 +80,7 @@ class CredentialVault:
         try:
             return self._cipher.decrypt(sealed)
         except ValueError as error:
-            raise CredentialsUnreadableError(
-                "cannot be decrypted: is PAIRGATE_CIPHER_KEY the key they were written with?"
-            ) from error
+            raise CredentialsUnreadableError(NOT_THIS_KEY) from error
 
     def holds(self, engine: str, key: str) -> bool:
         """Whether any credentials are stored for the device."""
@@ -89,23 +94,11 @@ class CredentialVault:
         crash loses nothing either way: the written file is in the OS's cache).
         """
         path = self.directory(engine, key, create=False) / name
-        partial = path.with_name(f".{name}.partial")
-        sealed = self.seal(data)
-        flags = os.O_WRONLY | os.O_CREAT | os.O_TRUNC
         try:
-            descriptor = os.open(partial, flags, FILE_MODE)
+            _replace(path, self.seal(data), sync)
         except FileNotFoundError:  # the device's first file: make its directory first
             self.directory(engine, key)
-            descriptor = os.open(partial, flags, FILE_MODE)
-        try:  # the descriptor itself: a file object would add three system calls
-            unwritten = memoryview(sealed)
-            while unwritten:
-                unwritten = unwritten[os.write(descriptor, unwritten) :]
-            if sync:
-                os.fsync(descriptor)
-        finally:
-            os.close(descriptor)
-        os.replace(partial, path)
+            _replace(path, self.seal(data), sync)
         return path
 
     def read(self, engine: str, key: str, name: str) -> bytes | None:
@@ -123,6 +116,49 @@ class CredentialVault:
     def remove(self, engine: str, key: str) -> None:
         """Delete the device's credentials, all of them (nothing to do if there are none)."""
         shutil.rmtree(self.directory(engine, key, create=False), ignore_errors=True)
+
+    def rekey(self, resealer: Resealer, step: Callable[[], None] = lambda: None) -> int:
+        """Seal every device's files with `resealer`'s new key (`pairgate rekey`): each one
+        atomically replaced, so a file is sealed with one key or the other, never plain.
+        The engines' own databases (`*.sqlite3*`) are not the vault's files. Returns how
+        many files were resealed; `step` is called after each file."""
+        resealed = 0
+        devices = (d for engine in _directories(self.root) for d in _directories(engine))
+        for device in devices:
+            for path in sorted(device.iterdir()):
+                if path.name.startswith(".") or ".sqlite3" in path.name or not path.is_file():
+                    continue
+                data = path.read_bytes()
+                try:
+                    sealed = resealer.reseal(data)
+                except ResealError:
+                    if data[:1] != b"{":  # plain JSON a keyless Baileys sidecar wrote
+                        raise ResealError(f"{path} {NOT_THIS_KEY}") from None
+                    sealed = resealer.new.encrypt(data)
+                if sealed is not None:
+                    _replace(path, sealed, sync=True)
+                    resealed += 1
+                step()
+        return resealed
+
+
+def _directories(path: Path) -> list[Path]:
+    return sorted(p for p in path.iterdir() if p.is_dir()) if path.is_dir() else []
+
+
+def _replace(path: Path, sealed: bytes, sync: bool) -> None:
+    """`path` holds `sealed` (0600): written beside it, then renamed over it."""
+    partial = path.with_name(f".{path.name}.partial")
+    descriptor = os.open(partial, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, FILE_MODE)
+    try:  # the descriptor itself: a file object would add three system calls
+        unwritten = memoryview(sealed)
+        while unwritten:
+            unwritten = unwritten[os.write(descriptor, unwritten) :]
+        if sync:
+            os.fsync(descriptor)
+    finally:
+        os.close(descriptor)
+    os.replace(partial, path)
 
 
 def device_name(key: str) -> str:

@@ -1,4 +1,4 @@
-"""The command line: `pairgate serve | history | export`."""
+"""The command line: `pairgate serve | history | export | rekey | ...`."""
 
 from __future__ import annotations
 
@@ -67,6 +67,13 @@ def parser() -> argparse.ArgumentParser:
     )
 
     commands.add_parser("keygen", help="print a new PAIRGATE_CIPHER_KEY (AES-256, base64)")
+    rekey = commands.add_parser(
+        "rekey",
+        help="seal the events, read models and credentials with a new cipher key",
+        description="The old key is PAIRGATE_CIPHER_KEY (unset: encrypt what is plain); "
+        "the new one is read from standard input. Stop pairgate first; run again with the "
+        "same keys to finish an interrupted rekey.",
+    )
     commands.add_parser("asyncapi", help="print the AsyncAPI 3.0 document of the protocol")
     commands.add_parser("openapi", help="print the OpenAPI 3.1 document of the HTTP API")
     commands.add_parser("lifecycle", help="print the session lifecycle as a Mermaid diagram")
@@ -89,7 +96,7 @@ def parser() -> argparse.ArgumentParser:
         help="pair afresh a key still linked to a device (offline): unlinks that device",
     )
 
-    for command in (serve, history, export, reindex):
+    for command in (serve, history, export, reindex, rekey):
         command.add_argument("--data-dir", help="the SQLite event store's directory (./data)")
     return root
 
@@ -160,6 +167,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         settings.identities()
         if args.command == "serve":
             return serve_forever(settings)
+        if args.command == "rekey":
+            from entrypoints.rekey import read_new_key, rekey
+
+            return rekey(settings, read_new_key(sys.stdin), sys.stdout)
         if args.command == "reindex":
             from entrypoints.consumers import rebuild_index
 

@@ -18,8 +18,10 @@ from __future__ import annotations
 
 import os
 import sqlite3
+from collections.abc import Callable
 
 from adapters.credentials import FILE_MODE, CredentialVault, device_name
+from adapters.resealing import Resealer
 
 FILE = "devices.sqlite3"
 BUSY_TIMEOUT = 5.0  # seconds another process's write may hold the file
@@ -67,3 +69,23 @@ class SimulatedKeys:
             )
             self._connection = connection
         return self._connection
+
+
+def rekey(vault: CredentialVault, resealer: Resealer, step: Callable[[], None]) -> int:
+    """`pairgate rekey` for the simulator's rows (every `devices.sqlite3` in the vault):
+    each row's keys sealed with the new key, a row at a time. Returns how many rows."""
+    resealed = 0
+    for path in sorted(vault.root.glob(f"*/{FILE}")):
+        connection = sqlite3.connect(path, timeout=BUSY_TIMEOUT, isolation_level=None)
+        try:
+            rows = connection.execute("SELECT device, keys FROM devices").fetchall()
+            for device, keys in rows:
+                sealed = resealer.reseal(keys)
+                if sealed is not None:
+                    update = "UPDATE devices SET keys = ? WHERE device = ?"
+                    connection.execute(update, (sealed, device))
+                    resealed += 1
+                step()
+        finally:
+            connection.close()
+    return resealed

@@ -37,8 +37,13 @@
         error: "Error: {message}",
         offline: "Connection to the server lost; reconnecting…",
         linked: "{key} is still linked to a device that is offline. Starting again would unlink it: press “Re-link this device” only if that is what you want.",
+        passkey: "Scanned. WhatsApp asks for this account's passkey before it links {key}. This page cannot give it: the app that started the pairing must send the passkey within {seconds} s, or the pairing ends.",
       },
       reasonOther: "the session ended.",
+      passkeyFailed: {
+        passkey_unanswered: "WhatsApp asked for the account's passkey and no answer came in time, so the pairing ended. Start again to get a new QR code.",
+        passkey_rejected: "WhatsApp refused the passkey it was given, so the pairing ended.",
+      },
     },
     id: {
       title: "Tautkan perangkat WhatsApp",
@@ -74,8 +79,13 @@
         error: "Galat: {message}",
         offline: "Koneksi ke server terputus; menyambung ulang…",
         linked: "{key} masih tertaut ke perangkat yang sedang offline. Memulai ulang akan memutus tautannya: tekan “Tautkan ulang perangkat ini” hanya jika memang itu yang Anda inginkan.",
+        passkey: "Terpindai. WhatsApp meminta passkey akun ini sebelum menautkan {key}. Halaman ini tidak dapat memberikannya: aplikasi yang memulai penautan harus mengirim passkey dalam {seconds} detik, atau penautan berakhir.",
       },
       reasonOther: "sesi berakhir.",
+      passkeyFailed: {
+        passkey_unanswered: "WhatsApp meminta passkey akun dan tidak ada jawaban tepat waktu, sehingga penautan berakhir. Mulai lagi untuk mendapatkan kode QR baru.",
+        passkey_rejected: "WhatsApp menolak passkey yang diberikan, sehingga penautan berakhir.",
+      },
     },
   };
   // The server's own words for what it knows: each disconnect reason explained per
@@ -99,6 +109,8 @@
     reason: null,
     message: null,
     deadline: null, // ms timestamp when the shown QR expires
+    seconds: null, // the seconds WhatsApp gives to answer its passkey request
+    passkeyCause: null, // why the passkey step failed (session.passkey_failed), until the end is shown
   };
   var simulate = false;
   var connectedBefore = false;
@@ -138,10 +150,11 @@
       button.setAttribute("aria-pressed", String(button.getAttribute("data-lang") === view.lang));
     });
     var reason = view.reason || "";
-    var explain = PAGE.reasons[view.lang][reason] || text.reasonOther;
+    var explain = (view.passkeyCause && text.passkeyFailed[view.passkeyCause]) ||
+      PAGE.reasons[view.lang][reason] || text.reasonOther;
     statusEl.setAttribute("data-state", view.state);
     statusEl.textContent = fill(text.state[view.phase], {
-      key: view.key, reason: reason, explain: explain, message: view.message,
+      key: view.key, reason: reason, explain: explain, message: view.message, seconds: view.seconds,
     });
     qrImg.alt = fill(text.qrAlt, { key: view.key });
     var showQr = view.state === "qr" && !!qrImg.getAttribute("src");
@@ -169,6 +182,7 @@
     view.phase = state;
     view.reason = (extra && extra.reason) || null;
     view.message = (extra && extra.message) || null;
+    if (state !== "disconnected") view.passkeyCause = null;
     if (state !== "qr") {
       view.deadline = null;
       qrImg.removeAttribute("src");
@@ -248,6 +262,13 @@
     view.reason = view.message = null;
     render();
   });
+  // WhatsApp's passkey step (an extension: docs/protocol.md): the code was scanned, no QR
+  // is shown any more; WebAuthn for WhatsApp's rpId cannot run on this page's origin.
+  follow("session.passkey_required", function (data) {
+    view.seconds = Number(data.timeout);
+    setState("passkey");
+  });
+  follow("session.passkey_failed", function (data) { view.passkeyCause = data.cause; });
   follow("session.authenticated", function () { setState("authenticated"); });
   follow("session.ready", function () { setState("ready"); });
   follow("session.disconnected", function (data) {

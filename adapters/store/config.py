@@ -170,6 +170,9 @@ CONNECT_TIMEOUT = 3
 def open_store(config: StoreConfig, *, create: bool = True) -> DeviceSessions:
     """The store, proven readable with this configuration (StoreUnreadableError if not).
     `create=False`: a SQLite store that does not exist yet is an error, not a new one."""
+    from adapters.store.rekey import refuse_during_rekey
+
+    refuse_during_rekey(config.data_dir)  # its rows are sealed with two keys
     if config.kind == "sqlite":
         if not create and not config.sqlite_path.exists():
             raise StoreUnreadableError(

@@ -1,5 +1,6 @@
 """The DeviceSession aggregate: one WhatsApp device being linked. Its lifecycle (states,
-reasons, the transition table) is domain.model.lifecycle; names are re-exported here."""
+reasons, the transition table) is domain.model.lifecycle; names are re-exported here.
+What is derived from its state (queries, no events) is domain.model.session_view."""
 
 from __future__ import annotations
 
@@ -23,6 +24,7 @@ from domain.model.lifecycle import (
     allowed_destination,
     destination,
 )
+from domain.model.session_view import SessionView
 
 __all__ = [
     "LIVE_STATES",
@@ -39,7 +41,6 @@ __all__ = [
 ]
 
 SESSION_NAMESPACE = uuid5(NAMESPACE_URL, "https://pairgate.dev/sessions")
-S = SessionState
 
 
 def session_id(key: str) -> UUID:
@@ -47,7 +48,7 @@ def session_id(key: str) -> UUID:
     return uuid5(SESSION_NAMESPACE, key)
 
 
-class DeviceSession(Aggregate):
+class DeviceSession(SessionView, Aggregate):
     """A device's pairing lifecycle. Commands check the table; `@event` bodies only assign."""
 
     # Class defaults: snapshots taken before these attributes existed still load.
@@ -169,57 +170,6 @@ class DeviceSession(Aggregate):
             raise InvalidTransitionError(self.key, "hand it to another identity", "linked")
         self._restarted(name=name, engine=engine, owner=owner, proxy=proxy)
 
-    # -- queries ----------------------------------------------------------------------
-
-    # State and reason are kept as their plain values: snapshots store an aggregate's
-    # attributes as JSON, which would bring a str enum back as a bare str.
-    @property
-    def state(self) -> SessionState:
-        return _STATE_OF[self._state]  # SessionState(...) without the enum call's cost
-
-    @property
-    def reason(self) -> DisconnectReason | None:
-        return DisconnectReason(self._reason) if self._reason is not None else None
-
-    @property
-    def is_live(self) -> bool:
-        return self.state in LIVE_STATES
-
-    def qr_seconds_left(self, now: datetime) -> float:
-        """Seconds the current QR code has left (0 if none)."""
-        return _seconds_left(self.qr_expires_at if self.state is S.QR else None, now)
-
-    def pair_code_seconds_left(self, now: datetime) -> float:
-        return _seconds_left(self.pair_code_expires_at if self.state is S.QR else None, now)
-
-    def pairing_seconds_left(self, now: datetime) -> float:
-        """Seconds until no code can be used and no passkey answered."""
-        passkey = _seconds_left(self.passkey_expires_at if self.passkey_pending else None, now)
-        return max(self.qr_seconds_left(now), self.pair_code_seconds_left(now), passkey)
-
-    @property
-    def passkey_pending(self) -> bool:
-        """WhatsApp waits for the account's passkey before it links the device."""
-        return self.state is S.QR and self.passkey_options is not None
-
-    @property
-    def claimable(self) -> bool:
-        """Ended, holding nothing (deleted, logged out, expired): free for anyone to take."""
-        return self.state is S.DISCONNECTED and not self.holds_credentials
-
-    @property
-    def offline_linked(self) -> bool:
-        """A paired device that is offline with its credentials: it may come back online."""
-        return not self.is_live and self.can("mark_ready")
-
-    @property
-    def needs_an_engine(self) -> bool:
-        """Live, or a paired device offline with its credentials: some process should run it."""
-        return self.is_live or self.offline_linked
-
-    def can(self, trigger: str) -> bool:
-        return allowed_destination(self, trigger) is not None
-
     # -- events: pure assignments, replayed from the store ----------------------------
     # Each enters the state the table gives its trigger from the state it finds, so the
     # table is the only place a destination is written (stored events carry none).
@@ -291,10 +241,3 @@ class DeviceSession(Aggregate):
         """`action` says, in the client's words, what was refused."""
         if allowed_destination(self, trigger, facts) is None:
             raise InvalidTransitionError(self.key, action, self.state.value)
-
-
-_STATE_OF: dict[str, SessionState] = {state.value: state for state in SessionState}
-
-
-def _seconds_left(deadline: datetime | None, now: datetime) -> float:
-    return 0.0 if deadline is None else max(0.0, (deadline - now).total_seconds())

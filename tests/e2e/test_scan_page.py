@@ -294,3 +294,24 @@ async def test_with_tokens_the_page_uses_its_token_for_everything(
         await wait_for_state(page, "ready")
         session = await server.pairgate.service.find(key)
         assert session is not None and session.owner == "carol"
+
+
+async def test_the_passkey_step_is_explained_and_so_is_its_end(
+    sim_server: Server, browser: Any
+) -> None:
+    key = unique_key("page")
+    page = await open_page(browser, f"{sim_server.url}/?key={key}", locale="id-ID")
+    await wait_for_qr(page)
+    code = (await sim_server.get(f"/api/simulator/devices/{key}/code")).json()["code"]
+    await sim_server.post(f"/api/simulator/devices/{key}/scan_passkey", {"code": code})
+    await expect(status(page)).to_have_attribute("data-state", "passkey")
+    await expect(status(page)).to_contain_text("WhatsApp meminta passkey akun ini")
+    await expect(page.locator("#qr-box")).to_be_hidden()
+    await page.get_by_role("button", name="English").click()
+    await expect(status(page)).to_contain_text("asks for this account's passkey")
+    # A wrong answer (from another client of the key): the end says why, beside the reason.
+    wrong = {"key": key, "response": {"id": "x", "response": {"clientDataJSON": "e30"}}}
+    await page.evaluate("(r) => window.__pairgateSocket.emit('session.passkey_response', r)", wrong)
+    await expect(status(page)).to_have_attribute("data-state", "disconnected")
+    await expect(status(page)).to_contain_text("session revoked")
+    await expect(status(page)).to_contain_text("WhatsApp refused the passkey")

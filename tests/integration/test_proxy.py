@@ -8,6 +8,7 @@ show in history, logs or the store's files.
 
 from __future__ import annotations
 
+import asyncio
 import importlib.util
 import logging
 import shutil
@@ -160,6 +161,39 @@ async def test_each_engine_dials_whatsapp_through_the_proxy(
             if engine == "baileys" and close is not None:
                 await close()
     assert SECRET not in caplog.text
+
+
+async def test_an_offline_baileys_device_is_logged_out_through_its_proxy(tmp_path: Path) -> None:
+    """Unlinking a stopped device connects with its credentials just for that: through
+    the proxy it was started with, never straight to WhatsApp."""
+    if not engine_available("baileys"):
+        pytest.skip("the baileys engine is not installed here")
+    from adapters.credentials import CredentialVault
+    from adapters.engines.baileys import BaileysEngine
+    from adapters.engines.baileys.sidecar import SIDECAR_SCRIPT
+    from tests.integration.test_baileys_engine import Reports
+
+    vault, key = CredentialVault(tmp_path / "credentials"), "offline-device"
+    sealed = SIDECAR_SCRIPT.with_name("sealed-auth-state.mjs").as_uri()
+    write = f"import {{ useSealedAuthState as s }} from '{sealed}'; "
+    write += "await (await s(process.argv[1])).saveCreds()"
+    node = await asyncio.create_subprocess_exec(
+        "node", "--input-type=module", "-e", write, str(vault.directory("baileys", key))
+    )
+    assert await node.wait() == 0  # a paired device's auth state, as the sidecar keeps it
+    engine = BaileysEngine(vault, reconnect_delays=[60.0])
+    async with local_proxy() as proxy:
+        try:
+            await engine.start(key, Reports(), proxy=proxy.url("socks5", "alice", SECRET))
+            await proxy.wait_for_dial()  # resuming
+            await engine.stop(key)
+            proxy.dials.clear()
+            await engine.logout(key)
+            dial = await proxy.wait_for_dial(timeout=1)  # it was made before logout returned
+        finally:
+            await engine.close()
+    assert (dial.host, dial.user, dial.password) == (WHATSAPP_HOST, "alice", SECRET)
+    assert not vault.holds("baileys", key)
 
 
 async def test_the_rest_create_takes_a_proxy_with_the_same_rules(tmp_path: Path) -> None:

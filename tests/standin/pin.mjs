@@ -1,5 +1,5 @@
 // Test-only preload for the Baileys sidecar (`NODE_OPTIONS=--import <this file>`), loaded by
-// tests/integration/test_baileys_standin.py and nothing else: pairgate's code never names it.
+// tests/e2e/test_baileys_standin.py and nothing else: pairgate's code never names it.
 //
 // It makes exactly one change to Baileys: WA_CERT_DETAILS.PUBLIC_KEY (the root WhatsApp's
 // Noise certificate chain is checked against) becomes the stand-in's root key. Guarded twice:
@@ -7,8 +7,9 @@
 // loopback address; with a key but any other endpoint it refuses to let the process start.
 // So a production configuration (no preload; or WhatsApp's own endpoint) can never trust it.
 //
-// STANDIN_QR_MS="first,next" (optional, loopback only, like the key) shortens Baileys' own QR
-// rotation timers (60 s, then 20 s) for fast tests; the suite runs the real schedule once.
+// Nothing else: Baileys' QR timers (60 s, then 20 s per ref) run as they are. Tests that
+// need no rotation scan the first code; the schedule and the refs running out are played
+// once, on the real timers, while the other tests run (tests/standin/README.md says why).
 import { dirname, join } from 'node:path'
 import { fileURLToPath, pathToFileURL } from 'node:url'
 
@@ -29,11 +30,4 @@ if (key) {
   const { WA_CERT_DETAILS } = await import(pathToFileURL(BAILEYS).href)
   WA_CERT_DETAILS.PUBLIC_KEY = Buffer.from(key, 'hex')
 
-  const schedule = process.env.STANDIN_QR_MS?.split(',').map(Number)
-  if (schedule) {
-    const scaled = { 60000: schedule[0], 20000: schedule[1] }
-    const setTimeout = globalThis.setTimeout
-    globalThis.setTimeout = (callback, ms, ...rest) => setTimeout(
-      callback, callback?.name === 'genPairQR' ? (scaled[ms] ?? ms) : ms, ...rest)
-  }
 }

@@ -55,11 +55,12 @@ ENGINES = st.sampled_from([*KNOWN_ENGINES, "carrier-pigeon"])  # the last one is
 PHONES = st.none() | st.just("628123456789")
 # Progress first (hypothesis leans towards the first choice), the reason that keeps
 # credentials first, so that deep lifecycles (reconnects, restarts) are common.
-REPORTS = ["qr_issued", "paired", "connected", "disconnected", "pair_code_issued", "qr_expired"]
+REPORTS = ["qr_issued", "paired", "connected", "disconnected", "pair_code_issued", "qr_expired",
+           "passkey_required", "passkey_rejected"]  # fmt: skip
 # Reports that move a session on from each stage of its lifecycle.
 ONWARDS = {
     "created": ("qr_issued", "paired", "pair_code_issued"),
-    "qr": ("qr_issued", "paired", "pair_code_issued"),
+    "qr": ("qr_issued", "paired", "pair_code_issued", "passkey_required"),
     "authenticated": ("connected",),
     "ready": ("disconnected",),
     "offline": ("connected", "disconnected"),
@@ -73,7 +74,12 @@ PAYLOAD_FIELDS = {
     "session.authenticated": {"key"},
     "session.ready": {"key"},
     "session.disconnected": {"key", "reason"},
+    "session.passkey_required": {"key", "options", "timeout"},  # extension events
+    "session.passkey_failed": {"key", "cause"},
 }
+PASSKEY_OPTIONS = st.fixed_dictionaries(
+    {"challenge": st.text(min_size=1, max_size=20), "rpId": st.just("whatsapp.com")}
+)
 TEARDOWNS = {"logout", "discard"}  # what deletes an engine's credentials for a key
 
 
@@ -138,6 +144,7 @@ class Expected:
     state: str = "created"
     credentials: bool = False
     reason: str | None = None
+    passkey: bool = False  # WhatsApp waits for the account's passkey (always in "qr")
 
     @property
     def live(self) -> bool:
@@ -153,14 +160,17 @@ class Expected:
         return self.live or self.offline_link
 
     def ended(self, reason: DisconnectReason) -> Expected:
+        if reason is R.QR_EXPIRED and self.passkey:  # scanned, never "qr expired"
+            reason = R.SESSION_REVOKED
         keeps = self.credentials and reason is R.CONNECTION_LOST
-        return replace(self, state="disconnected", credentials=keeps, reason=reason.value)
+        ended = replace(self, state="disconnected", credentials=keeps, passkey=False)
+        return replace(ended, reason=reason.value)
 
 
 def observable(session: DeviceSession) -> tuple[Any, ...]:
     fields = (
         "state holds_credentials qr_code qr_expires_at pair_code pair_code_expires_at reason "
-        "name engine owner version tenure_from"
+        "name engine owner version tenure_from passkey_options passkey_expires_at"
     )
     return tuple(getattr(session, name) for name in fields.split())
 
@@ -184,6 +194,12 @@ def disconnected_is_followed_correctly(events: list[Any]) -> bool:
 
 
 def check_emission(key: str, event: Any, emissions: list[tuple[str, Any]]) -> None:
+    if getattr(event, "cause", None) is not None:  # a passkey step that failed, then the end
+        (failed, payload), *emissions = emissions
+        assert failed == "session.passkey_failed" and payload.model_dump() == {
+            "key": key,
+            "cause": event.cause,
+        }
     assert len(emissions) == 1, (type(event).__name__, emissions)
     [(name, payload)] = emissions
     data = payload.model_dump()
@@ -198,6 +214,8 @@ def check_emission(key: str, event: Any, emissions: list[tuple[str, Any]]) -> No
         assert isinstance(data["timeout"], int) and data["timeout"] >= 1
     elif name == "session.disconnected":
         assert data["reason"] in SEED_REASONS and data["reason"] == event.reason
+    elif name == "session.passkey_required":
+        assert data["options"] == event.options and data["timeout"] >= 1
 
 
 class PairingMachine(RuleBasedStateMachine):
@@ -308,6 +326,21 @@ class PairingMachine(RuleBasedStateMachine):
         else:
             assert self.expect(key, self.service.join(key, owner, "sid"), []).key == key
 
+    @rule(key=keys, owner=OWNERS)
+    def answer_passkey(self, key: str, owner: str) -> None:
+        """session.passkey_response: handed to the engine while WhatsApp waits for it;
+        it records nothing (WhatsApp's verdict comes back as the engine's reports)."""
+        expected = self.expected[key]
+        answer = self.service.answer_passkey(key, owner, {"id": "credential"})
+        if expected.owner != owner:
+            self.refused(key, SessionNotFoundError, answer)
+        elif expected.passkey:
+            tally("passkey answered")
+            self.expect(key, answer, [])
+            assert self.engine.since_last_start(key)[-1:] == ["answer_passkey"]
+        else:
+            self.refused(key, InvalidTransitionError, answer)
+
     # -- engine reports ---------------------------------------------------------------
 
     @rule(key=keys, steps=st.integers(1, 8), data=st.data())
@@ -329,7 +362,9 @@ class PairingMachine(RuleBasedStateMachine):
                     kind = "QrIssued" if report == "qr_issued" else "PairCodeIssued"
                     self.report(key, issue, kind if pairing else None, issued)
                 case "paired":
-                    paired = replace(expected, state="authenticated", credentials=True)
+                    paired = replace(
+                        expected, state="authenticated", credentials=True, passkey=False
+                    )
                     recorded = "Authenticated" if pairing else None
                     self.report(key, events.paired(key), recorded, paired)
                 case "connected":
@@ -350,6 +385,18 @@ class PairingMachine(RuleBasedStateMachine):
                     expired = expected.ended(R.QR_EXPIRED)
                     recorded = "Disconnected" if pairing else None
                     self.report(key, events.qr_expired(key), recorded, expired)
+                case "passkey_required":
+                    options, timeout = data.draw(PASSKEY_OPTIONS), data.draw(TIMEOUTS)
+                    asked = expected.running and expected.state == "qr"
+                    recorded = "PasskeyRequested" if asked else None
+                    waiting = replace(expected, passkey=True)
+                    self.report(
+                        key, events.passkey_required(key, options, timeout), recorded, waiting
+                    )
+                case "passkey_rejected":
+                    refused = expected.ended(R.SESSION_REVOKED)
+                    recorded = "Disconnected" if expected.running else None
+                    self.report(key, events.passkey_rejected(key), recorded, refused)
 
     def stage(self, key: str) -> str:
         expected = self.expected[key]
@@ -383,6 +430,7 @@ class PairingMachine(RuleBasedStateMachine):
                 expected.credentials,
             )
             assert replayed.reason == expected.reason
+            assert replayed.passkey_pending == expected.passkey
         running = {key for key, expected in self.expected.items() if expected.running}
         assert self.service.running_keys == running
 
@@ -408,8 +456,9 @@ class PairingMachine(RuleBasedStateMachine):
             session = self.sessions.repository.get(session_id(key))
             if session.reason is not None and session.reason.deletes_credentials:
                 assert not session.holds_credentials
-            if expected.running:
-                assert self.engine.since_last_start(key) == []  # nothing stopped its engine
+            if expected.running:  # nothing stopped its engine (it may have had answers)
+                told = self.engine.since_last_start(key)
+                assert [c for c in told if c != "answer_passkey"] == []
             else:
                 # Ended holding nothing: the engine deleted what it had stored, once.
                 assert sum(c in TEARDOWNS for c in self.engine.since_last_start(key)) == 1
@@ -419,9 +468,18 @@ class PairingMachine(RuleBasedStateMachine):
         for key in self.expected:
             events = self.sessions.history(key)
             assert disconnected_is_followed_correctly(events)
+            asked = False  # a passkey was asked for since the last code was scanned
             for event in events:
-                if type(event).__name__ == "Disconnected":
+                kind = type(event).__name__
+                if kind == "PasskeyRequested":
+                    asked = True
+                if kind == "Disconnected":
                     assert event.reason in SEED_REASONS
+                    # A scan the phone accepted never ends as "qr expired".
+                    assert not (asked and event.reason == "qr expired")
+                    assert event.cause is None or event.reason == "session revoked"
+                if kind in ("Authenticated", "Disconnected"):
+                    asked = False
                 if type(event).__name__ in ("QrIssued", "PairCodeIssued"):
                     assert event.code and event.timeout > 0
                     assert event.expires_at == NOW + timedelta(seconds=event.timeout)

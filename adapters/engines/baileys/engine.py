@@ -70,6 +70,9 @@ class BaileysEngine:
         self._spawning = asyncio.Lock()
         self._reconnect_delays = tuple(reconnect_delays)
         self._devices: dict[str, _Device] = {}
+        # Each started key's proxy, until its credentials go: an offline device that is
+        # logged out connects to WhatsApp through it, never directly.
+        self._proxies: dict[str, str | None] = {}
         self._closed = False
 
     @property
@@ -90,6 +93,7 @@ class BaileysEngine:
         paired = await asyncio.to_thread(self._vault.holds, self.name, key)
         # Unpaired: a new pairing, live as recorded. Paired: a resume of an offline device.
         device = _Device(events, None if paired else phone, not paired, proxy)
+        self._proxies[key] = proxy
         self._devices[key] = device
         device.worker = asyncio.create_task(self._work(key, device), name=f"baileys:{key}")
         try:
@@ -113,7 +117,8 @@ class BaileysEngine:
             if await asyncio.to_thread(self._vault.holds, self.name, key):
                 await self._ensure_sidecar()
             if self._sidecar.running:
-                reply = await self._sidecar.call("logout", **self._device_files(key, directory))
+                files = self._device_files(key, directory)
+                reply = await self._sidecar.call("logout", proxy=self._proxies.get(key), **files)
                 if not reply.get("unlinked"):
                     log.warning(
                         "could not unlink %s at WhatsApp; deleting its credentials",
@@ -127,10 +132,12 @@ class BaileysEngine:
                 error,
                 extra={"key": key},
             )
+        self._proxies.pop(key, None)
         await asyncio.to_thread(self._vault.remove, self.name, key)
 
     async def discard(self, key: str) -> None:
         await self.stop(key)
+        self._proxies.pop(key, None)
         await asyncio.to_thread(self._vault.remove, self.name, key)
 
     async def close(self) -> None:

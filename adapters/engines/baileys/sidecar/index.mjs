@@ -6,7 +6,8 @@
 //   {"id": 1, "cmd": "start", "key": "k", "dir": "/0700/dir", "phone": "628..."?,
 //    "proxy": "socks5://user:pass@host:1080"? (http, https or socks5; a secret: never logged)}
 //   {"id": 2, "cmd": "stop", "key": "k"}      close, keep the credentials
-//   {"id": 3, "cmd": "logout", "key": "k", "dir": "..."}   unlink at WhatsApp, close
+//   {"id": 3, "cmd": "logout", "key": "k", "dir": "...", "proxy"?}   unlink at WhatsApp,
+//      close (an offline device connects for it through its proxy, as `start` would)
 // `start` and `logout` may carry "cipher": PAIRGATE_CIPHER_KEY, with which the device's
 // files are sealed (sealed-auth-state.mjs); it comes over this pipe only, never argv/env.
 // Events on stdout: {"event": "ready"}, then per key: "qr" {code, timeout, resumed (the
@@ -57,10 +58,11 @@ const send = (message) => process.stdout.write(JSON.stringify(message) + '\n')
 async function authState (dir, cipher) {
   // Before pairing, Baileys writes routing info and keys: keep those in memory, so that
   // only a paired device has files, and write them all once it has paired.
-  const { state, saveCreds } = await useSealedAuthState(dir, cipher)
+  const { state, saveCreds, idle } = await useSealedAuthState(dir, cipher)
   const paired = existsSync(join(dir, 'creds.json'))
   const pending = {}
   let deferring = !paired
+  let forgotten = false // logged out: pairgate deletes the files, nothing may write them again
   const keys = {
     get: async (type, ids) => {
       const found = await state.keys.get(type, ids)
@@ -68,17 +70,22 @@ async function authState (dir, cipher) {
       return found
     },
     set: async (data) => {
+      if (forgotten) return
       if (!deferring) return state.keys.set(data)
       for (const [type, values] of Object.entries(data)) Object.assign((pending[type] ??= {}), values)
     }
   }
-  const save = async () => { if (!deferring) await saveCreds() }
+  const save = async () => { if (!deferring && !forgotten) await saveCreds() }
   const commit = async () => {
+    if (forgotten) return
     deferring = false
     await state.keys.set(pending)
     await saveCreds()
   }
-  return { auth: { creds: state.creds, keys }, paired, save, commit }
+  // After a logout: no more writes, and those under way are done (a file written after
+  // pairgate deleted the directory would bring a logged-out device's keys back).
+  const forget = async () => { forgotten = true; await idle() }
+  return { auth: { creds: state.creds, keys }, paired, save, commit, forget }
 }
 
 function replaySocket (steps, creds) {
@@ -128,7 +135,7 @@ async function start ({ key, dir, phone, proxy, cipher }) {
     : makeWASocket({ ...options, ...proxyAgent(proxy), auth: state.auth })
   if (proxy && !replays) endWhenRefused(sock)
   watchPasskey(sock.ws, (options) => { if (sockets.get(key) === handle) send({ event: 'passkey_required', key, options }) })
-  const handle = { sock }
+  const handle = { sock, state }
   sockets.set(key, handle)
   const live = () => sockets.get(key) === handle
   let codes = 0
@@ -174,13 +181,14 @@ function stop ({ key }) {
   if (handle) handle.sock.end(undefined)
 }
 
-async function logout ({ key, dir, cipher }) {
+async function logout ({ key, dir, cipher, proxy }) {
   let handle = sockets.get(key)
   sockets.delete(key)
   if (!handle && dir && existsSync(join(dir, 'creds.json')) && !replays) {
     // Offline: connect with the credentials just long enough to unlink them.
     const state = await authState(dir, cipher)
-    handle = { sock: makeWASocket({ ...options, auth: state.auth }) }
+    handle = { sock: makeWASocket({ ...options, ...proxyAgent(proxy), auth: state.auth }), state }
+    if (proxy) endWhenRefused(handle.sock)
     handle.sock.ev.on('creds.update', () => { state.save().catch(warn(key, 'saving credentials failed')) })
     const opened = await new Promise((resolve) => {
       const timer = setTimeout(() => resolve(false), LOGOUT_CONNECT_MS)
@@ -193,6 +201,7 @@ async function logout ({ key, dir, cipher }) {
     })
     if (!opened) {
       handle.sock.end(undefined)
+      await handle.state.forget()
       return { unlinked: false }
     }
   }
@@ -203,6 +212,8 @@ async function logout ({ key, dir, cipher }) {
   } catch (error) {
     handle.sock.end(undefined)
     return { unlinked: false, error: String(error?.message ?? error) }
+  } finally {
+    await handle.state?.forget()
   }
 }
 

@@ -97,5 +97,7 @@ export async function useSealedAuthState (dir, cipherKey) {
       await Promise.all(tasks)
     }
   }
-  return { state: { creds, keys }, saveCreds: () => write('creds.json', creds) }
+  // `idle`: every write and removal begun so far has finished.
+  const idle = () => Promise.all([...turns.values()])
+  return { state: { creds, keys }, saveCreds: () => write('creds.json', creds), idle }
 }
