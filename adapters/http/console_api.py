@@ -1,6 +1,7 @@
 """GET /api/stats: the console's counts, from the server's own data: the caller's sessions
 in each state (the sessions read model) and the pairings they started, completed and let
-expire in the last hour (domain.application.activity: the events this process followed in the log)."""
+expire in the last hour (domain.application.activity: the events this process followed
+in the log)."""
 
 from __future__ import annotations
 
