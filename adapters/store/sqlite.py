@@ -17,6 +17,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import sqlite3
+import threading
 from pathlib import Path
 
 from eventsourcing import sqlite
@@ -60,11 +61,15 @@ class WalCheckpoints:
         self._database = database
         self._interval = interval
         self._connection: sqlite3.Connection | None = None
+        # A cancelled `run` leaves its checkpoint running on its thread: `close` must not
+        # use (or close) the connection under it.
+        self._lock = threading.Lock()
 
     def checkpoint(self, mode: str = "PASSIVE") -> None:
-        if self._connection is None:
-            self._connection = sqlite3.connect(self._database, check_same_thread=False)
-        self._connection.execute(f"PRAGMA wal_checkpoint({mode})").fetchall()
+        with self._lock:
+            if self._connection is None:
+                self._connection = sqlite3.connect(self._database, check_same_thread=False)
+            self._connection.execute(f"PRAGMA wal_checkpoint({mode})").fetchall()
 
     async def run(self) -> None:
         while True:
@@ -80,6 +85,7 @@ class WalCheckpoints:
             self.checkpoint("TRUNCATE")
         except sqlite3.Error:
             log.exception("the last checkpoint of %s failed", self._database)
-        if self._connection is not None:
-            self._connection.close()
-            self._connection = None
+        with self._lock:
+            if self._connection is not None:
+                self._connection.close()
+                self._connection = None
