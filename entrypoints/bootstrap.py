@@ -254,6 +254,8 @@ def bootstrap(
         default_proxy=reveal(settings.proxy),
     )
     consumers = log_consumers(settings, store, sessions, metrics, clock)
+    # Recovery and takeover read the index of live keys, not every stream.
+    service.recoverer.live_keys = consumers.index.live_keys
     bus.register(recorded_event_handlers(service, metrics, notifier, consumers.wakers))
     metrics.watch(service, sio)
     limits = RequestLimits(settings.rate_limit_connection, settings.rate_limit_identity)

@@ -12,7 +12,7 @@ from uuid import UUID
 from eventsourcing.persistence import IntegrityError
 
 from domain.application.ports import SessionRow
-from domain.application.session_rows import TRACKING_NAME, Filters
+from domain.application.session_rows import TRACKING_NAME, Filters, needs_an_engine
 from domain.model.session import session_id
 
 
@@ -47,6 +47,10 @@ class MemorySessionRows:
             rows = [r for r in self._rows.values() if _matches(r, filters, before)]
         rows.sort(key=lambda r: (r.updated_at, r.key), reverse=True)
         return rows[:limit]
+
+    def live(self) -> list[str]:
+        with self._lock:
+            return [row.key for row in self._rows.values() if needs_an_engine(row)]
 
     def reset(self) -> None:
         with self._lock:

@@ -171,6 +171,8 @@ class SessionRow:
     reason: DisconnectReason | None  # the last Disconnected's, while disconnected; else None
     version: int  # the aggregate's version after that event
     updated_at: datetime  # that event's timestamp, timezone-aware UTC
+    # Holds a linked device's credentials; None: not known (a row kept before this was).
+    linked: bool | None = None
 
 
 @dataclass(frozen=True)

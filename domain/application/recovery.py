@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterable
+from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass, field
 
 from domain.application.commands import disconnect, disconnect_if
@@ -25,22 +25,34 @@ class Recovery:
     unavailable: list[str] = field(default_factory=list)
 
 
+LiveKeys = Callable[[], Awaitable[Iterable[str]]]
+
+
 class Recoverer(UseCases):
     def __init__(self, shared: Shared, reports: EngineReports) -> None:
         super().__init__(shared)
         self._reports = reports
+        # The keys that may need an engine, from an index (the sessions read model); None:
+        # every key the store ever had (a read of the whole log).
+        self.live_keys: LiveKeys | None = None
 
-    async def recover(self) -> Recovery:
+    async def candidates(self) -> Iterable[str]:
+        """The keys recovery looks at: the index's, or (no index) every key."""
+        if self.live_keys is not None:
+            return await self.live_keys()
+        return await self._store.read(self._store.sessions.keys)
+
+    async def recover(self, keys: Iterable[str] | None = None) -> Recovery:
         """At start-up, set the record straight about the sessions an earlier run left.
 
         Sessions still recorded as live lost their engine with that process (a crash, a
         kill): they are recorded as `connection lost`, and unpaired ones lose whatever
         their engine had stored. Every paired device that is offline with its credentials
         is then started again from them, without a QR code; `session.ready` follows when
-        its engine is back online.
+        its engine is back online. `keys`: only these (else `candidates()`).
         """
         recovery = Recovery()
-        for key in await self._store.read(self._store.sessions.keys):
+        for key in await self.candidates() if keys is None else keys:
             async with self._turns.turn(key) as outbox:
                 session = await self._store.find(key)
                 if session is None or key in self._registry or not session.needs_an_engine:

@@ -149,8 +149,13 @@ async def test_when_the_owner_dies_the_other_process_takes_over(
         page = await connect(owner)
         try:
             request = {"key": key, "name": "Phone", "engine": "simulator"}
-            await page.call("session.create", request)
-            code = decode_qr((await page.wait_for("session.qr"))["qr"])
+            ack = await page.call("session.create", request)
+            assert ack["ok"] is True, (ack, owner.log())
+            try:
+                shown = await page.wait_for("session.qr")
+            except TimeoutError:
+                raise AssertionError((page.events, owner.log(), survivor.log())) from None
+            code = decode_qr(shown["qr"])
             async with httpx.AsyncClient(base_url=owner.url, timeout=10) as http:
                 await http.post(f"/api/simulator/devices/{key}/scan", json={"code": code})
             await page.wait_for("session.ready")
