@@ -6,9 +6,7 @@ connection ends, so a process that dies (even by `kill -9`: the kernel closes it
 socket) lets go of all its devices at once, and no two live processes can hold the same
 key. A process that loses its connection without dying loses its locks too: the
 watchdog here notices within one check interval and makes the service stop those
-engines. (Until it does, and only if PostgreSQL noticed the broken connection first,
-another process could take a key over: keep the check interval well below the
-takeover interval.)
+engines (see adapters/store/failover.py for what a survivor waits for).
 
 Commands for a key owned by another process (logout, delete, the simulated phone's
 moves) are forwarded with NOTIFY on the same database and answered the same way.
@@ -21,41 +19,22 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import hashlib
 import json
 import logging
 import uuid
-from collections.abc import Awaitable, Callable, Iterable
+from collections.abc import Awaitable, Callable, Collection, Iterable
 from typing import Any
 
 import psycopg
 from psycopg import sql
 
+from adapters.store.lease_ids import lock_id, rpc_channel
 from domain.model.errors import DeviceSessionError, EngineUnavailableError
 
 log = logging.getLogger(__name__)
 
 Handler = Callable[[str, dict[str, str]], Awaitable[None]]
-RPC_CHANNEL = "pairgate_rpc"
 LOG_TABLE = "pairgate_lease_log"
-
-
-def lock_id(key: str, schema: str | None = None) -> int:
-    """The key's advisory lock: 64 bits of its SHA-256 (collisions: about 2^-64).
-
-    Advisory locks and NOTIFY channels are the database's, not a schema's: deployments in
-    other schemas of the database must neither hold this deployment's keys nor hear its
-    commands, so a schema names both (the default schema keeps the names it always had).
-    """
-    prefix = b"pairgate:" if schema is None else f"pairgate:{schema}:".encode()
-    return int.from_bytes(hashlib.sha256(prefix + key.encode()).digest()[:8], signed=True)
-
-
-def rpc_channel(schema: str | None = None) -> str:
-    """The NOTIFY channel of forwarded commands, one per schema (see lock_id)."""
-    if schema is None:
-        return RPC_CHANNEL
-    return f"{RPC_CHANNEL}_{hashlib.sha256(schema.encode()).hexdigest()[:16]}"
 
 
 class PostgresLeases:
@@ -169,6 +148,27 @@ class PostgresLeases:
             log.warning(
                 "could not release the lease of %s cleanly", key, exc_info=True, extra={"key": key}
             )
+
+    async def release_many(self, keys: Collection[str]) -> None:
+        """Every one of these leases in one transaction (a shutdown's batch)."""
+        keys = [key for key in keys if key in self._held]
+        if not keys:
+            return
+        self._held.difference_update(keys)
+        ids = [lock_id(key, self._schema) for key in keys]
+        try:
+            async with self._guard, self._connection().transaction():
+                locks = self._connection()
+                await locks.execute(
+                    sql.SQL(
+                        "UPDATE {} SET released_at = now() "
+                        "WHERE key = ANY(%s) AND holder = %s AND released_at IS NULL"
+                    ).format(sql.Identifier(LOG_TABLE)),
+                    (keys, self.holder),
+                )
+                await locks.execute("SELECT pg_advisory_unlock(id) FROM unnest(%s) id", (ids,))
+        except (psycopg.Error, EngineUnavailableError):
+            log.warning("could not release %d leases cleanly", len(keys), exc_info=True)
 
     async def _release(self, key: str) -> None:
         async with self._guard, self._connection().transaction():
