@@ -33,6 +33,7 @@ import httpx
 from benchmarks.common import ServerProcess, emit, pairgate_server
 from tests.helpers import POSTGRES_URL, postgres_schema
 
+RESUME_RATE = ["0"]  # PAIRGATE_RESUME_RATE of the servers (--resume-rate)
 CHUNK = 1000  # sessions recorded per transaction while filling
 HISTORY_EVENTS = 10_000
 MEASURES = {  # what each figure shows, and its unit
@@ -183,6 +184,7 @@ def history_case(store: str) -> dict[str, Any]:
 
 def environment(store: str, data_dir: Path, schema: str | None) -> dict[str, str]:
     env = {
+        "PAIRGATE_RESUME_RATE": RESUME_RATE[0],
         "PAIRGATE_DATA_DIR": str(data_dir),
         "PAIRGATE_CREDENTIALS_DIR": str(data_dir / "credentials"),  # shared by processes
     }
@@ -259,7 +261,11 @@ def main() -> None:
     parser.add_argument("--json", type=Path)
     parser.add_argument("--plots", type=Path, help="a directory for the PNG figures")
     parser.add_argument("--no-history", action="store_true")
+    parser.add_argument(
+        "--resume-rate", default="0", help="PAIRGATE_RESUME_RATE (0: as fast as it can)"
+    )
     args = parser.parse_args()
+    RESUME_RATE[0] = args.resume_rate
     results: list[dict[str, Any]] = []
     extra: dict[str, Any] = {}
     for store in args.stores.split(","):

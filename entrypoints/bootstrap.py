@@ -75,7 +75,9 @@ class Pairgate:
         if self.checkpoints is not None and self._checkpointing is None:
             self._checkpointing = asyncio.create_task(self.checkpoints.run(), name="checkpoints")
         if self.leases is not None:
-            await self.leases.open(forwarded_commands(self), self.service.leases_lost)
+            # A process that dies is heard of at once: its devices are taken over then.
+            commands = forwarded_commands(self)
+            await self.leases.open(commands, self.service.leases_lost, self.service.recover)
         if self.consumers is not None:
             self.consumers.start()
         if self.settings.recover:

@@ -14,7 +14,6 @@ import asyncio
 import contextlib
 import itertools
 import logging
-import time
 from collections.abc import Awaitable, Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 
@@ -139,10 +138,11 @@ class Recoverer(UseCases):
 
     async def _resume_all(self, keys: Sequence[str], recovery: Recovery) -> None:
         interval = 1 / self.resume_rate if self.resume_rate > 0 else 0.0
-        started = last_log = time.monotonic()
+        clock = asyncio.get_running_loop().time  # the event loop's (monotonic) clock
+        started = last_log = clock()
         for count, key in enumerate(keys):
             if interval:
-                await asyncio.sleep(max(0.0, started + count * interval - time.monotonic()))
+                await asyncio.sleep(max(0.0, started + count * interval - clock()))
             async with self._turns.turn(key):
                 session = await self._store.find(key)  # as it is now: it may have changed
                 if session is not None and key not in self._registry and session.offline_linked:
@@ -151,8 +151,8 @@ class Recoverer(UseCases):
                     recovery.to_resume -= 1
                     if key not in self._registry:
                         await self._leases.release(key)
-            if time.monotonic() - last_log >= LOG_EVERY:
-                last_log = time.monotonic()
+            if clock() - last_log >= LOG_EVERY:
+                last_log = clock()
                 log.info("resuming paired devices: %d of %d", count + 1, len(keys))
 
     def _pace_text(self) -> str:
@@ -203,9 +203,11 @@ class Recoverer(UseCases):
         for batch in _batches(sorted(self._registry.keys)):
             async with contextlib.AsyncExitStack() as turns:
                 outboxes = {k: await turns.enter_async_context(self._turns.turn(k)) for k in batch}
+                # Read while they are held (stopping releases them).
+                sessions = await self._store.read(self._store.sessions.find_many, batch)
                 stopped = await asyncio.gather(*(self._actions.stop(key) for key in batch))
                 keys = [key for key, ran in zip(batch, stopped, strict=True) if ran]
-                sessions = await self._store.read(self._store.sessions.find_many, keys)
+                sessions = {key: sessions[key] for key in keys if key in sessions}
                 update = self._store.sessions.update_many
                 lost = disconnect_if(Reason.CONNECTION_LOST, None)
                 for change in await self._store.read(update, list(sessions.values()), lost):
