@@ -49,12 +49,13 @@ def application_name(holder: str) -> str:
 class ProcessWatch:
     def __init__(
         self,
-        connect: Callable[[], Awaitable[psycopg.AsyncConnection[Any]]],
+        connect: Callable[[str | None], Awaitable[psycopg.AsyncConnection[Any]]],
         holder: str,
         schema: str | None,
         refresh: float = 1.0,
     ) -> None:
-        """`connect`: a new connection to the store's database (its schema set)."""
+        """`connect`: a new connection to the store's database (its schema set), named
+        as given (this process's name if None)."""
         self._connect, self._refresh = connect, refresh
         self._holder, self._schema = holder, schema  # this process, its deployment
         self._waiting: dict[str, asyncio.Task[None]] = {}
@@ -104,7 +105,7 @@ class ProcessWatch:
 
     async def _others(self) -> list[str]:
         if self._discovery is None or self._discovery.closed:
-            self._discovery = await self._connect()
+            self._discovery = await self._connect(None)
         statement = sql.SQL("SELECT holder FROM {} WHERE holder <> %s")
         found = await self._discovery.execute(
             statement.format(sql.Identifier(PROCESSES)), (self._holder,)
@@ -113,7 +114,11 @@ class ProcessWatch:
 
     async def _wait_for(self, holder: str) -> None:
         try:
-            async with await self._connect() as connection:
+            # Not named as this process: a waiting query outlives a killed client (the
+            # server notices only at its next check), so it must not make it look alive.
+            async with await self._connect(f"pairgate-wait:{self._holder}") as connection:
+                with contextlib.suppress(psycopg.Error):  # PostgreSQL 14 and later
+                    await connection.execute("SET client_connection_check_interval = '2s'")
                 lock = process_lock(holder, self._schema)
                 await connection.execute("SELECT pg_advisory_lock(%s)", (lock,))  # blocks
                 keys = await self._open_grants(connection, holder)

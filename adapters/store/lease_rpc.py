@@ -34,7 +34,7 @@ class ForwardedCommands:
     _listener: psycopg.AsyncConnection[Any] | None
     _guard: asyncio.Lock
 
-    async def _connect(self) -> psycopg.AsyncConnection[Any]:
+    async def _connect(self, name: str | None = None) -> psycopg.AsyncConnection[Any]:
         raise NotImplementedError
 
     def _connection(self) -> psycopg.AsyncConnection[Any]:

@@ -216,9 +216,10 @@ class PostgresLeases(ForwardedCommands):
 
     # -- internals ----------------------------------------------------------------------
 
-    async def _connect(self) -> psycopg.AsyncConnection[Any]:
+    async def _connect(self, name: str | None = None) -> psycopg.AsyncConnection[Any]:
+        """`name`: the connection's application_name (this process's, if None)."""
         connection = await psycopg.AsyncConnection.connect(
-            self._conninfo, autocommit=True, application_name=application_name(self.holder)
+            self._conninfo, autocommit=True, application_name=name or application_name(self.holder)
         )
         try:
             if self._schema:

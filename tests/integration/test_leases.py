@@ -153,6 +153,8 @@ async def test_a_process_that_dies_is_heard_of_at_once_with_its_keys(schema: str
         # The survivor finds the new process (it looks every second) and waits on it.
         while dying.holder not in survivor._processes._waiting:
             await asyncio.sleep(0.05)
+        for task in dying._tasks:  # dead: it will not reconnect
+            task.cancel()
         with psycopg.connect(POSTGRES_URL, autocommit=True) as admin:
             admin.execute(
                 "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
