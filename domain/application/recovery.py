@@ -112,7 +112,7 @@ class Recoverer(UseCases):
         async with contextlib.AsyncExitStack() as turns:
             live: list[DeviceSession] = []
             outboxes: dict[str, Outbox] = {}
-            for key in keys:
+            for key in sorted(keys):  # one order for every batch: no two wait on each other
                 outboxes[key] = await turns.enter_async_context(self._turns.turn(key))
                 session = sessions.get(key)
                 if session is None or key in self._registry or not session.needs_an_engine:
@@ -141,8 +141,8 @@ class Recoverer(UseCases):
         clock = asyncio.get_running_loop().time  # the event loop's (monotonic) clock
         started = last_log = clock()
         for count, key in enumerate(keys):
-            if interval:
-                await asyncio.sleep(max(0.0, started + count * interval - clock()))
+            # (At least a yield: each start may run on the loop, and the loop must serve.)
+            await asyncio.sleep(max(0.0, started + count * interval - clock()))
             async with self._turns.turn(key):
                 session = await self._store.find(key)  # as it is now: it may have changed
                 if session is not None and key not in self._registry and session.offline_linked:
