@@ -112,11 +112,20 @@ def resumed(body: dict[str, Any], count: int) -> bool:
 
 def wait(what: Any, timeout: float = 3600) -> float:
     started = time.monotonic()
-    while not what():
+    while not answered(what):
         if time.monotonic() - started > timeout:
             raise SystemExit("timed out")
         time.sleep(0.05)
     return time.monotonic() - started
+
+
+def answered(what: Any) -> bool:
+    """`what()`, False while the server does not answer in time (a busy event loop)."""
+    try:
+        return bool(what())
+    except httpx.HTTPError as error:
+        print(f"no answer ({type(error).__name__}): the event loop was busy", flush=True)
+        return False
 
 
 def start(
