@@ -249,7 +249,7 @@ def plot(results: list[dict[str, Any]], directory: Path) -> list[str]:
     for measure, label in MEASURES.items():
         figure, axes = pyplot.subplots(figsize=(5, 3.2))
         for store in sorted({r["store"] for r in results}):
-            points = [(r["devices"], r[measure]) for r in results if r["store"] == store]
+            points = [(r["devices"], r.get(measure)) for r in results if r["store"] == store]
             points = [p for p in points if p[1] is not None]
             if points:
                 axes.plot(*zip(*points, strict=True), marker="o", label=store)
