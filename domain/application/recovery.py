@@ -145,7 +145,12 @@ class Recoverer(UseCases):
             await asyncio.sleep(max(0.0, started + count * interval - clock()))
             async with self._turns.turn(key):
                 session = await self._store.find(key)  # as it is now: it may have changed
-                if session is not None and key not in self._registry and session.offline_linked:
+                if (
+                    session is not None
+                    and key not in self._registry
+                    and session.offline_linked
+                    and await self._leases.acquire(key)  # (a request may have let it go)
+                ):
                     await self._resume(key, session, recovery)
                 else:
                     recovery.to_resume -= 1
