@@ -23,8 +23,9 @@ async def readiness(server: Server) -> tuple[int, dict[str, object]]:
 async def test_a_restart_serves_at_once_and_resumes_devices_at_its_pace(
     settings: Settings,
 ) -> None:
-    if settings.cipher_key is not None:
-        pytest.skip("nothing here depends on the cipher (CI time)")
+    if settings.database_url is not None:
+        # (CI time: restarts on PostgreSQL, batches included, are test_recovery_index's.)
+        pytest.skip("the pacing and progress do not depend on the store")
     keys = [unique_key("restart") for _ in range(DEVICES)]
     async with running(settings) as server, clients(server.url, DEVICES) as pages:
         for key, page in zip(keys, pages, strict=True):
