@@ -103,6 +103,7 @@ class PairgateMetrics:
     def watch(self, service: PairingService, sio: socketio.AsyncServer) -> None:
         """Gauges read at scrape time: sessions by state, Socket.IO connections."""
         self.registry.register(_LiveSessions(service))
+        self.registry.register(_Resuming(service))
         self.registry.register(_Connections(sio))
 
     def timed_store(self, call: Callable[[], T], /) -> T:
@@ -117,6 +118,20 @@ class PairgateMetrics:
 
     def exposition(self) -> bytes:
         return generate_latest(self.registry)
+
+
+class _Resuming(Collector):
+    def __init__(self, service: PairingService) -> None:
+        self._service = service
+
+    def collect(self) -> Iterator[GaugeMetricFamily]:
+        startup = self._service.recoverer.startup
+        yield GaugeMetricFamily(
+            "pairgate_devices_to_resume",
+            "Paired devices the start-up's recovery has yet to start again "
+            "(PAIRGATE_RESUME_RATE a second).",
+            value=startup.pending,
+        )
 
 
 class _LiveSessions(Collector):

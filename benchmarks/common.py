@@ -33,10 +33,12 @@ class ServerProcess:
     url: str
 
     @classmethod
-    def start(cls, command: Sequence[str], env: dict[str, str], port: int) -> ServerProcess:
+    def start(
+        cls, command: Sequence[str], env: dict[str, str], port: int, within: float = 30
+    ) -> ServerProcess:
         process = subprocess.Popen(list(command), env={**os.environ, **env}, cwd=REPO)
         url = f"http://127.0.0.1:{port}"
-        deadline = time.monotonic() + 30
+        deadline = time.monotonic() + within
         while time.monotonic() < deadline:
             if process.poll() is not None:
                 raise SystemExit(f"{command[0]} exited with status {process.returncode}")
@@ -46,7 +48,7 @@ class ServerProcess:
             except httpx.HTTPError:
                 time.sleep(0.1)
         process.kill()
-        raise SystemExit(f"{' '.join(command)} did not become healthy within 30 s")
+        raise SystemExit(f"{' '.join(command)} did not become healthy within {within} s")
 
     def cpu_s(self) -> float:
         """User + system CPU seconds the process has used so far (its threads included)."""
@@ -77,7 +79,9 @@ UNCAPPED = {
 }
 
 
-def pairgate_server(data_dir: Path, extra_env: dict[str, str] | None = None) -> ServerProcess:
+def pairgate_server(
+    data_dir: Path, extra_env: dict[str, str] | None = None, healthy_within: float = 30
+) -> ServerProcess:
     """`pairgate serve --simulate` (the console script), SQLite store in `data_dir`."""
     port = free_port()
     script = Path(sys.executable).with_name("pairgate")
@@ -87,7 +91,8 @@ def pairgate_server(data_dir: Path, extra_env: dict[str, str] | None = None) -> 
         **UNCAPPED,
         **(extra_env or {}),
     }
-    return ServerProcess.start([str(script), "serve", "--simulate", "--port", str(port)], env, port)
+    command = [str(script), "serve", "--simulate", "--port", str(port)]
+    return ServerProcess.start(command, env, port, healthy_within)
 
 
 def baseline_server() -> ServerProcess:

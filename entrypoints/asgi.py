@@ -48,6 +48,7 @@ def create_app(settings: Settings | None = None, clock: Clock | None = None) -> 
         pairgate.settings.redis,
         stopping=lambda: pairgate.service.stopping,
         store_calls=metrics.timed_store,
+        recovery=lambda: pairgate.service.recoverer.startup,
     )
     routes = health_routes(pairgate.service)
     api = Api(pairgate.identities, pairgate.http_limits, settings.max_payload_bytes)

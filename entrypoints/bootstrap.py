@@ -4,9 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
-import importlib.util
 import logging
-import shutil
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -15,9 +13,8 @@ import socketio
 
 from adapters.clock import SystemClock
 from adapters.credentials import CredentialVault
-from adapters.engines import baileys
 from adapters.engines.catalog import Engines
-from adapters.engines.simulator import SimulatedEngine, simulator_commands
+from adapters.engines.simulator import SimulatedEngine
 from adapters.identity import DEFAULT_IDENTITY, Identities
 from adapters.limits.history import HistoryAllowance
 from adapters.limits.requests import RequestLimits
@@ -26,19 +23,21 @@ from adapters.socketio.gateway import PairingNamespace
 from adapters.socketio.projection import SocketIoNotifier
 from adapters.socketio.server import BoundedAsyncServer
 from adapters.store.config import open_store, postgres_conninfo
-from adapters.store.leases import Handler, PostgresLeases
+from adapters.store.leases import PostgresLeases
 from adapters.store.sqlite import WalCheckpoints
 from domain.application.activity import SessionActivity
 from domain.application.dispatch import EventBus, Handlers
 from domain.application.follow import LogFollower
 from domain.application.history import MAX_PAGE_SIZE
 from domain.application.pairing import Caps, PairingService, Timeouts
-from domain.application.ports import Clock, SessionIndex, WhatsAppEngine
+from domain.application.ports import Clock, SessionIndex
 from domain.application.sessions import DeviceSessions
 from domain.application.store_calls import StoreAccess
 from domain.model.session import DeviceSession
 from entrypoints.consumers import LogConsumers, log_consumers
+from entrypoints.engines import installed_engines
 from entrypoints.fanout import fanout_manager
+from entrypoints.forwarded import forwarded_commands
 from entrypoints.settings import Settings, reveal
 
 log = logging.getLogger("pairgate")
@@ -65,25 +64,44 @@ class Pairgate:
     http_limits: RequestLimits = field(default_factory=lambda: RequestLimits("", ""))
     consumers: LogConsumers | None = None
     _takeover: asyncio.Task[None] | None = field(default=None, repr=False)
+    _recovering: asyncio.Task[object] | None = field(default=None, repr=False)
     _checkpointing: asyncio.Task[None] | None = field(default=None, repr=False)
 
     async def start(self) -> None:
-        """Before serving: take part in the leases, settle what earlier runs left, and
-        (several processes) keep taking over devices whose process has gone."""
+        """Before serving: take part in the leases; then, in the background (the server
+        answers /healthz at once, /readyz once the record is settled), settle what
+        earlier runs left and resume their devices, and (several processes) keep taking
+        over devices whose process has gone."""
         if self.checkpoints is not None and self._checkpointing is None:
             self._checkpointing = asyncio.create_task(self.checkpoints.run(), name="checkpoints")
         if self.leases is not None:
-            await self.leases.open(forwarded_commands(self), self.service.leases_lost)
-        if self.settings.recover:
-            await self.service.recover()
+            # A process that dies is heard of at once: its devices are taken over then.
+            commands = forwarded_commands(self)
+            await self.leases.open(commands, self.service.leases_lost, self.service.recover)
         if self.consumers is not None:
             self.consumers.start()
+        if self.settings.recover:
+            self._recovering = asyncio.create_task(self._recover(), name="recovery")
         if self.leases is not None:
             # Failover does not depend on PAIRGATE_RECOVER: a device without a holder would
             # stay offline, and the leases already keep each device to one process.
             self._takeover = asyncio.create_task(self._take_over_orphans(), name="takeover")
 
+    async def _recover(self) -> object:
+        try:
+            return await self.service.recoverer.start_up()
+        except Exception:
+            log.exception("recovering the store failed")
+            self.service.recoverer.startup.settled = True  # (what could be, was)
+            return None
+
+    async def recovered(self) -> None:
+        """Returns once the start-up's recovery is over (devices resumed included)."""
+        if self._recovering is not None:
+            await asyncio.gather(asyncio.shield(self._recovering), return_exceptions=True)
+
     async def _take_over_orphans(self) -> None:
+        await self.recovered()
         while True:
             await asyncio.sleep(self.settings.takeover_interval)
             try:
@@ -108,10 +126,11 @@ class Pairgate:
         await self.sio.shutdown()
 
     async def drain_tasks(self) -> None:
-        if self._takeover is not None:
-            self._takeover.cancel()
-            await asyncio.gather(self._takeover, return_exceptions=True)
-            self._takeover = None
+        for task in (self._takeover, self._recovering):
+            if task is not None:
+                task.cancel()
+                await asyncio.gather(task, return_exceptions=True)
+        self._takeover = self._recovering = None
 
     async def close(self) -> None:
         await self.drain_tasks()
@@ -133,22 +152,6 @@ class Pairgate:
         self.sessions.close()
 
 
-def forwarded_commands(pairgate: Pairgate) -> dict[str, Handler]:
-    """What other processes may ask of the one running a key (over the leases)."""
-    service, simulator = pairgate.service, pairgate.simulator
-
-    async def logout(key: str, args: dict[str, str]) -> None:
-        await service.logout(key, args["owner"])
-
-    async def delete(key: str, args: dict[str, str]) -> None:
-        await service.delete(key, args["owner"])
-
-    commands: dict[str, Handler] = {"logout": logout, "delete": delete}
-    if simulator is not None:
-        commands |= simulator_commands(simulator)
-    return commands
-
-
 def recorded_event_handlers(
     service: PairingService,
     metrics: PairgateMetrics,
@@ -167,26 +170,6 @@ def recorded_event_handlers(
             *(follower.recorded for follower in followers),
         ],
     }
-
-
-def installed_engines(settings: Settings, vault: CredentialVault) -> Engines:
-    """The real WhatsApp engines this machine can run, and hints for those it cannot."""
-    available: dict[str, WhatsAppEngine] = {}
-    missing: dict[str, str] = {}
-    if importlib.util.find_spec("neonize") is not None:
-        from adapters.engines.neonize import NeonizeEngine  # neonize itself loads on first use
-
-        neonize = NeonizeEngine(vault, database_url=reveal(settings.neonize_database_url))
-        available["neonize"] = available["whatsmeow"] = neonize
-    else:
-        missing["neonize"] = missing["whatsmeow"] = (
-            "install it with `pip install 'pairgate[neonize]'`"
-        )
-    if shutil.which("node") and baileys.sidecar_installed():
-        available["baileys"] = baileys.BaileysEngine(vault)
-    else:
-        missing["baileys"] = baileys.INSTALL_HINT
-    return Engines(available, missing)
 
 
 def bootstrap(
@@ -256,6 +239,9 @@ def bootstrap(
         default_proxy=reveal(settings.proxy),
     )
     consumers = log_consumers(settings, store, sessions, metrics, clock)
+    # Recovery and takeover read the index of live keys, not every stream.
+    service.recoverer.live_keys = consumers.index.live_keys
+    service.recoverer.resume_rate = settings.resume_rate
     bus.register(recorded_event_handlers(service, metrics, notifier, consumers.wakers))
     consumers.activity.listen(notifier.changed)
     metrics.watch(service, sio)

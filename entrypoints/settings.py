@@ -44,6 +44,8 @@ class Settings(BaseSettings):
     # PostgreSQL every process also takes over devices without a holder every takeover
     # interval, whatever this says; false there only skips the look at start-up.
     recover: bool = True
+    # Paired devices started again per second after a start (or a takeover); 0: no bound.
+    resume_rate: float = Field(100.0, ge=0)
     # Several processes on one PostgreSQL store: seconds between looks for devices whose
     # process has gone (the failover bound), and between checks of this process's leases.
     takeover_interval: float = Field(15.0, gt=0)

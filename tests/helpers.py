@@ -100,7 +100,7 @@ class Server:
             return await http.get(path)
 
 
-async def start_server(settings: Settings) -> Server:
+async def start_server(settings: Settings, *, recovered: bool = True) -> Server:
     app = create_app(settings)
     config = uvicorn_config(
         app, settings, host="127.0.0.1", port=0, log_level="warning", lifespan="on"
@@ -112,6 +112,10 @@ async def start_server(settings: Settings) -> Server:
             task.result()
             raise RuntimeError("uvicorn stopped before it started")
         await asyncio.sleep(0.01)
+    # Recovery runs in the background (the server answers at once): tests start from a
+    # settled store, every device the last run left resumed.
+    if recovered:
+        await app.pairgate.recovered()
     port = server.servers[0].sockets[0].getsockname()[1]
     return Server(f"http://127.0.0.1:{port}", app, server, task)
 
@@ -157,8 +161,8 @@ async def _cancel_the_rest() -> None:
 
 
 @asynccontextmanager
-async def running(settings: Settings) -> AsyncIterator[Server]:
-    server = await start_server(settings)
+async def running(settings: Settings, *, recovered: bool = True) -> AsyncIterator[Server]:
+    server = await start_server(settings, recovered=recovered)
     try:
         yield server
     finally:

@@ -1,5 +1,7 @@
 """`GET /readyz`: may this process take traffic? Its event store and Redis (when
-configured) must answer. `/healthz` stays liveness: the process itself is up."""
+configured) must answer, and the start-up must have settled what the last run left
+(then requests may come; paired devices keep resuming in the background: `resume` says
+how far). `/healthz` stays liveness: the process itself is up, answered at once."""
 
 from __future__ import annotations
 
@@ -14,6 +16,7 @@ from starlette.responses import JSONResponse
 from starlette.routing import Route
 
 from domain.application.ports import StoreCalls
+from domain.application.recovery import Recovery
 from domain.application.sessions import DeviceSessions
 
 log = logging.getLogger(__name__)
@@ -30,7 +33,9 @@ class Readiness:
         timeout: float = CHECK_TIMEOUT,
         stopping: Callable[[], bool] = lambda: False,
         store_calls: StoreCalls | None = None,
+        recovery: Callable[[], Recovery] | None = None,
     ) -> None:
+        self._recovery = recovery
         self._store_calls = store_calls
         self._stopping = stopping
         self._sessions = sessions
@@ -50,6 +55,8 @@ class Readiness:
         )
         # A process draining for shutdown takes no new traffic, whatever its dependencies say.
         results = {"process": "failed: shutting down" if self._stopping() else "ok"}
+        if self._recovery is not None and not self._recovery().settled:
+            results["recovery"] = "failed: settling what the last run left"
         for name, outcome in zip(names, outcomes, strict=True):
             if isinstance(outcome, BaseException):
                 why = "timed out" if isinstance(outcome, TimeoutError) else type(outcome).__name__
@@ -58,6 +65,19 @@ class Readiness:
             else:
                 results[name] = "ok"
         return results
+
+    def resume(self) -> dict[str, int] | None:
+        """How far the start-up's resuming of paired devices is."""
+        if self._recovery is None:
+            return None
+        recovery = self._recovery()
+        return {
+            "looked_at": recovery.looked_at,
+            "to_resume": recovery.to_resume,
+            "resumed": len(recovery.resumed),
+            "unavailable": len(recovery.unavailable),
+            "pending": recovery.pending,
+        }
 
     async def _store(self) -> object:
         # On the store's threads when it has some, so a saturated pool reads as not ready.
@@ -91,9 +111,11 @@ def readiness_routes(readiness: Readiness) -> list[Route]:
     async def readyz(request: Request) -> JSONResponse:
         checks = await readiness.checks()
         failed = [name for name, result in checks.items() if result != "ok"]
+        resume = readiness.resume()
+        extra = {} if resume is None else {"resume": resume}
         if failed:
-            body = {"status": "not ready", "checks": checks, "failed": failed}
+            body = {"status": "not ready", "checks": checks, "failed": failed, **extra}
             return JSONResponse(body, 503)
-        return JSONResponse({"status": "ready", "checks": checks})
+        return JSONResponse({"status": "ready", "checks": checks, **extra})
 
     return [Route("/readyz", readyz)]

@@ -6,9 +6,7 @@ connection ends, so a process that dies (even by `kill -9`: the kernel closes it
 socket) lets go of all its devices at once, and no two live processes can hold the same
 key. A process that loses its connection without dying loses its locks too: the
 watchdog here notices within one check interval and makes the service stop those
-engines. (Until it does, and only if PostgreSQL noticed the broken connection first,
-another process could take a key over: keep the check interval well below the
-takeover interval.)
+engines (see adapters/store/failover.py for what a survivor waits for).
 
 Commands for a key owned by another process (logout, delete, the simulated phone's
 moves) are forwarded with NOTIFY on the same database and answered the same way.
@@ -21,44 +19,32 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import hashlib
-import json
 import logging
 import uuid
-from collections.abc import Awaitable, Callable, Iterable
+from collections.abc import Awaitable, Callable, Collection, Iterable
 from typing import Any
 
 import psycopg
 from psycopg import sql
 
-from domain.model.errors import DeviceSessionError, EngineUnavailableError
+from adapters.store.failover import (
+    OnGone,
+    ProcessWatch,
+    application_name,
+    close_grants,
+    still_running,
+)
+from adapters.store.lease_ids import lock_id, rpc_channel
+from adapters.store.lease_rpc import ForwardedCommands
+from domain.model.errors import EngineUnavailableError
 
 log = logging.getLogger(__name__)
 
 Handler = Callable[[str, dict[str, str]], Awaitable[None]]
-RPC_CHANNEL = "pairgate_rpc"
 LOG_TABLE = "pairgate_lease_log"
 
 
-def lock_id(key: str, schema: str | None = None) -> int:
-    """The key's advisory lock: 64 bits of its SHA-256 (collisions: about 2^-64).
-
-    Advisory locks and NOTIFY channels are the database's, not a schema's: deployments in
-    other schemas of the database must neither hold this deployment's keys nor hear its
-    commands, so a schema names both (the default schema keeps the names it always had).
-    """
-    prefix = b"pairgate:" if schema is None else f"pairgate:{schema}:".encode()
-    return int.from_bytes(hashlib.sha256(prefix + key.encode()).digest()[:8], signed=True)
-
-
-def rpc_channel(schema: str | None = None) -> str:
-    """The NOTIFY channel of forwarded commands, one per schema (see lock_id)."""
-    if schema is None:
-        return RPC_CHANNEL
-    return f"{RPC_CHANNEL}_{hashlib.sha256(schema.encode()).hexdigest()[:16]}"
-
-
-class PostgresLeases:
+class PostgresLeases(ForwardedCommands):
     def __init__(
         self,
         conninfo: str,
@@ -84,6 +70,8 @@ class PostgresLeases:
         self._on_lost: Callable[[Iterable[str]], Awaitable[None]] | None = None
         # One statement or transaction at a time on the lock connection.
         self._guard = asyncio.Lock()
+        self._processes = ProcessWatch(self._connect, self.holder, schema)
+        self._registered = False  # this process's own lock held (others wait on it)
 
     # -- lifecycle --------------------------------------------------------------------
 
@@ -91,9 +79,13 @@ class PostgresLeases:
         self,
         handlers: dict[str, Handler],
         on_lost: Callable[[Iterable[str]], Awaitable[None]],
+        on_gone: OnGone | None = None,
     ) -> None:
+        """`on_lost`: this process lost these leases; `on_gone`: another process died
+        (or lost its connection and stopped), and these keys were its."""
         self._handlers = dict(handlers)
         self._on_lost = on_lost
+        self._processes.on_gone = on_gone
         self._locks = await self._connect()
         await self._locks.execute(
             sql.SQL(
@@ -102,9 +94,21 @@ class PostgresLeases:
                 "released_at timestamptz)"
             ).format(sql.Identifier(LOG_TABLE))
         )
+        for column in ("key", "holder"):  # open grants, by key and by holder
+            await self._locks.execute(
+                sql.SQL(
+                    "CREATE INDEX IF NOT EXISTS {} ON {} ({}) WHERE released_at IS NULL"
+                ).format(
+                    sql.Identifier(f"{LOG_TABLE}_open_{column}"),
+                    sql.Identifier(LOG_TABLE),
+                    sql.Identifier(column),
+                )
+            )
+        self._registered = await self._processes.register(self._locks)
         self._tasks = [
             asyncio.create_task(self._listen(), name="leases:listen"),
             asyncio.create_task(self._watch(), name="leases:watch"),
+            asyncio.create_task(self._processes.run(), name="leases:processes"),
         ]
         await asyncio.wait_for(self._listening.wait(), 10)
 
@@ -112,8 +116,7 @@ class PostgresLeases:
         for task in self._tasks:
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
-        for key in list(self._held):
-            await self.release(key)
+        await self.release_many(self._held)
         for connection in (self._locks, self._listener):
             if connection is not None:
                 with contextlib.suppress(psycopg.Error):
@@ -140,6 +143,10 @@ class PostgresLeases:
                 )
             ).fetchone()
             if not row or not row[0]:
+                return False
+            if await still_running(locks, key, self.holder):
+                # Its holder lost its connection but lives: it has yet to stop the engine.
+                await locks.execute("SELECT pg_advisory_unlock(%s)", (lock_id(key, self._schema),))
                 return False
             # A holder that died left its grant open: it ended when its lock was freed.
             await locks.execute(
@@ -170,6 +177,27 @@ class PostgresLeases:
                 "could not release the lease of %s cleanly", key, exc_info=True, extra={"key": key}
             )
 
+    async def release_many(self, keys: Collection[str]) -> None:
+        """Every one of these leases in one transaction (a shutdown's batch)."""
+        keys = [key for key in keys if key in self._held]
+        if not keys:
+            return
+        self._held.difference_update(keys)
+        ids = [lock_id(key, self._schema) for key in keys]
+        try:
+            async with self._guard, self._connection().transaction():
+                locks = self._connection()
+                await locks.execute(
+                    sql.SQL(
+                        "UPDATE {} SET released_at = now() "
+                        "WHERE key = ANY(%s) AND holder = %s AND released_at IS NULL"
+                    ).format(sql.Identifier(LOG_TABLE)),
+                    (keys, self.holder),
+                )
+                await locks.execute("SELECT pg_advisory_unlock(id) FROM unnest(%s) id", (ids,))
+        except (psycopg.Error, EngineUnavailableError):
+            log.warning("could not release %d leases cleanly", len(keys), exc_info=True)
+
     async def _release(self, key: str) -> None:
         async with self._guard, self._connection().transaction():
             locks = self._connection()
@@ -182,105 +210,31 @@ class PostgresLeases:
             )
             await locks.execute("SELECT pg_advisory_unlock(%s)", (lock_id(key, self._schema),))
 
-    async def forward(self, key: str, command: str, args: dict[str, str]) -> None:
-        request_id = uuid.uuid4().hex
-        reply: asyncio.Future[dict[str, Any]] = asyncio.get_running_loop().create_future()
-        self._replies[request_id] = reply
-        message = {"id": request_id, "key": key, "command": command, "args": args}
-        try:
-            await self._notify(self._rpc_channel, {**message, "reply_to": self.holder})
-            answer = await asyncio.wait_for(reply, self._forward_timeout)
-        except (TimeoutError, psycopg.Error):
-            raise EngineUnavailableError(
-                f"the pairgate process running {key!r} did not answer; try again shortly",
-                key=key,
-            ) from None
-        finally:
-            self._replies.pop(request_id, None)
-        if not answer.get("ok"):
-            error = EngineUnavailableError(answer.get("message", "refused"), key=key)
-            error.code = answer.get("code", error.code)
-            raise error
-
     @property
     def held(self) -> frozenset[str]:
         return frozenset(self._held)
 
     # -- internals ----------------------------------------------------------------------
 
-    async def _connect(self) -> psycopg.AsyncConnection[Any]:
-        connection = await psycopg.AsyncConnection.connect(self._conninfo, autocommit=True)
-        if self._schema:
-            await connection.execute(
-                sql.SQL("SET search_path TO {}").format(sql.Identifier(self._schema))
-            )
+    async def _connect(self, name: str | None = None) -> psycopg.AsyncConnection[Any]:
+        """`name`: the connection's application_name (this process's, if None)."""
+        connection = await psycopg.AsyncConnection.connect(
+            self._conninfo, autocommit=True, application_name=name or application_name(self.holder)
+        )
+        try:
+            if self._schema:
+                await connection.execute(
+                    sql.SQL("SET search_path TO {}").format(sql.Identifier(self._schema))
+                )
+        except BaseException:  # (cancelled, too: never left open)
+            await connection.close()
+            raise
         return connection
 
     def _connection(self) -> psycopg.AsyncConnection[Any]:
         if self._locks is None or self._locks.closed:
             raise EngineUnavailableError("the lease database connection is down; try again")
         return self._locks
-
-    @staticmethod
-    def _reply_channel(holder: str) -> str:
-        return f"pairgate_reply_{holder}"
-
-    async def _notify(self, channel: str, payload: dict[str, Any]) -> None:
-        text = json.dumps(payload, separators=(",", ":"))
-        async with self._guard:
-            await self._connection().execute("SELECT pg_notify(%s, %s)", (channel, text))
-
-    async def _listen(self) -> None:
-        """Serve forwarded commands and collect replies; reconnect if the connection drops."""
-        while True:
-            try:
-                if self._listener is None or self._listener.closed:
-                    self._listener = await self._connect()
-                    for channel in (self._rpc_channel, self._reply_channel(self.holder)):
-                        await self._listener.execute(
-                            sql.SQL("LISTEN {}").format(sql.Identifier(channel))
-                        )
-                    self._listening.set()
-                async for notice in self._listener.notifies():
-                    self._dispatch(notice.channel, notice.payload)
-            except asyncio.CancelledError:
-                raise
-            except Exception:
-                log.warning("lease listener connection lost; reconnecting", exc_info=True)
-                with contextlib.suppress(Exception):
-                    if self._listener is not None:
-                        await self._listener.close()
-                self._listener = None
-                await asyncio.sleep(self._check_interval)
-
-    def _dispatch(self, channel: str, payload: str) -> None:
-        try:
-            message = json.loads(payload)
-            if channel == self._rpc_channel:
-                if message["key"] in self._held:
-                    # Held: the event loop keeps only weak references to tasks.
-                    serving = asyncio.create_task(self._serve(message))
-                    self._serving.add(serving)
-                    serving.add_done_callback(self._serving.discard)
-            elif (reply := self._replies.get(message.get("id", ""))) and not reply.done():
-                reply.set_result(message)
-        except Exception:
-            log.exception("bad lease message on %s", channel)
-
-    async def _serve(self, message: dict[str, Any]) -> None:
-        answer: dict[str, Any] = {"id": message["id"], "ok": True}
-        key, command = message["key"], message["command"]
-        handler = self._handlers.get(command)
-        try:
-            if handler is None:
-                raise EngineUnavailableError(f"unknown command {command!r}")
-            await handler(key, message["args"])
-        except DeviceSessionError as refused:
-            answer |= {"ok": False, "code": refused.code, "message": refused.message}
-        except Exception as error:
-            log.exception("forwarded %s for %s failed", command, key, extra={"key": key})
-            answer |= {"ok": False, "message": str(error)}
-        await self._notify(self._reply_channel(message["reply_to"]), answer)
 
     async def _watch(self) -> None:
         """Prove the lock connection alive; if it broke, every lease went with it."""
@@ -289,12 +243,17 @@ class PostgresLeases:
             try:
                 async with self._guard:
                     await self._connection().execute("SELECT 1")
+                    if not self._registered:
+                        self._registered = await self._processes.register(self._connection())
             except (psycopg.Error, EngineUnavailableError):
-                lost, self._held = set(self._held), set()
+                lost, self._held, self._registered = set(self._held), set(), False
                 log.error("lease connection lost: giving up %d devices", len(lost))
                 if self._on_lost is not None and lost:
-                    await self._on_lost(lost)
+                    await self._on_lost(lost)  # their engines stop
                 with contextlib.suppress(psycopg.Error):
                     if self._locks is not None:
                         await self._locks.close()
-                    self._locks = await self._connect()
+                    async with self._guard:
+                        self._locks = await self._connect()
+                        # Stopped: a survivor waiting on this process may take them over.
+                        await close_grants(self._locks, self.holder)

@@ -13,7 +13,7 @@ from uuid import UUID
 from eventsourcing.persistence import IntegrityError
 
 from domain.application.ports import SessionRow
-from domain.application.session_rows import TRACKING_NAME, Filters
+from domain.application.session_rows import TRACKING_NAME, Filters, needs_an_engine
 from domain.model.session import session_id
 
 
@@ -53,6 +53,10 @@ class MemorySessionRows:
         with self._lock:
             states = [r.state.value for r in self._rows.values() if r.owner == owner]
         return dict(Counter(states))
+
+    def live(self) -> list[str]:
+        with self._lock:
+            return [row.key for row in self._rows.values() if needs_an_engine(row)]
 
     def reset(self) -> None:
         with self._lock:

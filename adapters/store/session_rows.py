@@ -34,11 +34,11 @@ from domain.application.session_rows import (
     to_micros,
 )
 from domain.application.sessions import DeviceSessions
-from domain.model.session import DisconnectReason, SessionState, session_id
+from domain.model.session import LIVE_STATES, DisconnectReason, SessionState, session_id
 
 TABLE = "pairgate_sessions"
 COLUMNS = ("id", "key", "tie", "owner", "name", "engine", "state", "reason", "version",
-           "updated_at")  # fmt: skip
+           "updated_at", "linked")  # fmt: skip
 # Listing indexes: by owner, and by owner with either filter.
 INDEXES = {"owner": ("owner",), "state": ("owner", "state"), "engine": ("owner", "engine")}
 
@@ -48,14 +48,25 @@ def create_statements(table: str, name: str) -> list[str]:
     statements = [
         f"CREATE TABLE IF NOT EXISTS {table} (id TEXT PRIMARY KEY, key TEXT NOT NULL, "
         "tie TEXT NOT NULL, owner TEXT NOT NULL, name TEXT NOT NULL, engine TEXT NOT NULL, "
-        "state TEXT NOT NULL, reason TEXT, version BIGINT NOT NULL, updated_at BIGINT NOT NULL)"
+        "state TEXT NOT NULL, reason TEXT, version BIGINT NOT NULL, updated_at BIGINT NOT NULL, "
+        "linked INTEGER)"
     ]
     for index, columns in INDEXES.items():
         statements.append(
             f"CREATE INDEX IF NOT EXISTS {name}_by_{index} ON {table} "
             f"({', '.join(columns)}, updated_at DESC, tie DESC)"
         )
+    # Recovery and takeover: the keys that may need an engine, by state (LIVE_WHERE).
+    statements.append(f"CREATE INDEX IF NOT EXISTS {name}_by_live ON {table} (state, linked)")
     return statements
+
+
+# Live, or offline and linked (or not known to be unlinked: rows kept before `linked`).
+LIVE_WHERE = (
+    f"state IN ({', '.join(repr(s.value) for s in sorted(LIVE_STATES))}) OR "
+    f"(state = '{SessionState.DISCONNECTED.value}' AND (linked IS NULL OR linked = 1))"
+)
+ADD_LINKED = "ALTER TABLE {table} ADD COLUMN linked INTEGER"  # tables made before it
 
 
 class RowQueries:
@@ -157,6 +168,11 @@ class RowQueries:
             cursor.execute(self.sql(statement), [owner])
             return {values["state"]: int(values["n"]) for values in cursor.fetchall()}
 
+    def live(self) -> list[str]:
+        with self.datastore.transaction(commit=False) as cursor:
+            cursor.execute(self.sql(f"SELECT key FROM {{table}} WHERE {LIVE_WHERE}"))
+            return [self.sealer.open(values["key"]) or "" for values in cursor.fetchall()]
+
     def reset(self) -> None:
         with self.datastore.transaction(commit=True) as cursor:
             cursor.execute(self.sql("DELETE FROM {table}"))
@@ -166,10 +182,11 @@ class RowQueries:
 
     def _values(self, row: SessionRow) -> list[Any]:
         reason = None if row.reason is None else row.reason.value
+        linked = None if row.linked is None else int(row.linked)
         seal = self.sealer.seal
         return [str(session_id(row.key)), seal(row.key), self.sealer.blind(row.key), row.owner,
                 seal(row.name), row.engine, row.state.value, seal(reason), row.version,
-                to_micros(row.updated_at)]  # fmt: skip
+                to_micros(row.updated_at), linked]  # fmt: skip
 
     def _row(self, values: Any) -> SessionRow:
         reason = self.sealer.open(values["reason"])
@@ -182,6 +199,7 @@ class RowQueries:
             reason=None if reason is None else DisconnectReason(reason),
             version=int(values["version"]),
             updated_at=from_micros(int(values["updated_at"])),
+            linked=None if values["linked"] is None else bool(values["linked"]),
         )
 
 
@@ -211,6 +229,14 @@ class SQLiteSessionRows(RowQueries, SQLiteTrackingRecorder):
     def create_statements(self) -> list[str]:
         return create_statements("{table}", self.table)
 
+    def create_table(self) -> None:
+        with self.datastore.transaction(commit=True) as cursor:
+            cursor.execute(f"PRAGMA table_info({self.table})")
+            columns = {values["name"] for values in cursor.fetchall()}
+            if columns and "linked" not in columns:
+                cursor.execute(self.sql(ADD_LINKED))
+        super().create_table()
+
     def lock_position(self, cursor: Any) -> None:
         # A write first: the transaction holds SQLite's write lock before it reads.
         cursor.execute(
@@ -231,7 +257,9 @@ class PostgresSessionRows(RowQueries, PostgresTrackingRecorder):
         self.table, self.tracking, self.sealer = table, tracking, sealer
         self.tables = {"table": table, "tracking": self.tracking_table_name, **self.extra_tables}
         self._schema = '"' + datastore.schema.replace('"', '""') + '"'
-        for statement in self.create_statements():
+        statements = self.create_statements()
+        statements.insert(1, ADD_LINKED.replace("COLUMN", "COLUMN IF NOT EXISTS"))
+        for statement in statements:
             self.sql_create_statements.append(SQL(self.sql(statement)))  # type: ignore[arg-type]
 
     def create_statements(self) -> list[str]:

@@ -9,7 +9,7 @@ from typing import Any
 
 import psycopg
 
-from adapters.store.leases import lock_id
+from adapters.store.lease_ids import lock_id
 
 
 class PostgresWorkLease:

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Collection, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, Protocol, TypeVar
@@ -140,6 +140,10 @@ class DeviceLeases(Protocol):
         """Give the lease up: this process no longer runs the key's engine."""
         ...
 
+    async def release_many(self, keys: Collection[str]) -> None:
+        """`release` for each of these keys, at once (a shutdown's batch)."""
+        ...
+
     async def forward(self, key: str, command: str, args: dict[str, str]) -> None:
         """Have the lease holder run `command` for the key; EngineUnavailableError if no
         holder answers in time."""
@@ -153,6 +157,9 @@ class SoleProcess:
         return True
 
     async def release(self, key: str) -> None:
+        return None
+
+    async def release_many(self, keys: Collection[str]) -> None:
         return None
 
     async def forward(self, key: str, command: str, args: dict[str, str]) -> None:
@@ -171,6 +178,8 @@ class SessionRow:
     reason: DisconnectReason | None  # the last Disconnected's, while disconnected; else None
     version: int  # the aggregate's version after that event
     updated_at: datetime  # that event's timestamp, timezone-aware UTC
+    # Holds a linked device's credentials; None: not known (a row kept before this was).
+    linked: bool | None = None
 
 
 @dataclass(frozen=True)

@@ -1,12 +1,24 @@
-"""Start-up and shutdown: sessions an earlier run left, leases lost, devices taken offline."""
+"""Start-up and shutdown: sessions an earlier run left, leases lost, devices taken offline.
+
+Both work in batches (BATCH keys: their turns held together, their records saved in one
+transaction, on a store thread), so their cost per device is a share of a commit, and
+the event loop keeps serving between batches. Start-up first settles the record (live
+sessions recorded as `connection lost`: then requests may come, `Recovery.settled`),
+then resumes paired devices in the background at a bounded rate (`resume_rate` per
+second): a reconnect storm hurts the WhatsApp accounts too.
+"""
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
+import itertools
 import logging
-from collections.abc import Iterable
+from collections.abc import Awaitable, Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 
 from domain.application.commands import disconnect, disconnect_if
+from domain.application.dispatch import Outbox
 from domain.application.engine_reports import EngineReports
 from domain.application.shared import Shared, UseCases
 from domain.model.session import DeviceSession, DisconnectReason, SessionState
@@ -14,46 +26,75 @@ from domain.model.session import DeviceSession, DisconnectReason, SessionState
 log = logging.getLogger(__name__)
 Reason = DisconnectReason
 S = SessionState
+BATCH = 250
+LOG_EVERY = 5.0  # seconds between progress lines while resuming
+
+LiveKeys = Callable[[], Awaitable[Iterable[str]]]
 
 
 @dataclass
 class Recovery:
-    """What `Recoverer.recover` found: keys by what became of them."""
+    """What `Recoverer.recover` found: keys by what became of them, and how far it is."""
 
     interrupted: list[str] = field(default_factory=list)
     resumed: list[str] = field(default_factory=list)
     unavailable: list[str] = field(default_factory=list)
+    looked_at: int = 0  # keys read so far
+    settled: bool = False  # every live session it found is recorded as offline
+    to_resume: int = 0  # paired devices found offline, to be started again
+
+    @property
+    def pending(self) -> int:
+        return self.to_resume - len(self.resumed) - len(self.unavailable)
 
 
 class Recoverer(UseCases):
     def __init__(self, shared: Shared, reports: EngineReports) -> None:
         super().__init__(shared)
         self._reports = reports
+        # The keys that may need an engine, from an index (the sessions read model); None:
+        # every key the store ever had (a read of the whole log).
+        self.live_keys: LiveKeys | None = None
+        self.resume_rate = 0.0  # devices started again per second (0: no bound)
+        self.startup = Recovery(settled=True)  # the start-up's (/readyz, metrics)
 
-    async def recover(self) -> Recovery:
-        """At start-up, set the record straight about the sessions an earlier run left.
+    async def start_up(self) -> Recovery:
+        """The start-up's recovery, its progress in `startup` as it goes."""
+        self.startup = Recovery()
+        return await self.recover(into=self.startup)
+
+    async def candidates(self) -> Iterable[str]:
+        """The keys recovery looks at: the index's, or (no index) every key."""
+        if self.live_keys is not None:
+            return await self.live_keys()
+        return await self._store.read(self._store.sessions.keys)
+
+    async def recover(
+        self, keys: Iterable[str] | None = None, into: Recovery | None = None
+    ) -> Recovery:
+        """Set the record straight about the sessions an earlier run (or a process that
+        died) left, then start their paired devices again.
 
         Sessions still recorded as live lost their engine with that process (a crash, a
-        kill): they are recorded as `connection lost`, and unpaired ones lose whatever
-        their engine had stored. Every paired device that is offline with its credentials
-        is then started again from them, without a QR code; `session.ready` follows when
-        its engine is back online.
+        kill, a stop that ran out of time): they are recorded as `connection lost`, and
+        unpaired ones lose whatever their engine had stored. Every paired device that is
+        offline with its credentials is then started again from them, without a QR
+        code, at most `resume_rate` a second; `session.ready` follows when its engine is
+        back online. `keys`: only these (else `candidates()`). Only keys whose lease
+        this process gets are touched. `into`: where its progress is kept as it goes.
         """
-        recovery = Recovery()
-        for key in await self._store.read(self._store.sessions.keys):
-            async with self._turns.turn(key) as outbox:
-                session = await self._store.find(key)
-                if session is None or key in self._registry or not session.needs_an_engine:
-                    continue
-                if not await self._leases.acquire(key):
-                    continue  # another process runs it
-                if session.is_live:
-                    change = await self._store.update(key, disconnect(Reason.CONNECTION_LOST))
-                    self._actions.settle(key, change, outbox)
-                    recovery.interrupted.append(key)
-                    session = change.session
-                if session.offline_linked:
-                    await self._resume(key, session, recovery)
+        recovery = Recovery() if into is None else into
+        waiting: list[str] = []
+        keys = list(await self.candidates() if keys is None else keys)
+        for batch in _batches(keys):
+            await self._settle(batch, recovery, waiting)
+            recovery.looked_at += len(batch)
+            await asyncio.sleep(0)  # the event loop serves between batches
+        recovery.settled = True
+        recovery.to_resume = len(waiting)
+        if waiting:
+            log.info("resuming %d paired devices, %s", len(waiting), self._pace_text())
+        await self._resume_all(waiting, recovery)
         if recovery.interrupted or recovery.resumed or recovery.unavailable:
             log.info(
                 "recovered the store: %d interrupted sessions recorded as connection lost, "
@@ -63,6 +104,66 @@ class Recoverer(UseCases):
                 len(recovery.unavailable),
             )
         return recovery
+
+    async def _settle(self, keys: Sequence[str], recovery: Recovery, waiting: list[str]) -> None:
+        """Record the live sessions among `keys` as lost (one transaction); note the
+        offline paired devices to resume."""
+        sessions = await self._store.read(self._store.sessions.find_many, keys)
+        async with contextlib.AsyncExitStack() as turns:
+            live: list[DeviceSession] = []
+            outboxes: dict[str, Outbox] = {}
+            for key in sorted(keys):  # one order for every batch: no two wait on each other
+                outboxes[key] = await turns.enter_async_context(self._turns.turn(key))
+                session = sessions.get(key)
+                if session is None or key in self._registry or not session.needs_an_engine:
+                    continue
+                if not await self._leases.acquire(key):
+                    continue  # another process runs it
+                if session.is_live:
+                    live.append(session)
+                else:
+                    waiting.append(key)
+            if not live:
+                return
+            update = self._store.sessions.update_many
+            changes = await self._store.read(update, live, disconnect(Reason.CONNECTION_LOST))
+            for change in changes:
+                key = change.session.key
+                self._actions.settle(key, change, outboxes[key])
+                recovery.interrupted.append(key)
+                if change.session.offline_linked:
+                    waiting.append(key)
+                else:
+                    await self._leases.release(key)
+
+    async def _resume_all(self, keys: Sequence[str], recovery: Recovery) -> None:
+        interval = 1 / self.resume_rate if self.resume_rate > 0 else 0.0
+        clock = asyncio.get_running_loop().time  # the event loop's (monotonic) clock
+        started = last_log = clock()
+        for count, key in enumerate(keys):
+            # (At least a yield: each start may run on the loop, and the loop must serve.)
+            await asyncio.sleep(max(0.0, started + count * interval - clock()))
+            async with self._turns.turn(key):
+                session = await self._store.find(key)  # as it is now: it may have changed
+                if (
+                    session is not None
+                    and key not in self._registry
+                    and session.offline_linked
+                    and await self._leases.acquire(key)  # (a request may have let it go)
+                ):
+                    await self._resume(key, session, recovery)
+                else:
+                    recovery.to_resume -= 1
+                    if key not in self._registry:
+                        await self._leases.release(key)
+            if clock() - last_log >= LOG_EVERY:
+                last_log = clock()
+                log.info("resuming paired devices: %d of %d", count + 1, len(keys))
+
+    def _pace_text(self) -> str:
+        if self.resume_rate > 0:
+            return f"at most {self.resume_rate:g} a second (PAIRGATE_RESUME_RATE)"
+        return "all at once (PAIRGATE_RESUME_RATE=0)"
 
     async def _resume(self, key: str, session: DeviceSession, recovery: Recovery) -> None:
         engine = self._actions.engine_named(session.engine)
@@ -100,14 +201,28 @@ class Recoverer(UseCases):
                 await self._actions.stop(key)
 
     async def shutdown(self) -> None:
-        """Take every device offline: they did lose their connection, so record it."""
+        """Take every device offline: they did lose their connection, so record it. A
+        batch at a time: its engines stop, its records are saved in one transaction, its
+        leases go. Whatever a stop cut short (its grace ran out), the next start records."""
         self._registry.closing = True
-        for key in self._registry.keys:
-            async with self._turns.turn(key) as outbox:
-                if not await self._actions.stop(key):
-                    continue
-                change = await self._store.update(key, disconnect_if(Reason.CONNECTION_LOST, None))
-                outbox.publish(change.events)
-                await self._leases.release(key)
+        for batch in _batches(sorted(self._registry.keys)):
+            async with contextlib.AsyncExitStack() as turns:
+                outboxes = {k: await turns.enter_async_context(self._turns.turn(k)) for k in batch}
+                # Read while they are held (stopping releases them).
+                sessions = await self._store.read(self._store.sessions.find_many, batch)
+                stopped = await asyncio.gather(*(self._actions.stop(key) for key in batch))
+                keys = [key for key, ran in zip(batch, stopped, strict=True) if ran]
+                sessions = {key: sessions[key] for key in keys if key in sessions}
+                update = self._store.sessions.update_many
+                lost = disconnect_if(Reason.CONNECTION_LOST, None)
+                for change in await self._store.read(update, list(sessions.values()), lost):
+                    outboxes[change.session.key].publish(change.events)
+            await self._leases.release_many(keys)
         await self._actions.watchdog.close()
         await self._reports.close()
+
+
+def _batches(keys: Sequence[str]) -> Iterable[Sequence[str]]:
+    iterator = iter(keys)
+    while batch := list(itertools.islice(iterator, BATCH)):
+        yield batch

@@ -80,6 +80,11 @@ class SessionRowStore(Protocol):
         beginning."""
         ...
 
+    def live(self) -> list[str]:
+        """The keys of the rows whose session may need an engine (live, or offline and
+        linked, or not known to be unlinked), read through an index on the state."""
+        ...
+
 
 def project(row: SessionRow | None, event: Event) -> SessionRow | None:
     """The row after `event`; None for an event the row already reflects."""
@@ -97,6 +102,7 @@ def project(row: SessionRow | None, event: Event) -> SessionRow | None:
         reason=session.reason,
         version=session.version,
         updated_at=event.timestamp,
+        linked=session.holds_credentials,
     )
 
 
@@ -116,11 +122,24 @@ def _session(row: SessionRow, id_: UUID) -> DeviceSession:
         owner=row.owner,
         _state=row.state.value,
         _reason=None if row.reason is None else row.reason.value,
-        holds_credentials=False,  # no event body reads it
+        holds_credentials=_linked(row),
         qr_code=None,
         qr_expires_at=None,
     )
     return session
+
+
+def _linked(row: SessionRow) -> bool:
+    """Whether the row's session holds credentials; a row kept before this was known
+    counts as linked where it may be (a superset: recovery reads the session itself)."""
+    if row.linked is not None:
+        return row.linked
+    return row.state in (SessionState.AUTHENTICATED, SessionState.READY, SessionState.DISCONNECTED)
+
+
+def needs_an_engine(row: SessionRow) -> bool:
+    """What `live` selects, for a row in hand (the memory store's rows)."""
+    return row.state is not SessionState.DISCONNECTED or _linked(row)
 
 
 class SessionsProjection:
@@ -223,6 +242,32 @@ class SessionRowsIndex:
         if self.caught_up is not None:
             with contextlib.suppress(TimeoutError):  # then as fresh as it is
                 await asyncio.wait_for(self.caught_up(), self.FRESHNESS)
+
+    async def live_keys(self) -> list[str]:
+        """Every key whose session may need an engine (a superset: the caller reads each
+        session): the rows' index, and the sessions of the log's events the rows do not
+        reflect yet (another process's, or this one's last run's), so a key whose last
+        event is not projected yet is never missed. On a thread."""
+        return await self._store.read(self._live_keys)
+
+    def _live_keys(self) -> list[str]:
+        position = self._rows.position()
+        keys = dict.fromkeys(self._rows.live())
+        sessions = self._store.sessions
+        ids: set[UUID] = set()
+        created: dict[UUID, str] = {}
+        while page := sessions.notification_page(position, sessions.log_section_size):
+            position = page[-1][0]
+            for _, event in page:
+                ids.add(event.originator_id)
+                if isinstance(event, DeviceSession.SessionCreated):
+                    created[event.originator_id] = event.key
+        keys.update(dict.fromkeys(created.values()))
+        missing = list(ids - created.keys())
+        for start in range(0, len(missing), 500):  # (bounded IN lists)
+            known = self._rows.rows(missing[start : start + 500])
+            keys.update(dict.fromkeys(row.key for row in known.values()))
+        return list(keys)
 
 
 def make_cursor(updated_at: datetime, key: str) -> str:

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from copy import copy
 from dataclasses import dataclass, field
 from uuid import UUID
@@ -110,6 +110,35 @@ class DeviceSessions(Application[UUID]):
         session = self.get(key)
         command(session)
         return self._save(session)
+
+    def find_many(self, keys: Iterable[str]) -> dict[str, DeviceSession]:
+        """The sessions of these keys that exist (a batch, for recovery: on a thread)."""
+        found = {key: self.find(key) for key in keys}
+        return {key: session for key, session in found.items() if session is not None}
+
+    def update_many(
+        self, sessions: Iterable[DeviceSession], command: Callable[[DeviceSession], None]
+    ) -> list[Change]:
+        """`command` applied to each of these sessions (as just read), whatever they
+        record saved in one transaction: a batch costs one commit, not one per session."""
+        changed = []
+        for session in sessions:
+            command(session)
+            changed.append((session, session.collect_events()))
+        pending = [event for _, events in changed for event in events]
+        recorded = self.events.put(pending) if pending else []
+        saved = iter(recording.domain_event for recording in recorded)
+        changes = []
+        for session, events in changed:
+            if session.key in self._held:
+                self._held[session.key] = session
+            change = Change(session, [next(saved) for _ in events])
+            if self._snapshot_interval:
+                for event in change.events:
+                    if event.originator_version % self._snapshot_interval == 0:
+                        self.take_snapshot(session.id, version=event.originator_version)
+            changes.append(change)
+        return changes
 
     def history(
         self, key: str, at: int | None = None, *, after: int = 0, limit: int | None = None

@@ -55,3 +55,16 @@ def test_side_by_side_benchmark_smoke(tmp_path: Path) -> None:
     assert result["ratio_after_before"] == pytest.approx(after / before, abs=0.002)
     # The same checkout on both sides, under the same load at once: alike within noise.
     assert 0.5 < result["ratio_after_before"] < 2
+
+
+def test_scale_benchmark_smoke(tmp_path: Path) -> None:
+    """benchmarks.scale at 20 devices on SQLite: filled, started (all resumed), stopped."""
+    out = tmp_path / "scale.json"
+    command = [sys.executable, "-m", "benchmarks.scale", "--devices", "20", "--stores", "sqlite"]
+    subprocess.run([*command, "--smoke", "--json", str(out)], cwd=REPO, check=True, timeout=90)
+
+    (result,) = json.loads(out.read_text())["results"]
+    assert result["store"] == "sqlite" and result["devices"] == 20
+    for measure in ("fill_s", "first_healthz_s", "first_resumed_s", "stop_s", "rss_mb"):
+        assert result[measure] > 0, measure
+    assert result["first_healthz_s"] <= result["first_resumed_s"]

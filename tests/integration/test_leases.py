@@ -53,7 +53,8 @@ async def opened(
 
 
 async def test_one_holder_per_key_and_a_handover_when_it_dies(schema: str) -> None:
-    first, second = await opened(schema), await opened(schema)
+    lost: set[str] = set()
+    first, second = await opened(schema), await opened(schema, lost=lost)
     try:
         assert await first.acquire("phone") is True
         assert await first.acquire("phone") is True  # already ours
@@ -62,11 +63,16 @@ async def test_one_holder_per_key_and_a_handover_when_it_dies(schema: str) -> No
         await first.release("phone")
         assert await second.acquire("phone") is True
         assert await first.acquire("phone") is False
-        # The holder's connection dies (as with kill -9): PostgreSQL frees its locks.
+        # PostgreSQL drops the holder's lease connection (the process lives on): its
+        # locks are free, but nobody takes its keys until it has stopped their engines
+        # (its lease check notices) and closed its grants.
         terminate(schema, "other")  # second's connection, with "phone" too
         third = await opened(schema)
         try:
-            assert await third.acquire("phone") is True
+            while not await third.acquire("phone"):
+                assert not lost or "phone" in lost
+                await asyncio.sleep(0.05)
+            assert lost == {"phone", "other"}
         finally:
             await third.close()
     finally:
@@ -127,3 +133,37 @@ async def test_a_broken_lease_connection_gives_every_lease_up(schema: str) -> No
         assert leases.held == {"a"}
     finally:
         await leases.close()
+
+
+async def test_a_process_that_dies_is_heard_of_at_once_with_its_keys(schema: str) -> None:
+    """Every process waits on each other one's own lock: when a process dies (all its
+    connections end, as with kill -9), a survivor is granted it and told its keys."""
+    gone: list[list[str]] = []
+    heard = asyncio.Event()
+
+    async def on_gone(keys: Iterable[str]) -> None:
+        gone.append(sorted(keys))
+        heard.set()
+
+    survivor = PostgresLeases(POSTGRES_URL, schema=schema, check_interval=0.2)
+    await survivor.open({}, lambda keys: asyncio.sleep(0), on_gone)
+    dying = await opened(schema)
+    try:
+        assert await dying.acquire("a") and await dying.acquire("b")
+        # The survivor finds the new process (it looks every second) and waits on it.
+        while dying.holder not in survivor._processes._waiting:
+            await asyncio.sleep(0.05)
+        for task in dying._tasks:  # dead: it will not reconnect
+            task.cancel()
+        with psycopg.connect(POSTGRES_URL, autocommit=True) as admin:
+            admin.execute(
+                "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
+                "WHERE application_name = %s",
+                (f"pairgate:{dying.holder}",),
+            )
+        await asyncio.wait_for(heard.wait(), 5)
+        assert gone == [["a", "b"]]
+        assert await survivor.acquire("a") and await survivor.acquire("b")
+    finally:
+        await dying.close()
+        await survivor.close()

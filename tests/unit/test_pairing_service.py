@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Collection, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
@@ -519,6 +519,9 @@ class LeasesTakenAway:
 
     async def release(self, key: str) -> None:
         self.released.append(key)
+
+    async def release_many(self, keys: Collection[str]) -> None:
+        self.released += keys
 
     async def forward(self, key: str, command: str, args: dict[str, str]) -> None:
         raise AssertionError("nothing is forwarded here")
