@@ -288,15 +288,20 @@ async def test_a_device_removed_while_pairgate_was_down_is_logged_out_at_start(
         again.terminate()
 
 
-async def test_a_logout_pushed_by_the_server_ends_it_and_deletes_the_credentials(
-    standin: StandIn, service: ServiceProcess
+# docs/engines.md: a pushed logout (401) is `user logged out`; 440 connectionReplaced is
+# `session revoked`. Either way the credentials are deleted.
+@pytest.mark.parametrize(
+    ("push", "reason"), [("logout", "user logged out"), ("conflict", "session revoked")]
+)
+async def test_what_the_server_pushes_ends_it_and_deletes_the_credentials(
+    standin: StandIn, service: ServiceProcess, push: str, reason: str
 ) -> None:
     async with clients(service.url) as [client]:
         key = unique_key()
         jid = await paired(standin, client, key)
-        assert (await standin.call("logout", jid=jid))["sockets"] == 1
+        assert (await standin.call(push, jid=jid))["sockets"] == 1
         gone = await client.wait_for("session.disconnected")
-    assert gone == {"key": key, "reason": "user logged out"}
+    assert gone == {"key": key, "reason": reason}
     assert not vault_of(service).holds("baileys", key)
 
 
@@ -310,17 +315,6 @@ async def test_session_logout_unlinks_the_device_at_the_server(
         await standin.event("removed", jid=jid)  # Baileys' remove-companion-device
         gone = await client.wait_for("session.disconnected")
     assert gone == {"key": key, "reason": "user logged out"}
-    assert not vault_of(service).holds("baileys", key)
-
-
-async def test_a_conflict_revokes_the_session(standin: StandIn, service: ServiceProcess) -> None:
-    async with clients(service.url) as [client]:
-        key = unique_key()
-        jid = await paired(standin, client, key)
-        assert (await standin.call("conflict", jid=jid))["sockets"] == 1
-        gone = await client.wait_for("session.disconnected")
-    # docs/engines.md: 440 connectionReplaced → `session revoked`, credentials deleted.
-    assert gone == {"key": key, "reason": "session revoked"}
     assert not vault_of(service).holds("baileys", key)
 
 
