@@ -4,6 +4,7 @@ it is sent; each path may answer late or fail, as real receivers do."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -36,11 +37,15 @@ class Receiver:
     status: dict[str, int] = field(default_factory=dict)  # per path; default 204
     delay: dict[str, float] = field(default_factory=dict)  # seconds before answering
     _arrived: asyncio.Condition = field(default_factory=asyncio.Condition)
+    # Set when its server stops: slow answers still under way end then (a receiver whose
+    # requests sleep on would hold its server's shutdown).
+    stopping: asyncio.Event = field(default_factory=asyncio.Event)
 
     async def handle(self, request: Request) -> Response:
         path = request.url.path
-        if self.delay.get(path):
-            await asyncio.sleep(self.delay[path])  # a slow receiver, not a test's wait
+        if self.delay.get(path):  # a slow receiver, not a test's wait
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self.stopping.wait(), self.delay[path])
         status = self.status.get(path, 204)
         if status < 300:
             try:
@@ -68,6 +73,7 @@ async def receiver(got: Receiver | None = None, port: int = 0) -> AsyncIterator[
     """Serve `got` (a new Receiver if None) on `port` (a free one if 0) until the block
     ends; serving it again on its port later is a receiver back from an outage."""
     got = got or Receiver()
+    got.stopping.clear()
     app = Starlette(routes=[Route("/{path:path}", got.handle, methods=["POST"])])
     config = uvicorn.Config(
         app, host="127.0.0.1", port=port, log_level="warning", lifespan="off",
@@ -83,5 +89,6 @@ async def receiver(got: Receiver | None = None, port: int = 0) -> AsyncIterator[
     try:
         yield got
     finally:
+        got.stopping.set()
         server.should_exit = True
         await asyncio.wait_for(task, 15)

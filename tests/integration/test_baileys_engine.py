@@ -364,7 +364,7 @@ async def test_the_server_survives_a_killed_sidecar(
 async def test_without_node_baileys_is_unavailable_with_a_hint(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr("entrypoints.bootstrap.shutil.which", lambda name: None)
+    monkeypatch.setattr("entrypoints.engines.shutil.which", lambda name: None)
     async with running(Settings(simulate=False, data_dir=tmp_path)) as server:
         async with clients(server.url) as [client]:
             ack = await create(client, unique_key())
@@ -422,7 +422,7 @@ async def test_the_seed_flow_and_a_restart_through_a_server(
         replay = tmp_path / f"replay-{time.monotonic_ns()}.json"
         replay.write_text(json.dumps(scripts))
         engine = functools.partial(BaileysEngine, args=["--replay", str(replay)])
-        monkeypatch.setattr("entrypoints.bootstrap.baileys.BaileysEngine", engine)
+        monkeypatch.setattr("entrypoints.engines.baileys.BaileysEngine", engine)
 
     scan = [update(qr=QR), PAIR_SUCCESS, closed(515, "restart")]
     replaying_engines({"device123": [scan, [update(connection="open")]]})
