@@ -27,6 +27,8 @@ from domain.model.session import DeviceSession, DisconnectCause, DisconnectReaso
 # lists them, and validation refuses anything else. (A Literal built at run time: to a type
 # checker they are strings.)
 if TYPE_CHECKING:
+    from domain.application.pairing import Outcome, PairingService
+
     StateValue = str
     ReasonValue = str
     CauseValue = str
@@ -120,6 +122,23 @@ class CreateRequest(Request):
             "such a request is refused with invalid_transition."
         ),
     )
+
+    async def start(
+        self, service: PairingService, owner: str, subscriber: str | None, holder: str | None
+    ) -> Outcome:
+        """The one use case it asks for, whichever transport brought it (Socket.IO's
+        `session.create`, REST's POST /api/sessions)."""
+        return await service.create(
+            self.key,
+            self.name,
+            self.engine,
+            owner,
+            subscriber,
+            phone=self.phone,
+            relink=self.relink,
+            holder=holder,
+            proxy=self.proxy,
+        )
 
 
 class KeyRequest(Request):

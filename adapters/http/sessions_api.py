@@ -75,18 +75,7 @@ LIVE = "pairing or linked (it asks for its pairing code when it starts)"
 def control_routes(service: PairingService, api: Api, index: SessionIndex | None) -> list[Route]:
     async def create(call: Call) -> Response:
         request = await call.body(payloads.CreateRequest)
-        caller = call.caller
-        outcome = await service.create(
-            request.key,
-            request.name,
-            request.engine,
-            caller.identity,
-            None,
-            phone=request.phone,
-            relink=request.relink,
-            holder=caller.counted,
-            proxy=request.proxy,
-        )
+        outcome = await request.start(service, call.caller.identity, None, call.caller.counted)
         status = 200 if outcome.joined else 201
         return ok({**view(outcome.session), "joined": outcome.joined}, status)
 

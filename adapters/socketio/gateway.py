@@ -119,17 +119,7 @@ class PairingNamespace(socketio.AsyncNamespace):  # type: ignore[misc]  # untype
     async def _create(self, sid: str, data: Any) -> Reply:
         request = payloads.parse(payloads.CreateRequest, data)
         caller = self._callers[sid]
-        outcome = await self._service.create(
-            request.key,
-            request.name,
-            request.engine,
-            caller.identity,
-            sid,
-            phone=request.phone,
-            relink=request.relink,
-            holder=caller.holder,
-            proxy=request.proxy,
-        )
+        outcome = await request.start(self._service, caller.identity, sid, caller.holder)
         if outcome.joined:
             await self._send_current(sid, outcome.session)
         return {**describe(outcome.session), "joined": outcome.joined}
