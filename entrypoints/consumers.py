@@ -23,7 +23,8 @@ from adapters.webhooks.sender import AddressPolicy, HttpSender
 from domain.application.activity import SessionActivity
 from domain.application.follow import LogFollower
 from domain.application.ports import Clock, SessionRow
-from domain.application.session_rows import SessionRowsIndex, SessionsProjection
+from domain.application.session_index import SessionRowsIndex
+from domain.application.session_rows import SessionsProjection
 from domain.application.sessions import DeviceSessions, Event
 from domain.application.store_calls import StoreAccess
 from domain.application.webhook_delivery import WebhookDispatcher, WebhookWorker, WorkLease

@@ -10,10 +10,8 @@ position, whatever stops the process; and it is rebuilt by starting again from z
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
-from collections import deque
-from collections.abc import Awaitable, Callable, Collection, Sequence
+from collections import OrderedDict, deque
+from collections.abc import Callable, Collection, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, Protocol
@@ -22,17 +20,13 @@ from uuid import UUID
 from eventsourcing.domain import AggregateEvent
 
 from domain.application.ports import (
-    LIST_PAGE_SIZE,
-    MAX_CURSOR_LENGTH,
     SessionRow,
-    SessionRowPage,
 )
 from domain.application.sessions import DeviceSessions, Event
-from domain.application.store_calls import StoreAccess
-from domain.model.errors import InvalidPageError
 from domain.model.session import DeviceSession, SessionState
 
 TRACKING_NAME = "pairgate:sessions"  # the projection's row in the tracking table
+KNOWN_ROWS = 4096  # rows a projection keeps of what it wrote last (sessions active lately)
 CURSOR_SEPARATOR = "~"
 
 
@@ -162,15 +156,22 @@ class SessionsProjection:
         self._also = also
         self._changes = changes
         self.page = min(page or sessions.log_section_size, sessions.log_section_size)
+        # The rows this projection wrote last, as of position `_known_at`: valid while
+        # the position is still the one it saved (no other process, nor a reindex, has
+        # moved the rows on since).
+        self._known: OrderedDict[UUID, SessionRow] = OrderedDict()
+        self._known_at = -1
 
     def catch_up(self) -> int:
         """Project the next page of the log (`page` events at most); how many events it
         held (fewer than `page`: it reached the log's head)."""
         previous = self._rows.position()
-        notifications = self._sessions.notification_page(previous, self.page)
+        notifications = self._sessions.recent.after(previous, self.page)
+        if notifications is None:  # not (only) this process's last saves: the log has them
+            notifications = self._sessions.notification_page(previous, self.page)
         if not notifications:
             return 0
-        rows = self._rows.rows({event.originator_id for _, event in notifications})
+        rows = self._rows_before(previous, notifications)
         changed: dict[UUID, SessionRow] = {}
         extra: list[Any] = []
         steps: list[tuple[Event, SessionRow]] = []
@@ -182,9 +183,41 @@ class SessionsProjection:
                 if self._also is not None:
                     extra += self._also(event, row)
         self._rows.save(list(changed.values()), previous, notifications[-1][0], extra)
+        self._remember(changed, notifications[-1][0])
         if self._changes is not None:
             self._changes.extend(steps)  # only once saved: a retried page is not told twice
         return len(notifications)
+
+    def _rows_before(
+        self, position: int, notifications: Sequence[tuple[int, Event]]
+    ) -> dict[UUID, SessionRow]:
+        """The rows of the page's sessions as they are at `position`: those this
+        projection wrote last when nothing has moved the rows since, the store's
+        otherwise. A session whose page starts with its first event has none yet."""
+        if position != self._known_at:
+            self._known.clear()
+        rows: dict[UUID, SessionRow] = {}
+        missing: set[UUID] = set()
+        for _, event in notifications:
+            id_ = event.originator_id
+            if id_ in rows or id_ in missing:
+                continue
+            if (row := self._known.get(id_)) is not None:
+                rows[id_] = row
+            elif event.originator_version != 1:
+                missing.add(id_)
+        if missing:
+            rows.update(self._rows.rows(missing))
+        return rows
+
+    def _remember(self, changed: dict[UUID, SessionRow], position: int) -> None:
+        known = self._known
+        for id_, row in changed.items():
+            known[id_] = row
+            known.move_to_end(id_)
+        while len(known) > KNOWN_ROWS:
+            known.popitem(last=False)
+        self._known_at = position
 
     def rebuild(self) -> int:
         """Forget the rows and project the whole log again; the rows it then holds."""
@@ -192,99 +225,6 @@ class SessionsProjection:
         while self.catch_up():
             pass
         return self._rows.position()
-
-
-class SessionRowsIndex:
-    """ports.SessionIndex, answered from the rows on a thread (never the event loop).
-
-    `caught_up` (the projection's follower's): a page waits, up to FRESHNESS seconds, for
-    the rows to reflect every event this process has saved, so a client that changed a
-    session sees the change in the list it asks for next."""
-
-    FRESHNESS = 2.0
-
-    def __init__(
-        self,
-        rows: SessionRowStore,
-        store: StoreAccess,
-        caught_up: Callable[[], Awaitable[None]] | None = None,
-    ) -> None:
-        self._rows = rows
-        self._store = store
-        self.caught_up = caught_up
-
-    async def page(
-        self,
-        owner: str,
-        *,
-        state: SessionState | None = None,
-        engine: str | None = None,
-        after: str | None = None,
-        limit: int = LIST_PAGE_SIZE,
-        search: str | None = None,
-    ) -> SessionRowPage:
-        filters = Filters(owner, None if state is None else state.value, engine, search)
-        before = None if after is None else read_cursor(after)
-        await self._fresh()
-        # One row more than asked: whether a next page exists, without a second query.
-        rows = await self._store.read(self._rows.select, filters, before, limit + 1)
-        if len(rows) <= limit:
-            return SessionRowPage(rows, None)
-        last = rows[limit - 1]
-        return SessionRowPage(rows[:limit], make_cursor(last.updated_at, last.key))
-
-    async def counts(self, owner: str) -> dict[SessionState, int]:
-        await self._fresh()
-        found = await self._store.read(self._rows.counts, owner)
-        return {state: found.get(state.value, 0) for state in SessionState}
-
-    async def _fresh(self) -> None:
-        if self.caught_up is not None:
-            with contextlib.suppress(TimeoutError):  # then as fresh as it is
-                await asyncio.wait_for(self.caught_up(), self.FRESHNESS)
-
-    async def live_keys(self) -> list[str]:
-        """Every key whose session may need an engine (a superset: the caller reads each
-        session): the rows' index, and the sessions of the log's events the rows do not
-        reflect yet (another process's, or this one's last run's), so a key whose last
-        event is not projected yet is never missed. On a thread."""
-        return await self._store.read(self._live_keys)
-
-    def _live_keys(self) -> list[str]:
-        position = self._rows.position()
-        keys = dict.fromkeys(self._rows.live())
-        sessions = self._store.sessions
-        ids: set[UUID] = set()
-        created: dict[UUID, str] = {}
-        while page := sessions.notification_page(position, sessions.log_section_size):
-            position = page[-1][0]
-            for _, event in page:
-                ids.add(event.originator_id)
-                if isinstance(event, DeviceSession.SessionCreated):
-                    created[event.originator_id] = event.key
-        keys.update(dict.fromkeys(created.values()))
-        missing = list(ids - created.keys())
-        for start in range(0, len(missing), 500):  # (bounded IN lists)
-            known = self._rows.rows(missing[start : start + 500])
-            keys.update(dict.fromkeys(row.key for row in known.values()))
-        return list(keys)
-
-
-def make_cursor(updated_at: datetime, key: str) -> str:
-    """`<microseconds since the epoch>~<key>` (keys have no tilde): URL-safe as it is."""
-    return f"{to_micros(updated_at)}{CURSOR_SEPARATOR}{key}"
-
-
-def read_cursor(cursor: str) -> tuple[datetime, str]:
-    micros, separator, key = cursor.partition(CURSOR_SEPARATOR)
-    if not (separator and micros.isascii() and micros.isdecimal() and len(micros) <= 18):
-        raise InvalidPageError("this cursor was not made by this list")
-    if not key or len(cursor) > MAX_CURSOR_LENGTH:
-        raise InvalidPageError("this cursor was not made by this list")
-    try:
-        return from_micros(int(micros)), key
-    except (OverflowError, ValueError):
-        raise InvalidPageError("this cursor was not made by this list") from None
 
 
 EPOCH = datetime(1970, 1, 1, tzinfo=UTC)

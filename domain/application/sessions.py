@@ -12,6 +12,7 @@ from eventsourcing.domain import DomainEventProtocol
 from eventsourcing.persistence import IntegrityError
 from eventsourcing.utils import Environment, get_topic
 
+from domain.application.recent import RecentEvents
 from domain.model.errors import SessionNotFoundError, VersionOutOfRangeError
 from domain.model.session import DeviceSession, session_id
 
@@ -50,6 +51,8 @@ class DeviceSessions(Application[UUID]):
         self._snapshot_interval = interval if self.snapshots is not None else 0
         # Held sessions, as last saved. Never mutated: readers get copies.
         self._held: dict[str, DeviceSession] = {}
+        # What was saved last, by log position: the log's followers need not read it back.
+        self.recent = RecentEvents()
 
     def construct_env(self, name: str, env: Mapping[str, str] | None = None) -> Environment:
         """The configuration given, never the process environment: there pairgate's own
@@ -127,6 +130,7 @@ class DeviceSessions(Application[UUID]):
             changed.append((session, session.collect_events()))
         pending = [event for _, events in changed for event in events]
         recorded = self.events.put(pending) if pending else []
+        self.recent.note((r.notification.id, r.domain_event) for r in recorded)
         saved = iter(recording.domain_event for recording in recorded)
         changes = []
         for session, events in changed:
@@ -199,6 +203,7 @@ class DeviceSessions(Application[UUID]):
         except Exception:
             self._held.pop(session.key, None)  # what was saved is no longer certain
             raise
+        self.recent.note((r.notification.id, r.domain_event) for r in recordings)
         if session.key in self._held:
             self._held[session.key] = session
         events = [recording.domain_event for recording in recordings]

@@ -18,7 +18,7 @@ from adapters.identity import Identities
 from adapters.limits.requests import RequestLimits
 from adapters.store.memory_rows import MemorySessionRows
 from domain.application.ports import SessionRow
-from domain.application.session_rows import SessionRowsIndex
+from domain.application.session_index import SessionRowsIndex
 from domain.application.store_calls import StoreAccess
 from domain.model.session import DisconnectReason, SessionState
 
