@@ -14,6 +14,7 @@ the same keys, to finish. Stop every `pairgate serve` using the data first.
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Callable
 from typing import TextIO
 
@@ -22,7 +23,7 @@ from adapters.engines import simulated_keys
 from adapters.resealing import Resealer, ResealError, aes, fingerprint
 from adapters.store import rekey as store_rekey
 from adapters.store import rekey_marker
-from adapters.store.config import open_store, reach_postgres
+from adapters.store.config import StoreUnreadableError, open_store, reach_postgres
 from entrypoints.settings import SettingError, Settings
 
 
@@ -57,7 +58,17 @@ def rekey(
         reach_postgres(config)
     fresh = rekey_marker.under_way(config) is None
     if fresh and (config.kind != "sqlite" or config.sqlite_path.exists()):
-        open_store(config, create=False).close()  # the old key opens the events: go on
+        try:
+            open_store(config, create=False).close()  # the old key opens the events: go on
+        except StoreUnreadableError as unreadable:
+            # A run on another machine may have sealed the shared store already: this
+            # machine's vault still has the old key's files.
+            try:
+                open_store(dataclasses.replace(config, cipher_key=new_key), create=False).close()
+            except StoreUnreadableError:
+                raise unreadable from None
+            out.write("the store is sealed with the new key already: ")
+            out.write("sealing this machine's files\n")
     if not rekey_marker.begin(config, old_key, new_key):
         out.write("finishing an interrupted rekey\n")
     resealer = Resealer(old_key, new_key)

@@ -211,6 +211,14 @@ async def test_a_rekey_stopped_half_way_is_finished_by_running_it_again(
     assert_no_plain_rows(store, secrets)
     assert_sealed_with(tmp_path, NEW, OLD, **store)
     await assert_served(tmp_path, NEW, **store)
+    if store:  # another machine's vault, still sealed with the old key: its own run seals it
+        machine = tmp_path / "machine-b"
+        CredentialVault(machine / "credentials", OLD).write("neonize", "b", "device.jid", JID)
+        status, said = run_cli(machine, OLD, NEW, monkeypatch, url)
+        assert status == 0 and said.startswith("the store is sealed with the new key"), said
+        assert (
+            CredentialVault(machine / "credentials", NEW).read("neonize", "b", "device.jid") == JID
+        )
 
 
 async def test_a_plain_deployment_is_encrypted_by_rekey(
