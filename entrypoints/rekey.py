@@ -3,9 +3,10 @@
 The old key is PAIRGATE_CIPHER_KEY as the service has it (unset: the store and the vault
 are plain and get encrypted); the new one is read from standard input (a command line is
 visible to every local user). In order: the marker (the store refuses to open until the
-rekey has finished), the vault's files (the Baileys sidecar's auth state, neonize's
-device ids), the simulator's rows, the events and snapshots, the read models; then the
-marker goes. Each value is sealed with the new key in a write of its own (files replaced
+rekey has finished; in a PostgreSQL store itself, so that every process using it
+refuses), the vault's files (the Baileys sidecar's auth state, neonize's device ids),
+the simulator's rows, the events and snapshots, the read models; then the marker goes.
+Each value is sealed with the new key in a write of its own (files replaced
 atomically, rows a batch per transaction), so nothing is ever stored in plain text, and
 whatever the new key already sealed is skipped: a run killed half-way is run again, with
 the same keys, to finish. Stop every `pairgate serve` using the data first.
@@ -13,6 +14,7 @@ the same keys, to finish. Stop every `pairgate serve` using the data first.
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Callable
 from typing import TextIO
 
@@ -20,7 +22,8 @@ from adapters.credentials import CredentialVault
 from adapters.engines import simulated_keys
 from adapters.resealing import Resealer, ResealError, aes, fingerprint
 from adapters.store import rekey as store_rekey
-from adapters.store.config import open_store
+from adapters.store import rekey_marker
+from adapters.store.config import StoreUnreadableError, open_store, reach_postgres
 from entrypoints.settings import SettingError, Settings
 
 
@@ -51,11 +54,22 @@ def rekey(
     if fingerprint(old_key) == fingerprint(new_key):
         raise SettingError("new cipher key", "is PAIRGATE_CIPHER_KEY already: nothing to do")
     config = settings.store_config()
-    data_dir = settings.data_dir
-    fresh = not store_rekey.marker(data_dir).exists()
+    if config.kind == "postgres":
+        reach_postgres(config)
+    fresh = rekey_marker.under_way(config) is None
     if fresh and (config.kind != "sqlite" or config.sqlite_path.exists()):
-        open_store(config, create=False).close()  # the old key opens the events: go on
-    if not store_rekey.begin(data_dir, old_key, new_key):
+        try:
+            open_store(config, create=False).close()  # the old key opens the events: go on
+        except StoreUnreadableError as unreadable:
+            # A run on another machine may have sealed the shared store already: this
+            # machine's vault still has the old key's files.
+            try:
+                open_store(dataclasses.replace(config, cipher_key=new_key), create=False).close()
+            except StoreUnreadableError:
+                raise unreadable from None
+            out.write("the store is sealed with the new key already: ")
+            out.write("sealing this machine's files\n")
+    if not rekey_marker.begin(config, old_key, new_key):
         out.write("finishing an interrupted rekey\n")
     resealer = Resealer(old_key, new_key)
     vault = CredentialVault(settings.credentials_path)
@@ -69,7 +83,7 @@ def rekey(
         counts["read model rows"] = store.read_models(step)
     except ResealError as error:
         raise SettingError("PAIRGATE_CIPHER_KEY", f"a stored value {error}") from None
-    store_rekey.finish(data_dir)
+    rekey_marker.finish(config)
     for what, count in counts.items():
         out.write(f"{what}: {count} sealed with the new key\n")
     out.write("done: set PAIRGATE_CIPHER_KEY to the new key before starting pairgate\n")

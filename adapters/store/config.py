@@ -170,9 +170,8 @@ CONNECT_TIMEOUT = 3
 def open_store(config: StoreConfig, *, create: bool = True) -> DeviceSessions:
     """The store, proven readable with this configuration (StoreUnreadableError if not).
     `create=False`: a SQLite store that does not exist yet is an error, not a new one."""
-    from adapters.store.rekey import refuse_during_rekey
+    from adapters.store.rekey_marker import refuse_during_rekey
 
-    refuse_during_rekey(config.data_dir)  # its rows are sealed with two keys
     if config.kind == "sqlite":
         if not create and not config.sqlite_path.exists():
             raise StoreUnreadableError(
@@ -181,7 +180,8 @@ def open_store(config: StoreConfig, *, create: bool = True) -> DeviceSessions:
             )
         _private_sqlite_files(config.sqlite_path)
     if config.kind == "postgres":
-        _reach_postgres(config)
+        reach_postgres(config)
+    refuse_during_rekey(config)  # its rows may be sealed with two keys
     try:
         sessions = DeviceSessions(env=config.environment())
     except (ValueError, binascii.Error) as error:
@@ -236,7 +236,7 @@ def _unreadable(config: StoreConfig, error: Exception) -> str:
     )
 
 
-def _reach_postgres(config: StoreConfig) -> None:
+def reach_postgres(config: StoreConfig) -> None:
     """Connect once, briefly, before eventsourcing does (its pool waits 30 s and then
     says nothing of where): StoreUnreadableError naming the setting, host, port,
     database and schema, never the password."""

@@ -1,33 +1,28 @@
 """`pairgate rekey` for the store: the events, the snapshots and the read models' sealed
 texts, sealed again with a new key (adapters/resealing.py), a batch of rows per
 transaction. What the new key already sealed is skipped, so a run killed half-way is run
-again to finish. While a rekey is under way its marker (`rekey.json` in the data
-directory, naming both keys by fingerprint, never by their text) is there, and the store
-refuses to open (`refuse_during_rekey`): the service never serves a store whose rows are
-sealed with two keys.
+again to finish. While a rekey is under way its marker is there (rekey_marker.py), and
+the store refuses to open: the service never serves a store whose rows are sealed with
+two keys.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import functools
-import json
-import os
 import sqlite3
 import zlib
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from pathlib import Path
 from typing import Any
 
 import psycopg
 
-from adapters.resealing import Resealer, fingerprint
-from adapters.store.config import StoreConfig, StoreUnreadableError, postgres_conninfo
+from adapters.resealing import Resealer
+from adapters.store.config import StoreConfig, postgres_conninfo
 from adapters.store.sealing import SEALED, Sealer
 from domain.application.sessions import DeviceSessions
 
-MARKER = "rekey.json"
 BATCH = 500
 # The read models' tables: their primary key, their sealed columns (the first is never
 # NULL: a row whose first one opens with the new key is done) and their blinded ones
@@ -38,53 +33,6 @@ READ_MODELS: dict[str, tuple[str, tuple[str, ...], dict[str, str]]] = {
     "pairgate_webhook_subscriptions": ("id", ("secret", "key"), {}),
     "pairgate_webhook_deliveries": ("id", ("key", "body"), {"queue": "key"}),
 }
-
-
-class RekeyError(StoreUnreadableError):
-    """A rekey cannot start or go on; the message says why and what to do."""
-
-
-def marker(data_dir: Path) -> Path:
-    return data_dir / MARKER
-
-
-def refuse_during_rekey(data_dir: Path) -> None:
-    """RekeyError while a rekey of this data directory is under way (or was killed)."""
-    if marker(data_dir).exists():
-        raise RekeyError(
-            f"a `pairgate rekey` of {data_dir.resolve()} has not finished: its rows are "
-            "sealed with two keys. Run `pairgate rekey` again with the same keys to finish it"
-        )
-
-
-def begin(data_dir: Path, old_key: str | None, new_key: str) -> bool:
-    """Leave the marker (True), or find the one an interrupted run of these keys left
-    (False); RekeyError if it names other keys."""
-    path = marker(data_dir)
-    wanted = {"from": fingerprint(old_key), "to": fingerprint(new_key)}
-    try:
-        found = json.loads(path.read_text())
-    except FileNotFoundError:
-        data_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
-        partial = path.with_name(f".{MARKER}.partial")
-        descriptor = os.open(partial, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-        with os.fdopen(descriptor, "w") as file:
-            json.dump(wanted, file)
-            file.flush()
-            os.fsync(file.fileno())
-        os.replace(partial, path)
-        return True
-    if {name: found.get(name) for name in wanted} != wanted:
-        raise RekeyError(
-            f"an interrupted rekey (key fingerprints {found.get('from')} → {found.get('to')}) "
-            "must be finished first, with its keys: PAIRGATE_CIPHER_KEY the old one "
-            "(unset if there was none), the new one on standard input"
-        )
-    return False
-
-
-def finish(data_dir: Path) -> None:
-    marker(data_dir).unlink(missing_ok=True)
 
 
 class StoreRekey:

@@ -5,12 +5,15 @@ Not a timed test: it only checks that every arrival got through and the JSON has
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
+
+from tests.helpers import POSTGRES_URL, postgres_available
 
 REPO = Path(__file__).resolve().parents[2]
 PERCENTILES = {"p50", "p95", "p99", "max"}
@@ -68,3 +71,32 @@ def test_scale_benchmark_smoke(tmp_path: Path) -> None:
     for measure in ("fill_s", "first_healthz_s", "first_resumed_s", "stop_s", "rss_mb"):
         assert result[measure] > 0, measure
     assert result["first_healthz_s"] <= result["first_resumed_s"]
+
+
+def test_neonize_store_benchmark_smoke(tmp_path: Path) -> None:
+    """benchmarks.neonize_store with 3 devices: whatsmeow's store on SQLite and PostgreSQL."""
+    if importlib.util.find_spec("neonize") is None:
+        pytest.skip("neonize is not installed (pip install 'pairgate[neonize]')")
+    if not postgres_available():
+        pytest.skip("PostgreSQL is not reachable on 127.0.0.1:5432: the benchmark compares it")
+    out = tmp_path / "neonize_store.json"
+    command = [sys.executable, "-m", "benchmarks.neonize_store", "--devices", "3"]
+    command += ["--postgres", POSTGRES_URL, "--json", str(out)]
+    subprocess.run(command, cwd=REPO, check=True, timeout=60)
+
+    result = json.loads(out.read_text())
+    assert result["prekeys_per_linked_device"] == 812
+    for store in ("sqlite", "postgres"):
+        measured = result[store]
+        assert measured["unexpected"] == []  # every attempt ended at its dial, not before
+        assert measured["new_unlinked"] == 3  # new devices: no JID in the store
+        assert measured["resumed_linked"] == 3  # resumed: whatsmeow loaded the stored device
+        for phase in ("new_device_ms", "resume_ms", "offline_attempt_ms"):
+            assert 0 < measured[phase]["p50"] <= measured[phase]["max"], phase
+        # At least the 812 prekeys' 32-byte keys, per device; not more than a few MB.
+        assert 812 * 32 < measured["bytes_per_linked_device"] < 4_000_000
+        assert measured["store_bytes_linked"] > measured["store_bytes_unlinked"] > 0
+        assert measured["rss_mb"]["after_offline"] > 0
+        assert set(measured["open_files_added"]) >= {"after_new", "after_offline"}
+    held = result["postgres"]["pg_connections"]
+    assert set(held) >= {"after_first_new", "after_offline"}

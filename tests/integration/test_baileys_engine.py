@@ -232,6 +232,32 @@ async def test_a_logged_out_paired_device_loses_its_credentials(
     assert not vault.holds("baileys", "k")
 
 
+async def test_a_discarded_device_is_not_written_again_by_its_ended_socket(
+    tmp_path: Path, vault: CredentialVault
+) -> None:
+    """`discard` (a restart, a revoked resume) ends the socket and deletes the files, but
+    Baileys' work under way when a socket ends may still save credentials: none of that may
+    land in the key's directory, not even once it exists again for the key's next pairing."""
+    late = {"after": 1500, "late": True, "creds": {"me": {"id": "6281234567890:2@s.whatsapp.net"}}}
+    reports = Reports()
+    async with replaying(
+        tmp_path, {"k": [[update(qr=QR), PAIR_SUCCESS, late], [update(qr=QR)]]}, vault
+    ) as engine:
+        await engine.start("k", reports)
+        assert await reports.wait_count("k", 2) == [("qr", QR, 60.0), ("paired",)]
+        assert vault.holds("baileys", "k")
+        await engine.discard("k")
+        assert not vault.holds("baileys", "k")
+        await engine.start("k", reports)  # a new pairing: the key's directory again, empty
+        await reports.wait_count("k", 3)
+        creds = vault.directory("baileys", "k", create=False) / "creds.json"
+        deadline = time.monotonic() + 2.5  # past the first socket's late save (1.5 s)
+        while not creds.exists() and time.monotonic() < deadline:
+            await asyncio.sleep(0.05)
+        assert not creds.exists(), "the discarded device's socket wrote its credentials again"
+        assert not vault.holds("baileys", "k")
+
+
 async def pair(tmp_path: Path, vault: CredentialVault, key: str) -> None:
     pairing = [update(qr=QR), PAIR_SUCCESS, closed(515, "restart required")]
     reports = Reports()

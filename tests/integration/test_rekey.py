@@ -16,8 +16,9 @@ import pytest
 
 from adapters.credentials import CredentialsUnreadableError, CredentialVault
 from adapters.engines.baileys.sidecar import SIDECAR_SCRIPT
+from adapters.store import rekey_marker
 from adapters.store.config import StoreUnreadableError, open_store
-from adapters.store.rekey import RekeyError
+from adapters.store.rekey_marker import RekeyError
 from entrypoints.cli import main
 from entrypoints.rekey import rekey
 from entrypoints.settings import Settings
@@ -194,6 +195,11 @@ async def test_a_rekey_stopped_half_way_is_finished_by_running_it_again(
     assert_no_plain_rows(store, secrets)
     with pytest.raises(RekeyError, match="pairgate rekey` again"):  # the service does not start
         open_store(Settings(data_dir=tmp_path, cipher_key=NEW, **store).store_config())
+    if store:  # ... on another machine either: PostgreSQL keeps the marker, not the data dir
+        assert not (tmp_path / "rekey.json").exists()
+        elsewhere = Settings(data_dir=tmp_path / "elsewhere", cipher_key=NEW, **store)
+        with pytest.raises(RekeyError, match="pairgate rekey` again"):
+            open_store(elsewhere.store_config())
     url = store.get("database_url", "")
     other = "3mCvj7h0wGkQ3Yq3o9r2e0mS2kQ3qQm1wYb1r6dY9uE="
     status, _ = run_cli(tmp_path, OLD, other, monkeypatch, url)  # not the keys it began with
@@ -205,6 +211,14 @@ async def test_a_rekey_stopped_half_way_is_finished_by_running_it_again(
     assert_no_plain_rows(store, secrets)
     assert_sealed_with(tmp_path, NEW, OLD, **store)
     await assert_served(tmp_path, NEW, **store)
+    if store:  # another machine's vault, still sealed with the old key: its own run seals it
+        machine = tmp_path / "machine-b"
+        CredentialVault(machine / "credentials", OLD).write("neonize", "b", "device.jid", JID)
+        status, said = run_cli(machine, OLD, NEW, monkeypatch, url)
+        assert status == 0 and said.startswith("the store is sealed with the new key"), said
+        assert (
+            CredentialVault(machine / "credentials", NEW).read("neonize", "b", "device.jid") == JID
+        )
 
 
 async def test_a_plain_deployment_is_encrypted_by_rekey(
@@ -231,3 +245,31 @@ def test_a_bad_or_unchanged_new_key_is_refused_before_anything_changes(
         error = capsys.readouterr().err
         assert said in error and OLD not in error
         assert not (tmp_path / "rekey.json").exists()
+
+
+def test_on_postgresql_every_process_sees_an_unfinished_rekey() -> None:
+    """The marker is a row in the store's schema: a process with another data directory
+    (another machine) refuses the store, may finish the rekey with its keys only, and
+    serves it once the rekey has finished."""
+    if not postgres_available():
+        pytest.skip("PostgreSQL is not reachable on 127.0.0.1:5432")
+    with postgres_schema() as schema:
+        url = f"{POSTGRES_URL}?schema={schema}"
+        here = Settings(data_dir=Path("/nonexistent/here"), database_url=url).store_config()
+        there = Settings(data_dir=Path("/nonexistent/there"), database_url=url).store_config()
+        open_store(there).close()  # served before the rekey
+        assert rekey_marker.begin(here, OLD, NEW) is True
+        with pytest.raises(RekeyError, match="pairgate rekey` again"):
+            open_store(there)
+        with pytest.raises(RekeyError, match="must be finished first"):
+            rekey_marker.begin(there, OLD, "3mCvj7h0wGkQ3Yq3o9r2e0mS2kQ3qQm1wYb1r6dY9uE=")
+        assert rekey_marker.begin(there, OLD, NEW) is False  # the same run, finished there
+        rekey_marker.finish(there)
+        assert rekey_marker.under_way(here) is None
+        open_store(here).close()
+        # Another deployment's schema in the same database never saw it.
+        with postgres_schema() as other:
+            config = Settings(database_url=f"{POSTGRES_URL}?schema={other}").store_config()
+            rekey_marker.begin(here, OLD, NEW)
+            open_store(config).close()
+            rekey_marker.finish(here)

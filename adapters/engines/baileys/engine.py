@@ -136,9 +136,8 @@ class BaileysEngine:
         await asyncio.to_thread(self._vault.remove, self.name, key)
 
     async def discard(self, key: str) -> None:
-        await self.stop(key)
-        self._proxies.pop(key, None)
-        await asyncio.to_thread(self._vault.remove, self.name, key)
+        self._forget(key)
+        await self._delete_credentials(key)
 
     async def close(self) -> None:
         """Close every socket (credentials stay) and end the sidecar. Call at shutdown."""
@@ -167,6 +166,15 @@ class BaileysEngine:
         if self._devices.get(key) is device:
             where = self._device_files(key, str(directory))
             await self._sidecar.call("start", phone=device.phone, proxy=device.proxy, **where)
+
+    async def _delete_credentials(self, key: str) -> None:
+        """Delete the key's files once the sidecar writes them no more: its socket's work
+        under way when it ended may still save them, and would bring them back."""
+        if self._sidecar.running:
+            with contextlib.suppress(SidecarError):
+                await self._sidecar.call("discard", key=key)
+        self._proxies.pop(key, None)
+        await asyncio.to_thread(self._vault.remove, self.name, key)
 
     def _device_files(self, key: str, directory: str) -> dict[str, Any]:
         """Where the sidecar keeps the device's auth state, and the key that seals it."""
@@ -250,7 +258,7 @@ class BaileysEngine:
         self._forget(key, device)
         if reason.deletes_credentials:
             # Dead at WhatsApp's end: keeping them would only make the device retry forever.
-            await asyncio.to_thread(self._vault.remove, self.name, key)
+            await self._delete_credentials(key)
         await device.events.disconnected(key, reason)
 
     def _next_delay(self, device: _Device) -> float:

@@ -6,6 +6,8 @@
 //   {"id": 1, "cmd": "start", "key": "k", "dir": "/0700/dir", "phone": "628..."?,
 //    "proxy": "socks5://user:pass@host:1080"? (http, https or socks5; a secret: never logged)}
 //   {"id": 2, "cmd": "stop", "key": "k"}      close, keep the credentials
+//   {"id": 4, "cmd": "discard", "key": "k"}   close, and write the credentials no more
+//      (answered once writes under way are done: pairgate then deletes the files)
 //   {"id": 3, "cmd": "logout", "key": "k", "dir": "...", "proxy"?}   unlink at WhatsApp,
 //      close (an offline device connects for it through its proxy, as `start` would)
 // `start` and `logout` may carry "cipher": PAIRGATE_CIPHER_KEY, with which the device's
@@ -18,7 +20,9 @@
 //
 // Credentials reach `dir` only once the device has paired, so a directory with creds.json
 // means "paired". With `--replay FILE`, sockets replay recorded connection.update shapes
-// from FILE ({key: [[step, ...], ...]}, one list per socket) instead of reaching WhatsApp.
+// from FILE ({key: [[step, ...], ...]}, one list per socket) instead of reaching WhatsApp;
+// a step marked `late` still runs after its socket ended, as Baileys' work under way then
+// (a message being decrypted) still saves credentials.
 import { existsSync, readFileSync } from 'node:fs'
 import { join } from 'node:path'
 import { createInterface } from 'node:readline'
@@ -51,6 +55,9 @@ const replays = replayAt > 0 ? JSON.parse(readFileSync(process.argv[replayAt + 1
 const endpoint = process.env.PAIRGATE_BAILEYS_WS_URL ? { waWebSocketUrl: process.env.PAIRGATE_BAILEYS_WS_URL } : {}
 const options = { logger, browser: ['pairgate', 'Chrome', '1.0.0'], markOnlineOnConnect: false, ...endpoint }
 const sockets = new Map() // key -> {sock}
+// key -> the auth state of its last socket, kept after the socket ends: Baileys' work under
+// way then may still save credentials, which `discard` and `logout` silence.
+const auths = new Map()
 
 const warn = (key, what) => (error) => logger.warn({ key, message: error?.message }, what)
 const send = (message) => process.stdout.write(JSON.stringify(message) + '\n')
@@ -80,7 +87,7 @@ async function authState (dir, cipher) {
     if (forgotten) return
     deferring = false
     await state.keys.set(pending)
-    await saveCreds()
+    if (!forgotten) await saveCreds()
   }
   // After a logout: no more writes, and those under way are done (a file written after
   // pairgate deleted the directory would bring a logged-out device's keys back).
@@ -102,7 +109,8 @@ function replaySocket (steps, creds) {
   ;(async () => {
     for (const step of steps) {
       await new Promise((resolve) => setTimeout(resolve, step.after ?? 0))
-      if (ended) return
+      if (ended && step.late && step.creds) ev.emit('creds.update', step.creds)
+      if (ended) continue
       const update = { ...step.update }
       const error = update.lastDisconnect?.error
       if (error) {
@@ -129,6 +137,7 @@ function replaySocket (steps, creds) {
 async function start ({ key, dir, phone, proxy, cipher }) {
   stop({ key })
   const state = await authState(dir, cipher)
+  auths.set(key, state)
   const script = replays?.[key]?.shift()
   const sock = replays
     ? replaySocket(script ?? [], state.auth.creds)
@@ -181,7 +190,27 @@ function stop ({ key }) {
   if (handle) handle.sock.end(undefined)
 }
 
-async function logout ({ key, dir, cipher, proxy }) {
+async function discard ({ key }) {
+  stop({ key })
+  await forgetAuth(key)
+  return {}
+}
+
+async function forgetAuth (key) {
+  const state = auths.get(key)
+  auths.delete(key)
+  await state?.forget()
+}
+
+async function logout (command) {
+  try {
+    return await unlink(command)
+  } finally {
+    await forgetAuth(command.key)
+  }
+}
+
+async function unlink ({ key, dir, cipher, proxy }) {
   let handle = sockets.get(key)
   sockets.delete(key)
   if (!handle && dir && existsSync(join(dir, 'creds.json')) && !replays) {
@@ -217,7 +246,7 @@ async function logout ({ key, dir, cipher, proxy }) {
   }
 }
 
-const commands = { start, stop, logout }
+const commands = { start, stop, discard, logout }
 
 async function run (command) {
   try {
