@@ -155,7 +155,7 @@ class SessionsProjection:
         self._rows = rows
         self._also = also
         self._changes = changes
-        self.page = min(page or sessions.log_section_size, sessions.log_section_size)
+        self.page = page or sessions.log_section_size
         # The rows this projection wrote last, as of position `_known_at`: valid while
         # the position is still the one it saved (no other process, nor a reindex, has
         # moved the rows on since).
@@ -168,7 +168,7 @@ class SessionsProjection:
         previous = self._rows.position()
         notifications = self._sessions.recent.after(previous, self.page)
         if notifications is None:  # not (only) this process's last saves: the log has them
-            notifications = self._sessions.notification_page(previous, self.page)
+            notifications = self._log_after(previous)
         if not notifications:
             return 0
         rows = self._rows_before(previous, notifications)
@@ -187,6 +187,17 @@ class SessionsProjection:
         if self._changes is not None:
             self._changes.extend(steps)  # only once saved: a retried page is not told twice
         return len(notifications)
+
+    def _log_after(self, position: int) -> list[tuple[int, Event]]:
+        """At most `page` events of the log after `position`, a section at a time."""
+        found: list[tuple[int, Event]] = []
+        while (wanted := min(self.page - len(found), self._sessions.log_section_size)) > 0:
+            section = self._sessions.notification_page(position, wanted)
+            found += section
+            if len(section) < wanted:
+                break  # the log's head
+            position = section[-1][0]
+        return found
 
     def _rows_before(
         self, position: int, notifications: Sequence[tuple[int, Event]]

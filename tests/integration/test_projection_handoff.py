@@ -61,20 +61,21 @@ def test_a_row_moved_on_by_another_process_is_read_again(settings: Settings) -> 
 
 
 def test_handed_events_project_as_the_log_does(settings: Settings) -> None:
-    sessions, rows, projection = process(settings)
+    sessions, rows, _ = process(settings)
+    projection = SessionsProjection(sessions, rows, page=500)  # more than a log section
+    keys = [f"handoff-{index}" for index in range(60)]
     try:
-        for index in range(30):
-            key = f"handoff-{index}"
+        for index, key in enumerate(keys):
             sessions.create(key, f"Phone {index}", "simulator", "alice")
             sessions.update(key, lambda s: s.issue_qr("2@code", 60, NOW))
             if index % 3:
                 sessions.update(key, lambda s: s.authenticate())
-        assert catch_up(projection) == 80
-        handed = {f"handoff-{i}": row(rows, f"handoff-{i}") for i in range(30)}
-        rows.reset()  # the same log, read back from the store this time
+        assert projection.catch_up() == 160  # handed over from memory
+        handed = {key: row(rows, key) for key in keys}
+        rows.reset()  # the same log, read back from the store this time: two sections
         sessions.recent = RecentEvents()
-        assert catch_up(projection) == 80
-        assert {f"handoff-{i}": row(rows, f"handoff-{i}") for i in range(30)} == handed
+        assert projection.catch_up() == 160
+        assert {key: row(rows, key) for key in keys} == handed
         assert handed["handoff-0"] == (SessionState.QR, 2, False, None)
         assert handed["handoff-1"] == (SessionState.AUTHENTICATED, 3, True, None)
     finally:
