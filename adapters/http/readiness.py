@@ -67,7 +67,11 @@ class Readiness:
         return results
 
     def resume(self) -> dict[str, int] | None:
-        """How far the start-up's resuming of paired devices is."""
+        """How far the start-up is: `looked_at`, the sessions it read to settle them (those
+        that may still have been recorded as live; the ones recorded offline are not
+        read before it is ready), then its resuming of paired devices: `to_resume`
+        (those recorded offline at once, the settled ones as found; less any another
+        process or a request took meanwhile), `resumed`, `unavailable`, `pending`."""
         if self._recovery is None:
             return None
         recovery = self._recovery()

@@ -14,7 +14,7 @@ from eventsourcing.persistence import IntegrityError
 
 from domain.application.ports import SessionRow
 from domain.application.session_rows import TRACKING_NAME, Filters, needs_an_engine
-from domain.model.session import session_id
+from domain.model.session import SessionState, session_id
 
 
 class MemorySessionRows:
@@ -54,9 +54,9 @@ class MemorySessionRows:
             states = [r.state.value for r in self._rows.values() if r.owner == owner]
         return dict(Counter(states))
 
-    def live(self) -> list[str]:
+    def live(self) -> dict[str, SessionState]:
         with self._lock:
-            return [row.key for row in self._rows.values() if needs_an_engine(row)]
+            return {row.key: row.state for row in self._rows.values() if needs_an_engine(row)}
 
     def reset(self) -> None:
         with self._lock:

@@ -168,10 +168,14 @@ class RowQueries:
             cursor.execute(self.sql(statement), [owner])
             return {values["state"]: int(values["n"]) for values in cursor.fetchall()}
 
-    def live(self) -> list[str]:
+    def live(self) -> dict[str, SessionState]:
+        statement = f"SELECT key, state FROM {{table}} WHERE {LIVE_WHERE}"
         with self.datastore.transaction(commit=False) as cursor:
-            cursor.execute(self.sql(f"SELECT key FROM {{table}} WHERE {LIVE_WHERE}"))
-            return [self.sealer.open(values["key"]) or "" for values in cursor.fetchall()]
+            cursor.execute(self.sql(statement))
+            return {
+                self.sealer.open(values["key"]) or "": SessionState(values["state"])
+                for values in cursor.fetchall()
+            }
 
     def reset(self) -> None:
         with self.datastore.transaction(commit=True) as cursor:

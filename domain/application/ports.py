@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable, Collection, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, Protocol, TypeVar
 
@@ -180,6 +180,22 @@ class SessionRow:
     updated_at: datetime  # that event's timestamp, timezone-aware UTC
     # Holds a linked device's credentials; None: not known (a row kept before this was).
     linked: bool | None = None
+
+
+@dataclass(frozen=True)
+class RecoveryCandidates:
+    """The keys whose session may need an engine (a superset: recovery reads each one),
+    by what the sessions read model knows of them."""
+
+    # May still be recorded as live (a live row, or a key of the log's tail the rows do not
+    # reflect yet): a process that died with it live left it so. Settled before serving.
+    unsettled: list[str]
+    # Recorded offline (disconnected; linked, or not known to be unlinked): nothing to set
+    # straight, only to resume, in the background.
+    offline: list[str] = field(default_factory=list)
+
+    def all(self) -> list[str]:
+        return [*self.unsettled, *self.offline]
 
 
 @dataclass(frozen=True)

@@ -2,10 +2,12 @@
 
 Both work in batches (BATCH keys: their turns held together, their records saved in one
 transaction, on a store thread), so their cost per device is a share of a commit, and
-the event loop keeps serving between batches. Start-up first settles the record (live
-sessions recorded as `connection lost`: then requests may come, `Recovery.settled`),
-then resumes paired devices in the background at a bounded rate (`resume_rate` per
-second): a reconnect storm hurts the WhatsApp accounts too.
+the event loop keeps serving between batches. Start-up first settles the record: the
+sessions that may still be recorded as live (a process died with them live) are recorded
+as `connection lost`; then requests may come (`Recovery.settled`). The sessions the index
+shows offline have nothing to set straight: they, and the settled ones that are paired,
+are resumed in the background at a bounded rate (`resume_rate` per second; a reconnect
+storm hurts the WhatsApp accounts too), each read again under its key's turn.
 """
 
 from __future__ import annotations
@@ -20,6 +22,7 @@ from dataclasses import dataclass, field
 from domain.application.commands import disconnect, disconnect_if
 from domain.application.dispatch import Outbox
 from domain.application.engine_reports import EngineReports
+from domain.application.ports import RecoveryCandidates
 from domain.application.shared import Shared, UseCases
 from domain.model.session import DeviceSession, DisconnectReason, SessionState
 
@@ -29,7 +32,7 @@ S = SessionState
 BATCH = 250
 LOG_EVERY = 5.0  # seconds between progress lines while resuming
 
-LiveKeys = Callable[[], Awaitable[Iterable[str]]]
+LiveKeys = Callable[[], Awaitable[RecoveryCandidates]]
 
 
 @dataclass
@@ -39,7 +42,9 @@ class Recovery:
     interrupted: list[str] = field(default_factory=list)
     resumed: list[str] = field(default_factory=list)
     unavailable: list[str] = field(default_factory=list)
-    looked_at: int = 0  # keys read so far
+    # Keys read to settle the record so far: those that may still have been recorded as
+    # live (at start-up, not the ones the index shows offline: they count in to_resume).
+    looked_at: int = 0
     settled: bool = False  # every live session it found is recorded as offline
     to_resume: int = 0  # paired devices found offline, to be started again
 
@@ -59,19 +64,28 @@ class Recoverer(UseCases):
         self.startup = Recovery(settled=True)  # the start-up's (/readyz, metrics)
 
     async def start_up(self) -> Recovery:
-        """The start-up's recovery, its progress in `startup` as it goes."""
+        """The start-up's recovery, its progress in `startup` as it goes: only the
+        sessions that may still be recorded as live are read before it is `settled`;
+        the ones the index shows offline wait for their turn to resume (which reads each
+        again, and takes its lease, before starting it)."""
         self.startup = Recovery()
-        return await self.recover(into=self.startup)
+        found = await self.candidates()
+        if found.unsettled or found.offline:
+            log.info(
+                "start-up: %d sessions may still be recorded as live (settled before "
+                "/readyz), %d paired devices recorded offline (resumed in the background)",
+                len(found.unsettled),
+                len(found.offline),
+            )
+        return await self._recover(found.unsettled, found.offline, self.startup)
 
-    async def candidates(self) -> Iterable[str]:
-        """The keys recovery looks at: the index's, or (no index) every key."""
+    async def candidates(self) -> RecoveryCandidates:
+        """The keys recovery looks at: the index's, or (no index) every key, unsettled."""
         if self.live_keys is not None:
             return await self.live_keys()
-        return await self._store.read(self._store.sessions.keys)
+        return RecoveryCandidates(list(await self._store.read(self._store.sessions.keys)))
 
-    async def recover(
-        self, keys: Iterable[str] | None = None, into: Recovery | None = None
-    ) -> Recovery:
+    async def recover(self, keys: Iterable[str] | None = None) -> Recovery:
         """Set the record straight about the sessions an earlier run (or a process that
         died) left, then start their paired devices again.
 
@@ -80,18 +94,25 @@ class Recoverer(UseCases):
         unpaired ones lose whatever their engine had stored. Every paired device that is
         offline with its credentials is then started again from them, without a QR
         code, at most `resume_rate` a second; `session.ready` follows when its engine is
-        back online. `keys`: only these (else `candidates()`). Only keys whose lease
-        this process gets are touched. `into`: where its progress is kept as it goes.
+        back online. `keys`: only these (else every one of `candidates()`), each read
+        before it is settled. Only keys whose lease this process gets are touched.
         """
-        recovery = Recovery() if into is None else into
-        waiting: list[str] = []
-        keys = list(await self.candidates() if keys is None else keys)
-        for batch in _batches(keys):
+        keys = (await self.candidates()).all() if keys is None else list(keys)
+        return await self._recover(keys, [], Recovery())
+
+    async def _recover(
+        self, unsettled: Sequence[str], offline: Sequence[str], recovery: Recovery
+    ) -> Recovery:
+        """Settle `unsettled` (batches), then resume the paired ones among them and
+        `offline` (keys recorded offline: read again, under their turn, to resume)."""
+        waiting = list(offline)
+        recovery.to_resume = len(waiting)
+        for batch in _batches(unsettled):
             await self._settle(batch, recovery, waiting)
             recovery.looked_at += len(batch)
+            recovery.to_resume = len(waiting)
             await asyncio.sleep(0)  # the event loop serves between batches
         recovery.settled = True
-        recovery.to_resume = len(waiting)
         if waiting:
             log.info("resuming %d paired devices, %s", len(waiting), self._pace_text())
         await self._resume_all(waiting, recovery)
@@ -139,20 +160,22 @@ class Recoverer(UseCases):
     async def _resume_all(self, keys: Sequence[str], recovery: Recovery) -> None:
         interval = 1 / self.resume_rate if self.resume_rate > 0 else 0.0
         clock = asyncio.get_running_loop().time  # the event loop's (monotonic) clock
-        started = last_log = clock()
+        next_start = last_log = clock()
         for count, key in enumerate(keys):
             # (At least a yield: each start may run on the loop, and the loop must serve.)
-            await asyncio.sleep(max(0.0, started + count * interval - clock()))
+            await asyncio.sleep(max(0.0, next_start - clock()))
             async with self._turns.turn(key):
                 session = await self._store.find(key)  # as it is now: it may have changed
                 if (
                     session is not None
                     and key not in self._registry
                     and session.offline_linked
-                    and await self._leases.acquire(key)  # (a request may have let it go)
+                    and await self._leases.acquire(key)  # (another process may run it)
                 ):
                     await self._resume(key, session, recovery)
+                    next_start += interval  # the pace is of starts: a key passed over
                 else:
+                    next_start = max(next_start, clock())  # takes no turn, and earns none
                     recovery.to_resume -= 1
                     if key not in self._registry:
                         await self._leases.release(key)

@@ -10,7 +10,12 @@ from collections.abc import Awaitable, Callable
 from datetime import datetime
 from uuid import UUID
 
-from domain.application.ports import LIST_PAGE_SIZE, MAX_CURSOR_LENGTH, SessionRowPage
+from domain.application.ports import (
+    LIST_PAGE_SIZE,
+    MAX_CURSOR_LENGTH,
+    RecoveryCandidates,
+    SessionRowPage,
+)
 from domain.application.session_rows import (
     CURSOR_SEPARATOR,
     Filters,
@@ -18,9 +23,12 @@ from domain.application.session_rows import (
     from_micros,
     to_micros,
 )
+from domain.application.sessions import Event
 from domain.application.store_calls import StoreAccess
 from domain.model.errors import InvalidPageError
-from domain.model.session import DeviceSession, SessionState
+from domain.model.session import DeviceSession, DisconnectReason, SessionState
+
+OFFLINE = SessionState.DISCONNECTED
 
 
 class SessionRowsIndex:
@@ -72,31 +80,46 @@ class SessionRowsIndex:
             with contextlib.suppress(TimeoutError):  # then as fresh as it is
                 await asyncio.wait_for(self.caught_up(), self.FRESHNESS)
 
-    async def live_keys(self) -> list[str]:
+    async def live_keys(self) -> RecoveryCandidates:
         """Every key whose session may need an engine (a superset: the caller reads each
-        session): the rows' index, and the sessions of the log's events the rows do not
-        reflect yet (another process's, or this one's last run's), so a key whose last
-        event is not projected yet is never missed. On a thread."""
+        session), by what is known of it: the rows' index, and the sessions of the log's
+        events the rows do not reflect yet (another process's, or this one's last run's),
+        so a key whose last event is not projected yet is never missed. On a thread."""
         return await self._store.read(self._live_keys)
 
-    def _live_keys(self) -> list[str]:
+    def _live_keys(self) -> RecoveryCandidates:
         position = self._rows.position()
-        keys = dict.fromkeys(self._rows.live())
+        rows = self._rows.live()
         sessions = self._store.sessions
-        ids: set[UUID] = set()
-        created: dict[UUID, str] = {}
+        last: dict[UUID, Event] = {}  # the tail's sessions: their last event
+        keys: dict[UUID, str] = {}
         while page := sessions.notification_page(position, sessions.log_section_size):
             position = page[-1][0]
             for _, event in page:
-                ids.add(event.originator_id)
+                last[event.originator_id] = event
                 if isinstance(event, DeviceSession.SessionCreated):
-                    created[event.originator_id] = event.key
-        keys.update(dict.fromkeys(created.values()))
-        missing = list(ids - created.keys())
+                    keys[event.originator_id] = event.key
+        missing = [id_ for id_ in last if id_ not in keys]
         for start in range(0, len(missing), 500):  # (bounded IN lists)
             known = self._rows.rows(missing[start : start + 500])
-            keys.update(dict.fromkeys(row.key for row in known.values()))
-        return list(keys)
+            keys.update((id_, row.key) for id_, row in known.items())
+        # Each key: whether it is recorded offline. A key of the tail is as its last event
+        # left it, whatever its row says: offline after a Disconnected (the lifecycle's
+        # `disconnect` has no other destination), not to be run again if that ended the
+        # link, else maybe still live.
+        named = set(keys.values())
+        offline = {key: state is OFFLINE for key, state in rows.items() if key not in named}
+        for id_, event in last.items():
+            if (key := keys.get(id_)) is None:
+                continue
+            if not isinstance(event, DeviceSession.Disconnected):
+                offline[key] = False
+            elif not DisconnectReason(event.reason).deletes_credentials:
+                offline[key] = True
+        return RecoveryCandidates(
+            [key for key, off in offline.items() if not off],
+            [key for key, off in offline.items() if off],
+        )
 
 
 def make_cursor(updated_at: datetime, key: str) -> str:

@@ -74,9 +74,9 @@ class SessionRowStore(Protocol):
         beginning."""
         ...
 
-    def live(self) -> list[str]:
-        """The keys of the rows whose session may need an engine (live, or offline and
-        linked, or not known to be unlinked), read through an index on the state."""
+    def live(self) -> dict[str, SessionState]:
+        """The rows whose session may need an engine (live, or offline and linked, or not
+        known to be unlinked), read through an index on the state: each key's state."""
         ...
 
 

@@ -33,8 +33,9 @@ async def test_the_live_index_names_live_and_linked_keys_only(server: Server) ->
         assert ack["ok"], ack
         await caught_up(server)
         index = server.pairgate.session_index
-        live = set(await index.live_keys())
-        assert {ready, pairing} <= live and ended not in live
+        found = await index.live_keys()
+        assert {ready, pairing} <= set(found.unsettled) and ended not in found.all()
+        assert not {ready, pairing} & set(found.offline)
 
         # The rows lag the log (their follower stopped): keys changed since are named too.
         for follower in server.pairgate.consumers.followers:
@@ -45,8 +46,8 @@ async def test_the_live_index_names_live_and_linked_keys_only(server: Server) ->
         assert ack["ok"], ack
         page = await index.page(DEFAULT_IDENTITY, limit=200)
         assert late not in {row.key for row in page.rows}  # not projected
-        live = set(await index.live_keys())
-        assert {ready, pairing, late} <= live and ended not in live
+        found = await index.live_keys()
+        assert {ready, pairing, late} <= set(found.unsettled) and ended not in found.all()
 
 
 async def test_a_restart_resumes_a_device_the_rows_never_saw(settings: Settings) -> None:
@@ -86,6 +87,43 @@ def test_rows_kept_before_linked_was_recorded_count_as_maybe_linked(tmp_path: Pa
     sessions = open_store(settings.store_config())
     try:
         rows = session_rows(sessions, Sealer(None))
-        assert sorted(rows.live()) == ["old-off", "old-ready"]
+        assert rows.live() == {
+            "old-off": SessionState.DISCONNECTED,
+            "old-ready": SessionState.READY,
+        }
     finally:
         sessions.close()
+
+
+async def test_the_index_tells_devices_recorded_offline_from_maybe_live_ones(
+    settings: Settings,
+) -> None:
+    """Offline paired devices need no settling before serving: named apart whether the
+    rows say so or only the log's tail does (its last event a lost connection)."""
+    quiet = settings.model_copy(update={"recover": False})
+    paired, pairing = [unique_key("paired"), unique_key("paired")], unique_key("qr")
+    async with running(quiet) as server, clients(server.url, 3) as pages:
+        for key, page in zip(paired, pages[:2], strict=True):
+            await pair(server, page, key)
+        ack = await pages[2].call(
+            "session.create", {"key": pairing, "name": "P", "engine": "simulator"}
+        )
+        assert ack["ok"], ack
+        await caught_up(server)
+        index = server.pairgate.session_index
+        found = await index.live_keys()
+        assert {*paired, pairing} <= set(found.unsettled) and not found.offline
+        # The rows stop at this position: what a stop records is in the log's tail only.
+        for follower in server.pairgate.consumers.followers:
+            await follower.stop()
+        index.caught_up = None
+        await server.pairgate.service.shutdown()  # (a SIGTERM's drain: connection lost)
+        found = await index.live_keys()
+        assert set(paired) <= set(found.offline) and not set(found.unsettled) & set(paired)
+        assert pairing not in found.unsettled  # offline too (recovery finds it unlinked)
+        for follower in server.pairgate.consumers.followers:
+            follower.start()
+        await caught_up(server)  # the rows say so now
+        found = await index.live_keys()
+        assert set(paired) <= set(found.offline) and not set(found.unsettled) & set(paired)
+        assert pairing not in found.all()  # its row: offline, not linked

@@ -20,6 +20,14 @@ async def readiness(server: Server) -> tuple[int, dict[str, object]]:
     return answer.status_code, answer.json()
 
 
+async def all_ready(server: Server, count: int) -> None:
+    """Returns once `count` devices run here, every one ready."""
+    states = server.pairgate.service.running_states
+    while len(states) != count or set(states.values()) != {SessionState.READY}:
+        await asyncio.sleep(0.05)
+        states = server.pairgate.service.running_states
+
+
 async def test_a_restart_serves_at_once_and_resumes_devices_at_its_pace(
     settings: Settings,
 ) -> None:
@@ -42,21 +50,48 @@ async def test_a_restart_serves_at_once_and_resumes_devices_at_its_pace(
             if status == 200 and body["resume"]["pending"] == 0:
                 break
             await asyncio.sleep(0.05)
-        # Ready (requests may come) while devices still resume, at their pace.
+        # Ready (requests may come) while devices still resume, at their pace; the stop
+        # recorded them offline, so none was read before: nothing was left to settle.
         assert any(status == 200 and resume["pending"] > 0 for status, resume in seen), seen
+        assert all(resume["looked_at"] == 0 for _, resume in seen), seen
         assert seen[-1][1]["resumed"] == DEVICES and seen[-1][1]["to_resume"] == DEVICES
         metrics = (await server.get("/metrics")).text
         assert "pairgate_devices_to_resume 0.0" in metrics
         await server.pairgate.recovered()
-        service = server.pairgate.service
-
-        async def all_ready() -> None:
-            while set(service.running_states.values()) != {SessionState.READY}:
-                await asyncio.sleep(0.05)
-
-        await asyncio.wait_for(all_ready(), 10)
+        await asyncio.wait_for(all_ready(server, DEVICES), 10)
         for key in keys:
             after = server.pairgate.sessions.history(key)
             new = after[len(before[key]) :]
             assert [type(e).__name__ for e in new] == ["Disconnected", "Ready"]
             assert new[0].reason == "connection lost"
+
+
+async def test_a_device_a_killed_process_left_live_is_settled_before_ready(
+    settings: Settings,
+) -> None:
+    if settings.database_url is not None:
+        pytest.skip("the order of settling and readiness does not depend on the store")
+    left, stopped = unique_key("left"), unique_key("stopped")
+    async with running(settings) as server, clients(server.url, 2) as pages:
+        await pair(server, pages[0], left)
+        await pair(server, pages[1], stopped)
+        # As a killed process would: `left`'s engine is gone, and nothing recorded it.
+        await server.pairgate.service.leases_lost([left])
+        before = {key: server.pairgate.sessions.history(key) for key in (left, stopped)}
+    assert type(before[left][-1]).__name__ == "Ready"
+    slow = settings.model_copy(update={"resume_rate": 2.0})
+    async with running(slow, recovered=False) as server:
+        while (answer := await server.get("/readyz")).status_code != 200:
+            await asyncio.sleep(0.05)
+        # Ready only once `left` is recorded as offline (read to settle it); `stopped`,
+        # recorded offline by its stop, was not read for that.
+        new = server.pairgate.sessions.history(left)[len(before[left]) :]
+        assert [type(e).__name__ for e in new][:1] == ["Disconnected"], new
+        assert new[0].reason == "connection lost"
+        assert answer.json()["resume"]["looked_at"] == 1
+        assert answer.json()["resume"]["to_resume"] == 2
+        await server.pairgate.recovered()
+        await asyncio.wait_for(all_ready(server, 2), 10)
+        for key in before:  # each recorded lost once, then back
+            after = server.pairgate.sessions.history(key)[len(before[key]) :]
+            assert [type(e).__name__ for e in after] == ["Disconnected", "Ready"], (key, after)
