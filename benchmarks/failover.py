@@ -96,17 +96,21 @@ def kill_one(deployment: Deployment, devices: int) -> dict[str, Any]:
     victim = deployment.servers[running.index(max(running))]
     survivors = [server for server in deployment.servers if server is not victim]
     holders = deployment.holders()
+    cpu = sum(server.cpu_s() for server in survivors)
     killed_at = time.time()
     started = time.monotonic()
     victim.process.kill()
     wait(lambda: sum(ready_devices(server) for server in survivors) >= devices, TIMEOUT)
     took = time.monotonic() - started
+    cpu = sum(server.cpu_s() for server in survivors) - cpu
     victim.process.wait(TIMEOUT)
     deployment.servers.remove(victim)
     (gone,) = holders - deployment.holders()
     return {
         "failover_s": round(took, 3),
         "devices_moved": max(running),
+        # The survivors' CPU time meanwhile: near the failover's, it waited for no one.
+        "survivors_cpu_s": round(cpu, 2),
         **granted_after(deployment.schema, gone, killed_at),
         "killed_at": datetime.fromtimestamp(killed_at, UTC).isoformat(),  # (for the logs)
     }
