@@ -109,7 +109,7 @@ def kill_one(deployment: Deployment, devices: int) -> dict[str, Any]:
     return {
         "failover_s": round(took, 3),
         "devices_moved": max(running),
-        # The survivors' CPU time meanwhile: near the failover's, it waited for no one.
+        # The survivors' CPU time meanwhile (against the failover's: how much was their work).
         "survivors_cpu_s": round(cpu, 2),
         **granted_after(deployment.schema, gone, killed_at),
         "killed_at": datetime.fromtimestamp(killed_at, UTC).isoformat(),  # (for the logs)
