@@ -100,10 +100,15 @@ def progress(server: ServerProcess) -> dict[str, Any]:
     ready = httpx.get(f"{server.url}/readyz", timeout=10)
     body: dict[str, Any] = ready.json()
     body["http_status"] = ready.status_code
+    body["ready"] = ready_devices(server)
+    return body
+
+
+def ready_devices(server: ServerProcess) -> int:
+    """How many devices are ready in this process (its engines), from its metrics."""
     metrics = httpx.get(f"{server.url}/metrics", timeout=10).text
     found = re.search(r'^pairgate_sessions\{state="ready"\} ([0-9.e+]+)$', metrics, re.M)
-    body["ready"] = int(float(found.group(1))) if found else 0
-    return body
+    return int(float(found.group(1))) if found else 0
 
 
 def resumed(body: dict[str, Any], count: int) -> bool:

@@ -12,6 +12,7 @@ import uuid
 from collections.abc import AsyncIterator, Coroutine, Iterator
 from contextlib import asynccontextmanager, contextmanager
 from dataclasses import dataclass, field
+from datetime import datetime
 from typing import Any, TypeVar
 
 import httpx
@@ -73,6 +74,31 @@ def postgres_schema(prefix: str = "test") -> Iterator[str]:
     finally:
         with psycopg.connect(POSTGRES_URL, autocommit=True) as connection:
             connection.execute(f'DROP SCHEMA "{name}" CASCADE')
+
+
+Grant = tuple[str, str, datetime, datetime | None]  # key, holder, acquired, released (None: held)
+
+
+def lease_log(schema: str) -> list[Grant]:
+    """A deployment's lease log (pairgate_lease_log), by key, then by time of grant."""
+    import psycopg
+
+    with psycopg.connect(POSTGRES_URL, autocommit=True) as connection:
+        rows = connection.execute(
+            f'SELECT key, holder, acquired_at, released_at FROM "{schema}".pairgate_lease_log '
+            "ORDER BY key, acquired_at, id"
+        ).fetchall()
+    return [(r[0], r[1], r[2], r[3]) for r in rows]
+
+
+def overlapping_grants(grants: list[Grant]) -> list[tuple[Grant, Grant]]:
+    """Each pair of successive grants of a key (in `lease_log`'s order) where the later one
+    began before the earlier one ended: a key run by two holders at once."""
+    return [
+        (earlier, later)
+        for earlier, later in zip(grants, grants[1:], strict=False)
+        if earlier[0] == later[0] and (earlier[3] is None or earlier[3] > later[2])
+    ]
 
 
 @dataclass

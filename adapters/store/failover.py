@@ -46,6 +46,11 @@ def application_name(holder: str) -> str:
     return f"pairgate:{holder}"
 
 
+def waiter_name(holder: str) -> str:
+    """What a process's connections waiting on other processes' locks are called."""
+    return f"pairgate-wait:{holder}"
+
+
 class ProcessWatch:
     def __init__(
         self,
@@ -116,7 +121,7 @@ class ProcessWatch:
         try:
             # Not named as this process: a waiting query outlives a killed client (the
             # server notices only at its next check), so it must not make it look alive.
-            async with await self._connect(f"pairgate-wait:{self._holder}") as connection:
+            async with await self._connect(waiter_name(self._holder)) as connection:
                 with contextlib.suppress(psycopg.Error):  # PostgreSQL 14 and later
                     await connection.execute("SET client_connection_check_interval = '2s'")
                 lock = process_lock(holder, self._schema)

@@ -100,3 +100,30 @@ def test_neonize_store_benchmark_smoke(tmp_path: Path) -> None:
         assert set(measured["open_files_added"]) >= {"after_new", "after_offline"}
     held = result["postgres"]["pg_connections"]
     assert set(held) >= {"after_first_new", "after_offline"}
+
+
+def test_failover_benchmark_smoke(tmp_path: Path) -> None:
+    """benchmarks.failover with 2 processes, 4 devices, 1 kill: the killed process's devices
+    run again on the survivor, and the lease log is read (not a timed test)."""
+    if not postgres_available():
+        pytest.skip("PostgreSQL is not reachable on 127.0.0.1:5432: failover is measured on it")
+    out = tmp_path / "failover.json"
+    command = [sys.executable, "-m", "benchmarks.failover", "--processes", "2", "--runs", "1"]
+    subprocess.run(
+        [*command, "--devices", "4", "--json", str(out)], cwd=REPO, check=True, timeout=60
+    )
+
+    (result,) = json.loads(out.read_text())["results"]
+    assert (result["processes"], result["devices"], result["runs"]) == (2, 4, 1)
+    (run,) = result["each_run"]
+    assert run["devices_moved"] == 2  # the devices were spread: 2 on each process
+    assert run["leases_taken_over"] == 2  # the lease log shows the survivor took both
+    assert 0 < run["first_lease_s"] <= run["last_lease_s"] < run["failover_s"]
+    assert result["failover_s"]["max"] == pytest.approx(run["failover_s"], abs=0.005)
+    # 4 first grants and 2 taken over; none overlapping, none before the kill.
+    assert result["lease_log"] == {
+        "grants": 6,
+        "overlapping": 0,
+        "granted_before_kill": 0,
+        "examples": [],
+    }

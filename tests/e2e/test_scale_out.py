@@ -11,12 +11,10 @@ from __future__ import annotations
 import os
 import time
 from collections.abc import Callable, Iterator
-from datetime import datetime
 from pathlib import Path
 from typing import Any
 
 import httpx
-import psycopg
 import pytest
 import socketio
 
@@ -26,6 +24,8 @@ from tests.helpers import (
     REDIS_URL,
     Client,
     decode_qr,
+    lease_log,
+    overlapping_grants,
     postgres_available,
     postgres_schema,
     redis_available,
@@ -82,22 +82,9 @@ async def history(service: ServiceProcess, key: str) -> list[dict[str, Any]]:
     return events
 
 
-def lease_log(schema: str) -> list[tuple[str, str, datetime, datetime | None]]:
-    with psycopg.connect(POSTGRES_URL, autocommit=True) as connection:
-        rows = connection.execute(
-            f'SELECT key, holder, acquired_at, released_at FROM "{schema}".pairgate_lease_log '
-            "ORDER BY key, acquired_at"
-        ).fetchall()
-    return [(r[0], r[1], r[2], r[3]) for r in rows]
-
-
 def assert_one_holder_at_a_time(schema: str) -> None:
-    by_key: dict[str, list[tuple[str, datetime, datetime | None]]] = {}
-    for key, holder, acquired, released in lease_log(schema):
-        by_key.setdefault(key, []).append((holder, acquired, released))
-    for key, grants in by_key.items():
-        for earlier, later in zip(grants, grants[1:], strict=False):
-            assert earlier[2] is not None and earlier[2] <= later[1], (key, grants)
+    grants = lease_log(schema)
+    assert grants and not overlapping_grants(grants), overlapping_grants(grants)
 
 
 async def test_a_key_created_on_one_process_is_driven_from_the_other(
