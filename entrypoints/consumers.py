@@ -33,6 +33,12 @@ from entrypoints.settings import Settings
 
 log = logging.getLogger("pairgate")
 THREADS = "pairgate-log"  # the log consumers' thread pools (each made on demand)
+# The sessions read model catches up once a second at most (a list that must show this
+# process's saves skips the wait), up to 500 events a page: fewer, larger transactions,
+# and a session's events of that second make one upsert. (The webhooks' outbox keeps
+# LogFollower's 0.2 s: deliveries should not wait.)
+READ_MODEL_BATCH = 1.0
+READ_MODEL_PAGE = 500
 
 
 @dataclass
@@ -86,7 +92,7 @@ def log_consumers(
     reads = _threads(1, "index")
     index = SessionRowsIndex(rows, StoreAccess(sessions, reads, metrics.timed_store))
     changes: deque[tuple[Event, SessionRow]] = deque()
-    projection = SessionsProjection(sessions, rows, changes=changes)
+    projection = SessionsProjection(sessions, rows, page=READ_MODEL_PAGE, changes=changes)
     activity = SessionActivity(clock or SystemClock())
 
     async def hand_on() -> None:  # on the loop, after each page: its changes, in order
@@ -101,6 +107,7 @@ def log_consumers(
         StoreAccess(sessions, own, metrics.timed_store),
         settings.follow_interval,
         then=hand_on,
+        batch=READ_MODEL_BATCH,
         page=projection.page,
     )
     index.caught_up = follower.caught_up
