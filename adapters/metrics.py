@@ -95,8 +95,8 @@ class PairgateMetrics:
                     self._pairing_since.pop(key, None)
                     self.disconnects.labels(reason).inc()
 
-    async def recorded(self, key: str, event: DomainEventProtocol[UUID]) -> None:
-        """A handler of recorded events: count it."""
+    def recorded(self, key: str, event: DomainEventProtocol[UUID]) -> None:
+        """A handler of recorded events (a plain function: nothing to await): count it."""
         self.observe(key, (event,))
         log.debug("%s recorded %s", key, type(event).__name__, extra={"key": key})
 

@@ -66,7 +66,8 @@ class LogFollower:
         self._task: asyncio.Task[None] | None = None
         self.catch_ups = 0  # catch-ups run (pages read, the empty ones included)
 
-    async def recorded(self, key: str, event: Event) -> None:
+    def recorded(self, key: str, event: Event) -> None:
+        """A handler of recorded events (a plain function: it only sets a flag)."""
         if not self._dormant and not self._wake.is_set():
             self._idle.clear()
             self._wake.set()

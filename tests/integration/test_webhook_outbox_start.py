@@ -63,7 +63,7 @@ async def pairing(world: World) -> str:
     async def record(change: Change) -> None:
         for event in change.events:
             for follower in world.consumers.wakers:
-                await follower.recorded(key, event)
+                follower.recorded(key, event)
 
     await record(sessions.create(key, "Phone", "simulator", "alice"))
     await record(sessions.update(key, lambda s: s.issue_qr("2@code", 20, NOW)))

@@ -54,7 +54,7 @@ async def pairings(
     async def record(change: Change) -> None:
         nonlocal saved
         for event in change.events:
-            await follower.recorded(change.session.key, event)
+            follower.recorded(change.session.key, event)
             saved += 1
 
     for index in range(count):
