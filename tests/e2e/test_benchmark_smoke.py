@@ -119,7 +119,8 @@ def test_failover_benchmark_smoke(tmp_path: Path) -> None:
     assert run["devices_moved"] == 2  # the devices were spread: 2 on each process
     assert run["leases_taken_over"] == 2  # the lease log shows the survivor took both
     assert 0 < run["first_lease_s"] <= run["last_lease_s"] < run["failover_s"]
-    assert result["failover_s"]["max"] == pytest.approx(run["failover_s"], abs=0.005)
+    # (percentiles are rounded to hundredths, a run's time to thousandths)
+    assert result["failover_s"]["max"] == pytest.approx(run["failover_s"], abs=0.0051)
     # 4 first grants and 2 taken over; none overlapping, none before the kill.
     assert result["lease_log"] == {
         "grants": 6,
