@@ -18,6 +18,9 @@ from __future__ import annotations
 import threading
 from collections.abc import Iterable
 from itertools import islice
+from uuid import UUID
+
+from eventsourcing.persistence import Recording
 
 from domain.application.dispatch import Event
 
@@ -31,11 +34,12 @@ class RecentEvents:
         self._highest = 0
         self._lock = threading.Lock()
 
-    def note(self, recorded: Iterable[tuple[int, Event]]) -> None:
-        """Saved events (committed) at their positions."""
+    def note(self, recordings: Iterable[Recording[UUID]]) -> None:
+        """A save's recordings (committed): each event at its position in the log."""
         with self._lock:
-            for position, event in recorded:
-                self._events[position] = event
+            for recording in recordings:
+                position = recording.notification.id
+                self._events[position] = recording.domain_event
                 self._highest = max(self._highest, position)
             excess = len(self._events) - self._capacity
             if excess > 0:  # noted roughly in position order: the oldest first

@@ -19,9 +19,7 @@ from uuid import UUID
 
 from eventsourcing.domain import AggregateEvent
 
-from domain.application.ports import (
-    SessionRow,
-)
+from domain.application.ports import SessionRow
 from domain.application.sessions import DeviceSessions, Event
 from domain.model.session import DeviceSession, SessionState
 

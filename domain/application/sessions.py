@@ -130,7 +130,7 @@ class DeviceSessions(Application[UUID]):
             changed.append((session, session.collect_events()))
         pending = [event for _, events in changed for event in events]
         recorded = self.events.put(pending) if pending else []
-        self.recent.note((r.notification.id, r.domain_event) for r in recorded)
+        self.recent.note(recorded)
         saved = iter(recording.domain_event for recording in recorded)
         changes = []
         for session, events in changed:
@@ -203,7 +203,7 @@ class DeviceSessions(Application[UUID]):
         except Exception:
             self._held.pop(session.key, None)  # what was saved is no longer certain
             raise
-        self.recent.note((r.notification.id, r.domain_event) for r in recordings)
+        self.recent.note(recordings)
         if session.key in self._held:
             self._held[session.key] = session
         events = [recording.domain_event for recording in recordings]

@@ -6,6 +6,10 @@ store) moves the rows on in between, on each store."""
 from __future__ import annotations
 
 from datetime import UTC, datetime
+from typing import Any
+from uuid import uuid4
+
+from eventsourcing.persistence import Notification, Recording
 
 from adapters.store.config import open_store
 from adapters.store.sealing import Sealer
@@ -85,14 +89,27 @@ def test_handed_events_project_as_the_log_does(settings: Settings) -> None:
 def test_recent_events_hand_only_runs_without_gaps() -> None:
     recent = RecentEvents(capacity=4)
     events = {position: object() for position in range(1, 8)}
+
+    def saved(*positions: int) -> list[Recording[Any]]:
+        """What the store's `put` returns for events saved at these positions."""
+        return [
+            Recording(
+                events[p],
+                Notification(
+                    id=p, originator_id=uuid4(), originator_version=1, topic="t", state=b""
+                ),
+            )
+            for p in positions
+        ]
+
     assert recent.after(0, 10) is None  # nothing saved here: read the log
-    recent.note([(1, events[1]), (2, events[2])])
+    recent.note(saved(1, 2))
     assert recent.after(0, 10) == [(1, events[1]), (2, events[2])]
     assert recent.after(0, 1) == [(1, events[1])]
     assert recent.after(2, 10) is None  # nothing after 2 here (another process's saves?)
-    recent.note([(4, events[4])])  # 3: another process's, or a rolled-back insert
+    recent.note(saved(4))  # 3: another process's, or a rolled-back insert
     assert recent.after(0, 10) is None  # a gap before something noted: read the log
     assert recent.after(3, 10) == [(4, events[4])]
-    recent.note([(5, events[5]), (6, events[6])])  # over capacity: 1 and 2 go
+    recent.note(saved(5, 6))  # over capacity: 1 and 2 go
     assert recent.after(0, 10) is None
     assert recent.after(3, 2) == [(4, events[4]), (5, events[5])]
