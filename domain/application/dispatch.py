@@ -33,19 +33,25 @@ _delivering: ContextVar[str | None] = ContextVar("delivering", default=None)
 
 
 class _Delivery:
-    """A key's delivery under way; `done` is made only when another waits for it."""
+    """A key's delivery under way; `done` is made only when another waits for it. A
+    waiter may come after the end: a task queued behind it first runs at a later turn of
+    the loop, by which time the delivery may have ended with no one waiting."""
 
-    __slots__ = ("done",)
+    __slots__ = ("done", "finished")
 
     def __init__(self) -> None:
         self.done: asyncio.Future[None] | None = None
+        self.finished = False
 
     def wait(self) -> Awaitable[None]:
         if self.done is None:
             self.done = asyncio.get_running_loop().create_future()
+            if self.finished:
+                self.done.set_result(None)
         return asyncio.shield(self.done)  # a cancelled waiter leaves it for the others
 
     def finish(self) -> None:
+        self.finished = True
         if self.done is not None and not self.done.done():
             self.done.set_result(None)
 

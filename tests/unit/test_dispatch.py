@@ -74,3 +74,26 @@ async def test_only_the_keys_own_delivery_is_busy_on_it_once_its_lock_is_free() 
     await reporting
     assert seen == {"own key": True, "other key": False, "another task": False}
     assert not turns.busy(KEY)
+
+
+async def test_a_delivery_detached_behind_one_that_ends_before_it_starts_still_runs() -> None:
+    """An engine's report queued (on a task of its own) behind a delivery that ends before
+    that task first runs: the delivery ahead was waited for by no one when it ended, and
+    the report's task must not wait for it for ever (the key would be stuck)."""
+    bus = EventBus()
+    gate: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+    ran = asyncio.Event()
+
+    async def ahead() -> None:
+        await gate
+
+    async def report() -> None:
+        ran.set()
+
+    first = asyncio.ensure_future(bus.run(KEY, [ahead]))
+    await asyncio.sleep(0)  # the first delivery is under way, waiting on its gate
+    gate.set_result(None)  # it ends at the loop's next turn...
+    bus.detach(KEY, [report])  # ...before the task queued behind it first runs
+    await first
+    await asyncio.wait_for(ran.wait(), 5)
+    assert not bus.pending(KEY)
