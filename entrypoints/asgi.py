@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import contextlib
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterable
 
 import socketio
 from starlette.applications import Starlette
@@ -13,7 +13,7 @@ from adapters.clock import SystemClock
 from adapters.http.api import session_routes
 from adapters.http.console_api import console_routes
 from adapters.http.console_page import console_page_routes
-from adapters.http.guards import CrossSiteRequests, HostAllowList, HostPolicy, SecurityHeaders
+from adapters.http.guards import Guards, HostPolicy
 from adapters.http.openapi import openapi_routes
 from adapters.http.qr_api import code_routes
 from adapters.http.readiness import Readiness, readiness_routes
@@ -29,12 +29,14 @@ from entrypoints.fanout import close_fanout
 from entrypoints.settings import Settings
 
 
-class PairgateApp(SecurityHeaders):
+class PairgateApp(Guards):
     """The ASGI application: Socket.IO mounted on Starlette, guarded as a whole (the
-    Host allow-list, security headers), and the wired service it runs."""
+    Host allow-list, cross-site requests, security headers), and the wired service it runs."""
 
-    def __init__(self, app: ASGIApp, pairgate: Pairgate) -> None:
-        super().__init__(app)
+    def __init__(
+        self, app: ASGIApp, pairgate: Pairgate, hosts: HostPolicy, origins: Iterable[str]
+    ) -> None:
+        super().__init__(app, hosts, origins)
         self.pairgate = pairgate
 
 
@@ -88,10 +90,8 @@ def create_app(settings: Settings | None = None, clock: Clock | None = None) -> 
     # a key ending in an encoded slash ("0%2F") must not be redirected to key "0".
     web.router.redirect_slashes = False
     hosts = HostPolicy.for_bind(settings.host, settings.allowed_hosts)
-    app = CrossSiteRequests(
-        socketio.ASGIApp(pairgate.sio, other_asgi_app=web), settings.allowed_origins
-    )
-    return PairgateApp(HostAllowList(app, hosts), pairgate)
+    app = socketio.ASGIApp(pairgate.sio, other_asgi_app=web)
+    return PairgateApp(app, pairgate, hosts, settings.allowed_origins)
 
 
 def pairgate_of(app: object) -> Pairgate:

@@ -1,13 +1,15 @@
 """Guards around the whole ASGI app, Socket.IO's HTTP and WebSocket requests included.
 
-- `HostAllowList` answers only to the host names pairgate is meant to be reached by. The
+`Guards` checks, in one pass:
+
+- the host allow-list: pairgate answers only to the host names it is meant to be reached by. The
   same-origin check compares `Origin` with `Host`, and a page on a name the attacker
   controls, rebound by DNS to this server (DNS rebinding), sends both as its own name.
-- `CrossSiteRequests` refuses requests that change something (POST, DELETE, ...) sent
+- cross-site requests: refused when they change something (POST, DELETE, ...) sent
   by a browser from another site: without tokens (one default identity) the only
   credential is being able to reach the server, and a page on any site can make a
   browser on the operator's machine send a form or a `fetch` there.
-- `SecurityHeaders` adds a content security policy (scripts and styles from the server
+- security headers: a content security policy (scripts and styles from the server
   itself, no framing), `nosniff` and `no-referrer` to every HTTP response.
 """
 
@@ -18,7 +20,6 @@ import socket
 from collections.abc import Iterable
 from dataclasses import dataclass
 
-from starlette.datastructures import Headers
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from adapters.http.web import error_response
@@ -89,100 +90,94 @@ def normalize(host: str) -> str:
     return host.rstrip(".")
 
 
-class HostAllowList:
-    """Refuses requests whose `Host` is not allowed: HTTP and Socket.IO polling with the
-    API's JSON error (400, `invalid_host`), WebSockets before they are accepted."""
-
-    def __init__(self, app: ASGIApp, policy: HostPolicy) -> None:
-        self.app = app
-        self.policy = policy
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] not in ("http", "websocket"):
-            await self.app(scope, receive, send)
-            return
-        raw = _host_of(scope)
-        # No Host at all is no browser (they always send one), so no rebinding either.
-        if raw is None or self.policy.allows(normalize(raw)):
-            await self.app(scope, receive, send)
-            return
-        refusal = error_response(
-            400,
-            "invalid_host",
-            f"this server does not answer to the host {raw[:100]!r}; "
-            "if it should, add it to PAIRGATE_ALLOWED_HOSTS",
-        )
-        refusal.headers.update({name.decode(): value.decode() for name, value in SECURITY_HEADERS})
-        if scope["type"] == "http" or "websocket.http.response" in scope.get("extensions", {}):
-            await refusal(scope, receive, send)  # starlette sends a WebSocket's as its denial
-        else:
-            await send({"type": "websocket.close", "code": 1008})
-
-
 SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
 
 
-class CrossSiteRequests:
-    """403 `forbidden` for a request that changes something and whose `Origin` is neither
-    the server's own (the same `Host`) nor one of the allowed origins (as Socket.IO
-    connections are checked: PAIRGATE_ALLOWED_ORIGINS, `*` for any). Browsers send
-    `Origin` with every such request from a page; without it, `Sec-Fetch-Site: cross-site`
-    still tells one. Clients that are not browsers send neither and pass."""
+class Guards:
+    """The three guards in one pass over a request's headers (one ASGI call, not three):
 
-    def __init__(self, app: ASGIApp, origins: Iterable[str] = ()) -> None:
+    - the **host allow-list** refuses requests whose `Host` is not allowed: HTTP and
+      Socket.IO polling with the API's JSON error (400, `invalid_host`), WebSockets before
+      they are accepted. No `Host` at all is no browser (they always send one), so no
+      rebinding either.
+    - **cross-site requests**: 403 `forbidden` for a request that changes something and
+      whose `Origin` is neither the server's own (the same `Host`) nor one of the allowed
+      origins (as Socket.IO connections are checked: PAIRGATE_ALLOWED_ORIGINS, `*` for
+      any). Browsers send `Origin` with every such request from a page; without it,
+      `Sec-Fetch-Site: cross-site` still tells one. Clients that are not browsers send
+      neither and pass.
+    - **security headers** on every HTTP response. A WebSocket's frames are not documents:
+      only a refused upgrade has a response (it gets them too), and not wrapping a
+      WebSocket's `send` spares every Socket.IO frame a call.
+    """
+
+    def __init__(self, app: ASGIApp, hosts: HostPolicy, origins: Iterable[str] = ()) -> None:
         self.app = app
+        self.hosts = hosts
         self.origins = frozenset(origin.rstrip("/").lower() for origin in origins)
+        self._any_origin = "*" in self.origins
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http" or scope["method"] in SAFE_METHODS or "*" in self.origins:
+        kind = scope["type"]
+        if kind != "http" and kind != "websocket":
             await self.app(scope, receive, send)
             return
-        headers = Headers(scope=scope)
-        origin = headers.get("origin")
+        host = origin = fetch_site = None
+        # The first of each, as starlette reads them (ASGI servers give names in lower case).
+        for name, value in scope["headers"]:
+            if name == b"host" and host is None:
+                host = value.decode("latin-1")
+            elif name == b"origin" and origin is None:
+                origin = value.decode("latin-1")
+            elif name == b"sec-fetch-site" and fetch_site is None:
+                fetch_site = value.decode("latin-1")
+        if host is not None and not self.hosts.allows(normalize(host)):
+            await _refuse_host(host, scope, receive, send)
+            return
+        if kind == "websocket":
+            await self.app(scope, receive, send)
+            return
+        if scope["method"] not in SAFE_METHODS and not self._same_site(origin, host, fetch_site):
+            refusal = error_response(
+                403,
+                "forbidden",
+                "a cross-site request; if this origin is yours, add it to PAIRGATE_ALLOWED_ORIGINS",
+            )
+            await refusal(scope, receive, _secured(send))
+            return
+        await self.app(scope, receive, _secured(send))
+
+    def _same_site(self, origin: str | None, host: str | None, fetch_site: str | None) -> bool:
+        if self._any_origin:
+            return True
         if origin is None:
-            allowed = headers.get("sec-fetch-site") not in ("cross-site", "same-site")
-        else:
-            origin = origin.rstrip("/").lower()
-            own = origin.partition("://")[2] == headers.get("host", "").lower()
-            allowed = own or origin in self.origins
-        if allowed:
-            await self.app(scope, receive, send)
-            return
-        refusal = error_response(
-            403,
-            "forbidden",
-            "a cross-site request; if this origin is yours, add it to PAIRGATE_ALLOWED_ORIGINS",
-        )
-        await refusal(scope, receive, send)
+            return fetch_site not in ("cross-site", "same-site")
+        origin = origin.rstrip("/").lower()
+        own = origin.partition("://")[2] == (host or "").lower()
+        return own or origin in self.origins
 
 
-class SecurityHeaders:
-    def __init__(self, app: ASGIApp) -> None:
-        self.app = app
+def _secured(send: Send) -> Send:
+    async def send_secured(message: Message) -> None:
+        if message["type"] == "http.response.start":
+            message["headers"] = [*message.get("headers", ()), *SECURITY_HEADERS]
+        await send(message)
 
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        # A WebSocket's frames are not documents: only a refused upgrade has a response,
-        # and HostAllowList adds these headers to its own. Not wrapping its `send` spares
-        # every Socket.IO frame a call.
-        if scope["type"] != "http":
-            await self.app(scope, receive, send)
-            return
-
-        async def send_secured(message: Message) -> None:
-            if message["type"] == "http.response.start":
-                headers = message.get("headers", ())
-                if SECURITY_HEADERS[-1] not in headers:  # not set already (HostAllowList)
-                    message["headers"] = [*headers, *SECURITY_HEADERS]
-            await send(message)
-
-        await self.app(scope, receive, send_secured)
+    return send_secured
 
 
-def _host_of(scope: Scope) -> str | None:
-    for name, value in scope["headers"]:
-        if name == b"host":  # ASGI servers give header names in lower case
-            return str(value.decode("latin-1"))
-    return None
+async def _refuse_host(host: str, scope: Scope, receive: Receive, send: Send) -> None:
+    refusal = error_response(
+        400,
+        "invalid_host",
+        f"this server does not answer to the host {host[:100]!r}; "
+        "if it should, add it to PAIRGATE_ALLOWED_HOSTS",
+    )
+    refusal.headers.update({name.decode(): value.decode() for name, value in SECURITY_HEADERS})
+    if scope["type"] == "http" or "websocket.http.response" in scope.get("extensions", {}):
+        await refusal(scope, receive, send)  # starlette sends a WebSocket's as its denial
+    else:
+        await send({"type": "websocket.close", "code": 1008})
 
 
 def _is_address(host: str) -> bool:
