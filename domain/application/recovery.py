@@ -127,23 +127,30 @@ class Recoverer(UseCases):
         return recovery
 
     async def _settle(self, keys: Sequence[str], recovery: Recovery, waiting: list[str]) -> None:
-        """Record the live sessions among `keys` as lost (one transaction); note the
-        offline paired devices to resume."""
-        sessions = await self._store.read(self._store.sessions.find_many, keys)
+        """Take the leases of `keys` that no process runs (one transaction; a lease this
+        process holds already is some other use case's: a resume, a teardown), read
+        those sessions, record the live ones as lost (one transaction); note the offline
+        paired devices to resume, held in memory until then (their lease is ours: only
+        this process writes them, so resuming need not read them again)."""
         async with contextlib.AsyncExitStack() as turns:
-            live: list[DeviceSession] = []
             outboxes: dict[str, Outbox] = {}
             for key in sorted(keys):  # one order for every batch: no two wait on each other
                 outboxes[key] = await turns.enter_async_context(self._turns.turn(key))
+            ours = await self._leases.acquire_many([k for k in keys if k not in self._registry])
+            if not ours:
+                return
+            sessions = await self._store.read(self._store.sessions.find_many, sorted(ours))
+            live: list[DeviceSession] = []
+            idle: list[str] = []  # nothing to run: their leases go back
+            for key in sorted(ours):
                 session = sessions.get(key)
-                if session is None or key in self._registry or not session.needs_an_engine:
-                    continue
-                if not await self._leases.acquire(key):
-                    continue  # another process runs it
-                if session.is_live:
+                if session is None or not session.needs_an_engine:
+                    idle.append(key)
+                elif session.is_live:
                     live.append(session)
                 else:
-                    waiting.append(key)
+                    self._wait(session, waiting)
+            await self._leases.release_many(idle)
             if not live:
                 return
             update = self._store.sessions.update_many
@@ -153,9 +160,19 @@ class Recoverer(UseCases):
                 self._actions.settle(key, change, outboxes[key])
                 recovery.interrupted.append(key)
                 if change.session.offline_linked:
-                    waiting.append(key)
+                    self._wait(change.session, waiting)
                 else:
                     await self._leases.release(key)
+
+    def _wait(self, session: DeviceSession, waiting: list[str]) -> None:
+        self._store.sessions.hold(session)
+        waiting.append(session.key)
+
+    def _give_up(self, key: str) -> Awaitable[None]:
+        """The key will not run here (for now): its lease goes, and its session with it."""
+        if key not in self._registry:
+            self._store.sessions.release(key)
+        return self._leases.release(key)
 
     async def _resume_all(self, keys: Sequence[str], recovery: Recovery) -> None:
         interval = 1 / self.resume_rate if self.resume_rate > 0 else 0.0
@@ -165,7 +182,7 @@ class Recoverer(UseCases):
             # (At least a yield: each start may run on the loop, and the loop must serve.)
             await asyncio.sleep(max(0.0, next_start - clock()))
             async with self._turns.turn(key):
-                session = await self._store.find(key)  # as it is now: it may have changed
+                session = await self._store.current(key)  # as it is now: it may have changed
                 if (
                     session is not None
                     and key not in self._registry
@@ -178,7 +195,7 @@ class Recoverer(UseCases):
                     next_start = max(next_start, clock())  # takes no turn, and earns none
                     recovery.to_resume -= 1
                     if key not in self._registry:
-                        await self._leases.release(key)
+                        await self._give_up(key)
             if clock() - last_log >= LOG_EVERY:
                 last_log = clock()
                 log.info("resuming paired devices: %d of %d", count + 1, len(keys))
@@ -198,7 +215,7 @@ class Recoverer(UseCases):
                 extra={"key": key},
             )
             recovery.unavailable.append(key)
-            await self._leases.release(key)
+            await self._give_up(key)
             return
         self._registry.run(key, engine, session)
         try:
@@ -207,7 +224,7 @@ class Recoverer(UseCases):
             log.exception("engine %s failed to resume %s", engine.name, key, extra={"key": key})
             self._registry.unrun(key)
             recovery.unavailable.append(key)
-            await self._leases.release(key)
+            await self._give_up(key)
         else:
             recovery.resumed.append(key)
 

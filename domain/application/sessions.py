@@ -8,7 +8,7 @@ from dataclasses import dataclass, field
 from uuid import UUID
 
 from eventsourcing.application import AggregateNotFoundError, Application
-from eventsourcing.domain import DomainEventProtocol
+from eventsourcing.domain import CanMutateAggregate, DomainEventProtocol
 from eventsourcing.persistence import IntegrityError
 from eventsourcing.utils import Environment, get_topic
 
@@ -17,6 +17,7 @@ from domain.model.errors import SessionNotFoundError, VersionOutOfRangeError
 from domain.model.session import DeviceSession, session_id
 
 Event = DomainEventProtocol[UUID]
+Pending = CanMutateAggregate[UUID]  # an event collected from a session, not yet saved
 
 
 @dataclass(frozen=True)
@@ -128,6 +129,43 @@ class DeviceSessions(Application[UUID]):
         for session in sessions:
             command(session)
             changed.append((session, session.collect_events()))
+        return self._save_many(changed)
+
+    def update_each(
+        self, commands: Sequence[tuple[str, Callable[[DeviceSession], None]]]
+    ) -> list[Change | Exception]:
+        """Each key's command (keys distinct), what they record saved in one transaction:
+        for each, its change or what it raised. A command that raises records nothing,
+        and the others are saved; if the transaction fails (a stream another process
+        wrote), each is saved alone, so that the failure is only its key's."""
+        results: list[Change | Exception | None] = []
+        changed: list[tuple[int, DeviceSession, Sequence[Pending]]] = []
+        for key, command in commands:
+            try:
+                session = self.get(key)
+                command(session)
+            except Exception as refused:
+                results.append(refused)
+            else:
+                changed.append((len(results), session, session.collect_events()))
+                results.append(None)
+        try:
+            saved = self._save_many([(session, events) for _, session, events in changed])
+        except Exception:
+            for index, session, events in changed:
+                try:
+                    results[index] = self._save_many([(session, events)])[0]
+                except Exception as failed:
+                    self._held.pop(session.key, None)  # what was saved is no longer certain
+                    results[index] = failed
+        else:
+            for (index, _, _), change in zip(changed, saved, strict=True):
+                results[index] = change
+        return [result for result in results if result is not None]
+
+    def _save_many(
+        self, changed: Sequence[tuple[DeviceSession, Sequence[Pending]]]
+    ) -> list[Change]:
         pending = [event for _, events in changed for event in events]
         recorded = self.events.put(pending) if pending else []
         self.recent.note(recorded)
