@@ -139,30 +139,50 @@ class Recoverer(UseCases):
             ours = await self._leases.acquire_many([k for k in keys if k not in self._registry])
             if not ours:
                 return
-            sessions = await self._store.read(self._store.sessions.find_many, sorted(ours))
-            live: list[DeviceSession] = []
-            idle: list[str] = []  # nothing to run: their leases go back
-            for key in sorted(ours):
-                session = sessions.get(key)
-                if session is None or not session.needs_an_engine:
-                    idle.append(key)
-                elif session.is_live:
-                    live.append(session)
-                else:
-                    self._wait(session, waiting)
-            await self._leases.release_many(idle)
-            if not live:
-                return
-            update = self._store.sessions.update_many
-            changes = await self._store.read(update, live, disconnect(Reason.CONNECTION_LOST))
-            for change in changes:
-                key = change.session.key
-                self._actions.settle(key, change, outboxes[key])
-                recovery.interrupted.append(key)
-                if change.session.offline_linked:
-                    self._wait(change.session, waiting)
-                else:
-                    await self._leases.release(key)
+            try:
+                await self._take_over(sorted(ours), outboxes, recovery, waiting)
+            except BaseException:
+                # None of them runs: no lease (nor session held) may stay with nobody to
+                # use it (a later look takes them again).
+                stray = [key for key in ours if key not in self._registry]
+                waiting[:] = [key for key in waiting if key not in ours]
+                for key in stray:
+                    self._store.sessions.release(key)
+                await self._leases.release_many(stray)
+                raise
+
+    async def _take_over(
+        self,
+        keys: Sequence[str],
+        outboxes: dict[str, Outbox],
+        recovery: Recovery,
+        waiting: list[str],
+    ) -> None:
+        """`keys` are this process's now: read them, record the live ones as lost."""
+        sessions = await self._store.read(self._store.sessions.find_many, keys)
+        live: list[DeviceSession] = []
+        idle: list[str] = []  # nothing to run: their leases go back
+        for key in keys:
+            session = sessions.get(key)
+            if session is None or not session.needs_an_engine:
+                idle.append(key)
+            elif session.is_live:
+                live.append(session)
+            else:
+                self._wait(session, waiting)
+        await self._leases.release_many(idle)
+        if not live:
+            return
+        update = self._store.sessions.update_many
+        changes = await self._store.read(update, live, disconnect(Reason.CONNECTION_LOST))
+        for change in changes:
+            key = change.session.key
+            self._actions.settle(key, change, outboxes[key])
+            recovery.interrupted.append(key)
+            if change.session.offline_linked:
+                self._wait(change.session, waiting)
+            else:
+                await self._leases.release(key)
 
     def _wait(self, session: DeviceSession, waiting: list[str]) -> None:
         self._store.sessions.hold(session)

@@ -5,11 +5,12 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from copy import copy
 from dataclasses import dataclass, field
+from typing import Protocol
 from uuid import UUID
 
-from eventsourcing.application import AggregateNotFoundError, Application
+from eventsourcing.application import AggregateNotFoundError, Application, project_aggregate
 from eventsourcing.domain import CanMutateAggregate, DomainEventProtocol
-from eventsourcing.persistence import IntegrityError
+from eventsourcing.persistence import IntegrityError, StoredEvent
 from eventsourcing.utils import Environment, get_topic
 
 from domain.application.recent import RecentEvents
@@ -18,6 +19,17 @@ from domain.model.session import DeviceSession, session_id
 
 Event = DomainEventProtocol[UUID]
 Pending = CanMutateAggregate[UUID]  # an event collected from a session, not yet saved
+
+
+class Streams(Protocol):
+    """Many sessions' streams in one read (an adapter's: the store's own SQL)."""
+
+    def latest(
+        self, ids: Sequence[UUID]
+    ) -> Mapping[UUID, tuple[StoredEvent | None, Sequence[StoredEvent]]]:
+        """Each stream that exists: its latest snapshot (None: none, or no snapshots
+        kept), and its events after it, in order."""
+        ...
 
 
 @dataclass(frozen=True)
@@ -54,6 +66,7 @@ class DeviceSessions(Application[UUID]):
         self._held: dict[str, DeviceSession] = {}
         # What was saved last, by log position: the log's followers need not read it back.
         self.recent = RecentEvents()
+        self.streams: Streams | None = None  # many streams in one read, where the store can
 
     def construct_env(self, name: str, env: Mapping[str, str] | None = None) -> Environment:
         """The configuration given, never the process environment: there pairgate's own
@@ -116,8 +129,23 @@ class DeviceSessions(Application[UUID]):
         return self._save(session)
 
     def find_many(self, keys: Iterable[str]) -> dict[str, DeviceSession]:
-        """The sessions of these keys that exist (a batch, for recovery: on a thread)."""
-        found = {key: self.find(key) for key in keys}
+        """The sessions of these keys that exist (a batch, for recovery: on a thread),
+        those not held in one read of the store when it can (`streams`)."""
+        found: dict[str, DeviceSession | None] = {}
+        unheld: dict[UUID, str] = {}
+        for key in keys:
+            if key in self._held or self.streams is None:
+                found[key] = self.find(key)
+            else:
+                unheld[session_id(key)] = key
+        if unheld and self.streams is not None:
+            for stream, (snapshot, stored) in self.streams.latest(list(unheld)).items():
+                events = [self.mapper.to_domain_event(event) for event in stored]
+                if snapshot is not None:
+                    events.insert(0, self.mapper.to_domain_event(snapshot))
+                session = project_aggregate(None, events)
+                if isinstance(session, DeviceSession):
+                    found[unheld[stream]] = session
         return {key: session for key, session in found.items() if session is not None}
 
     def update_many(
