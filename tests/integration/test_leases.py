@@ -10,7 +10,13 @@ import pytest
 
 from adapters.store.leases import PostgresLeases, lock_id
 from domain.model.errors import EngineUnavailableError
-from tests.helpers import POSTGRES_URL, postgres_available, postgres_schema
+from tests.helpers import (
+    POSTGRES_URL,
+    lease_log,
+    overlapping_grants,
+    postgres_available,
+    postgres_schema,
+)
 
 pytestmark = pytest.mark.skipif(
     not postgres_available(), reason="PostgreSQL is not reachable on 127.0.0.1:5432"
@@ -167,3 +173,32 @@ async def test_a_process_that_dies_is_heard_of_at_once_with_its_keys(schema: str
     finally:
         await dying.close()
         await survivor.close()
+
+
+async def test_a_batch_of_leases_takes_only_what_no_live_process_runs(schema: str) -> None:
+    """acquire_many, one transaction: keys another process holds are refused (their locks
+    not kept), and so are those of a process whose lease connection PostgreSQL dropped
+    until it has stopped their engines; a dead holder's grants are closed."""
+    lost: set[str] = set()
+    holder, taker = await opened(schema, lost=lost), await opened(schema)
+    try:
+        assert await holder.acquire("theirs") and await taker.acquire("mine")
+        assert await taker.acquire_many(["mine", "theirs", "free", "free"]) == {"free"}
+        assert taker.held == {"mine", "free"}  # ("mine" was held already: not taken now)
+        assert await holder.acquire("free") is False
+        assert await holder.acquire_many(["free", "mine"]) == set()
+        await holder.release("theirs")  # the taker kept no lock of it: taken again at once
+        assert await holder.acquire_many(["theirs"]) == {"theirs"}
+        # PostgreSQL drops the holder's connection; the holder lives on. Its key is not
+        # taken until it has stopped the engine and closed its grant.
+        terminate(schema, "theirs")
+        while not await taker.acquire_many(["theirs"]):
+            assert not lost or "theirs" in lost
+            await asyncio.sleep(0.05)
+        assert lost == {"theirs"}
+        assert taker.held == {"mine", "free", "theirs"}
+    finally:
+        await holder.close()
+        await taker.close()
+    assert overlapping_grants(lease_log(schema)) == []
+    assert all(released is not None for _, _, _, released in lease_log(schema))
