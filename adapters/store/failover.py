@@ -108,14 +108,32 @@ class ProcessWatch:
                 with contextlib.suppress(psycopg.Error):
                     await self._discovery.close()
 
-    async def _others(self) -> list[str]:
-        if self._discovery is None or self._discovery.closed:
-            self._discovery = await self._connect(None)
+    async def _others(self, connection: Connection | None = None) -> list[str]:
+        """The other processes registered (on `connection`, else on discovery's own)."""
+        if connection is None:
+            if self._discovery is None or self._discovery.closed:
+                self._discovery = await self._connect(None)
+            connection = self._discovery
         statement = sql.SQL("SELECT holder FROM {} WHERE holder <> %s")
-        found = await self._discovery.execute(
+        found = await connection.execute(
             statement.format(sql.Identifier(PROCESSES)), (self._holder,)
         )
         return [row[0] for row in await found.fetchall()]
+
+    def _share(self, keys: Sequence[str], others: Sequence[str]) -> tuple[list[str], list[str]]:
+        """This process's share of a dead one's keys, and the rest. Every survivor hears
+        of the death and splits the keys the same way (by their locks' hashes, over the
+        survivors in one order), so each takes its share first, in parallel; then it
+        tries the rest, which its owner has taken by then (the leases decide: a key is
+        granted to one of them)."""
+        survivors = sorted({*others, self._holder})
+        me = survivors.index(self._holder)
+        mine: list[str] = []
+        rest: list[str] = []
+        for key in keys:
+            share = lock_id(key, self._schema) % len(survivors)
+            (mine if share == me else rest).append(key)
+        return mine, rest
 
     async def _wait_for(self, holder: str) -> None:
         try:
@@ -135,11 +153,15 @@ class ProcessWatch:
                     sql.SQL("DELETE FROM {} WHERE holder = %s").format(sql.Identifier(PROCESSES)),
                     (holder,),
                 )
+                survivors = await self._others(connection) if keys else []
                 await connection.execute("SELECT pg_advisory_unlock(%s)", (lock,))
             if keys:
                 log.warning("process %s has gone: taking over its %d devices", holder, len(keys))
                 if self.on_gone is not None:
-                    await self.on_gone(keys)
+                    mine, rest = self._share(keys, survivors)
+                    await self.on_gone(mine)
+                    if rest:  # what the other survivors have not taken (one may be gone too)
+                        await self.on_gone(rest)
         except psycopg.Error:
             log.warning("waiting on process %s failed; looking again", holder, exc_info=True)
         finally:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Iterable, Iterator
+from typing import Any
 
 import psycopg
 import pytest
@@ -202,3 +203,46 @@ async def test_a_batch_of_leases_takes_only_what_no_live_process_runs(schema: st
         await taker.close()
     assert overlapping_grants(lease_log(schema)) == []
     assert all(released is not None for _, _, _, released in lease_log(schema))
+
+
+async def test_the_survivors_split_a_dead_process_keys_and_take_each_once(schema: str) -> None:
+    """Each survivor is told its share of the dead process's keys first (the same split
+    in both), then the rest; the leases give every key to one of them."""
+    told: dict[str, list[list[str]]] = {"first": [], "second": []}
+    survivors: list[PostgresLeases] = []
+    for name in told:
+        leases = PostgresLeases(POSTGRES_URL, schema=schema, check_interval=0.2)
+
+        async def on_gone(keys: Iterable[str], name: str = name, leases: Any = leases) -> None:
+            told[name].append(sorted(keys))
+            await leases.acquire_many(list(keys))
+
+        await leases.open({}, lambda keys: asyncio.sleep(0), on_gone)
+        survivors.append(leases)
+    dying = await opened(schema)
+    keys = sorted(f"device-{n}" for n in range(20))
+    try:
+        assert await dying.acquire_many(keys) == set(keys)
+        while any(dying.holder not in s._processes._waiting for s in survivors) or any(
+            len(s._processes._waiting) < 2 for s in survivors
+        ):
+            await asyncio.sleep(0.05)  # (each looks for new processes every second)
+        for task in dying._tasks:  # dead: it will not reconnect
+            task.cancel()
+        with psycopg.connect(POSTGRES_URL, autocommit=True) as admin:
+            admin.execute(
+                "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
+                "WHERE application_name = %s",
+                (f"pairgate:{dying.holder}",),
+            )
+        while len(survivors[0].held | survivors[1].held) < len(keys):
+            await asyncio.sleep(0.05)
+        first, second = told["first"][0], told["second"][0]
+        assert first and second and not set(first) & set(second)
+        assert sorted(first + second) == keys
+        assert not survivors[0].held & survivors[1].held
+    finally:
+        await dying.close()
+        for leases in survivors:
+            await leases.close()
+    assert overlapping_grants(lease_log(schema)) == []
