@@ -1,13 +1,15 @@
 """Start-up and shutdown: sessions an earlier run left, leases lost, devices taken offline.
 
-Both work in batches (BATCH keys: their turns held together, their records saved in one
-transaction, on a store thread), so their cost per device is a share of a commit, and
-the event loop keeps serving between batches. Start-up first settles the record: the
-sessions that may still be recorded as live (a process died with them live) are recorded
-as `connection lost`; then requests may come (`Recovery.settled`). The sessions the index
-shows offline have nothing to set straight: they, and the settled ones that are paired,
-are resumed in the background at a bounded rate (`resume_rate` per second; a reconnect
-storm hurts the WhatsApp accounts too), each read again under its key's turn.
+Both work in batches (BATCH keys: their turns held together, their leases taken and
+their sessions read at once, their records saved in one transaction, on a store thread),
+so their cost per device is a share of a commit, and the event loop keeps serving
+between batches. Start-up first settles the record: the sessions that may still be
+recorded as live (a process died with them live) are recorded as `connection lost`; then
+requests may come (`Recovery.settled`). The sessions the index shows offline have
+nothing to set straight: they, and the settled ones that are paired, are resumed in the
+background at a bounded rate (`resume_rate` per second; a reconnect storm hurts the
+WhatsApp accounts too), each looked at again under its key's turn (the settled ones
+from memory: their lease is this process's, so nobody else wrote them).
 """
 
 from __future__ import annotations
