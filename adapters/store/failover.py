@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import hashlib
 import logging
 from collections.abc import Awaitable, Callable, Sequence
 from typing import Any
@@ -120,18 +121,22 @@ class ProcessWatch:
         )
         return [row[0] for row in await found.fetchall()]
 
-    def _share(self, keys: Sequence[str], others: Sequence[str]) -> tuple[list[str], list[str]]:
+    def _share(
+        self, keys: Sequence[str], others: Sequence[str], gone: str
+    ) -> tuple[list[str], list[str]]:
         """This process's share of a dead one's keys, and the rest. Every survivor hears
-        of the death and splits the keys the same way (by their locks' hashes, over the
-        survivors in one order), so each takes its share first, in parallel; then it
-        tries the rest, which its owner has taken by then (the leases decide: a key is
-        granted to one of them)."""
+        of the death and splits the keys the same way (by a hash of each key and the dead
+        process, over the survivors in one order: each death a new split, or the keys of
+        one share would all fall to one survivor again), so each takes its share first,
+        in parallel; then it tries the rest, which its owner has taken by then (the
+        leases decide: a key is granted to one of them)."""
         survivors = sorted({*others, self._holder})
         me = survivors.index(self._holder)
         mine: list[str] = []
         rest: list[str] = []
         for key in keys:
-            share = lock_id(key, self._schema) % len(survivors)
+            digest = hashlib.sha256(f"{gone} {key}".encode()).digest()
+            share = int.from_bytes(digest[:8], "big") % len(survivors)
             (mine if share == me else rest).append(key)
         return mine, rest
 
@@ -158,7 +163,7 @@ class ProcessWatch:
             if keys:
                 log.warning("process %s has gone: taking over its %d devices", holder, len(keys))
                 if self.on_gone is not None:
-                    mine, rest = self._share(keys, survivors)
+                    mine, rest = self._share(keys, survivors, holder)
                     await self.on_gone(mine)
                     if rest:  # what the other survivors have not taken (one may be gone too)
                         await self.on_gone(rest)

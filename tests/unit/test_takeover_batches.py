@@ -14,6 +14,7 @@ from typing import Any
 import pytest
 
 from adapters.store.config import StoreConfig, open_store
+from adapters.store.failover import ProcessWatch
 from domain.application.commands import disconnect
 from domain.application.pairing import PairingService
 from domain.application.sessions import DeviceSessions, IntegrityError
@@ -156,3 +157,21 @@ def test_commands_saved_together_fail_only_for_their_own_key(store: Path) -> Non
     assert not sessions.holds("c") and sessions.holds("a")
     elsewhere.close()
     sessions.close()
+
+
+def test_each_death_splits_the_dead_process_keys_afresh() -> None:
+    """The keys of one survivor's share, when that survivor dies in turn, are split
+    between the next survivors again (not all to one of them)."""
+
+    async def never(name: str | None) -> Any:
+        raise AssertionError("no connection here")
+
+    keys = [f"device-{n}" for n in range(200)]
+    a, b = ProcessWatch(never, "a", None), ProcessWatch(never, "b", None)
+    for_a, rest = a._share(keys, ["b"], gone="x")
+    for_b, _ = b._share(keys, ["a"], gone="x")
+    assert sorted(for_a + for_b) == sorted(keys) and sorted(rest) == sorted(for_b)
+    assert 60 < len(for_a) < 140
+    # "b" dies, "a" and a new "c" survive: b's keys go to both.
+    again, others = a._share(for_b, ["c"], gone="b")
+    assert again and others
