@@ -38,7 +38,17 @@ log = logging.getLogger(__name__)
 T = TypeVar("T")
 
 # DeviceSessions calls worth telling apart; anything else is "other" (bounded labels).
-STORE_OPERATIONS = {"find", "get", "create", "update", "history", "state_at", "keys", "ping"}
+STORE_OPERATIONS = {
+    "find",
+    "get",
+    "create",
+    "update",
+    "update_each",  # engine reports of several keys, one transaction
+    "history",
+    "state_at",
+    "keys",
+    "ping",
+}
 PAIR_BUCKETS = (2.0, 5.0, 10.0, 15.0, 20.0, 30.0, 45.0, 60.0, 90.0, 120.0, 180.0, 300.0)
 STORE_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5)
 

@@ -196,6 +196,10 @@ def open_store(config: StoreConfig, *, create: bool = True) -> DeviceSessions:
     except Exception as error:
         sessions.close()
         raise StoreUnreadableError(_unreadable(config, error)) from None
+    if config.kind == "postgres":
+        from adapters.store.streams import postgres_streams
+
+        sessions.streams = postgres_streams(sessions)  # a takeover's reads, in one
     return sessions
 
 

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import hashlib
 import logging
 from collections.abc import Awaitable, Callable, Sequence
 from typing import Any
@@ -108,14 +109,36 @@ class ProcessWatch:
                 with contextlib.suppress(psycopg.Error):
                     await self._discovery.close()
 
-    async def _others(self) -> list[str]:
-        if self._discovery is None or self._discovery.closed:
-            self._discovery = await self._connect(None)
+    async def _others(self, connection: Connection | None = None) -> list[str]:
+        """The other processes registered (on `connection`, else on discovery's own)."""
+        if connection is None:
+            if self._discovery is None or self._discovery.closed:
+                self._discovery = await self._connect(None)
+            connection = self._discovery
         statement = sql.SQL("SELECT holder FROM {} WHERE holder <> %s")
-        found = await self._discovery.execute(
+        found = await connection.execute(
             statement.format(sql.Identifier(PROCESSES)), (self._holder,)
         )
         return [row[0] for row in await found.fetchall()]
+
+    def _share(
+        self, keys: Sequence[str], others: Sequence[str], gone: str
+    ) -> tuple[list[str], list[str]]:
+        """This process's share of a dead one's keys, and the rest. Every survivor hears
+        of the death and splits the keys the same way (by a hash of each key and the dead
+        process, over the survivors in one order: each death a new split, or the keys of
+        one share would all fall to one survivor again), so each takes its share first,
+        in parallel; then it tries the rest, which its owner has taken by then (the
+        leases decide: a key is granted to one of them)."""
+        survivors = sorted({*others, self._holder})
+        me = survivors.index(self._holder)
+        mine: list[str] = []
+        rest: list[str] = []
+        for key in keys:
+            digest = hashlib.sha256(f"{gone} {key}".encode()).digest()
+            share = int.from_bytes(digest[:8], "big") % len(survivors)
+            (mine if share == me else rest).append(key)
+        return mine, rest
 
     async def _wait_for(self, holder: str) -> None:
         try:
@@ -135,11 +158,15 @@ class ProcessWatch:
                     sql.SQL("DELETE FROM {} WHERE holder = %s").format(sql.Identifier(PROCESSES)),
                     (holder,),
                 )
+                survivors = await self._others(connection) if keys else []
                 await connection.execute("SELECT pg_advisory_unlock(%s)", (lock,))
             if keys:
                 log.warning("process %s has gone: taking over its %d devices", holder, len(keys))
                 if self.on_gone is not None:
-                    await self.on_gone(keys)
+                    mine, rest = self._share(keys, survivors, holder)
+                    await self.on_gone(mine)
+                    if rest:  # what the other survivors have not taken (one may be gone too)
+                        await self.on_gone(rest)
         except psycopg.Error:
             log.warning("waiting on process %s failed; looking again", holder, exc_info=True)
         finally:

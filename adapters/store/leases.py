@@ -34,6 +34,7 @@ from adapters.store.failover import (
     close_grants,
     still_running,
 )
+from adapters.store.lease_grants import grant_many, unlock_many
 from adapters.store.lease_ids import lock_id, rpc_channel
 from adapters.store.lease_rpc import ForwardedCommands
 from domain.model.errors import EngineUnavailableError
@@ -133,6 +134,32 @@ class PostgresLeases(ForwardedCommands):
             raise EngineUnavailableError(
                 "the lease database cannot be reached; try again shortly", key=key
             ) from error
+
+    async def acquire_many(self, keys: Collection[str]) -> set[str]:
+        """The leases of these keys, in one transaction (a takeover's batch): those taken
+        now, by `acquire`'s rules (not those this process held already)."""
+        granted: list[str] = []
+        try:
+            async with self._guard:
+                wanted = sorted(set(keys) - self._held)
+                try:
+                    if wanted:
+                        async with self._connection().transaction():
+                            locks = self._connection()
+                            granted = await grant_many(locks, wanted, self.holder, self._schema)
+                except psycopg.Error:
+                    # Session locks outlive a rolled-back transaction: none taken may stay.
+                    with contextlib.suppress(psycopg.Error, EngineUnavailableError):
+                        await unlock_many(self._connection(), wanted, self._schema)
+                    raise
+                self._held.update(granted)
+        except psycopg.Error as error:
+            raise EngineUnavailableError(
+                "the lease database cannot be reached; try again shortly"
+            ) from error
+        for key in granted:
+            log.info("took the lease of %s", key, extra={"key": key})
+        return set(granted)
 
     async def _acquire(self, key: str) -> bool:
         async with self._guard, self._connection().transaction():

@@ -7,6 +7,7 @@ import logging
 from typing import Any
 
 from domain.application.commands import Command, disconnect, disconnect_if
+from domain.application.grouped import GroupedUpdates
 from domain.application.ports import Clock
 from domain.application.shared import Shared, UseCases
 from domain.model.errors import InvalidTransitionError
@@ -36,6 +37,7 @@ class EngineReports(UseCases):
         super().__init__(shared)
         self._clock = clock
         self._waiting: set[asyncio.Task[None]] = set()
+        self._grouped = GroupedUpdates(self._store)  # reports of many keys, one commit
 
     async def qr_issued(self, key: str, code: str, timeout: float) -> None:
         now = self._clock.now()
@@ -87,6 +89,7 @@ class EngineReports(UseCases):
         for task in self._waiting:
             task.cancel()
         await asyncio.gather(*self._waiting, return_exceptions=True)
+        await self._grouped.close()
 
     async def _report(self, key: str, command: Command) -> None:
         if not self._turns.busy(key):
@@ -104,7 +107,7 @@ class EngineReports(UseCases):
                 log.debug("ignoring a late engine report for %s", key, extra={"key": key})
                 return
             try:
-                change = await self._store.update(key, command)
+                change = await self._grouped.update(key, command)
             except InvalidTransitionError as refused:
                 log.warning(
                     "engine report for %s refused: %s", key, refused.message, extra={"key": key}

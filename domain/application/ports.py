@@ -136,6 +136,11 @@ class DeviceLeases(Protocol):
         """Take the key's lease (True), or False when another live process holds it."""
         ...
 
+    async def acquire_many(self, keys: Collection[str]) -> set[str]:
+        """Take the leases of these keys at once (a takeover's batch), by `acquire`'s
+        rules: the keys taken now (not those held already: some use case has them)."""
+        ...
+
     async def release(self, key: str) -> None:
         """Give the lease up: this process no longer runs the key's engine."""
         ...
@@ -155,6 +160,9 @@ class SoleProcess:
 
     async def acquire(self, key: str) -> bool:
         return True
+
+    async def acquire_many(self, keys: Collection[str]) -> set[str]:
+        return set(keys)
 
     async def release(self, key: str) -> None:
         return None

@@ -1,13 +1,15 @@
 """Start-up and shutdown: sessions an earlier run left, leases lost, devices taken offline.
 
-Both work in batches (BATCH keys: their turns held together, their records saved in one
-transaction, on a store thread), so their cost per device is a share of a commit, and
-the event loop keeps serving between batches. Start-up first settles the record: the
-sessions that may still be recorded as live (a process died with them live) are recorded
-as `connection lost`; then requests may come (`Recovery.settled`). The sessions the index
-shows offline have nothing to set straight: they, and the settled ones that are paired,
-are resumed in the background at a bounded rate (`resume_rate` per second; a reconnect
-storm hurts the WhatsApp accounts too), each read again under its key's turn.
+Both work in batches (BATCH keys: their turns held together, their leases taken and
+their sessions read at once, their records saved in one transaction, on a store thread),
+so their cost per device is a share of a commit, and the event loop keeps serving
+between batches. Start-up first settles the record: the sessions that may still be
+recorded as live (a process died with them live) are recorded as `connection lost`; then
+requests may come (`Recovery.settled`). The sessions the index shows offline have
+nothing to set straight: they, and the settled ones that are paired, are resumed in the
+background at a bounded rate (`resume_rate` per second; a reconnect storm hurts the
+WhatsApp accounts too), each looked at again under its key's turn (the settled ones
+from memory: their lease is this process's, so nobody else wrote them).
 """
 
 from __future__ import annotations
@@ -127,35 +129,72 @@ class Recoverer(UseCases):
         return recovery
 
     async def _settle(self, keys: Sequence[str], recovery: Recovery, waiting: list[str]) -> None:
-        """Record the live sessions among `keys` as lost (one transaction); note the
-        offline paired devices to resume."""
-        sessions = await self._store.read(self._store.sessions.find_many, keys)
+        """Take the leases of `keys` that no process runs (one transaction; a lease this
+        process holds already is some other use case's: a resume, a teardown), read
+        those sessions, record the live ones as lost (one transaction); note the offline
+        paired devices to resume, held in memory until then (their lease is ours: only
+        this process writes them, so resuming need not read them again)."""
         async with contextlib.AsyncExitStack() as turns:
-            live: list[DeviceSession] = []
             outboxes: dict[str, Outbox] = {}
             for key in sorted(keys):  # one order for every batch: no two wait on each other
                 outboxes[key] = await turns.enter_async_context(self._turns.turn(key))
-                session = sessions.get(key)
-                if session is None or key in self._registry or not session.needs_an_engine:
-                    continue
-                if not await self._leases.acquire(key):
-                    continue  # another process runs it
-                if session.is_live:
-                    live.append(session)
-                else:
-                    waiting.append(key)
-            if not live:
+            ours = await self._leases.acquire_many([k for k in keys if k not in self._registry])
+            if not ours:
                 return
-            update = self._store.sessions.update_many
-            changes = await self._store.read(update, live, disconnect(Reason.CONNECTION_LOST))
-            for change in changes:
-                key = change.session.key
-                self._actions.settle(key, change, outboxes[key])
-                recovery.interrupted.append(key)
-                if change.session.offline_linked:
-                    waiting.append(key)
-                else:
-                    await self._leases.release(key)
+            try:
+                await self._take_over(sorted(ours), outboxes, recovery, waiting)
+            except BaseException:
+                # None of them runs: no lease (nor session held) may stay with nobody to
+                # use it (a later look takes them again).
+                stray = [key for key in ours if key not in self._registry]
+                waiting[:] = [key for key in waiting if key not in ours]
+                for key in stray:
+                    self._store.sessions.release(key)
+                await self._leases.release_many(stray)
+                raise
+
+    async def _take_over(
+        self,
+        keys: Sequence[str],
+        outboxes: dict[str, Outbox],
+        recovery: Recovery,
+        waiting: list[str],
+    ) -> None:
+        """`keys` are this process's now: read them, record the live ones as lost."""
+        sessions = await self._store.read(self._store.sessions.find_many, keys)
+        live: list[DeviceSession] = []
+        idle: list[str] = []  # nothing to run: their leases go back
+        for key in keys:
+            session = sessions.get(key)
+            if session is None or not session.needs_an_engine:
+                idle.append(key)
+            elif session.is_live:
+                live.append(session)
+            else:
+                self._wait(session, waiting)
+        await self._leases.release_many(idle)
+        if not live:
+            return
+        update = self._store.sessions.update_many
+        changes = await self._store.read(update, live, disconnect(Reason.CONNECTION_LOST))
+        for change in changes:
+            key = change.session.key
+            self._actions.settle(key, change, outboxes[key])
+            recovery.interrupted.append(key)
+            if change.session.offline_linked:
+                self._wait(change.session, waiting)
+            else:
+                await self._leases.release(key)
+
+    def _wait(self, session: DeviceSession, waiting: list[str]) -> None:
+        self._store.sessions.hold(session)
+        waiting.append(session.key)
+
+    def _give_up(self, key: str) -> Awaitable[None]:
+        """The key will not run here (for now): its lease goes, and its session with it."""
+        if key not in self._registry:
+            self._store.sessions.release(key)
+        return self._leases.release(key)
 
     async def _resume_all(self, keys: Sequence[str], recovery: Recovery) -> None:
         interval = 1 / self.resume_rate if self.resume_rate > 0 else 0.0
@@ -165,7 +204,7 @@ class Recoverer(UseCases):
             # (At least a yield: each start may run on the loop, and the loop must serve.)
             await asyncio.sleep(max(0.0, next_start - clock()))
             async with self._turns.turn(key):
-                session = await self._store.find(key)  # as it is now: it may have changed
+                session = await self._store.current(key)  # as it is now: it may have changed
                 if (
                     session is not None
                     and key not in self._registry
@@ -178,7 +217,7 @@ class Recoverer(UseCases):
                     next_start = max(next_start, clock())  # takes no turn, and earns none
                     recovery.to_resume -= 1
                     if key not in self._registry:
-                        await self._leases.release(key)
+                        await self._give_up(key)
             if clock() - last_log >= LOG_EVERY:
                 last_log = clock()
                 log.info("resuming paired devices: %d of %d", count + 1, len(keys))
@@ -198,7 +237,7 @@ class Recoverer(UseCases):
                 extra={"key": key},
             )
             recovery.unavailable.append(key)
-            await self._leases.release(key)
+            await self._give_up(key)
             return
         self._registry.run(key, engine, session)
         try:
@@ -207,7 +246,7 @@ class Recoverer(UseCases):
             log.exception("engine %s failed to resume %s", engine.name, key, extra={"key": key})
             self._registry.unrun(key)
             recovery.unavailable.append(key)
-            await self._leases.release(key)
+            await self._give_up(key)
         else:
             recovery.resumed.append(key)
 

@@ -5,11 +5,12 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from copy import copy
 from dataclasses import dataclass, field
+from typing import Protocol
 from uuid import UUID
 
-from eventsourcing.application import AggregateNotFoundError, Application
-from eventsourcing.domain import DomainEventProtocol
-from eventsourcing.persistence import IntegrityError
+from eventsourcing.application import AggregateNotFoundError, Application, project_aggregate
+from eventsourcing.domain import CanMutateAggregate, DomainEventProtocol
+from eventsourcing.persistence import IntegrityError, StoredEvent
 from eventsourcing.utils import Environment, get_topic
 
 from domain.application.recent import RecentEvents
@@ -17,6 +18,18 @@ from domain.model.errors import SessionNotFoundError, VersionOutOfRangeError
 from domain.model.session import DeviceSession, session_id
 
 Event = DomainEventProtocol[UUID]
+Pending = CanMutateAggregate[UUID]  # an event collected from a session, not yet saved
+
+
+class Streams(Protocol):
+    """Many sessions' streams in one read (an adapter's: the store's own SQL)."""
+
+    def latest(
+        self, ids: Sequence[UUID]
+    ) -> Mapping[UUID, tuple[StoredEvent | None, Sequence[StoredEvent]]]:
+        """Each stream that exists: its latest snapshot (None: none, or no snapshots
+        kept), and its events after it, in order."""
+        ...
 
 
 @dataclass(frozen=True)
@@ -53,6 +66,7 @@ class DeviceSessions(Application[UUID]):
         self._held: dict[str, DeviceSession] = {}
         # What was saved last, by log position: the log's followers need not read it back.
         self.recent = RecentEvents()
+        self.streams: Streams | None = None  # many streams in one read, where the store can
 
     def construct_env(self, name: str, env: Mapping[str, str] | None = None) -> Environment:
         """The configuration given, never the process environment: there pairgate's own
@@ -115,8 +129,23 @@ class DeviceSessions(Application[UUID]):
         return self._save(session)
 
     def find_many(self, keys: Iterable[str]) -> dict[str, DeviceSession]:
-        """The sessions of these keys that exist (a batch, for recovery: on a thread)."""
-        found = {key: self.find(key) for key in keys}
+        """The sessions of these keys that exist (a batch, for recovery: on a thread),
+        those not held in one read of the store when it can (`streams`)."""
+        found: dict[str, DeviceSession | None] = {}
+        unheld: dict[UUID, str] = {}
+        for key in keys:
+            if key in self._held or self.streams is None:
+                found[key] = self.find(key)
+            else:
+                unheld[session_id(key)] = key
+        if unheld and self.streams is not None:
+            for stream, (snapshot, stored) in self.streams.latest(list(unheld)).items():
+                events = [self.mapper.to_domain_event(event) for event in stored]
+                if snapshot is not None:
+                    events.insert(0, self.mapper.to_domain_event(snapshot))
+                session = project_aggregate(None, events)
+                if isinstance(session, DeviceSession):
+                    found[unheld[stream]] = session
         return {key: session for key, session in found.items() if session is not None}
 
     def update_many(
@@ -128,6 +157,43 @@ class DeviceSessions(Application[UUID]):
         for session in sessions:
             command(session)
             changed.append((session, session.collect_events()))
+        return self._save_many(changed)
+
+    def update_each(
+        self, commands: Sequence[tuple[str, Callable[[DeviceSession], None]]]
+    ) -> list[Change | Exception]:
+        """Each key's command (keys distinct), what they record saved in one transaction:
+        for each, its change or what it raised. A command that raises records nothing,
+        and the others are saved; if the transaction fails (a stream another process
+        wrote), each is saved alone, so that the failure is only its key's."""
+        results: list[Change | Exception | None] = []
+        changed: list[tuple[int, DeviceSession, Sequence[Pending]]] = []
+        for key, command in commands:
+            try:
+                session = self.get(key)
+                command(session)
+            except Exception as refused:
+                results.append(refused)
+            else:
+                changed.append((len(results), session, session.collect_events()))
+                results.append(None)
+        try:
+            saved = self._save_many([(session, events) for _, session, events in changed])
+        except Exception:
+            for index, session, events in changed:
+                try:
+                    results[index] = self._save_many([(session, events)])[0]
+                except Exception as failed:
+                    self._held.pop(session.key, None)  # what was saved is no longer certain
+                    results[index] = failed
+        else:
+            for (index, _, _), change in zip(changed, saved, strict=True):
+                results[index] = change
+        return [result for result in results if result is not None]
+
+    def _save_many(
+        self, changed: Sequence[tuple[DeviceSession, Sequence[Pending]]]
+    ) -> list[Change]:
         pending = [event for _, events in changed for event in events]
         recorded = self.events.put(pending) if pending else []
         self.recent.note(recorded)

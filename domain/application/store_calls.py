@@ -46,8 +46,19 @@ class StoreAccess:
         bound = functools.partial(call, *args, **kwargs)
         return await loop.run_in_executor(self._executor, self._run, bound)
 
+    @property
+    def threaded(self) -> bool:
+        """Whether calls run on the store's threads (else on the event loop)."""
+        return self._executor is not None
+
     async def find(self, key: str) -> DeviceSession | None:
         return await self.call(self.sessions.find, key)
+
+    async def current(self, key: str) -> DeviceSession | None:
+        """`find`, without a thread hop for a session held in memory (nothing to read)."""
+        if self.sessions.holds(key):
+            return self.sessions.find(key)
+        return await self.find(key)
 
     async def update(self, key: str, command: Callable[[DeviceSession], None]) -> Change:
         return await self.call(self.sessions.update, key, command)

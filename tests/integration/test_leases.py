@@ -4,13 +4,20 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Iterable, Iterator
+from typing import Any
 
 import psycopg
 import pytest
 
 from adapters.store.leases import PostgresLeases, lock_id
 from domain.model.errors import EngineUnavailableError
-from tests.helpers import POSTGRES_URL, postgres_available, postgres_schema
+from tests.helpers import (
+    POSTGRES_URL,
+    lease_log,
+    overlapping_grants,
+    postgres_available,
+    postgres_schema,
+)
 
 pytestmark = pytest.mark.skipif(
     not postgres_available(), reason="PostgreSQL is not reachable on 127.0.0.1:5432"
@@ -167,3 +174,75 @@ async def test_a_process_that_dies_is_heard_of_at_once_with_its_keys(schema: str
     finally:
         await dying.close()
         await survivor.close()
+
+
+async def test_a_batch_of_leases_takes_only_what_no_live_process_runs(schema: str) -> None:
+    """acquire_many, one transaction: keys another process holds are refused (their locks
+    not kept), and so are those of a process whose lease connection PostgreSQL dropped
+    until it has stopped their engines; a dead holder's grants are closed."""
+    lost: set[str] = set()
+    holder, taker = await opened(schema, lost=lost), await opened(schema)
+    try:
+        assert await holder.acquire("theirs") and await taker.acquire("mine")
+        assert await taker.acquire_many(["mine", "theirs", "free", "free"]) == {"free"}
+        assert taker.held == {"mine", "free"}  # ("mine" was held already: not taken now)
+        assert await holder.acquire("free") is False
+        assert await holder.acquire_many(["free", "mine"]) == set()
+        await holder.release("theirs")  # the taker kept no lock of it: taken again at once
+        assert await holder.acquire_many(["theirs"]) == {"theirs"}
+        # PostgreSQL drops the holder's connection; the holder lives on. Its key is not
+        # taken until it has stopped the engine and closed its grant.
+        terminate(schema, "theirs")
+        while not await taker.acquire_many(["theirs"]):
+            assert not lost or "theirs" in lost
+            await asyncio.sleep(0.05)
+        assert lost == {"theirs"}
+        assert taker.held == {"mine", "free", "theirs"}
+    finally:
+        await holder.close()
+        await taker.close()
+    assert overlapping_grants(lease_log(schema)) == []
+    assert all(released is not None for _, _, _, released in lease_log(schema))
+
+
+async def test_the_survivors_split_a_dead_process_keys_and_take_each_once(schema: str) -> None:
+    """Each survivor is told its share of the dead process's keys first (the same split
+    in both), then the rest; the leases give every key to one of them."""
+    told: dict[str, list[list[str]]] = {"first": [], "second": []}
+    survivors: list[PostgresLeases] = []
+    for name in told:
+        leases = PostgresLeases(POSTGRES_URL, schema=schema, check_interval=0.2)
+
+        async def on_gone(keys: Iterable[str], name: str = name, leases: Any = leases) -> None:
+            told[name].append(sorted(keys))
+            await leases.acquire_many(list(keys))
+
+        await leases.open({}, lambda keys: asyncio.sleep(0), on_gone)
+        survivors.append(leases)
+    dying = await opened(schema)
+    keys = sorted(f"device-{n}" for n in range(20))
+    try:
+        assert await dying.acquire_many(keys) == set(keys)
+        while any(dying.holder not in s._processes._waiting for s in survivors) or any(
+            len(s._processes._waiting) < 2 for s in survivors
+        ):
+            await asyncio.sleep(0.05)  # (each looks for new processes every second)
+        for task in dying._tasks:  # dead: it will not reconnect
+            task.cancel()
+        with psycopg.connect(POSTGRES_URL, autocommit=True) as admin:
+            admin.execute(
+                "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
+                "WHERE application_name = %s",
+                (f"pairgate:{dying.holder}",),
+            )
+        while len(survivors[0].held | survivors[1].held) < len(keys):
+            await asyncio.sleep(0.05)
+        first, second = told["first"][0], told["second"][0]
+        assert first and second and not set(first) & set(second)
+        assert sorted(first + second) == keys
+        assert not survivors[0].held & survivors[1].held
+    finally:
+        await dying.close()
+        for leases in survivors:
+            await leases.close()
+    assert overlapping_grants(lease_log(schema)) == []

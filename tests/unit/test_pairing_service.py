@@ -517,6 +517,9 @@ class LeasesTakenAway:
     async def acquire(self, key: str) -> bool:
         return not self.released
 
+    async def acquire_many(self, keys: Collection[str]) -> set[str]:
+        return set() if self.released else set(keys)
+
     async def release(self, key: str) -> None:
         self.released.append(key)
 
