@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import signal
 import socket
@@ -53,10 +52,12 @@ class PairgateServer(uvicorn.Server):
 
     async def shutdown(self, sockets: list[socket.socket] | None = None) -> None:
         grace = self.config.timeout_graceful_shutdown
-        try:
-            await asyncio.wait_for(pairgate_of(self.config.app).drain(), grace)
-        except TimeoutError:
-            log.warning("draining took longer than the %s s grace period; stopping anyway", grace)
+        if not await pairgate_of(self.config.app).drain(grace):
+            log.warning(
+                "the %s s grace period ran out before every device was recorded offline; "
+                "stopping anyway (the next start records the rest)",
+                grace,
+            )
         await super().shutdown(sockets)
 
     def handle_exit(self, sig: int, frame: FrameType | None) -> None:

@@ -244,6 +244,16 @@ class Recoverer(UseCases):
         await self._actions.watchdog.close()
         await self._reports.close()
 
+    async def abandon(self) -> None:
+        """After a stop whose grace ran out (`shutdown` cancelled): record nothing more.
+        The devices it had not reached stay recorded as live; their engines stop with the
+        engines' own close, their leases with the process, and the next start (or a
+        survivor taking their keys over) records them as `connection lost`. So a stop
+        takes its grace at most, whatever the number of devices."""
+        self._registry.closing = True
+        await self._actions.watchdog.close()
+        await self._reports.close()
+
 
 def _batches(keys: Sequence[str]) -> Iterable[Sequence[str]]:
     iterator = iter(keys)
