@@ -35,6 +35,7 @@ from benchmarks.common import ServerProcess, emit, pairgate_server
 from tests.helpers import POSTGRES_URL, postgres_schema
 
 RESUME_RATE = ["0"]  # PAIRGATE_RESUME_RATE of the servers (--resume-rate)
+LOG_LEVEL = ["warning"]  # PAIRGATE_LOG_LEVEL of the servers (--log-level)
 CHUNK = 1000  # sessions recorded per transaction while filling
 HISTORY_EVENTS = [10_000]  # events of the history case's key (--history-events)
 READS = 5  # reads of each history page
@@ -226,6 +227,7 @@ def read_page(url: str) -> float:
 def environment(store: str, data_dir: Path, schema: str | None) -> dict[str, str]:
     env = {
         "PAIRGATE_RESUME_RATE": RESUME_RATE[0],
+        "PAIRGATE_LOG_LEVEL": LOG_LEVEL[0],
         "PAIRGATE_DATA_DIR": str(data_dir),
         "PAIRGATE_CREDENTIALS_DIR": str(data_dir / "credentials"),  # shared by processes
     }
@@ -311,11 +313,13 @@ def main() -> None:
         action="store_true",
         help="time the planned restart to /readyz only (no all resumed, no failover)",
     )
+    parser.add_argument("--log-level", default="warning", help="the servers' (info: recovery)")
     parser.add_argument(
         "--resume-rate", default="0", help="PAIRGATE_RESUME_RATE (0: as fast as it can)"
     )
     args = parser.parse_args()
     RESUME_RATE[0] = args.resume_rate
+    LOG_LEVEL[0] = args.log_level
     HISTORY_EVENTS[0] = args.history_events
     results: list[dict[str, Any]] = []
     extra: dict[str, Any] = {}
