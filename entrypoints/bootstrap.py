@@ -133,6 +133,8 @@ class Pairgate:
 
     async def _take_offline(self) -> None:
         await self.drain_tasks()
+        if self.consumers is not None:
+            await self.consumers.pause()
         await self.service.shutdown()
 
     async def drain_tasks(self) -> None:
