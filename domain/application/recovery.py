@@ -246,10 +246,8 @@ class Recoverer(UseCases):
 
     async def abandon(self) -> None:
         """After a stop whose grace ran out (`shutdown` cancelled): record nothing more.
-        The devices it had not reached stay recorded as live; their engines stop with the
-        engines' own close, their leases with the process, and the next start (or a
-        survivor taking their keys over) records them as `connection lost`. So a stop
-        takes its grace at most, whatever the number of devices."""
+        What it had not reached stays recorded live (engines stop with their own close,
+        leases with the process) for the next start, or a survivor, to record."""
         self._registry.closing = True
         await self._actions.watchdog.close()
         await self._reports.close()
