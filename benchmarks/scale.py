@@ -20,6 +20,7 @@ import argparse
 import contextlib
 import re
 import signal
+import statistics
 import tempfile
 import time
 import uuid
@@ -34,8 +35,10 @@ from benchmarks.common import ServerProcess, emit, pairgate_server
 from tests.helpers import POSTGRES_URL, postgres_schema
 
 RESUME_RATE = ["0"]  # PAIRGATE_RESUME_RATE of the servers (--resume-rate)
+LOG_LEVEL = ["warning"]  # PAIRGATE_LOG_LEVEL of the servers (--log-level)
 CHUNK = 1000  # sessions recorded per transaction while filling
-HISTORY_EVENTS = 10_000
+HISTORY_EVENTS = [10_000]  # events of the history case's key (--history-events)
+READS = 5  # reads of each history page
 MEASURES = {  # what each figure shows, and its unit
     "fill_s": "fill time (s)",
     "rss_per_device_kb": "RSS per ready device (KiB)",
@@ -79,18 +82,23 @@ def fill(env: dict[str, str], count: int, run: str) -> float:
 
 
 def fill_history(env: dict[str, str], key: str) -> None:
-    """One key with HISTORY_EVENTS events (QR codes rotating)."""
+    """One key with --history-events events (QR codes rotating), with the snapshots a
+    server saves on the way (every PAIRGATE_SNAPSHOT_INTERVAL events)."""
     from adapters.store.config import open_store
     from domain.model.session import DeviceSession
 
-    sessions = open_store(settings_of(env).store_config())
+    settings = settings_of(env)
+    interval = settings.snapshot_interval
+    sessions = open_store(settings.store_config())
     try:
         session = DeviceSession(key=key, name="History", engine="simulator", owner="default")
-        for index in range(HISTORY_EVENTS - 2):
+        for index in range(HISTORY_EVENTS[0] - 1):  # the session's creation is version 1
             session.issue_qr(f"code-{index}", 60.0, datetime.now(UTC))
-            if index % CHUNK == CHUNK - 1:
-                sessions.events.put(session.collect_events())
-        sessions.events.put(session.collect_events())
+            if index % CHUNK == CHUNK - 1 or index == HISTORY_EVENTS[0] - 2:
+                saved = sessions.events.put(session.collect_events())
+                for version in (r.domain_event.originator_version for r in saved):
+                    if interval and version % interval == 0:
+                        sessions.take_snapshot(session.id, version=version)
     finally:
         sessions.close()
 
@@ -134,15 +142,17 @@ def answered(what: Any) -> bool:
 
 
 def start(
-    data_dir: Path, env: dict[str, str], count: int
+    data_dir: Path, env: dict[str, str], count: int, until_resumed: bool = True
 ) -> tuple[ServerProcess, dict[str, float]]:
+    """`until_resumed` False: returns at /readyz, the devices still resuming."""
     started = time.monotonic()
     server = pairgate_server(data_dir, env, healthy_within=3600)
     times = {"healthz_s": time.monotonic() - started}
     wait(lambda: progress(server)["http_status"] == 200)
     times["readyz_s"] = time.monotonic() - started
-    wait(lambda: resumed(progress(server), count))
-    times["resumed_s"] = time.monotonic() - started
+    if until_resumed:
+        wait(lambda: resumed(progress(server), count))
+        times["resumed_s"] = time.monotonic() - started
     return server, times
 
 
@@ -153,8 +163,11 @@ def stop(server: ServerProcess) -> float:
     return time.monotonic() - started
 
 
-def case(store: str, count: int, empty_rss_mb: float, smoke: bool = False) -> dict[str, Any]:
-    """`smoke`: one start and its stop only."""
+def case(
+    store: str, count: int, empty_rss_mb: float, smoke: bool = False, quick: bool = False
+) -> dict[str, Any]:
+    """`smoke`: one start and its stop only. `quick`: the planned restart is timed to
+    /readyz only, and stopped there (no "all resumed", no failover)."""
     run = uuid.uuid4().hex[:8]
     with store_place(store) as (data_dir, schema):
         env = environment(store, data_dir, schema)
@@ -162,15 +175,16 @@ def case(store: str, count: int, empty_rss_mb: float, smoke: bool = False) -> di
         result["fill_s"] = round(fill(env, count, run), 2)
         server, first = start(data_dir, env, count)
         result["first_healthz_s"] = round(first["healthz_s"], 2)
+        result["first_readyz_s"] = round(first["readyz_s"], 2)  # what it settled
         result["first_resumed_s"] = round(first["resumed_s"], 2)
         result["rss_mb"] = round(server.rss_mb(), 1)
         result["rss_per_device_kb"] = round((server.rss_mb() - empty_rss_mb) * 1024 / count, 2)
         result["stop_s"] = round(stop(server), 2)
         if smoke:
             return result
-        server, again = start(data_dir, env, count)
+        server, again = start(data_dir, env, count, until_resumed=not quick)
         result |= {name: round(value, 2) for name, value in again.items()}
-        if store == "postgres":
+        if store == "postgres" and not quick:
             other = pairgate_server(data_dir / "other", env, healthy_within=3600)
             server.process.kill()  # SIGKILL
             result["failover_s"] = round(wait(lambda: resumed(progress(other), count)), 2)
@@ -181,27 +195,39 @@ def case(store: str, count: int, empty_rss_mb: float, smoke: bool = False) -> di
 
 
 def history_case(store: str) -> dict[str, Any]:
+    """Each page read READS times over HTTP: the first read, and the median of all."""
     with store_place(store) as (data_dir, schema):
         env = environment(store, data_dir, schema)
         key = f"history-{uuid.uuid4().hex[:8]}"
         fill_history(env, key)
-        server = pairgate_server(data_dir, env)
+        server = pairgate_server(data_dir, env, healthy_within=600)
         try:
             url = f"{server.url}/api/sessions/{key}/history"
             times = {}
-            for name, query in (("first_page", "limit=100"), ("last_page", "after=9900&limit=100")):
-                started = time.monotonic()
-                reply = httpx.get(f"{url}?{query}", timeout=60)
-                assert reply.status_code == 200, reply.text
-                times[f"history_{name}_ms"] = round((time.monotonic() - started) * 1000, 1)
+            last = f"after={HISTORY_EVENTS[0] - 100}&limit=100"
+            for name, query in (("first_page", "limit=100"), ("last_page", last)):
+                took = [read_page(f"{url}?{query}") for _ in range(READS)]
+                times[f"history_{name}_ms"] = round(statistics.median(took), 1)
+                times[f"history_{name}_cold_ms"] = round(took[0], 1)
         finally:
             stop(server)
-    return {"store": store, "events": HISTORY_EVENTS, **times}
+    return {"store": store, "events": HISTORY_EVENTS[0], **times}
+
+
+def read_page(url: str) -> float:
+    """Milliseconds to read one page of 100 events."""
+    started = time.monotonic()
+    reply = httpx.get(url, timeout=60)
+    took = (time.monotonic() - started) * 1000
+    assert reply.status_code == 200, reply.text
+    assert len(reply.json()["events"]) == 100, reply.text[:300]
+    return took
 
 
 def environment(store: str, data_dir: Path, schema: str | None) -> dict[str, str]:
     env = {
         "PAIRGATE_RESUME_RATE": RESUME_RATE[0],
+        "PAIRGATE_LOG_LEVEL": LOG_LEVEL[0],
         "PAIRGATE_DATA_DIR": str(data_dir),
         "PAIRGATE_CREDENTIALS_DIR": str(data_dir / "credentials"),  # shared by processes
     }
@@ -278,14 +304,23 @@ def main() -> None:
     parser.add_argument("--json", type=Path)
     parser.add_argument("--plots", type=Path, help="a directory for the PNG figures")
     parser.add_argument("--no-history", action="store_true")
+    parser.add_argument("--history-events", type=int, default=HISTORY_EVENTS[0])
     parser.add_argument(
         "--smoke", action="store_true", help="one start and its stop, no history (CI)"
     )
+    parser.add_argument(
+        "--quick-restart",
+        action="store_true",
+        help="time the planned restart to /readyz only (no all resumed, no failover)",
+    )
+    parser.add_argument("--log-level", default="warning", help="the servers' (info: recovery)")
     parser.add_argument(
         "--resume-rate", default="0", help="PAIRGATE_RESUME_RATE (0: as fast as it can)"
     )
     args = parser.parse_args()
     RESUME_RATE[0] = args.resume_rate
+    LOG_LEVEL[0] = args.log_level
+    HISTORY_EVENTS[0] = args.history_events
     results: list[dict[str, Any]] = []
     extra: dict[str, Any] = {}
     for store in args.stores.split(","):
@@ -293,8 +328,8 @@ def main() -> None:
         if not args.smoke:
             took, rss = empty_rss(store)
             extra[f"{store}_empty"] = {"healthz_s": round(took, 2), "rss_mb": round(rss, 1)}
-        for count in (int(n) for n in args.devices.split(",")):
-            results.append(case(store, count, rss, args.smoke))
+        for count in (int(n) for n in args.devices.split(",") if n):  # "": history only
+            results.append(case(store, count, rss, args.smoke, args.quick_restart))
         if not (args.no_history or args.smoke):
             extra[f"{store}_history"] = history_case(store)
     output: dict[str, Any] = {"results": results, **extra}

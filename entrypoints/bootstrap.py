@@ -66,6 +66,7 @@ class Pairgate:
     _takeover: asyncio.Task[None] | None = field(default=None, repr=False)
     _recovering: asyncio.Task[object] | None = field(default=None, repr=False)
     _checkpointing: asyncio.Task[None] | None = field(default=None, repr=False)
+    _cut_short: bool = field(default=False, repr=False)  # the drain's grace ran out
 
     async def start(self) -> None:
         """Before serving: take part in the leases; then, in the background (the server
@@ -109,21 +110,32 @@ class Pairgate:
             except Exception:
                 log.exception("looking for devices without a process failed")
 
-    async def drain(self) -> None:
+    async def drain(self, grace: float | None = None) -> bool:
         """Before the web server closes connections: record and announce, then hang up.
 
         Clients still connected get `session.disconnected` ("connection lost") for their
         devices, and long-polling clients are released at once instead of at their next
-        ping, which would hold a graceful shutdown for up to 25 s.
+        ping, which would hold a graceful shutdown for up to 25 s. Recording takes `grace`
+        seconds at most: False if they ran out first (nothing more is recorded then, and
+        the next start records the rest: see Recoverer.abandon).
         """
-        await self.drain_tasks()
-        await self.service.shutdown()
+        try:
+            await asyncio.wait_for(self._take_offline(), grace)
+        except TimeoutError:
+            self._cut_short = True
         engineio = self.sio.eio
         # Not `eio.disconnect()`: it waits for every polling client to fetch its close packet.
         for socket in list(engineio.sockets.values()):
             await socket.close(wait=False, reason=engineio.reason.SERVER_DISCONNECT)
         engineio.sockets = {}
         await self.sio.shutdown()
+        return not self._cut_short
+
+    async def _take_offline(self) -> None:
+        await self.drain_tasks()
+        if self.consumers is not None:
+            await self.consumers.pause()
+        await self.service.shutdown()
 
     async def drain_tasks(self) -> None:
         for task in (self._takeover, self._recovering):
@@ -134,7 +146,7 @@ class Pairgate:
 
     async def close(self) -> None:
         await self.drain_tasks()
-        await self.service.shutdown()
+        await (self.service.abandon() if self._cut_short else self.service.shutdown())
         for engine in self.engines.distinct:
             await engine.close()
         if self.consumers is not None:

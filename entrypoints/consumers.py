@@ -68,6 +68,13 @@ class LogConsumers:
         if self.webhooks is not None:
             self.webhooks.worker.start()
 
+    async def pause(self) -> None:
+        """While a stop records its devices: the sessions read model's follower stops (it
+        would take the store's write lock and the interpreter from the stop). The next
+        start reads the log's tail it leaves, and it goes on from its tracked position."""
+        for follower in self.followers:
+            await follower.stop()
+
     async def stop(self) -> None:
         if self.webhooks is not None:
             await self.webhooks.worker.stop()

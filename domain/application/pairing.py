@@ -68,6 +68,7 @@ class PairingService:
         self.recover = recoverer.recover
         self.leases_lost = recoverer.leases_lost
         self.shutdown = recoverer.shutdown
+        self.abandon = recoverer.abandon
         # The handler of `Disconnected` that tears an ended link's engine down and releases
         # its lease: the composition root registers it with the bus's other consumers.
         self.link_ended = actions.ended

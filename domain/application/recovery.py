@@ -283,6 +283,14 @@ class Recoverer(UseCases):
         await self._actions.watchdog.close()
         await self._reports.close()
 
+    async def abandon(self) -> None:
+        """After a stop whose grace ran out (`shutdown` cancelled): record nothing more.
+        What it had not reached stays recorded live (engines stop with their own close,
+        leases with the process) for the next start, or a survivor, to record."""
+        self._registry.closing = True
+        await self._actions.watchdog.close()
+        await self._reports.close()
+
 
 def _batches(keys: Sequence[str]) -> Iterable[Sequence[str]]:
     iterator = iter(keys)

@@ -8,9 +8,10 @@ import asyncio
 
 import pytest
 
+from domain.application import recovery
 from domain.model.session import SessionState
 from entrypoints.settings import Settings
-from tests.helpers import Server, clients, pair, running, unique_key
+from tests.helpers import Server, clients, pair, running, start_server, unique_key
 
 DEVICES = 3
 
@@ -95,3 +96,42 @@ async def test_a_device_a_killed_process_left_live_is_settled_before_ready(
         for key in before:  # each recorded lost once, then back
             after = server.pairgate.sessions.history(key)[len(before[key]) :]
             assert [type(e).__name__ for e in after] == ["Disconnected", "Ready"], (key, after)
+
+
+async def test_a_stop_whose_grace_runs_out_records_nothing_more(
+    settings: Settings, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The stop records its devices a batch at a time while its grace lasts; once it runs
+    out, nothing more is recorded (however many devices are left: the stop takes its
+    grace at most), and the next start records the rest before /readyz."""
+    if settings.database_url is not None:
+        pytest.skip("the stop's bound does not depend on the store")
+    monkeypatch.setattr(recovery, "BATCH", 1)  # two devices: two batches
+    keys = sorted(unique_key("grace") for _ in range(2))  # the stop's order
+    server = await start_server(settings.model_copy(update={"shutdown_grace": 1}))
+    try:
+        async with clients(server.url, 2) as pages:
+            for key, page in zip(keys, pages, strict=True):
+                await pair(server, page, key)
+        before = {key: len(server.pairgate.sessions.history(key)) for key in keys}
+        engine, stop = server.pairgate.simulator, server.pairgate.simulator.stop
+
+        async def stuck(key: str) -> None:  # the first batch's engine never stops
+            if key == keys[0]:
+                await asyncio.Event().wait()
+            await stop(key)
+
+        monkeypatch.setattr(engine, "stop", stuck)
+    finally:
+        await server.stop()  # (uvicorn's shutdown: the drain, then the app's close)
+    async with running(settings, recovered=False) as server:
+        while (answer := await server.get("/readyz")).status_code != 200:
+            await asyncio.sleep(0.05)
+        # Both were still recorded live: the second batch was not recorded after the
+        # grace ran out on the first (by the app's close, unbounded, as it had been).
+        assert answer.json()["resume"]["looked_at"] == 2
+        await server.pairgate.recovered()
+        for key in keys:
+            new = server.pairgate.sessions.history(key)[before[key] :]
+            assert [type(e).__name__ for e in new] == ["Disconnected", "Ready"], (key, new)
+            assert new[0].reason == "connection lost"
