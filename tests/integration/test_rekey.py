@@ -5,6 +5,7 @@ is finished by running it again."""
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import io
 import json
@@ -17,8 +18,11 @@ import pytest
 
 from adapters.credentials import CredentialsUnreadableError, CredentialVault
 from adapters.engines.baileys.sidecar import SIDECAR_SCRIPT
+from adapters.resealing import Resealer
 from adapters.store import rekey_marker
 from adapters.store.config import StoreUnreadableError, open_store
+from adapters.store.leases import PostgresLeases
+from adapters.store.rekey import StoreRekey
 from adapters.store.rekey_marker import RekeyError
 from adapters.store.sealing import Sealer
 from entrypoints.cli import main
@@ -289,3 +293,27 @@ def test_on_postgresql_every_process_sees_an_unfinished_rekey() -> None:
             rekey_marker.begin(here, OLD, NEW)
             open_store(config).close()
             rekey_marker.finish(here)
+
+
+async def test_a_lease_log_an_older_version_wrote_is_sealed_with_the_new_key_at_open() -> None:
+    """A rekey run before any process of this version opened the store: the lease log
+    gains its sealed column, its plain rows are left as they are, and the next open
+    converts them with the new key."""
+    if not postgres_available():
+        pytest.skip("PostgreSQL is not reachable on 127.0.0.1:5432")
+    with postgres_schema() as schema:
+        table = f'"{schema}".pairgate_lease_log'
+        with psycopg.connect(POSTGRES_URL, autocommit=True) as admin:
+            admin.execute(
+                f"CREATE TABLE {table} (id bigserial PRIMARY KEY, key text NOT NULL, "
+                "holder text NOT NULL, acquired_at timestamptz NOT NULL DEFAULT now(), "
+                "released_at timestamptz)"
+            )
+            admin.execute(f"INSERT INTO {table} (key, holder) VALUES (%s, 'gone')", (KEY,))
+        url = f"{POSTGRES_URL}?schema={schema}"
+        config = Settings(data_dir=Path("/nonexistent"), database_url=url).store_config()
+        StoreRekey(config, Resealer(OLD, NEW), OLD, NEW).read_models(lambda: None)
+        leases = PostgresLeases(POSTGRES_URL, schema=schema, sealer=Sealer(NEW))
+        await leases.open({}, lambda keys: asyncio.sleep(0))
+        await leases.close()
+        assert_lease_log_sealed_with({"database_url": url}, NEW)
