@@ -24,6 +24,7 @@ from adapters.socketio.projection import SocketIoNotifier
 from adapters.socketio.server import BoundedAsyncServer
 from adapters.store.config import open_store, postgres_conninfo
 from adapters.store.leases import PostgresLeases
+from adapters.store.sealing import Sealer
 from adapters.store.sqlite import WalCheckpoints
 from domain.application.activity import SessionActivity
 from domain.application.dispatch import EventBus, Handlers
@@ -232,7 +233,10 @@ def bootstrap(
         # A shared store may have several processes: one owner per device, by lease.
         conninfo, schema = postgres_conninfo(store)
         leases = PostgresLeases(
-            conninfo, schema=schema, check_interval=settings.lease_check_interval
+            conninfo,
+            schema=schema,
+            check_interval=settings.lease_check_interval,
+            sealer=Sealer(store.cipher_key),
         )
     bus = EventBus()
     service = PairingService(

@@ -80,7 +80,8 @@ Grant = tuple[str, str, datetime, datetime | None]  # key, holder, acquired, rel
 
 
 def lease_log(schema: str) -> list[Grant]:
-    """A deployment's lease log (pairgate_lease_log), by key, then by time of grant."""
+    """A deployment's lease log (pairgate_lease_log), by key, then by time of grant (with
+    a cipher key, each key blinded: the same key, the same value, to compare grants by)."""
     import psycopg
 
     with psycopg.connect(POSTGRES_URL, autocommit=True) as connection:

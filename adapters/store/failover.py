@@ -26,11 +26,12 @@ import psycopg
 from psycopg import sql
 
 from adapters.store.lease_ids import lock_id
+from adapters.store.lease_log import LOG_TABLE
+from adapters.store.sealing import Sealer
 
 log = logging.getLogger(__name__)
 
 PROCESSES = "pairgate_processes"
-LOG_TABLE = "pairgate_lease_log"
 POLL = 0.05  # seconds between looks at a disconnected (not dead) process's grants
 
 OnGone = Callable[[Sequence[str]], Awaitable[object]]
@@ -59,10 +60,12 @@ class ProcessWatch:
         holder: str,
         schema: str | None,
         refresh: float = 1.0,
+        sealer: Sealer | None = None,
     ) -> None:
         """`connect`: a new connection to the store's database (its schema set), named
-        as given (this process's name if None)."""
+        as given (this process's name if None); `sealer`: the lease log's (lease_log.py)."""
         self._connect, self._refresh = connect, refresh
+        self._sealer = sealer or Sealer()
         self._holder, self._schema = holder, schema  # this process, its deployment
         self._waiting: dict[str, asyncio.Task[None]] = {}
         self._discovery: Connection | None = None
@@ -173,15 +176,18 @@ class ProcessWatch:
             self._waiting.pop(holder, None)
 
     async def _open_grants(self, connection: Connection, holder: str) -> list[str]:
+        """The keys `holder` has open grants of, opened (a row an older version wrote and
+        none has converted yet holds its key in plain text)."""
         rows = await (
             await connection.execute(
                 sql.SQL(
-                    "SELECT DISTINCT key FROM {} WHERE holder = %s AND released_at IS NULL"
+                    "SELECT DISTINCT ON (key) coalesce(sealed_key, key) FROM {} "
+                    "WHERE holder = %s AND released_at IS NULL ORDER BY key"
                 ).format(sql.Identifier(LOG_TABLE)),
                 (holder,),
             )
         ).fetchall()
-        return [row[0] for row in rows]
+        return sorted({self._sealer.open(row[0]) or "" for row in rows})
 
     async def _alive(self, connection: Connection, holder: str) -> bool:
         row = await (
@@ -203,16 +209,17 @@ async def close_grants(connection: Connection, holder: str) -> None:
     )
 
 
-async def still_running(connection: Connection, key: str, holder: str) -> bool:
-    """Whether another process holds an open grant of `key` and still lives (some of its
-    connections remain): it lost its lease connection and has yet to stop the engine."""
+async def still_running(connection: Connection, blinded: str, holder: str) -> bool:
+    """Whether another process holds an open grant of a key (`blinded`, as the lease log
+    keeps it) and still lives (some of its connections remain): it lost its lease
+    connection and has yet to stop the engine."""
     rows = await (
         await connection.execute(
             sql.SQL(
                 "SELECT DISTINCT holder FROM {} "
                 "WHERE key = %s AND released_at IS NULL AND holder <> %s"
             ).format(sql.Identifier(LOG_TABLE)),
-            (key, holder),
+            (blinded, holder),
         )
     ).fetchall()
     if not rows:

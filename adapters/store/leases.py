@@ -11,8 +11,9 @@ engines (see adapters/store/failover.py for what a survivor waits for).
 Commands for a key owned by another process (logout, delete, the simulated phone's
 moves) are forwarded with NOTIFY on the same database and answered the same way.
 
-Every grant is written to `pairgate_lease_log`, so auditors (and the tests) can check
-that no key ever had two holders at once.
+Every grant is written to `pairgate_lease_log` (lease_log.py: with a cipher key, its keys
+blinded and sealed), so auditors (and the tests) can check that no key ever had two
+holders at once.
 """
 
 from __future__ import annotations
@@ -36,13 +37,14 @@ from adapters.store.failover import (
 )
 from adapters.store.lease_grants import grant_many, unlock_many
 from adapters.store.lease_ids import lock_id, rpc_channel
+from adapters.store.lease_log import LOG_TABLE, prepare
 from adapters.store.lease_rpc import ForwardedCommands
+from adapters.store.sealing import Sealer
 from domain.model.errors import EngineUnavailableError
 
 log = logging.getLogger(__name__)
 
 Handler = Callable[[str, dict[str, str]], Awaitable[None]]
-LOG_TABLE = "pairgate_lease_log"
 
 
 class PostgresLeases(ForwardedCommands):
@@ -53,7 +55,9 @@ class PostgresLeases(ForwardedCommands):
         schema: str | None = None,
         check_interval: float = 5.0,
         forward_timeout: float = 10.0,
+        sealer: Sealer | None = None,
     ) -> None:
+        """`sealer`: the store's (its cipher key's), for the keys in the lease log."""
         self.holder = uuid.uuid4().hex
         self._conninfo = conninfo
         self._schema = schema
@@ -71,7 +75,8 @@ class PostgresLeases(ForwardedCommands):
         self._on_lost: Callable[[Iterable[str]], Awaitable[None]] | None = None
         # One statement or transaction at a time on the lock connection.
         self._guard = asyncio.Lock()
-        self._processes = ProcessWatch(self._connect, self.holder, schema)
+        self._sealer = sealer or Sealer()
+        self._processes = ProcessWatch(self._connect, self.holder, schema, sealer=self._sealer)
         self._registered = False  # this process's own lock held (others wait on it)
 
     # -- lifecycle --------------------------------------------------------------------
@@ -88,23 +93,7 @@ class PostgresLeases(ForwardedCommands):
         self._on_lost = on_lost
         self._processes.on_gone = on_gone
         self._locks = await self._connect()
-        await self._locks.execute(
-            sql.SQL(
-                "CREATE TABLE IF NOT EXISTS {} (id bigserial PRIMARY KEY, key text NOT NULL, "
-                "holder text NOT NULL, acquired_at timestamptz NOT NULL DEFAULT now(), "
-                "released_at timestamptz)"
-            ).format(sql.Identifier(LOG_TABLE))
-        )
-        for column in ("key", "holder"):  # open grants, by key and by holder
-            await self._locks.execute(
-                sql.SQL(
-                    "CREATE INDEX IF NOT EXISTS {} ON {} ({}) WHERE released_at IS NULL"
-                ).format(
-                    sql.Identifier(f"{LOG_TABLE}_open_{column}"),
-                    sql.Identifier(LOG_TABLE),
-                    sql.Identifier(column),
-                )
-            )
+        await prepare(self._locks, self._sealer)
         self._registered = await self._processes.register(self._locks)
         self._tasks = [
             asyncio.create_task(self._listen(), name="leases:listen"),
@@ -146,7 +135,9 @@ class PostgresLeases(ForwardedCommands):
                     if wanted:
                         async with self._connection().transaction():
                             locks = self._connection()
-                            granted = await grant_many(locks, wanted, self.holder, self._schema)
+                            granted = await grant_many(
+                                locks, wanted, self.holder, self._schema, self._sealer
+                            )
                 except psycopg.Error:
                     # Session locks outlive a rolled-back transaction: none taken may stay.
                     with contextlib.suppress(psycopg.Error, EngineUnavailableError):
@@ -171,7 +162,8 @@ class PostgresLeases(ForwardedCommands):
             ).fetchone()
             if not row or not row[0]:
                 return False
-            if await still_running(locks, key, self.holder):
+            blinded = self._sealer.blind(key)
+            if await still_running(locks, blinded, self.holder):
                 # Its holder lost its connection but lives: it has yet to stop the engine.
                 await locks.execute("SELECT pg_advisory_unlock(%s)", (lock_id(key, self._schema),))
                 return False
@@ -180,13 +172,13 @@ class PostgresLeases(ForwardedCommands):
                 sql.SQL(
                     "UPDATE {} SET released_at = now() WHERE key = %s AND released_at IS NULL"
                 ).format(sql.Identifier(LOG_TABLE)),
-                (key,),
+                (blinded,),
             )
             await locks.execute(
-                sql.SQL("INSERT INTO {} (key, holder) VALUES (%s, %s)").format(
+                sql.SQL("INSERT INTO {} (key, sealed_key, holder) VALUES (%s, %s, %s)").format(
                     sql.Identifier(LOG_TABLE)
                 ),
-                (key, self.holder),
+                (blinded, self._sealer.seal(key), self.holder),
             )
         self._held.add(key)
         log.info("took the lease of %s", key, extra={"key": key})
@@ -219,7 +211,7 @@ class PostgresLeases(ForwardedCommands):
                         "UPDATE {} SET released_at = now() "
                         "WHERE key = ANY(%s) AND holder = %s AND released_at IS NULL"
                     ).format(sql.Identifier(LOG_TABLE)),
-                    (keys, self.holder),
+                    ([self._sealer.blind(key) for key in keys], self.holder),
                 )
                 await locks.execute("SELECT pg_advisory_unlock(id) FROM unnest(%s) id", (ids,))
         except (psycopg.Error, EngineUnavailableError):
@@ -233,7 +225,7 @@ class PostgresLeases(ForwardedCommands):
                     "UPDATE {} SET released_at = now() "
                     "WHERE key = %s AND holder = %s AND released_at IS NULL"
                 ).format(sql.Identifier(LOG_TABLE)),
-                (key, self.holder),
+                (self._sealer.blind(key), self.holder),
             )
             await locks.execute("SELECT pg_advisory_unlock(%s)", (lock_id(key, self._schema),))
 

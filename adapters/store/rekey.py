@@ -20,18 +20,21 @@ import psycopg
 
 from adapters.resealing import Resealer
 from adapters.store.config import StoreConfig, postgres_conninfo
+from adapters.store.lease_log import LOG_TABLE
 from adapters.store.sealing import SEALED, Sealer
 from domain.application.sessions import DeviceSessions
 
 BATCH = 500
-# The read models' tables: their primary key, their sealed columns (the first is never
-# NULL: a row whose first one opens with the new key is done) and their blinded ones
-# (column: the sealed column whose text it blinds).
+# The read models' tables (and the lease log's): their primary key, their sealed columns
+# (the first is never NULL, but in a lease log row an older version wrote, which the next
+# open converts with the new key: a row whose first one opens with the new key is done)
+# and their blinded ones (column: the sealed column whose text it blinds).
 READ_MODELS: dict[str, tuple[str, tuple[str, ...], dict[str, str]]] = {
     "pairgate_sessions": ("id", ("key", "name", "reason"), {"tie": "key"}),
     "pairgate_webhook_sessions": ("id", ("key", "name", "reason"), {"tie": "key"}),
     "pairgate_webhook_subscriptions": ("id", ("secret", "key"), {}),
     "pairgate_webhook_deliveries": ("id", ("key", "body"), {"queue": "key"}),
+    "pairgate_lease_log": ("id", ("sealed_key",), {"key": "sealed_key"}),
 }
 
 
@@ -64,6 +67,7 @@ class StoreRekey:
         return resealed
 
     def read_models(self, step: Callable[[], None]) -> int:
+        self._add_sealed_key_to_lease_log()
         resealed = 0
         for table, (key, sealed, blinded) in READ_MODELS.items():
             columns = (*sealed, *blinded)
@@ -71,6 +75,15 @@ class StoreRekey:
             row = functools.partial(self._read_model_row, sealed=sealed, blinded=blinded)
             resealed += self._rows(table, (key,), columns, row, step)
         return resealed
+
+    def _add_sealed_key_to_lease_log(self) -> None:
+        """An older version's lease log lacks it; the next open converts its rows."""
+        if self.config.kind != "postgres":
+            return
+        with self._database() as (run, name):
+            if run(f"SELECT 1 FROM {name(LOG_TABLE)} LIMIT 0", (), exists=True):
+                run(f"ALTER TABLE {name(LOG_TABLE)} ADD COLUMN IF NOT EXISTS sealed_key text", ())
+                run("COMMIT", ())
 
     def _event(self, values: tuple[Any, ...]) -> tuple[Any, ...] | None:
         state = bytes(values[0])
@@ -86,6 +99,8 @@ class StoreRekey:
     ) -> tuple[Any, ...] | None:
         texts = dict(zip(sealed, values, strict=False))
         witness = texts[sealed[0]]
+        if witness is None:
+            return None  # (a lease log row not converted yet: see READ_MODELS)
         if witness.startswith(SEALED):
             try:
                 self.new.open(witness)
@@ -138,7 +153,8 @@ class StoreRekey:
                 try:
                     if statement == "COMMIT":
                         return connection.commit()
-                    return connection.execute(statement, params).fetchall() if not exists else 1
+                    rows = connection.execute(statement, params).fetchall()
+                    return 1 if exists else rows  # (a table that is not there raises)
                 except sqlite3.OperationalError as error:
                     if exists and "no such table" in str(error):
                         return None

@@ -1,4 +1,5 @@
-"""PostgresLeases against a real PostgreSQL: one holder per key, handed over on death."""
+"""PostgresLeases against a real PostgreSQL: one holder per key, handed over on death; with
+a cipher key, the lease log holds no key in plain text."""
 
 from __future__ import annotations
 
@@ -10,7 +11,9 @@ import psycopg
 import pytest
 
 from adapters.store.leases import PostgresLeases, lock_id
+from adapters.store.sealing import Sealer
 from domain.model.errors import EngineUnavailableError
+from tests.conftest import TEST_CIPHER_KEY
 from tests.helpers import (
     POSTGRES_URL,
     lease_log,
@@ -30,6 +33,26 @@ def schema() -> Iterator[str]:
         yield name
 
 
+@pytest.fixture(params=[None, TEST_CIPHER_KEY], ids=["plain", "cipher"])
+def sealer(request: pytest.FixtureRequest) -> Sealer:
+    """The store's sealer, with and without a cipher key."""
+    return Sealer(request.param)
+
+
+def assert_no_plain_keys(schema: str, sealer: Sealer, keys: Iterable[str]) -> None:
+    """With a cipher key no row of the lease log (any column, as text) holds any of these
+    keys; without one (the control: the search finds what is there) every key is there.
+    (Keys of four letters or more, not all hex digits: a blind or a sealed text holds a
+    short one by chance.)"""
+    with psycopg.connect(POSTGRES_URL, autocommit=True) as connection:
+        rows = connection.execute(
+            f'SELECT grants::text FROM "{schema}".pairgate_lease_log AS grants'
+        ).fetchall()
+    assert rows
+    found = {key for key in keys if any(key in row[0] for row in rows)}
+    assert found == (set() if sealer.encrypts else set(keys)), found
+
+
 def terminate(schema: str, key: str) -> None:
     """End, from the server side, the connection that holds `key`'s lease (the process's
     lease connection), as a crash or a network cut would."""
@@ -47,9 +70,12 @@ async def opened(
     schema: str,
     handlers: dict | None = None,  # type: ignore[type-arg]
     lost: set[str] | None = None,
+    sealer: Sealer | None = None,
 ) -> PostgresLeases:
     """Open leases; the keys they report lost are added to `lost`."""
-    leases = PostgresLeases(POSTGRES_URL, schema=schema, check_interval=0.2, forward_timeout=1)
+    leases = PostgresLeases(
+        POSTGRES_URL, schema=schema, check_interval=0.2, forward_timeout=1, sealer=sealer
+    )
 
     async def on_lost(keys: Iterable[str]) -> None:
         if lost is not None:
@@ -59,9 +85,10 @@ async def opened(
     return leases
 
 
-async def test_one_holder_per_key_and_a_handover_when_it_dies(schema: str) -> None:
+async def test_one_holder_per_key_and_a_handover_when_it_dies(schema: str, sealer: Sealer) -> None:
     lost: set[str] = set()
-    first, second = await opened(schema), await opened(schema, lost=lost)
+    first = await opened(schema, sealer=sealer)
+    second = await opened(schema, lost=lost, sealer=sealer)
     try:
         assert await first.acquire("phone") is True
         assert await first.acquire("phone") is True  # already ours
@@ -74,7 +101,7 @@ async def test_one_holder_per_key_and_a_handover_when_it_dies(schema: str) -> No
         # locks are free, but nobody takes its keys until it has stopped their engines
         # (its lease check notices) and closed its grants.
         terminate(schema, "other")  # second's connection, with "phone" too
-        third = await opened(schema)
+        third = await opened(schema, sealer=sealer)
         try:
             while not await third.acquire("phone"):
                 assert not lost or "phone" in lost
@@ -90,9 +117,10 @@ async def test_one_holder_per_key_and_a_handover_when_it_dies(schema: str) -> No
             f'SELECT key, holder, released_at IS NOT NULL FROM "{schema}".pairgate_lease_log '
             "ORDER BY id"
         ).fetchall()
-    phone = [(holder, released) for key, holder, released in rows if key == "phone"]
+    phone = [(holder, released) for key, holder, released in rows if key == sealer.blind("phone")]
     assert [holder for holder, _ in phone] == [first.holder, second.holder, third.holder]
     assert all(released for _, released in phone)  # closed by release, takeover or close
+    assert_no_plain_keys(schema, sealer, ["phone", "other"])
 
 
 async def test_commands_reach_the_holder_and_its_refusals_come_back(schema: str) -> None:
@@ -142,7 +170,9 @@ async def test_a_broken_lease_connection_gives_every_lease_up(schema: str) -> No
         await leases.close()
 
 
-async def test_a_process_that_dies_is_heard_of_at_once_with_its_keys(schema: str) -> None:
+async def test_a_process_that_dies_is_heard_of_at_once_with_its_keys(
+    schema: str, sealer: Sealer
+) -> None:
     """Every process waits on each other one's own lock: when a process dies (all its
     connections end, as with kill -9), a survivor is granted it and told its keys."""
     gone: list[list[str]] = []
@@ -152,11 +182,11 @@ async def test_a_process_that_dies_is_heard_of_at_once_with_its_keys(schema: str
         gone.append(sorted(keys))
         heard.set()
 
-    survivor = PostgresLeases(POSTGRES_URL, schema=schema, check_interval=0.2)
+    survivor = PostgresLeases(POSTGRES_URL, schema=schema, check_interval=0.2, sealer=sealer)
     await survivor.open({}, lambda keys: asyncio.sleep(0), on_gone)
-    dying = await opened(schema)
+    dying = await opened(schema, sealer=sealer)
     try:
-        assert await dying.acquire("a") and await dying.acquire("b")
+        assert await dying.acquire("dev-a") and await dying.acquire("dev-b")
         # The survivor finds the new process (it looks every second) and waits on it.
         while dying.holder not in survivor._processes._waiting:
             await asyncio.sleep(0.05)
@@ -169,19 +199,24 @@ async def test_a_process_that_dies_is_heard_of_at_once_with_its_keys(schema: str
                 (f"pairgate:{dying.holder}",),
             )
         await asyncio.wait_for(heard.wait(), 5)
-        assert gone == [["a", "b"]]
-        assert await survivor.acquire("a") and await survivor.acquire("b")
+        assert gone == [["dev-a", "dev-b"]]
+        assert await survivor.acquire("dev-a") and await survivor.acquire("dev-b")
     finally:
         await dying.close()
         await survivor.close()
+    assert overlapping_grants(lease_log(schema)) == []
+    assert_no_plain_keys(schema, sealer, ["dev-a", "dev-b"])
 
 
-async def test_a_batch_of_leases_takes_only_what_no_live_process_runs(schema: str) -> None:
+async def test_a_batch_of_leases_takes_only_what_no_live_process_runs(
+    schema: str, sealer: Sealer
+) -> None:
     """acquire_many, one transaction: keys another process holds are refused (their locks
     not kept), and so are those of a process whose lease connection PostgreSQL dropped
     until it has stopped their engines; a dead holder's grants are closed."""
     lost: set[str] = set()
-    holder, taker = await opened(schema, lost=lost), await opened(schema)
+    holder = await opened(schema, lost=lost, sealer=sealer)
+    taker = await opened(schema, sealer=sealer)
     try:
         assert await holder.acquire("theirs") and await taker.acquire("mine")
         assert await taker.acquire_many(["mine", "theirs", "free", "free"]) == {"free"}
@@ -203,15 +238,18 @@ async def test_a_batch_of_leases_takes_only_what_no_live_process_runs(schema: st
         await taker.close()
     assert overlapping_grants(lease_log(schema)) == []
     assert all(released is not None for _, _, _, released in lease_log(schema))
+    assert_no_plain_keys(schema, sealer, ["theirs", "mine", "free"])
 
 
-async def test_the_survivors_split_a_dead_process_keys_and_take_each_once(schema: str) -> None:
+async def test_the_survivors_split_a_dead_process_keys_and_take_each_once(
+    schema: str, sealer: Sealer
+) -> None:
     """Each survivor is told its share of the dead process's keys first (the same split
     in both), then the rest; the leases give every key to one of them."""
     told: dict[str, list[list[str]]] = {"first": [], "second": []}
     survivors: list[PostgresLeases] = []
     for name in told:
-        leases = PostgresLeases(POSTGRES_URL, schema=schema, check_interval=0.2)
+        leases = PostgresLeases(POSTGRES_URL, schema=schema, check_interval=0.2, sealer=sealer)
 
         async def on_gone(keys: Iterable[str], name: str = name, leases: Any = leases) -> None:
             told[name].append(sorted(keys))
@@ -219,7 +257,7 @@ async def test_the_survivors_split_a_dead_process_keys_and_take_each_once(schema
 
         await leases.open({}, lambda keys: asyncio.sleep(0), on_gone)
         survivors.append(leases)
-    dying = await opened(schema)
+    dying = await opened(schema, sealer=sealer)
     keys = sorted(f"device-{n}" for n in range(20))
     try:
         assert await dying.acquire_many(keys) == set(keys)
@@ -246,3 +284,41 @@ async def test_the_survivors_split_a_dead_process_keys_and_take_each_once(schema
         for leases in survivors:
             await leases.close()
     assert overlapping_grants(lease_log(schema)) == []
+    assert_no_plain_keys(schema, sealer, keys)
+
+
+async def test_rows_an_older_version_wrote_are_converted_at_open(
+    schema: str, sealer: Sealer
+) -> None:
+    """A lease log from before `sealed_key` (keys in plain text): opening converts every
+    row (the key blinded, and sealed), and its grants are found as before."""
+    table = f'"{schema}".pairgate_lease_log'
+    with psycopg.connect(POSTGRES_URL, autocommit=True) as admin:
+        admin.execute(
+            f"CREATE TABLE {table} (id bigserial PRIMARY KEY, key text NOT NULL, "
+            "holder text NOT NULL, acquired_at timestamptz NOT NULL DEFAULT now(), "
+            "released_at timestamptz)"
+        )
+        admin.execute(
+            f"INSERT INTO {table} (key, holder, released_at) VALUES "
+            "('old-one', 'gone', now()), ('old-one', 'gone', NULL), ('old-two', 'gone', NULL)"
+        )
+    leases = await opened(schema, sealer=sealer)
+    try:
+        # What a survivor reads to learn a dead process's keys.
+        grants = await leases._processes._open_grants(leases._connection(), "gone")
+        assert grants == ["old-one", "old-two"]
+        assert await leases.acquire("old-one")  # the dead holder's open grant is closed
+    finally:
+        await leases.close()
+    with psycopg.connect(POSTGRES_URL, autocommit=True) as admin:
+        rows = admin.execute(
+            f"SELECT key, sealed_key, holder, released_at IS NULL FROM {table} ORDER BY id"
+        ).fetchall()
+    assert [(key, sealer.open(sealed), holder, held) for key, sealed, holder, held in rows] == [
+        (sealer.blind("old-one"), "old-one", "gone", False),
+        (sealer.blind("old-one"), "old-one", "gone", False),
+        (sealer.blind("old-two"), "old-two", "gone", True),
+        (sealer.blind("old-one"), "old-one", leases.holder, False),
+    ]
+    assert_no_plain_keys(schema, sealer, ["old-one", "old-two"])

@@ -5,6 +5,7 @@ is finished by running it again."""
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import io
 import json
@@ -12,13 +13,18 @@ import subprocess
 from collections.abc import Iterator
 from pathlib import Path
 
+import psycopg
 import pytest
 
 from adapters.credentials import CredentialsUnreadableError, CredentialVault
 from adapters.engines.baileys.sidecar import SIDECAR_SCRIPT
+from adapters.resealing import Resealer
 from adapters.store import rekey_marker
 from adapters.store.config import StoreUnreadableError, open_store
+from adapters.store.leases import PostgresLeases
+from adapters.store.rekey import StoreRekey
 from adapters.store.rekey_marker import RekeyError
+from adapters.store.sealing import Sealer
 from entrypoints.cli import main
 from entrypoints.rekey import rekey
 from entrypoints.settings import Settings
@@ -159,21 +165,34 @@ def store() -> Iterator[dict[str, str]]:
 
 
 def assert_no_plain_rows(store: dict[str, str], secrets: list[bytes]) -> None:
-    """The PostgreSQL schema's rows, dumped (bytes in hex), hold no secret: all but the
-    lease log's keys (scale23's audit of lease grants, adapters/store/leases.py; plain,
-    as docs/security.md says)."""
+    """The PostgreSQL schema's rows, dumped (bytes in hex), hold no secret (the lease log's
+    keys too: blinded and sealed, adapters/store/lease_log.py)."""
     if not store:
         return
     url, schema = store["database_url"].split("?schema=")
     dump = subprocess.run(
-        ["pg_dump", "--data-only", f"--schema={schema}", url,
-         f"--exclude-table-data={schema}.pairgate_lease_log"],
+        ["pg_dump", "--data-only", f"--schema={schema}", url],
         capture_output=True, check=True, timeout=30,
     ).stdout  # fmt: skip
-    assert b"pairgate_webhook_deliveries" in dump  # the control: the tables are there
+    for table in (b"pairgate_webhook_deliveries", b"pairgate_lease_log"):
+        assert table in dump  # the control: the tables are there
     for secret in secrets[:3]:
         hits = [r for r in dump.splitlines() if secret in r or secret.hex().encode() in r]
         assert not hits, hits[:3]
+
+
+def assert_lease_log_sealed_with(store: dict[str, str], key: str) -> None:
+    """The lease log's keys are blinded and sealed with `key` (so the service finds them)."""
+    if not store:
+        return
+    url, schema = store["database_url"].split("?schema=")
+    sealer = Sealer(key)
+    with psycopg.connect(url) as connection:
+        rows = connection.execute(
+            f'SELECT key, sealed_key FROM "{schema}".pairgate_lease_log'
+        ).fetchall()
+    assert rows and all(row == (sealer.blind(KEY), row[1]) for row in rows), rows
+    assert {sealer.open(sealed) for _, sealed in rows} == {KEY}
 
 
 async def test_a_rekey_stopped_half_way_is_finished_by_running_it_again(
@@ -210,6 +229,7 @@ async def test_a_rekey_stopped_half_way_is_finished_by_running_it_again(
     assert_nothing_plain(tmp_path, secrets)
     assert_no_plain_rows(store, secrets)
     assert_sealed_with(tmp_path, NEW, OLD, **store)
+    assert_lease_log_sealed_with(store, NEW)
     await assert_served(tmp_path, NEW, **store)
     if store:  # another machine's vault, still sealed with the old key: its own run seals it
         machine = tmp_path / "machine-b"
@@ -273,3 +293,27 @@ def test_on_postgresql_every_process_sees_an_unfinished_rekey() -> None:
             rekey_marker.begin(here, OLD, NEW)
             open_store(config).close()
             rekey_marker.finish(here)
+
+
+async def test_a_lease_log_an_older_version_wrote_is_sealed_with_the_new_key_at_open() -> None:
+    """A rekey run before any process of this version opened the store: the lease log
+    gains its sealed column, its plain rows are left as they are, and the next open
+    converts them with the new key."""
+    if not postgres_available():
+        pytest.skip("PostgreSQL is not reachable on 127.0.0.1:5432")
+    with postgres_schema() as schema:
+        table = f'"{schema}".pairgate_lease_log'
+        with psycopg.connect(POSTGRES_URL, autocommit=True) as admin:
+            admin.execute(
+                f"CREATE TABLE {table} (id bigserial PRIMARY KEY, key text NOT NULL, "
+                "holder text NOT NULL, acquired_at timestamptz NOT NULL DEFAULT now(), "
+                "released_at timestamptz)"
+            )
+            admin.execute(f"INSERT INTO {table} (key, holder) VALUES (%s, 'gone')", (KEY,))
+        url = f"{POSTGRES_URL}?schema={schema}"
+        config = Settings(data_dir=Path("/nonexistent"), database_url=url).store_config()
+        StoreRekey(config, Resealer(OLD, NEW), OLD, NEW).read_models(lambda: None)
+        leases = PostgresLeases(POSTGRES_URL, schema=schema, sealer=Sealer(NEW))
+        await leases.open({}, lambda keys: asyncio.sleep(0))
+        await leases.close()
+        assert_lease_log_sealed_with({"database_url": url}, NEW)
