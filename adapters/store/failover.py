@@ -172,6 +172,12 @@ class ProcessWatch:
                         await self.on_gone(rest)
         except psycopg.Error:
             log.warning("waiting on process %s failed; looking again", holder, exc_info=True)
+        except ValueError:  # Sealer.open: its grants are sealed with another cipher key
+            log.error(
+                "process %s sealed its lease log with another PAIRGATE_CIPHER_KEY: its devices "
+                "are not taken over (every process of a deployment needs the same key)",
+                holder,
+            )
         finally:
             self._waiting.pop(holder, None)
 
