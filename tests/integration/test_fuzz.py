@@ -103,6 +103,7 @@ def target(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Target]:
         rate_limit_connection="",
         rate_limit_identity="",
         rate_limit_http="",
+        rate_limit_history="",  # like the others: the fuzzer's own pace is no attack
     )
     with running_in_thread(config) as threaded:
         target = Target(threaded.loop, threaded.server, Client())
