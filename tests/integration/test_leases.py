@@ -9,6 +9,7 @@ from typing import Any
 
 import psycopg
 import pytest
+from eventsourcing.cryptography import AESCipher
 
 from adapters.store.leases import PostgresLeases, lock_id
 from adapters.store.sealing import Sealer
@@ -322,3 +323,40 @@ async def test_rows_an_older_version_wrote_are_converted_at_open(
         (sealer.blind("old-one"), "old-one", leases.holder, False),
     ]
     assert_no_plain_keys(schema, sealer, ["old-one", "old-two"])
+
+
+async def test_a_dead_process_sealed_with_another_key_is_reported_not_taken(
+    schema: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A process whose cipher key differs (a misconfigured deployment): when it dies, the
+    survivor cannot open its lease log, says so, takes none of its keys, and goes on."""
+    gone: list[list[str]] = []
+    survivor = PostgresLeases(
+        POSTGRES_URL, schema=schema, check_interval=0.2, sealer=Sealer(AESCipher.create_key(16))
+    )
+
+    async def on_gone(keys: Iterable[str]) -> None:
+        gone.append(sorted(keys))
+
+    await survivor.open({}, lambda keys: asyncio.sleep(0), on_gone)
+    dying = await opened(schema, sealer=Sealer(TEST_CIPHER_KEY))
+    try:
+        assert await dying.acquire("dev-a")
+        while dying.holder not in survivor._processes._waiting:
+            await asyncio.sleep(0.05)
+        for task in dying._tasks:  # dead: it will not reconnect
+            task.cancel()
+        with psycopg.connect(POSTGRES_URL, autocommit=True) as admin:
+            admin.execute(
+                "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
+                "WHERE application_name = %s",
+                (f"pairgate:{dying.holder}",),
+            )
+        while dying.holder in survivor._processes._waiting:
+            await asyncio.sleep(0.05)
+        assert gone == []
+        assert "sealed its lease log with another PAIRGATE_CIPHER_KEY" in caplog.text
+        assert await survivor.acquire("dev-b")  # the survivor goes on
+    finally:
+        await dying.close()
+        await survivor.close()
