@@ -1,15 +1,12 @@
 """Start-up and shutdown: sessions an earlier run left, leases lost, devices taken offline.
 
-Both work in batches (BATCH keys: their turns held together, their leases taken and
-their sessions read at once, their records saved in one transaction, on a store thread),
-so their cost per device is a share of a commit, and the event loop keeps serving
-between batches. Start-up first settles the record: the sessions that may still be
-recorded as live (a process died with them live) are recorded as `connection lost`; then
-requests may come (`Recovery.settled`). The sessions the index shows offline have
-nothing to set straight: they, and the settled ones that are paired, are resumed in the
-background at a bounded rate (`resume_rate` per second; a reconnect storm hurts the
-WhatsApp accounts too), each looked at again under its key's turn (the settled ones
-from memory: their lease is this process's, so nobody else wrote them).
+All in batches of BATCH keys (turns held together, leases taken and sessions read at once,
+records saved in one transaction): a device costs a share of a commit, and the loop
+serves between batches. Start-up first records the sessions that may still be recorded
+live as `connection lost`; then requests may come (`Recovery.settled`). Paired devices,
+settled or shown offline by the index, resume in the background at `resume_rate` a
+second (reconnect storms hurt the accounts too), a batch taken ahead at a time and each
+looked at again under its key's turn (from memory: its lease is this process's).
 """
 
 from __future__ import annotations
@@ -66,10 +63,8 @@ class Recoverer(UseCases):
         self.startup = Recovery(settled=True)  # the start-up's (/readyz, metrics)
 
     async def start_up(self) -> Recovery:
-        """The start-up's recovery, its progress in `startup` as it goes: only the
-        sessions that may still be recorded as live are read before it is `settled`;
-        the ones the index shows offline wait for their turn to resume (which reads each
-        again, and takes its lease, before starting it)."""
+        """The start-up's recovery, its progress in `startup`: only the sessions that may
+        still be recorded live are read before it is `settled`; offline ones wait to resume."""
         self.startup = Recovery()
         found = await self.candidates()
         if found.unsettled or found.offline:
@@ -91,14 +86,12 @@ class Recoverer(UseCases):
         """Set the record straight about the sessions an earlier run (or a process that
         died) left, then start their paired devices again.
 
-        Sessions still recorded as live lost their engine with that process (a crash, a
-        kill, a stop that ran out of time): they are recorded as `connection lost`, and
-        unpaired ones lose whatever their engine had stored. Every paired device that is
-        offline with its credentials is then started again from them, without a QR
-        code, at most `resume_rate` a second; `session.ready` follows when its engine is
-        back online. `keys`: only these (else every one of `candidates()`), each read
-        before it is settled. Only keys whose lease this process gets are touched.
-        """
+        Sessions still recorded live lost their engine with that process (a crash, a kill,
+        a stop out of time): recorded as `connection lost`, unpaired ones lose what their
+        engine stored. Every paired device offline with its credentials then starts again
+        from them, no QR code, at most `resume_rate` a second (`session.ready` when back
+        online). `keys`: only these (else all `candidates()`); only keys whose lease this
+        process gets are touched."""
         keys = (await self.candidates()).all() if keys is None else list(keys)
         return await self._recover(keys, [], Recovery())
 
@@ -129,11 +122,9 @@ class Recoverer(UseCases):
         return recovery
 
     async def _settle(self, keys: Sequence[str], recovery: Recovery, waiting: list[str]) -> None:
-        """Take the leases of `keys` that no process runs (one transaction; a lease this
-        process holds already is some other use case's: a resume, a teardown), read
-        those sessions, record the live ones as lost (one transaction); note the offline
-        paired devices to resume, held in memory until then (their lease is ours: only
-        this process writes them, so resuming need not read them again)."""
+        """Take the leases of `keys` no process runs (one transaction; one held already is
+        another use case's), read those sessions, record the live ones as lost (one
+        transaction); hold the offline paired ones in memory to resume (no second read)."""
         async with contextlib.AsyncExitStack() as turns:
             outboxes: dict[str, Outbox] = {}
             for key in sorted(keys):  # one order for every batch: no two wait on each other
@@ -191,7 +182,7 @@ class Recoverer(UseCases):
         waiting.append(session.key)
 
     def _give_up(self, key: str) -> Awaitable[None]:
-        """The key will not run here (for now): its lease goes, and its session with it."""
+        """The key will not run here (for now): its lease and held session go."""
         if key not in self._registry:
             self._store.sessions.release(key)
         return self._leases.release(key)
@@ -201,6 +192,8 @@ class Recoverer(UseCases):
         clock = asyncio.get_running_loop().time  # the event loop's (monotonic) clock
         next_start = last_log = clock()
         for count, key in enumerate(keys):
+            if count % BATCH == 0:  # a batch's leases and sessions at once, as a settle's
+                await self._take_ahead(keys[count : count + BATCH], recovery)
             # (At least a yield: each start may run on the loop, and the loop must serve.)
             await asyncio.sleep(max(0.0, next_start - clock()))
             async with self._turns.turn(key):
@@ -221,6 +214,16 @@ class Recoverer(UseCases):
             if clock() - last_log >= LOG_EVERY:
                 last_log = clock()
                 log.info("resuming paired devices: %d of %d", count + 1, len(keys))
+
+    async def _take_ahead(self, keys: Sequence[str], recovery: Recovery) -> None:
+        """Keys about to resume: their leases and sessions taken at once while still free
+        (a failure leaves them to the one-at-a-time path)."""
+        free = [key for key in keys if not self._store.sessions.holds(key)]
+        try:
+            if free:
+                await self._settle(free, recovery, [])
+        except Exception:
+            log.warning("taking %d devices ahead failed; one at a time", len(keys), exc_info=True)
 
     def _pace_text(self) -> str:
         if self.resume_rate > 0:
@@ -251,9 +254,8 @@ class Recoverer(UseCases):
             recovery.resumed.append(key)
 
     async def leases_lost(self, keys: Iterable[str]) -> None:
-        """This process can no longer prove it owns these keys (its lease connection
-        broke): stop their engines at once, recording nothing; the process that takes
-        a key over records what happened to it."""
+        """Its lease connection broke, so this process no longer owns these keys: stop
+        their engines now, recording nothing (whoever takes a key over records it)."""
         for key in keys:
             async with self._turns.turn(key):
                 if key in self._registry:

@@ -17,6 +17,7 @@ from adapters.store.config import StoreConfig, open_store
 from adapters.store.failover import ProcessWatch
 from domain.application.commands import disconnect
 from domain.application.pairing import PairingService
+from domain.application.ports import RecoveryCandidates
 from domain.application.sessions import DeviceSessions, IntegrityError
 from domain.application.store_calls import StoreAccess
 from domain.model.errors import InvalidTransitionError
@@ -175,3 +176,30 @@ def test_each_death_splits_the_dead_process_keys_afresh() -> None:
     # "b" dies, "a" and a new "c" survive: b's keys go to both.
     again, others = a._share(for_b, ["c"], gone="b")
     assert again and others
+
+
+async def test_a_planned_restart_takes_its_offline_devices_a_batch_at_a_time(store: Path) -> None:
+    """Devices a clean stop recorded offline: their leases are taken for a batch at once
+    (with their sessions, in one read on PostgreSQL), a key another process holds is left
+    alone, the others resume."""
+    sessions = open_store(StoreConfig(data_dir=store))
+    for key in KEYS:  # the stop recorded them
+        sessions.update(key, disconnect(DisconnectReason.CONNECTION_LOST))
+    engine = FakeEngine("simulator")
+    leases = OthersHold(theirs={"b"})
+    restarted = PairingService(
+        StoreAccess(sessions), FakeCatalog({"simulator": engine}), FakeNotifier(), FakeClock(),
+        leases=leases,
+    )  # fmt: skip
+
+    async def index() -> RecoveryCandidates:
+        return RecoveryCandidates(unsettled=[], offline=KEYS)
+
+    restarted.recoverer.live_keys = index
+    recovery = await restarted.recoverer.start_up()
+    assert leases.batches == [{"a", "c"}]  # one batch, without the key held elsewhere
+    assert sorted(recovery.resumed) == ["a", "c"] and recovery.interrupted == []
+    assert engine.told("a") == engine.told("c") == ["start"] and engine.told("b") == []
+    assert leases.held == {"a", "c"}
+    await restarted.shutdown()
+    sessions.close()
