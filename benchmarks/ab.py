@@ -3,6 +3,7 @@
     git worktree add /tmp/before <commit>
     python -m benchmarks.ab --before /tmp/before --case load --rate 60 --duration 15
     python -m benchmarks.ab --before /tmp/before --case unpaired --sessions 2000 --rotate 20
+    python -m benchmarks.ab --before baseline --case load --rate 100 --duration 15
 
 A shared VM's speed drifts by tens of percent within minutes, so two runs minutes apart
 cannot show a 10% change. Here both servers run at once under the same load, each with
@@ -10,7 +11,10 @@ its own client processes: `before` is `pairgate serve --simulate` with the given
 first on PYTHONPATH, `after` is this working tree. Reported per run and over all runs:
 server CPU per pairing (case `load`: open-loop arrivals at `--rate`, as benchmarks.load) or
 per QR rotation (case `unpaired`: idle sessions whose code rotates every `--rotate` s, as
-benchmarks.idle), and the ratio after / before.
+benchmarks.idle), and the ratio after / before. `--before baseline` puts the bare
+python-socketio baseline (benchmarks.baseline_app) on the other side: pairgate's cost
+against what it builds on, at the same moment (benchmarks.load runs them one after the
+other, so its ratio moves with the machine).
 """
 
 from __future__ import annotations
@@ -26,20 +30,27 @@ from multiprocessing import get_context
 from pathlib import Path
 from typing import Any
 
-from benchmarks.common import ServerProcess, emit, pairgate_server, percentiles
+from benchmarks.common import ServerProcess, baseline_server, emit, pairgate_server, percentiles
 from benchmarks.idle import client_process
 from benchmarks.load import offer
 
 VERSIONS = ("before", "after")
+# `--before baseline`: the bare python-socketio baseline (benchmarks.baseline_app) as the
+# other side, at the same moment (case load): pairgate's cost against what it builds on.
+BASELINE = Path("baseline")
 
 
 @contextmanager
 def servers(before: Path, env: dict[str, str]) -> Iterator[dict[str, ServerProcess]]:
-    """Both versions' servers, each on its own SQLite store."""
+    """Both versions' servers, each on its own SQLite store (`before` may be the bare
+    baseline instead: BASELINE)."""
     data_dirs = [Path(tempfile.mkdtemp(prefix=f"pairgate-ab-{v}-")) for v in VERSIONS]
     started: dict[str, ServerProcess] = {}
     try:
         for version, data_dir in zip(VERSIONS, data_dirs, strict=True):
+            if version == "before" and before == BASELINE:
+                started[version] = baseline_server()
+                continue
             extra = {"PYTHONPATH": str(before)} if version == "before" else {}
             started[version] = pairgate_server(data_dir, {**env, **extra})
         yield started
@@ -131,7 +142,9 @@ def attempt(run: Callable[[argparse.Namespace], Measured], args: argparse.Namesp
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--before", type=Path, required=True, help="checkout to compare with")
+    parser.add_argument(
+        "--before", type=Path, required=True, help="checkout to compare with, or `baseline`"
+    )
     parser.add_argument("--case", choices=("load", "unpaired"), default="load")
     parser.add_argument("--runs", type=int, default=3)
     parser.add_argument("--rate", type=float, default=60, help="load: sessions per second")
@@ -144,8 +157,10 @@ def main() -> None:
     )
     parser.add_argument("--json", type=Path)
     args = parser.parse_args()
-    if not (args.before / "domain").is_dir():
-        raise SystemExit(f"{args.before} is not a pairgate checkout")
+    if args.before == BASELINE and args.case != "load":
+        raise SystemExit("--before baseline: case load only (the baseline has no idle sessions)")
+    if args.before != BASELINE and not (args.before / "domain").is_dir():
+        raise SystemExit(f"{args.before} is not a pairgate checkout (nor `baseline`)")
     unit = "pairing" if args.case == "load" else "rotation"
     run = load_run if args.case == "load" else unpaired_run
     runs: list[dict[str, float | None]] = []

@@ -60,6 +60,23 @@ def test_side_by_side_benchmark_smoke(tmp_path: Path) -> None:
     assert 0.5 < result["ratio_after_before"] < 2
 
 
+def test_side_by_side_with_the_baseline_smoke(tmp_path: Path) -> None:
+    """benchmarks.ab --before baseline: the bare baseline takes the same load at once."""
+    out = tmp_path / "ab.json"
+    command = [sys.executable, "-m", "benchmarks.ab", "--before", "baseline", "--runs", "1"]
+    command += ["--case", "load", "--rate", "10", "--duration", "3", "--json", str(out)]
+    subprocess.run(command, cwd=REPO, check=True, timeout=90)
+
+    result = json.loads(out.read_text())
+    assert result["before"] == "baseline"
+    assert result["before_ms_per_pairing"] > 0 and result["after_ms_per_pairing"] > 0
+    refused = subprocess.run(
+        [sys.executable, "-m", "benchmarks.ab", "--before", "baseline", "--case", "unpaired"],
+        cwd=REPO, capture_output=True, text=True, timeout=30,
+    )  # fmt: skip
+    assert refused.returncode != 0 and "case load only" in refused.stderr
+
+
 def test_scale_benchmark_smoke(tmp_path: Path) -> None:
     """benchmarks.scale at 20 devices on SQLite: filled, started (all resumed), stopped."""
     out = tmp_path / "scale.json"
