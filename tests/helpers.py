@@ -92,6 +92,27 @@ def lease_log(schema: str) -> list[Grant]:
     return [(r[0], r[1], r[2], r[3]) for r in rows]
 
 
+def older_lease_log(schema: str, grants: list[tuple[str, str, bool]]) -> str:
+    """A lease log as versions before `sealed_key` left it (keys in plain text), with
+    these grants (key, holder, released); its qualified name."""
+    import psycopg
+
+    table = f'"{schema}".pairgate_lease_log'
+    with psycopg.connect(POSTGRES_URL, autocommit=True) as admin:
+        admin.execute(
+            f"CREATE TABLE {table} (id bigserial PRIMARY KEY, key text NOT NULL, "
+            "holder text NOT NULL, acquired_at timestamptz NOT NULL DEFAULT now(), "
+            "released_at timestamptz)"
+        )
+        for key, holder, released in grants:
+            admin.execute(
+                f"INSERT INTO {table} (key, holder, released_at) "
+                "VALUES (%s, %s, CASE WHEN %s THEN now() END)",
+                (key, holder, released),
+            )
+    return table
+
+
 def overlapping_grants(grants: list[Grant]) -> list[tuple[Grant, Grant]]:
     """Each pair of successive grants of a key (in `lease_log`'s order) where the later one
     began before the earlier one ended: a key run by two holders at once."""

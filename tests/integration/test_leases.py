@@ -18,6 +18,7 @@ from tests.conftest import TEST_CIPHER_KEY
 from tests.helpers import (
     POSTGRES_URL,
     lease_log,
+    older_lease_log,
     overlapping_grants,
     postgres_available,
     postgres_schema,
@@ -65,6 +66,17 @@ def terminate(schema: str, key: str) -> None:
             (lock >> 32, lock & 0xFFFF_FFFF),
         ).fetchall()
         admin.execute("SELECT pg_terminate_backend(%s)", (pid,))
+
+
+def die(leases: PostgresLeases) -> None:
+    """As with kill -9: every connection of the process ends, and it never reconnects."""
+    for task in leases._tasks:
+        task.cancel()
+    with psycopg.connect(POSTGRES_URL, autocommit=True) as admin:
+        admin.execute(
+            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE application_name = %s",
+            (f"pairgate:{leases.holder}",),
+        )
 
 
 async def opened(
@@ -191,14 +203,7 @@ async def test_a_process_that_dies_is_heard_of_at_once_with_its_keys(
         # The survivor finds the new process (it looks every second) and waits on it.
         while dying.holder not in survivor._processes._waiting:
             await asyncio.sleep(0.05)
-        for task in dying._tasks:  # dead: it will not reconnect
-            task.cancel()
-        with psycopg.connect(POSTGRES_URL, autocommit=True) as admin:
-            admin.execute(
-                "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
-                "WHERE application_name = %s",
-                (f"pairgate:{dying.holder}",),
-            )
+        die(dying)
         await asyncio.wait_for(heard.wait(), 5)
         assert gone == [["dev-a", "dev-b"]]
         assert await survivor.acquire("dev-a") and await survivor.acquire("dev-b")
@@ -266,14 +271,7 @@ async def test_the_survivors_split_a_dead_process_keys_and_take_each_once(
             len(s._processes._waiting) < 2 for s in survivors
         ):
             await asyncio.sleep(0.05)  # (each looks for new processes every second)
-        for task in dying._tasks:  # dead: it will not reconnect
-            task.cancel()
-        with psycopg.connect(POSTGRES_URL, autocommit=True) as admin:
-            admin.execute(
-                "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
-                "WHERE application_name = %s",
-                (f"pairgate:{dying.holder}",),
-            )
+        die(dying)
         while len(survivors[0].held | survivors[1].held) < len(keys):
             await asyncio.sleep(0.05)
         first, second = told["first"][0], told["second"][0]
@@ -293,17 +291,9 @@ async def test_rows_an_older_version_wrote_are_converted_at_open(
 ) -> None:
     """A lease log from before `sealed_key` (keys in plain text): opening converts every
     row (the key blinded, and sealed), and its grants are found as before."""
-    table = f'"{schema}".pairgate_lease_log'
-    with psycopg.connect(POSTGRES_URL, autocommit=True) as admin:
-        admin.execute(
-            f"CREATE TABLE {table} (id bigserial PRIMARY KEY, key text NOT NULL, "
-            "holder text NOT NULL, acquired_at timestamptz NOT NULL DEFAULT now(), "
-            "released_at timestamptz)"
-        )
-        admin.execute(
-            f"INSERT INTO {table} (key, holder, released_at) VALUES "
-            "('old-one', 'gone', now()), ('old-one', 'gone', NULL), ('old-two', 'gone', NULL)"
-        )
+    table = older_lease_log(
+        schema, [("old-one", "gone", True), ("old-one", "gone", False), ("old-two", "gone", False)]
+    )
     leases = await opened(schema, sealer=sealer)
     try:
         # What a survivor reads to learn a dead process's keys.
@@ -344,14 +334,7 @@ async def test_a_dead_process_sealed_with_another_key_is_reported_not_taken(
         assert await dying.acquire("dev-a")
         while dying.holder not in survivor._processes._waiting:
             await asyncio.sleep(0.05)
-        for task in dying._tasks:  # dead: it will not reconnect
-            task.cancel()
-        with psycopg.connect(POSTGRES_URL, autocommit=True) as admin:
-            admin.execute(
-                "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
-                "WHERE application_name = %s",
-                (f"pairgate:{dying.holder}",),
-            )
+        die(dying)
         while dying.holder in survivor._processes._waiting:
             await asyncio.sleep(0.05)
         assert gone == []

@@ -33,6 +33,7 @@ from tests.helpers import (
     POSTGRES_URL,
     clients,
     decode_qr,
+    older_lease_log,
     postgres_available,
     postgres_schema,
     running,
@@ -302,14 +303,7 @@ async def test_a_lease_log_an_older_version_wrote_is_sealed_with_the_new_key_at_
     if not postgres_available():
         pytest.skip("PostgreSQL is not reachable on 127.0.0.1:5432")
     with postgres_schema() as schema:
-        table = f'"{schema}".pairgate_lease_log'
-        with psycopg.connect(POSTGRES_URL, autocommit=True) as admin:
-            admin.execute(
-                f"CREATE TABLE {table} (id bigserial PRIMARY KEY, key text NOT NULL, "
-                "holder text NOT NULL, acquired_at timestamptz NOT NULL DEFAULT now(), "
-                "released_at timestamptz)"
-            )
-            admin.execute(f"INSERT INTO {table} (key, holder) VALUES (%s, 'gone')", (KEY,))
+        older_lease_log(schema, [(KEY, "gone", False)])
         url = f"{POSTGRES_URL}?schema={schema}"
         config = Settings(data_dir=Path("/nonexistent"), database_url=url).store_config()
         StoreRekey(config, Resealer(OLD, NEW), OLD, NEW).read_models(lambda: None)
