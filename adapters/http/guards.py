@@ -115,7 +115,6 @@ class Guards:
         self.app = app
         self.hosts = hosts
         self.origins = frozenset(origin.rstrip("/").lower() for origin in origins)
-        self._any_origin = "*" in self.origins
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         kind = scope["type"]
@@ -148,7 +147,7 @@ class Guards:
         await self.app(scope, receive, _secured(send))
 
     def _same_site(self, origin: str | None, host: str | None, fetch_site: str | None) -> bool:
-        if self._any_origin:
+        if "*" in self.origins:
             return True
         if origin is None:
             return fetch_site not in ("cross-site", "same-site")
