@@ -7,19 +7,23 @@ import logging
 
 import socketio
 
+from adapters.socketio.rooms import IndexedManager, IndexedRedisManager
+
 log = logging.getLogger("pairgate")
 
 
 def fanout_manager(redis_url: str | None, channel: str) -> socketio.AsyncManager:
     """Redis pub/sub carries each emission to every process's clients; else this one's.
-    `channel`: the deployment's own (one Redis may serve several deployments)."""
+    `channel`: the deployment's own (one Redis may serve several deployments). Both keep
+    each client's rooms (adapters/socketio/rooms.py): a disconnect costs the same whatever
+    the number of clients."""
     if redis_url is None:
-        return socketio.AsyncManager()
+        return IndexedManager()
     # A bounded connect: a request waits for its emissions before it is answered. (No
     # read timeout: the subscription is idle between emissions.)
     options = {"socket_connect_timeout": 5}
     log.info("fan-out over Redis on channel %s", channel)
-    return socketio.AsyncRedisManager(redis_url, channel=channel, redis_options=options)
+    return IndexedRedisManager(redis_url, channel=channel, redis_options=options)
 
 
 async def close_fanout(sio: socketio.AsyncServer) -> None:

@@ -145,3 +145,20 @@ def test_failover_benchmark_smoke(tmp_path: Path) -> None:
         "granted_before_kill": 0,
         "examples": [],
     }
+
+
+def test_rooms_benchmark_smoke(tmp_path: Path) -> None:
+    """Both parts: the managers compared, and two servers holding ready sessions while
+    clients come and go (this tree on both sides)."""
+    out = tmp_path / "rooms.json"
+    command = [sys.executable, "-m", "benchmarks.rooms", "--clients", "50,400"]
+    command += ["--server-sessions", "20", "--before", str(REPO), "--churn", "50"]
+    subprocess.run([*command, "--json", str(out)], cwd=REPO, check=True, timeout=120)
+
+    result = json.loads(out.read_text())
+    assert [row["clients"] for row in result["managers"]] == [50, 400]
+    for row in result["managers"]:
+        assert row["python_socketio_ms"] > 0 and row["pairgate_ms"] > 0
+    servers = result["servers"]
+    assert [opened["opened"] for opened in servers["opened"]] == [20, 20]
+    assert servers["before_ms_per_connection"] > 0 and servers["after_ms_per_connection"] > 0
