@@ -26,6 +26,8 @@ from typing import Any
 from uvicorn.protocols.http.auto import AutoHTTPProtocol
 from uvicorn.protocols.websockets.auto import AutoWebSocketsProtocol
 
+from adapters.limits.addresses import counted
+
 log = logging.getLogger("pairgate")
 
 
@@ -41,9 +43,9 @@ class OpenConnections:
 
     def admit(self, transport: asyncio.BaseTransport) -> bool:
         peer = transport.get_extra_info("peername")
-        address = peer[0] if isinstance(peer, tuple) else None
-        if self._cap == 0 or address is None or self._is_exempt(address):
+        if self._cap == 0 or not isinstance(peer, tuple) or self._is_exempt(peer[0]):
             return True
+        address = counted(peer[0])  # an IPv6 client by its /64
         if self._open[address] >= self._cap:
             if address not in self._refusing:
                 self._refusing.add(address)

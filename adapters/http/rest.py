@@ -25,6 +25,7 @@ from starlette.routing import Route
 from adapters import payloads
 from adapters.http.web import error_response, unauthorized
 from adapters.identity import Identities
+from adapters.limits import addresses
 from adapters.limits.requests import RequestLimits
 from domain.model.errors import DeviceSessionError, LimitReachedError
 
@@ -149,7 +150,7 @@ class Api:
             identity = self.identities.from_bearer(request.headers.get("authorization"))
             if identity is None:
                 return unauthorized()
-            address = request.client.host if request.client else ""
+            address = addresses.counted(request.client.host) if request.client else ""
             counted = self.identities.holder(identity, address)
             try:
                 await self.limits.admit(counted, counted)  # every request counts, even a bad one

@@ -17,6 +17,7 @@ import socketio
 from adapters import payloads
 from adapters.console_payloads import WatchRequest
 from adapters.identity import Identities
+from adapters.limits.addresses import counted
 from adapters.limits.history import HistoryAllowance
 from adapters.limits.requests import RequestLimits
 from adapters.payloads import describe
@@ -212,8 +213,9 @@ def _caller(environ: dict[str, Any], identity: str, identities: Identities) -> C
 
 
 def client_address(environ: dict[str, Any]) -> str:
-    """The client's address: the ASGI scope's peer (which uvicorn rewrites from
+    """The client's address as limits count it (an IPv6 client by its /64: see
+    adapters/limits/addresses.py), from the ASGI scope's peer (which uvicorn rewrites from
     X-Forwarded-For only for trusted proxies). python-engineio's environ says 127.0.0.1
     for every client, so its REMOTE_ADDR must never be used."""
     client = environ.get("asgi.scope", {}).get("client")
-    return str(client[0]) if client else "unknown"
+    return counted(str(client[0])) if client else "unknown"

@@ -151,6 +151,48 @@ async def test_x_forwarded_for_from_a_trusted_proxy_is_honoured(tmp_path: Path) 
         assert await refusal(server.url, "127.0.0.2", headers=flooder) is None
 
 
+async def test_an_ipv6_flooder_cannot_escape_its_ban_within_its_own_64(tmp_path: Path) -> None:
+    """An IPv6 host is given a whole /64: counted address by address, a flooder behind a
+    trusted proxy would have 2^64 fresh addresses to come back from. Limits count a /64
+    as one client (and an IPv4-mapped address as its IPv4 one)."""
+    proxy = "127.0.0.6"
+    async with running(open_server(tmp_path, trusted_proxies=proxy)) as server:
+        flooder = {"X-Forwarded-For": "2001:db8:1:2::7"}
+        async with client_from(proxy, server.url, headers=flooder) as client:
+            await flood_until_cut_off(client)
+        for escape in ("2001:db8:1:2::8", "2001:db8:1:2:ffff:ffff:ffff:ffff"):
+            headers = {"X-Forwarded-For": escape}
+            assert await refusal(server.url, proxy, headers=headers) == "rate_limited", escape
+        # Another /64 is another client.
+        async with client_from(
+            proxy, server.url, headers={"X-Forwarded-For": "2001:db8:1:3::7"}
+        ) as calm:
+            await pair(server, calm, unique_key())
+
+        mapped = {"X-Forwarded-For": "203.0.113.9"}
+        async with client_from(proxy, server.url, headers=mapped) as client:
+            await flood_until_cut_off(client)
+        as_ipv6 = {"X-Forwarded-For": "::ffff:203.0.113.9"}
+        assert await refusal(server.url, proxy, headers=as_ipv6) == "rate_limited"
+
+
+async def test_the_http_api_counts_an_ipv6_client_by_its_64(tmp_path: Path) -> None:
+    proxy = "127.0.0.6"
+    settings = open_server(tmp_path, trusted_proxies=proxy, rate_limit_http="10/minute")
+    async with running(settings) as server:
+        transport = httpx.AsyncHTTPTransport(local_address=proxy)
+        async with httpx.AsyncClient(base_url=server.url, transport=transport) as http:
+
+            async def status(client: str) -> int:
+                reply = await http.get("/api/sessions", headers={"X-Forwarded-For": client})
+                return reply.status_code
+
+            statuses = [await status("2001:db8:5:6::1") for _ in range(12)]
+            assert statuses[0] == 200 and statuses[-1] == 429
+            assert await status("2001:db8:5:6:abcd::2") == 429  # the same /64
+            assert await status("2001:db8:5:7::1") == 200  # another one
+
+
 # -- 2. binary attachments are bounded before the event is dispatched ---------------------
 
 # A raw Engine.IO v4 / Socket.IO v5 client: connects to "/", announces a binary event with
