@@ -7,8 +7,9 @@ request headers may take (its keep-alive timeout starts after a response and is 
 at the first byte of the next request) nor how many connections one address may open.
 These subclasses of the protocols uvicorn would pick add both:
 
-- a **header deadline**: a connection that has not sent a request's complete headers
-  within `header_timeout` seconds of opening, or of its previous response, is closed;
+- a **request deadline**: a connection that has not sent a request's complete headers
+  and body within `header_timeout` seconds of opening, or of its previous response, is
+  closed (a body trickling in a byte at a time holds a connection as slow headers do);
 - a **cap per address**: a connection from an address that already holds
   `per_address` open connections (HTTP or upgraded to a websocket) is closed at once.
   Trusted proxies are exempt: every client behind them shares their address.
@@ -95,7 +96,10 @@ class HeaderDeadline(asyncio.Protocol):
         if self._deadline is None:
             return
         upgraded = self.transport.get_protocol() is not self  # now a websocket
-        if upgraded or self.cycle is not self._answered:
+        # A new request's headers are complete, and so is its body (a body that trickles
+        # in would hold the connection, and the task waiting for it, as slow headers do).
+        received = self.cycle is not self._answered and not self.cycle.more_body
+        if upgraded or received:
             self._deadline.cancel()
             self._deadline = None
 

@@ -380,6 +380,35 @@ async def test_a_request_whose_headers_never_end_is_closed(tmp_path: Path) -> No
         writer.close()
 
 
+async def test_a_request_whose_body_trickles_in_is_closed(tmp_path: Path) -> None:
+    """Complete headers, then a body a byte at a time: the connection (and the task
+    waiting for the body) is held no longer than slow headers would be."""
+    async with running(open_server(tmp_path, header_timeout=1.0)) as server:
+        reader, writer = await open_from("127.0.0.2", server)
+        writer.write(
+            b"POST /api/simulator/devices/slow/scan HTTP/1.1\r\nHost: 127.0.0.1\r\n"
+            b"Content-Type: application/json\r\nContent-Length: 100\r\n\r\n{"
+        )
+
+        async def trickle() -> None:
+            with contextlib.suppress(OSError):
+                for _ in range(20):
+                    await asyncio.sleep(0.3)
+                    writer.write(b" ")
+                    await writer.drain()
+
+        trickling = asyncio.create_task(trickle())
+        try:
+            assert await closed_within(reader, 1.0 + 3)
+        finally:
+            trickling.cancel()
+            writer.close()
+        # A body that arrives in time is served as always.
+        async with httpx.AsyncClient(base_url=server.url) as http:
+            reply = await http.post("/api/simulator/devices/slow/scan", json={"code": "x"})
+            assert reply.status_code in (404, 409)
+
+
 async def test_connections_per_address_are_capped_except_for_trusted_proxies(
     tmp_path: Path,
 ) -> None:
