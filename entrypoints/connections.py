@@ -13,6 +13,10 @@ These subclasses of the protocols uvicorn would pick add both:
 - a **cap per address**: a connection from an address that already holds
   `per_address` open connections (HTTP or upgraded to a websocket) is closed at once.
   Trusted proxies are exempt: every client behind them shares their address.
+- a **cap in all**: past `total` open connections (by default the open-files limit
+  less 128, or less an eighth of it if that is more), new ones are closed at once,
+  however many addresses they come from: the store's files and the engines keep the
+  rest of the descriptors.
 """
 
 from __future__ import annotations
@@ -20,6 +24,7 @@ from __future__ import annotations
 import asyncio
 import ipaddress
 import logging
+import resource
 from collections import Counter
 from collections.abc import Sequence
 from typing import Any
@@ -31,39 +36,66 @@ from adapters.limits.addresses import counted
 
 log = logging.getLogger("pairgate")
 
+# Descriptors kept from client connections: 128, or an eighth of the limit if more.
+RESERVE, RESERVE_SHARE = 128, 8
+
+
+def default_total(open_files: int) -> int:
+    """Connections allowed in all under this open-files limit (1,024: 896)."""
+    return max(open_files - max(RESERVE, open_files // RESERVE_SHARE), 16)
+
 
 class OpenConnections:
-    """Open connections per client address, up to a cap (0: none)."""
+    """Open connections: all of them up to `total` (None: the process's open-files limit
+    less a reserve, read at the first connection, once `pairgate serve` has raised it; 0:
+    no cap), and those of each client address up to `per_address` (0: none; `exempt`
+    networks, trusted proxies, have no cap of their own). The reserve keeps descriptors
+    for the store's files, the engines and their sidecars, whatever the number of
+    addresses a flood comes from."""
 
-    def __init__(self, per_address: int, exempt: Sequence[str] = ()) -> None:
+    def __init__(
+        self, per_address: int, exempt: Sequence[str] = (), total: int | None = None
+    ) -> None:
         self._cap = per_address
+        self._total_cap = total
         self._exempt = [ipaddress.ip_network(network, strict=False) for network in exempt]
-        self._addresses: dict[asyncio.BaseTransport, str] = {}
+        self._counted: dict[asyncio.BaseTransport, str | None] = {}  # to its capped address
         self._open: Counter[str] = Counter()
-        self._refusing: set[str] = set()  # addresses at their cap, logged once
+        self._refusing: set[str | None] = set()  # addresses at their cap (None: all), logged once
 
     def admit(self, transport: asyncio.BaseTransport) -> bool:
-        peer = transport.get_extra_info("peername")
-        if self._cap == 0 or not isinstance(peer, tuple) or self._is_exempt(peer[0]):
-            return True
-        address = counted(peer[0])  # an IPv6 client by its /64
-        if self._open[address] >= self._cap:
-            if address not in self._refusing:
-                self._refusing.add(address)
-                log.warning("%s holds %d connections: closing its new ones", address, self._cap)
+        if self._total_cap is None:
+            self._total_cap = default_total(resource.getrlimit(resource.RLIMIT_NOFILE)[0])
+        if self._total_cap and len(self._counted) >= self._total_cap:
+            self._refuse(None, f"{self._total_cap} connections are open")
             return False
-        self._open[address] += 1
-        self._addresses[transport] = address
+        peer = transport.get_extra_info("peername")
+        address = None
+        if self._cap and isinstance(peer, tuple) and not self._is_exempt(peer[0]):
+            address = counted(peer[0])  # an IPv6 client by its /64
+            if self._open[address] >= self._cap:
+                self._refuse(address, f"{address} holds {self._cap} connections")
+                return False
+            self._open[address] += 1
+        self._counted[transport] = address
         return True
 
     def release(self, transport: asyncio.BaseTransport) -> None:
-        address = self._addresses.pop(transport, None)
+        if transport not in self._counted:
+            return
+        address = self._counted.pop(transport)
+        self._refusing.discard(None)
         if address is None:
             return
         self._open[address] -= 1
         self._refusing.discard(address)
         if not self._open[address]:
             del self._open[address]
+
+    def _refuse(self, address: str | None, why: str) -> None:
+        if address not in self._refusing:
+            self._refusing.add(address)
+            log.warning("%s: closing new connections", why)
 
     def _is_exempt(self, address: str) -> bool:
         try:
@@ -141,13 +173,16 @@ class ReleasesAddress(asyncio.Protocol):
 
 
 def bounded_protocols(
-    header_timeout: float, per_address: int, exempt: Sequence[str] = ()
+    header_timeout: float,
+    per_address: int,
+    exempt: Sequence[str] = (),
+    total: int | None = None,
 ) -> tuple[type[asyncio.Protocol], type[asyncio.Protocol]]:
     """uvicorn's `http` and `ws` protocol classes with these bounds, sharing one count."""
     websockets: Any = AutoWebSocketsProtocol  # a class, typed by uvicorn as a factory
     if websockets is None:
         raise RuntimeError("no WebSocket library: install uvicorn[standard]")
-    shared = {"open_connections": OpenConnections(per_address, exempt)}
+    shared = {"open_connections": OpenConnections(per_address, exempt, total)}
     http = type(
         "BoundedHTTPProtocol",
         (HeaderDeadline, AutoHTTPProtocol),

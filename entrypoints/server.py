@@ -24,7 +24,10 @@ CLOSING_TIME = 2.0
 def uvicorn_config(app: socketio.ASGIApp, settings: Settings, **overrides: Any) -> uvicorn.Config:
     """How `pairgate serve` runs uvicorn (tests run it the same way, on a free port)."""
     http, ws = bounded_protocols(
-        settings.header_timeout, settings.max_connections_per_address, settings.trusted_proxies
+        settings.header_timeout,
+        settings.max_connections_per_address,
+        settings.trusted_proxies,
+        settings.max_connections,
     )
     options: dict[str, Any] = {
         "host": settings.host,

@@ -152,6 +152,8 @@ class Settings(BaseSettings):
     # trusted proxies have none).
     header_timeout: float = Field(10.0, gt=0)
     max_connections_per_address: int = Field(100, ge=0)
+    # Open connections in all (None: the open-files limit less a reserve; 0: no cap).
+    max_connections: int | None = Field(None, ge=0)
     # Engine.IO sessions one address may hold before they send a Socket.IO CONNECT (0:
     # no cap), and seconds a session gets to send it before it is closed.
     max_handshakes_per_address: int = Field(50, ge=0)

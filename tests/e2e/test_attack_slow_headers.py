@@ -45,9 +45,10 @@ class SlowHeaders:
     """Connections that send part of a request and then nothing; each one is opened again
     as soon as the server closes it."""
 
-    def __init__(self, port: int, count: int) -> None:
+    def __init__(self, port: int, count: int, attackers: list[str] = ATTACKERS) -> None:
         self.port = port
         self.count = count
+        self.attackers = attackers
         self.held = 0
         self.cut = 0  # closed by the server
         self.cut_late = 0  # ...after the header timeout: by its deadline, not at once
@@ -55,7 +56,8 @@ class SlowHeaders:
 
     async def start(self) -> None:
         for n in range(self.count):
-            self._tasks.append(asyncio.create_task(self._hold(ATTACKERS[n % len(ATTACKERS)])))
+            address = self.attackers[n % len(self.attackers)]
+            self._tasks.append(asyncio.create_task(self._hold(address)))
             if n % 50 == 0:
                 await asyncio.sleep(0)
 
@@ -117,6 +119,40 @@ async def test_slow_headers_leave_health_pairing_and_the_store_working(
         assert attack.cut_late > 0, "no slow connection was closed by the header deadline"
     finally:
         await attack.stop()
+    assert "unable to open database file" not in service.log()
+    assert "Too many open files" not in service.log()
+
+
+async def test_slow_headers_from_many_addresses_leave_the_store_its_files(
+    start_service: Callable[..., ServiceProcess], tmp_path: Path
+) -> None:
+    """30 addresses, each under its cap of 100, together open more connections than the
+    process has descriptors. New connections may be refused while that lasts, but the
+    server's connections are capped below its open-files limit: the store keeps its
+    files, a client connected before goes on being served, and once the attack ends
+    everyone is served again."""
+    service = start_service(
+        tmp_path / "data",
+        env={"PAIRGATE_HEADER_TIMEOUT": str(HEADER_TIMEOUT)},
+        preexec_fn=open_files(1024, 1024),
+    )
+    many = [f"127.0.1.{n}" for n in range(1, 31)]
+    room_for(len(many) * 100)
+    async with httpx.AsyncClient(base_url=service.url, timeout=5) as connected:
+        assert (await connected.get("/readyz")).status_code == 200  # its connection is open
+        attack = SlowHeaders(service.port, len(many) * 100, many)
+        await attack.start()
+        try:
+            until = time.monotonic() + HEADER_TIMEOUT + 5
+            while time.monotonic() < until:
+                ready = await connected.get("/readyz")  # the store: its files, a write
+                assert ready.status_code == 200, ready.text
+                await asyncio.sleep(0.5)
+            # The attack filled the server's connections (896 of its 1,024 descriptors).
+            assert "896 connections are open: closing new connections" in service.log()
+        finally:
+            await attack.stop()
+    await assert_serving(service.url)
     assert "unable to open database file" not in service.log()
     assert "Too many open files" not in service.log()
 

@@ -426,6 +426,24 @@ async def test_connections_per_address_are_capped_except_for_trusted_proxies(
                 writer.close()
 
 
+async def test_connections_are_capped_in_all_whatever_their_addresses(tmp_path: Path) -> None:
+    settings = open_server(tmp_path, max_connections=6, trusted_proxies="127.0.0.6")
+    async with running(settings) as server:
+        held = [await open_from(f"127.0.2.{n}", server) for n in range(1, 5)]
+        held += [await open_from("127.0.0.6", server) for _ in range(4)]  # proxies count too
+        try:
+            cut = [await closed_within(reader, 0.5) for reader, _ in held]
+            assert cut == [False] * 6 + [True] * 2, cut
+            held[0][1].close()  # one goes: there is room for one more
+            await asyncio.sleep(0.2)
+            reader, writer = await open_from("127.0.2.9", server)
+            held.append((reader, writer))
+            assert not await closed_within(reader, 0.5)
+        finally:
+            for _, writer in held:
+                writer.close()
+
+
 def test_trusted_proxies_are_addresses_or_networks() -> None:
     proxies = Settings(trusted_proxies="10.0.0.7, 172.28.0.0/24,::1").trusted_proxies
     assert proxies == ("10.0.0.7", "172.28.0.0/24", "::1")
