@@ -203,6 +203,11 @@ class Settings(BaseSettings):
             parse_many(value)  # ValueError names the part it cannot read
         return value.strip()
 
+    @field_validator("max_connections", mode="before")
+    @classmethod
+    def _default_if_empty(cls, value: Any) -> Any:
+        return None if isinstance(value, str) and not value.strip() else value
+
     @field_validator("rate_limit_history")
     @classmethod
     def _history_rate(cls, value: str) -> str:

@@ -157,3 +157,17 @@ def test_the_sqlite_store_syncs_as_configured(tmp_path: Path) -> None:
                 assert cursor.fetchone()[0] == pragma
         finally:
             sessions.close()
+
+
+@pytest.mark.parametrize(("given", "read"), [("", None), ("  ", None), ("0", 0), ("500", 500)])
+def test_the_cap_on_connections_is_a_count_or_the_default(
+    monkeypatch: pytest.MonkeyPatch, given: str, read: int | None
+) -> None:
+    monkeypatch.setenv("PAIRGATE_MAX_CONNECTIONS", given)
+    assert Settings().max_connections == read
+
+
+def test_a_negative_cap_on_connections_is_refused(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("PAIRGATE_MAX_CONNECTIONS", "-1")
+    with pytest.raises(ValidationError, match="max_connections"):
+        Settings()
