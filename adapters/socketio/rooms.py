@@ -41,6 +41,11 @@ class RoomIndex(socketio.AsyncManager):  # type: ignore[misc]  # untyped library
             if not rooms:
                 del self._rooms_of[(namespace, sid)]
 
+    @property
+    def clients_indexed(self) -> int:
+        """Clients whose rooms are kept (in any namespace): the ones connected."""
+        return len(self._rooms_of)
+
     def get_rooms(self, sid: str, namespace: str) -> list[Any]:
         return [room for room in self._rooms_of.get((namespace, sid), ()) if room is not None]
 

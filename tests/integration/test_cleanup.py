@@ -149,6 +149,7 @@ async def test_500_sessions_come_and_go_without_a_trace(tmp_path: Path) -> None:
         assert service.watched_keys == frozenset()
         assert asyncio_locks() <= locks  # per-key locks go with their last user
         assert len(server.pairgate.sio.manager.rooms.get("/", {})) <= 1  # only the None room
+        assert server.pairgate.sio.manager.clients_indexed == 0  # nor any client's rooms
         assert simulated_keys(settings) == 0  # no credentials left behind
         # Every one of them is on record, ended.
         ended = [service.sessions.get(k) for k in service.sessions.keys()]
