@@ -4,6 +4,7 @@
     python -m benchmarks.ab --before /tmp/before --case load --rate 60 --duration 15
     python -m benchmarks.ab --before /tmp/before --case unpaired --sessions 2000 --rotate 20
     python -m benchmarks.ab --before baseline --case load --rate 100 --duration 15
+    python -m benchmarks.ab --before baseline --case load --rate 50 --duration 10 --hold 2000
 
 A shared VM's speed drifts by tens of percent within minutes, so two runs minutes apart
 cannot show a 10% change. Here both servers run at once under the same load, each with
@@ -14,7 +15,9 @@ per QR rotation (case `unpaired`: idle sessions whose code rotates every `--rota
 benchmarks.idle), and the ratio after / before. `--before baseline` puts the bare
 python-socketio baseline (benchmarks.baseline_app) on the other side: pairgate's cost
 against what it builds on, at the same moment (benchmarks.load runs them one after the
-other, so its ratio moves with the machine).
+other, so its ratio moves with the machine). `--hold N`: during the load, each server also
+holds N ready sessions with their clients connected, as a service does (their idle
+pings count too).
 """
 
 from __future__ import annotations
@@ -71,7 +74,11 @@ class RunFailed(Exception):
 def load_run(args: argparse.Namespace) -> Measured:
     """Server CPU seconds, pairings and the create→QR p99 of each version under the same
     open-loop load."""
-    with servers(args.before, {}) as running, ThreadPoolExecutor(len(VERSIONS)) as pool:
+    with (
+        servers(args.before, {}) as running,
+        holding(running, args.hold, pair=True),
+        ThreadPoolExecutor(len(VERSIONS)) as pool,
+    ):
 
         def drive(rate: float, duration: float) -> Callable[[ServerProcess], Any]:
             return lambda server: offer(server.url, rate, duration, 1)
@@ -99,32 +106,40 @@ def unpaired_run(args: argparse.Namespace) -> Measured:
         "PAIRGATE_SIM_QR_TIMEOUTS": ",".join([str(args.rotate)] * 200),
         "PAIRGATE_MAX_UNPAIRED": "0",
     }
+    with servers(args.before, env) as running, holding(running, args.sessions, pair=False):
+        time.sleep(3)  # the last sessions' first codes are out
+        before = {v: s.cpu_s() for v, s in running.items()}
+        time.sleep(args.window)
+        rotations = round(args.sessions / args.rotate * args.window)
+        return {v: (s.cpu_s() - before[v], rotations, {}) for v, s in running.items()}
+
+
+@contextmanager
+def holding(running: dict[str, ServerProcess], sessions: int, pair: bool) -> Iterator[None]:
+    """`sessions` sessions open on each server (ready ones when `pair`), each with its
+    client connected (benchmarks.idle's client, a process per server), until the end."""
+    if not sessions:
+        yield
+        return
     spawn = get_context("spawn")
-    with servers(args.before, env) as running:
-        pipes, clients = [], []
-        for server in running.values():
-            ours, theirs = spawn.Pipe()
-            client = spawn.Process(
-                target=client_process, args=(server.url, args.sessions, False, theirs)
-            )
-            client.start()
-            pipes.append(ours)
-            clients.append(client)
-        try:
-            for pipe in pipes:
-                opened = pipe.recv()
-                if opened["failures"]:
-                    raise SystemExit(f"sessions failed to open: {opened}")
-            time.sleep(3)  # the last sessions' first codes are out
-            before = {v: s.cpu_s() for v, s in running.items()}
-            time.sleep(args.window)
-            rotations = round(args.sessions / args.rotate * args.window)
-            return {v: (s.cpu_s() - before[v], rotations, {}) for v, s in running.items()}
-        finally:
-            for pipe in pipes:
-                pipe.send("stop")
-            for client in clients:
-                client.join(60)
+    pipes, clients = [], []
+    for server in running.values():
+        ours, theirs = spawn.Pipe()
+        client = spawn.Process(target=client_process, args=(server.url, sessions, pair, theirs))
+        client.start()
+        pipes.append(ours)
+        clients.append(client)
+    try:
+        for pipe in pipes:
+            opened = pipe.recv()
+            if opened["failures"]:
+                raise SystemExit(f"sessions failed to open: {opened}")
+        yield
+    finally:
+        for pipe in pipes:
+            pipe.send("stop")
+        for client in clients:
+            client.join(120)
 
 
 def attempt(run: Callable[[argparse.Namespace], Measured], args: argparse.Namespace) -> Measured:
@@ -149,6 +164,9 @@ def main() -> None:
     parser.add_argument("--runs", type=int, default=3)
     parser.add_argument("--rate", type=float, default=60, help="load: sessions per second")
     parser.add_argument("--duration", type=float, default=15, help="load: seconds of arrivals")
+    parser.add_argument(
+        "--hold", type=int, default=0, help="load: ready sessions each server holds meanwhile"
+    )
     parser.add_argument("--sessions", type=int, default=2000, help="unpaired: sessions")
     parser.add_argument("--rotate", type=float, default=20.0, help="unpaired: QR lifetime (s)")
     parser.add_argument("--window", type=float, default=30.0, help="unpaired: seconds measured")

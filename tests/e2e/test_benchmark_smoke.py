@@ -77,6 +77,17 @@ def test_side_by_side_with_the_baseline_smoke(tmp_path: Path) -> None:
     assert refused.returncode != 0 and "case load only" in refused.stderr
 
 
+def test_side_by_side_while_holding_sessions_smoke(tmp_path: Path) -> None:
+    """--hold: both servers keep ready sessions with their clients connected meanwhile."""
+    out = tmp_path / "ab.json"
+    command = [sys.executable, "-m", "benchmarks.ab", "--before", "baseline", "--runs", "1"]
+    command += ["--rate", "10", "--duration", "2", "--hold", "20", "--json", str(out)]
+    subprocess.run(command, cwd=REPO, check=True, timeout=120)
+
+    (run,) = json.loads(out.read_text())["runs"]
+    assert run["before_ms_per_pairing"] > 0 and run["after_ms_per_pairing"] > 0
+
+
 def test_scale_benchmark_smoke(tmp_path: Path) -> None:
     """benchmarks.scale at 20 devices on SQLite: filled, started (all resumed), stopped."""
     out = tmp_path / "scale.json"
