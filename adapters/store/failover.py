@@ -1,8 +1,9 @@
 """Failover in about a second, without polling any key: each process holds a lock of its
-own (beside its devices' leases, on the same connection), and every other process waits
-on it. PostgreSQL grants it to one waiter the moment that connection ends, so survivors
-hear of a death at once, and the dead process's open grants in the lease log name the
-devices to take over.
+own (one advisory lock per process, on its lease connection: its devices' leases are
+rows of the lease log, lease_grants.py, and take no lock), and every other process
+waits on it. PostgreSQL grants it to one waiter the moment that connection ends, so
+survivors hear of a death at once, and the dead process's open grants in the lease log
+name the devices to take over.
 
 A process whose lease connection PostgreSQL dropped may still be alive: its engines run
 until its lease check notices (PAIRGATE_LEASE_CHECK_INTERVAL), stops them, reconnects
@@ -74,12 +75,17 @@ class ProcessWatch:
     async def register(self, connection: psycopg.AsyncConnection[Any]) -> bool:
         """Take this process's own lock on its lease connection and say it is here; False
         while a survivor still holds it (after this process lost its connection)."""
-        await connection.execute(
-            sql.SQL(
-                "CREATE TABLE IF NOT EXISTS {} (holder text PRIMARY KEY, "
-                "started_at timestamptz NOT NULL DEFAULT now())"
-            ).format(sql.Identifier(PROCESSES))
-        )
+        async with connection.transaction():  # (processes starting at once: one at a time)
+            await connection.execute(
+                "SELECT pg_advisory_xact_lock(%s)",
+                (lock_id(f" prepare {PROCESSES}", self._schema),),
+            )
+            await connection.execute(
+                sql.SQL(
+                    "CREATE TABLE IF NOT EXISTS {} (holder text PRIMARY KEY, "
+                    "started_at timestamptz NOT NULL DEFAULT now())"
+                ).format(sql.Identifier(PROCESSES))
+            )
         lock = process_lock(self._holder, self._schema)
         row = await (
             await connection.execute("SELECT pg_try_advisory_lock(%s)", (lock,))
@@ -213,26 +219,3 @@ async def close_grants(connection: Connection, holder: str) -> None:
         ).format(sql.Identifier(LOG_TABLE)),
         (holder,),
     )
-
-
-async def still_running(connection: Connection, blinded: str, holder: str) -> bool:
-    """Whether another process holds an open grant of a key (`blinded`, as the lease log
-    keeps it) and still lives (some of its connections remain): it lost its lease
-    connection and has yet to stop the engine."""
-    rows = await (
-        await connection.execute(
-            sql.SQL(
-                "SELECT DISTINCT holder FROM {} "
-                "WHERE key = %s AND released_at IS NULL AND holder <> %s"
-            ).format(sql.Identifier(LOG_TABLE)),
-            (blinded, holder),
-        )
-    ).fetchall()
-    if not rows:
-        return False
-    alive = await connection.execute(
-        "SELECT count(*) FROM pg_stat_activity WHERE application_name = ANY(%s)",
-        ([application_name(row[0]) for row in rows],),
-    )
-    found = await alive.fetchone()
-    return bool(found and found[0])

@@ -1,24 +1,33 @@
-"""Leases of many keys in one transaction (a takeover's batch): the statements
-PostgresLeases.acquire_many runs on its lock connection, whatever the number of keys.
+"""Grants of keys in the lease log: the statements PostgresLeases runs on its lock
+connection to take and give up leases, a whole batch (a takeover's, a shutdown's) in a
+few set-based statements, whatever the number of keys.
 
-The rules are `PostgresLeases.acquire`'s, key by key: a key is granted if its advisory
-lock is free and no other process that still lives holds an open grant of it (one whose
-lease connection PostgreSQL dropped, and which has yet to stop the engine); a grant a dead
-holder left open is closed; the new grant is written to the lease log. All of it is one
-commit (one WAL flush), where a key at a time costs a commit per key. The log keeps keys
-blinded and sealed (lease_log.py).
+A key's lease is its open grant in `pairgate_lease_log` (`released_at` NULL): a unique
+index on the key of the open grants (lease_log.py) lets a key have one at a time, so no
+advisory lock per key is taken, and the PostgreSQL locks a process holds do not grow
+with its devices (PostgreSQL's lock table is the whole server's, and full it refuses
+everyone). A key is granted if it has no open grant, or if its open grant's holder has
+no connection left (none named `application_name(holder)` in pg_stat_activity: it died;
+a process that lost its lease connection but lives keeps its grants until it has
+stopped their engines and closed them itself). Granting is two statements in the
+caller's transaction: close the grants dead holders left open (and this holder's own
+stale ones: keys it no longer counts as held), then insert the new grants with
+`ON CONFLICT DO NOTHING` on the unique index. Of two processes granting a key at once
+the unique index (with the closed row's lock) lets one insert; the other waits for it to
+commit and inserts nothing. Keys go in sorted order (the blinded key's) in both
+statements, so two batches wait on each other in one order and never deadlock. The log
+keeps keys blinded and sealed (lease_log.py).
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 from typing import Any
 
 import psycopg
 from psycopg import sql
 
 from adapters.store.failover import application_name
-from adapters.store.lease_ids import lock_id
 from adapters.store.lease_log import LOG_TABLE
 from adapters.store.sealing import Sealer
 
@@ -26,64 +35,48 @@ Connection = psycopg.AsyncConnection[Any]
 
 
 async def grant_many(
-    connection: Connection,
-    keys: Sequence[str],
-    holder: str,
-    schema: str | None,
-    sealer: Sealer,
+    connection: Connection, keys: Sequence[str], holder: str, sealer: Sealer
 ) -> list[str]:
     """The keys of `keys` (distinct, none held by `holder` yet) granted to `holder`, in a
-    transaction the caller opened. The locks of the others are left as they were."""
-    ids = [lock_id(key, schema) for key in keys]
-    locked = await (
-        await connection.execute(
-            "SELECT key FROM unnest(%s::text[], %s::bigint[]) AS t(key, id) "
-            "WHERE pg_try_advisory_lock(id)",
-            (list(keys), ids),
-        )
-    ).fetchall()
-    granted = [row[0] for row in locked]
-    if not granted:
+    transaction the caller opened."""
+    if not keys:
         return []
-    blinded = {key: sealer.blind(key) for key in granted}
-    # Open grants of other holders that still have a connection (application_name(holder)).
-    running = await (
+    blinded = {sealer.blind(key): key for key in keys}
+    blinds = sorted(blinded)
+    table = sql.Identifier(LOG_TABLE)
+    # A grant whose holder has no connection left ended when it died; this holder's own
+    # open grants of keys it wants are stale (a grant committed as its connection broke).
+    await connection.execute(
+        sql.SQL(
+            "UPDATE {} SET released_at = now() WHERE id IN (SELECT id FROM {} "
+            "WHERE key = ANY(%s) AND released_at IS NULL AND (holder = %s OR holder NOT IN ("
+            "SELECT substr(application_name, %s) FROM pg_stat_activity "
+            "WHERE starts_with(application_name, %s))) ORDER BY key FOR UPDATE)"
+        ).format(table, table),
+        (blinds, holder, len(application_name("")) + 1, application_name("")),
+    )
+    inserted = await (
         await connection.execute(
             sql.SQL(
-                "SELECT DISTINCT key FROM {} AS grants WHERE key = ANY(%s) "
-                "AND released_at IS NULL AND holder <> %s AND EXISTS ("
-                "SELECT 1 FROM pg_stat_activity WHERE application_name = %s || grants.holder)"
-            ).format(sql.Identifier(LOG_TABLE)),
-            (list(blinded.values()), holder, application_name("")),
+                "INSERT INTO {} (key, sealed_key, holder) "
+                "SELECT key, sealed_key, %s FROM unnest(%s::text[], %s::text[]) "
+                "AS t(key, sealed_key) ORDER BY key "
+                "ON CONFLICT (key) WHERE released_at IS NULL DO NOTHING RETURNING key"
+            ).format(table),
+            (holder, blinds, [sealer.seal(blinded[blind]) for blind in blinds]),
         )
     ).fetchall()
-    if running:
-        running_blinds = {row[0] for row in running}
-        refused = {key for key, blind in blinded.items() if blind in running_blinds}
-        await unlock_many(connection, sorted(refused), schema)
-        granted = [key for key in granted if key not in refused]
-        if not granted:
-            return []
-    # A holder that died left its grants open: they ended when its locks were freed.
-    await connection.execute(
-        sql.SQL(
-            "UPDATE {} SET released_at = now() WHERE key = ANY(%s) AND released_at IS NULL"
-        ).format(sql.Identifier(LOG_TABLE)),
-        ([blinded[key] for key in granted],),
-    )
-    await connection.execute(
-        sql.SQL(
-            "INSERT INTO {} (key, sealed_key, holder) "
-            "SELECT key, sealed_key, %s FROM unnest(%s::text[], %s::text[]) AS t(key, sealed_key)"
-        ).format(sql.Identifier(LOG_TABLE)),
-        (holder, [blinded[key] for key in granted], [sealer.seal(key) for key in granted]),
-    )
-    return granted
+    return sorted(blinded[row[0]] for row in inserted)
 
 
-async def unlock_many(connection: Connection, keys: Sequence[str], schema: str | None) -> None:
-    """Give up these keys' advisory locks (PostgreSQL warns of those not held, and goes on)."""
+async def release_many(
+    connection: Connection, keys: Collection[str], holder: str, sealer: Sealer
+) -> None:
+    """Close `holder`'s open grants of these keys: others may take them at once."""
     await connection.execute(
-        "SELECT pg_advisory_unlock(id) FROM unnest(%s::bigint[]) id",
-        ([lock_id(key, schema) for key in keys],),
+        sql.SQL(
+            "UPDATE {} SET released_at = now() "
+            "WHERE key = ANY(%s) AND holder = %s AND released_at IS NULL"
+        ).format(sql.Identifier(LOG_TABLE)),
+        (sorted(sealer.blind(key) for key in keys), holder),
     )

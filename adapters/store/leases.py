@@ -1,19 +1,24 @@
-"""PostgresLeases: one owner per device across processes, by PostgreSQL advisory locks.
+"""PostgresLeases: one owner per device across processes, by PostgreSQL.
 
-A key's lease is a session-level advisory lock held on this process's own connection.
-PostgreSQL gives such a lock to one connection at a time and frees it the moment that
-connection ends, so a process that dies (even by `kill -9`: the kernel closes its
-socket) lets go of all its devices at once, and no two live processes can hold the same
-key. A process that loses its connection without dying loses its locks too: the
-watchdog here notices within one check interval and makes the service stop those
-engines (see adapters/store/failover.py for what a survivor waits for).
+A key's lease is its open grant in the lease log (lease_grants.py): a unique index lets
+a key have one open grant at a time, and a grant is taken over only from a holder with
+no connection left (one that died, even by `kill -9`: the kernel closes its sockets). No
+lock is held per key, so a process holds the same few PostgreSQL locks with one device
+or 100,000 (its own lock, failover.py, and the ones it waits on): PostgreSQL's lock
+table, one for the whole server, does not fill up with devices.
+
+A process that loses its lease connection without dying gives every lease up: the
+watchdog here notices within one check interval, makes the service stop those engines,
+and only then closes their grants, on a new connection. Until then its other
+connections (the listener's, carrying its name) show it alive, so no process takes its
+keys (see adapters/store/failover.py for what a survivor waits for).
 
 Commands for a key owned by another process (logout, delete, the simulated phone's
 moves) are forwarded with NOTIFY on the same database and answered the same way.
 
-Every grant is written to `pairgate_lease_log` (lease_log.py: with a cipher key, its keys
-blinded and sealed), so auditors (and the tests) can check that no key ever had two
-holders at once.
+The lease log, `pairgate_lease_log`, keeps every grant (lease_log.py: with a cipher key,
+its keys blinded and sealed), so auditors (and the tests) can check that no key ever had
+two holders at once.
 """
 
 from __future__ import annotations
@@ -26,6 +31,7 @@ from collections.abc import Awaitable, Callable, Collection, Iterable
 from typing import Any
 
 import psycopg
+import psycopg.errors
 from psycopg import sql
 
 from adapters.store.failover import (
@@ -33,16 +39,17 @@ from adapters.store.failover import (
     ProcessWatch,
     application_name,
     close_grants,
-    still_running,
 )
-from adapters.store.lease_grants import grant_many, unlock_many
-from adapters.store.lease_ids import lock_id, rpc_channel
+from adapters.store.lease_grants import grant_many, release_many
+from adapters.store.lease_ids import rpc_channel
 from adapters.store.lease_log import LOG_TABLE, prepare
 from adapters.store.lease_rpc import ForwardedCommands
 from adapters.store.sealing import Sealer
 from domain.model.errors import EngineUnavailableError
 
 log = logging.getLogger(__name__)
+
+ANALYZE_FROM = 2_000  # leases held before this process first analyzes the lease log
 
 Handler = Callable[[str, dict[str, str]], Awaitable[None]]
 
@@ -78,6 +85,7 @@ class PostgresLeases(ForwardedCommands):
         self._sealer = sealer or Sealer()
         self._processes = ProcessWatch(self._connect, self.holder, schema, sealer=self._sealer)
         self._registered = False  # this process's own lock held (others wait on it)
+        self._analyzed_at = 0  # leases held when this process last analyzed the lease log
 
     # -- lifecycle --------------------------------------------------------------------
 
@@ -93,7 +101,7 @@ class PostgresLeases(ForwardedCommands):
         self._on_lost = on_lost
         self._processes.on_gone = on_gone
         self._locks = await self._connect()
-        await prepare(self._locks, self._sealer)
+        await prepare(self._locks, self._sealer, self._schema)
         self._registered = await self._processes.register(self._locks)
         self._tasks = [
             asyncio.create_task(self._listen(), name="leases:listen"),
@@ -118,7 +126,7 @@ class PostgresLeases(ForwardedCommands):
         if key in self._held:
             return True
         try:
-            return await self._acquire(key)
+            return key in await self._grant([key])
         except psycopg.Error as error:
             raise EngineUnavailableError(
                 "the lease database cannot be reached; try again shortly", key=key
@@ -127,107 +135,59 @@ class PostgresLeases(ForwardedCommands):
     async def acquire_many(self, keys: Collection[str]) -> set[str]:
         """The leases of these keys, in one transaction (a takeover's batch): those taken
         now, by `acquire`'s rules (not those this process held already)."""
-        granted: list[str] = []
         try:
-            async with self._guard:
-                wanted = sorted(set(keys) - self._held)
-                try:
-                    if wanted:
-                        async with self._connection().transaction():
-                            locks = self._connection()
-                            granted = await grant_many(
-                                locks, wanted, self.holder, self._schema, self._sealer
-                            )
-                except psycopg.Error:
-                    # Session locks outlive a rolled-back transaction: none taken may stay.
-                    with contextlib.suppress(psycopg.Error, EngineUnavailableError):
-                        await unlock_many(self._connection(), wanted, self._schema)
-                    raise
-                self._held.update(granted)
+            return await self._grant(keys)
         except psycopg.Error as error:
             raise EngineUnavailableError(
                 "the lease database cannot be reached; try again shortly"
             ) from error
+
+    async def _grant(self, keys: Collection[str]) -> set[str]:
+        granted: list[str] = []
+        async with self._guard:  # (what is held is read and changed under it)
+            wanted = sorted(set(keys) - self._held)
+            for attempt in range(3):
+                try:
+                    if wanted:
+                        async with self._connection().transaction():
+                            locks = self._connection()
+                            granted = await grant_many(locks, wanted, self.holder, self._sealer)
+                    break
+                except psycopg.errors.DeadlockDetected:
+                    if attempt == 2:  # (sorted keys: only with grants closed meanwhile)
+                        raise
+            self._held.update(granted)
+            if len(self._held) >= max(ANALYZE_FROM, 2 * self._analyzed_at):
+                await self._analyze()
         for key in granted:
             log.info("took the lease of %s", key, extra={"key": key})
         return set(granted)
 
-    async def _acquire(self, key: str) -> bool:
-        async with self._guard, self._connection().transaction():
-            locks = self._connection()
-            row = await (
-                await locks.execute(
-                    "SELECT pg_try_advisory_lock(%s)", (lock_id(key, self._schema),)
-                )
-            ).fetchone()
-            if not row or not row[0]:
-                return False
-            blinded = self._sealer.blind(key)
-            if await still_running(locks, blinded, self.holder):
-                # Its holder lost its connection but lives: it has yet to stop the engine.
-                await locks.execute("SELECT pg_advisory_unlock(%s)", (lock_id(key, self._schema),))
-                return False
-            # A holder that died left its grant open: it ended when its lock was freed.
-            await locks.execute(
-                sql.SQL(
-                    "UPDATE {} SET released_at = now() WHERE key = %s AND released_at IS NULL"
-                ).format(sql.Identifier(LOG_TABLE)),
-                (blinded,),
+    async def _analyze(self) -> None:
+        """Statistics for the lease log, as this process's grants double: until autovacuum
+        catches up with a table filled in minutes, PostgreSQL takes it for a small one
+        and reads every open grant for each batch (seconds a batch at 100,000 devices)."""
+        self._analyzed_at = len(self._held)
+        with contextlib.suppress(psycopg.Error):
+            await self._connection().execute(
+                sql.SQL("ANALYZE {}").format(sql.Identifier(LOG_TABLE))
             )
-            await locks.execute(
-                sql.SQL("INSERT INTO {} (key, sealed_key, holder) VALUES (%s, %s, %s)").format(
-                    sql.Identifier(LOG_TABLE)
-                ),
-                (blinded, self._sealer.seal(key), self.holder),
-            )
-        self._held.add(key)
-        log.info("took the lease of %s", key, extra={"key": key})
-        return True
 
     async def release(self, key: str) -> None:
-        if key not in self._held:
-            return
-        self._held.discard(key)
-        try:
-            await self._release(key)
-        except (psycopg.Error, EngineUnavailableError):
-            # The lock went with the connection, if it broke; the next holder closes the row.
-            log.warning(
-                "could not release the lease of %s cleanly", key, exc_info=True, extra={"key": key}
-            )
+        await self.release_many([key])
 
     async def release_many(self, keys: Collection[str]) -> None:
         """Every one of these leases in one transaction (a shutdown's batch)."""
-        keys = [key for key in keys if key in self._held]
-        if not keys:
-            return
-        self._held.difference_update(keys)
-        ids = [lock_id(key, self._schema) for key in keys]
-        try:
-            async with self._guard, self._connection().transaction():
-                locks = self._connection()
-                await locks.execute(
-                    sql.SQL(
-                        "UPDATE {} SET released_at = now() "
-                        "WHERE key = ANY(%s) AND holder = %s AND released_at IS NULL"
-                    ).format(sql.Identifier(LOG_TABLE)),
-                    ([self._sealer.blind(key) for key in keys], self.holder),
-                )
-                await locks.execute("SELECT pg_advisory_unlock(id) FROM unnest(%s) id", (ids,))
-        except (psycopg.Error, EngineUnavailableError):
-            log.warning("could not release %d leases cleanly", len(keys), exc_info=True)
-
-    async def _release(self, key: str) -> None:
-        async with self._guard, self._connection().transaction():
-            locks = self._connection()
-            await locks.execute(
-                sql.SQL(
-                    "UPDATE {} SET released_at = now() "
-                    "WHERE key = %s AND holder = %s AND released_at IS NULL"
-                ).format(sql.Identifier(LOG_TABLE)),
-                (self._sealer.blind(key), self.holder),
-            )
-            await locks.execute("SELECT pg_advisory_unlock(%s)", (lock_id(key, self._schema),))
+        async with self._guard:
+            keys = [key for key in keys if key in self._held]
+            if not keys:
+                return
+            self._held.difference_update(keys)
+            try:
+                await release_many(self._connection(), keys, self.holder, self._sealer)
+            except (psycopg.Error, EngineUnavailableError):
+                # If the connection broke, the lease check closes them once it is back.
+                log.warning("could not release %d leases cleanly", len(keys), exc_info=True)
 
     @property
     def held(self) -> frozenset[str]:
@@ -256,7 +216,9 @@ class PostgresLeases(ForwardedCommands):
         return self._locks
 
     async def _watch(self) -> None:
-        """Prove the lock connection alive; if it broke, every lease went with it."""
+        """Prove the lock connection alive; if it broke, every lease is given up: the
+        engines stop, then the grants are closed on a new connection (until then they
+        stay open, and no process takes their keys while this one has a connection)."""
         while True:
             await asyncio.sleep(self._check_interval)
             try:
@@ -265,13 +227,15 @@ class PostgresLeases(ForwardedCommands):
                     if not self._registered:
                         self._registered = await self._processes.register(self._connection())
             except (psycopg.Error, EngineUnavailableError):
+                # Closed first: no grant is taken or closed here until the engines stop.
+                with contextlib.suppress(psycopg.Error):
+                    if self._locks is not None:
+                        await self._locks.close()
                 lost, self._held, self._registered = set(self._held), set(), False
                 log.error("lease connection lost: giving up %d devices", len(lost))
                 if self._on_lost is not None and lost:
                     await self._on_lost(lost)  # their engines stop
                 with contextlib.suppress(psycopg.Error):
-                    if self._locks is not None:
-                        await self._locks.close()
                     async with self._guard:
                         self._locks = await self._connect()
                         # Stopped: a survivor waiting on this process may take them over.

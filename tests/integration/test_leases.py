@@ -11,7 +11,8 @@ import psycopg
 import pytest
 from eventsourcing.cryptography import AESCipher
 
-from adapters.store.leases import PostgresLeases, lock_id
+from adapters.store.failover import process_lock
+from adapters.store.leases import PostgresLeases
 from adapters.store.sealing import Sealer
 from domain.model.errors import EngineUnavailableError
 from tests.conftest import TEST_CIPHER_KEY
@@ -55,12 +56,12 @@ def assert_no_plain_keys(schema: str, sealer: Sealer, keys: Iterable[str]) -> No
     assert found == (set() if sealer.encrypts else set(keys)), found
 
 
-def terminate(schema: str, key: str) -> None:
-    """End, from the server side, the connection that holds `key`'s lease (the process's
-    lease connection), as a crash or a network cut would."""
-    lock = lock_id(key, schema) & 0xFFFF_FFFF_FFFF_FFFF  # pg_locks shows a bigint lock as two oids
+def terminate(leases: PostgresLeases) -> None:
+    """End, from the server side, the process's lease connection (the one holding its own
+    lock), as a crash or a network cut would; its other connections stay."""
+    lock = process_lock(leases.holder, leases._schema) & 0xFFFF_FFFF_FFFF_FFFF
     with psycopg.connect(POSTGRES_URL, autocommit=True) as admin:
-        [(pid,)] = admin.execute(
+        [(pid,)] = admin.execute(  # (pg_locks shows a bigint lock as two oids)
             "SELECT pid FROM pg_locks WHERE locktype = 'advisory' AND granted "
             "AND classid = %s AND objid = %s AND objsubid = 1",
             (lock >> 32, lock & 0xFFFF_FFFF),
@@ -111,9 +112,9 @@ async def test_one_holder_per_key_and_a_handover_when_it_dies(schema: str, seale
         assert await second.acquire("phone") is True
         assert await first.acquire("phone") is False
         # PostgreSQL drops the holder's lease connection (the process lives on): its
-        # locks are free, but nobody takes its keys until it has stopped their engines
+        # grants stay open, and nobody takes its keys until it has stopped their engines
         # (its lease check notices) and closed its grants.
-        terminate(schema, "other")  # second's connection, with "phone" too
+        terminate(second)  # with "phone" too
         third = await opened(schema, sealer=sealer)
         try:
             while not await third.acquire("phone"):
@@ -164,7 +165,7 @@ async def test_a_broken_lease_connection_gives_every_lease_up(schema: str) -> No
     leases = await opened(schema, lost=lost)
     try:
         assert await leases.acquire("a") and await leases.acquire("b")
-        terminate(schema, "a")
+        terminate(leases)
         for _ in range(50):
             if lost:
                 break
@@ -217,8 +218,8 @@ async def test_a_process_that_dies_is_heard_of_at_once_with_its_keys(
 async def test_a_batch_of_leases_takes_only_what_no_live_process_runs(
     schema: str, sealer: Sealer
 ) -> None:
-    """acquire_many, one transaction: keys another process holds are refused (their locks
-    not kept), and so are those of a process whose lease connection PostgreSQL dropped
+    """acquire_many, one transaction: keys another process holds are refused (nothing of
+    them kept), and so are those of a process whose lease connection PostgreSQL dropped
     until it has stopped their engines; a dead holder's grants are closed."""
     lost: set[str] = set()
     holder = await opened(schema, lost=lost, sealer=sealer)
@@ -233,7 +234,7 @@ async def test_a_batch_of_leases_takes_only_what_no_live_process_runs(
         assert await holder.acquire_many(["theirs"]) == {"theirs"}
         # PostgreSQL drops the holder's connection; the holder lives on. Its key is not
         # taken until it has stopped the engine and closed its grant.
-        terminate(schema, "theirs")
+        terminate(holder)
         while not await taker.acquire_many(["theirs"]):
             assert not lost or "theirs" in lost
             await asyncio.sleep(0.05)
