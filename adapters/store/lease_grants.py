@@ -61,12 +61,22 @@ async def grant_many(
                 "INSERT INTO {} (key, sealed_key, holder) "
                 "SELECT key, sealed_key, %s FROM unnest(%s::text[], %s::text[]) "
                 "AS t(key, sealed_key) ORDER BY key "
-                "ON CONFLICT (key) WHERE released_at IS NULL DO NOTHING RETURNING key"
+                "ON CONFLICT (key) WHERE released_at IS NULL DO NOTHING RETURNING id, key"
             ).format(table),
             (holder, blinds, [sealer.seal(blinded[blind]) for blind in blinds]),
         )
     ).fetchall()
-    return sorted(blinded[row[0]] for row in inserted)
+    if inserted:
+        # A grant begins when it is inserted, which may be after waiting for another
+        # process to close the key's previous grant: not at this transaction's start
+        # (`now()`, the column's default), which may be before that grant was closed.
+        await connection.execute(
+            sql.SQL("UPDATE {} SET acquired_at = clock_timestamp() WHERE id = ANY(%s)").format(
+                table
+            ),
+            ([row[0] for row in inserted],),
+        )
+    return sorted(blinded[row[1]] for row in inserted)
 
 
 async def release_many(
