@@ -115,11 +115,14 @@ def unpaired_run(args: argparse.Namespace) -> Measured:
 
 
 @contextmanager
-def holding(running: dict[str, ServerProcess], sessions: int, pair: bool) -> Iterator[None]:
+def holding(
+    running: dict[str, ServerProcess], sessions: int, pair: bool
+) -> Iterator[list[dict[str, Any]]]:
     """`sessions` sessions open on each server (ready ones when `pair`), each with its
-    client connected (benchmarks.idle's client, a process per server), until the end."""
+    client connected (benchmarks.idle's client, a process per server), until the end;
+    yields what each client reported having opened."""
     if not sessions:
-        yield
+        yield []
         return
     spawn = get_context("spawn")
     pipes, clients = [], []
@@ -130,11 +133,11 @@ def holding(running: dict[str, ServerProcess], sessions: int, pair: bool) -> Ite
         pipes.append(ours)
         clients.append(client)
     try:
-        for pipe in pipes:
-            opened = pipe.recv()
-            if opened["failures"]:
-                raise SystemExit(f"sessions failed to open: {opened}")
-        yield
+        opened = [pipe.recv() for pipe in pipes]
+        for report in opened:
+            if report["failures"]:
+                raise SystemExit(f"sessions failed to open: {report}")
+        yield opened
     finally:
         for pipe in pipes:
             pipe.send("stop")

@@ -16,18 +16,15 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import shutil
-import tempfile
 import time
-from multiprocessing import get_context
 from pathlib import Path
 from typing import Any
 
 import socketio
 
 from adapters.socketio.rooms import IndexedManager
-from benchmarks.common import ServerProcess, emit, pairgate_server
-from benchmarks.idle import client_process
+from benchmarks.ab import holding, servers
+from benchmarks.common import emit
 
 LEAVING = 200
 CHUNK = 50  # connections churned on one server before the other's turn
@@ -72,27 +69,14 @@ async def churn(url: str, count: int) -> None:
         await client.disconnect()
 
 
-def servers(before: Path, sessions: int, count: int) -> dict[str, Any]:
+def side_by_side(before: Path, sessions: int, count: int) -> dict[str, Any]:
     """Server CPU per connect + disconnect, each server holding `sessions` ready sessions."""
-    data_dirs = {v: Path(tempfile.mkdtemp(prefix=f"pairgate-rooms-{v}-")) for v in ("b", "a")}
-    started: dict[str, ServerProcess] = {}
-    holders = []
-    try:
-        started["before"] = pairgate_server(data_dirs["b"], {"PYTHONPATH": str(before)})
-        started["after"] = pairgate_server(data_dirs["a"])
-        for server in started.values():
-            ours, theirs = get_context("spawn").Pipe()
-            holder = get_context("spawn").Process(
-                target=client_process, args=(server.url, sessions, True, theirs)
-            )
-            holder.start()
-            holders.append((holder, ours))
-        opened = [ours.recv() for _, ours in holders]
+    with servers(before, {}) as running, holding(running, sessions, pair=True) as opened:
         time.sleep(2)
         result: dict[str, Any] = {"sessions": sessions, "churn": count, "opened": opened}
-        used = dict.fromkeys(started, 0.0)
+        used = dict.fromkeys(running, 0.0)
         for _ in range(0, count, CHUNK):  # in turns, so that both see the same machine
-            for version, server in started.items():
+            for version, server in running.items():
                 cpu = server.cpu_s()
                 asyncio.run(churn(server.url, CHUNK))
                 used[version] += server.cpu_s() - cpu
@@ -104,14 +88,6 @@ def servers(before: Path, sessions: int, count: int) -> dict[str, Any]:
             result["after_ms_per_connection"] / result["before_ms_per_connection"], 3
         )
         return result
-    finally:
-        for holder, ours in holders:
-            ours.send("stop")
-            holder.join(60)
-        for server in started.values():
-            server.stop()
-        for data_dir in data_dirs.values():
-            shutil.rmtree(data_dir, ignore_errors=True)
 
 
 def main() -> None:
@@ -128,7 +104,7 @@ def main() -> None:
     if args.server_sessions:
         if args.before is None:
             parser.error("--server-sessions needs --before")
-        result["servers"] = servers(args.before, args.server_sessions, args.churn)
+        result["servers"] = side_by_side(args.before, args.server_sessions, args.churn)
     emit(result, args.json)
 
 
