@@ -4,9 +4,9 @@ python-socketio keeps `rooms[namespace][room] = {sid: eio_sid}` and nothing from
 to its rooms, so a disconnect copies the namespace's whole room table and asks every room
 whether it holds the client (`BaseManager.basic_disconnect`; `get_rooms` likewise). With
 one room per connection (its sid's) and one per session, that is two rooms per connected
-client: 0.77 ms a disconnect with 2,000 clients connected, 14.5 ms with 50,000
-(`python -m benchmarks.rooms`), and a mass disconnect (a deploy, a network blip) costs
-the square of the number of clients.
+client: 0.52 ms a disconnect with 2,000 clients connected, 23.7 ms with 50,000
+(`python -m benchmarks.rooms`, docs/performance.md), and a mass disconnect (a deploy, a
+network blip) costs the square of the number of clients.
 
 `RoomIndex` keeps the other direction too, client to rooms, updated wherever the library
 enters or leaves a room (`basic_enter_room`, `basic_leave_room`: every other change goes
