@@ -26,7 +26,7 @@ from typing import Any
 import psycopg
 from psycopg import sql
 
-from adapters.store.lease_ids import lock_id
+from adapters.store.lease_ids import lock_id, preparing
 from adapters.store.lease_log import LOG_TABLE
 from adapters.store.sealing import Sealer
 
@@ -78,7 +78,7 @@ class ProcessWatch:
         async with connection.transaction():  # (processes starting at once: one at a time)
             await connection.execute(
                 "SELECT pg_advisory_xact_lock(%s)",
-                (lock_id(f" prepare {PROCESSES}", self._schema),),
+                (preparing(PROCESSES, self._schema),),
             )
             await connection.execute(
                 sql.SQL(

@@ -19,7 +19,7 @@ from typing import Any
 import psycopg
 from psycopg import sql
 
-from adapters.store.lease_ids import lock_id
+from adapters.store.lease_ids import preparing
 from adapters.store.sealing import Sealer
 
 LOG_TABLE = "pairgate_lease_log"
@@ -36,7 +36,7 @@ async def prepare(connection: Connection, sealer: Sealer, schema: str | None = N
     one_open = f"{LOG_TABLE}_one_open"
     async with connection.transaction():
         await connection.execute(
-            "SELECT pg_advisory_xact_lock(%s)", (lock_id(f" prepare {LOG_TABLE}", schema),)
+            "SELECT pg_advisory_xact_lock(%s)", (preparing(LOG_TABLE, schema),)
         )
         await connection.execute(
             sql.SQL(
