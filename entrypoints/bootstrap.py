@@ -22,9 +22,10 @@ from adapters.metrics import PairgateMetrics
 from adapters.socketio.gateway import PairingNamespace
 from adapters.socketio.projection import SocketIoNotifier
 from adapters.socketio.server import BoundedAsyncServer
-from adapters.store.config import open_store, postgres_conninfo
+from adapters.store.config import open_store
+from adapters.store.in_use import SqliteLock
 from adapters.store.leases import PostgresLeases
-from adapters.store.sealing import Sealer
+from adapters.store.rekey_marker import refuse_during_rekey
 from adapters.store.sqlite import WalCheckpoints
 from domain.application.activity import SessionActivity
 from domain.application.dispatch import EventBus, Handlers
@@ -56,6 +57,7 @@ class Pairgate:
     engines: Engines
     leases: PostgresLeases | None = None
     checkpoints: WalCheckpoints | None = None
+    store_lock: SqliteLock | None = None  # a SQLite store's: this process serves it alone
     session_index: SessionIndex | None = None  # the sessions read model (GET /api/sessions)
     activity: SessionActivity | None = None  # what consoles watch (session.changed, /api/stats)
     # History records per reader, shared by the HTTP API and Socket.IO; HTTP API requests.
@@ -80,6 +82,8 @@ class Pairgate:
             # A process that dies is heard of at once: its devices are taken over then.
             commands = forwarded_commands(self)
             await self.leases.open(commands, self.service.leases_lost, self.service.recover)
+            # Registered: a rekey now counts this process, or marked the store before this.
+            await asyncio.to_thread(refuse_during_rekey, self.settings.store_config())
         if self.consumers is not None:
             self.consumers.start()
         if self.settings.recover:
@@ -163,6 +167,8 @@ class Pairgate:
         if self.checkpoints is not None:
             await asyncio.to_thread(self.checkpoints.close)
         self.sessions.close()
+        if self.store_lock is not None:
+            self.store_lock.release()
 
 
 def recorded_event_handlers(
@@ -191,8 +197,9 @@ def bootstrap(
     clock = clock or SystemClock()
     metrics = metrics or PairgateMetrics()
     store = settings.store_config()
-    checkpoints = None
+    checkpoints = lock = None
     if store.kind == "sqlite":
+        (lock := SqliteLock(store.data_dir)).acquire("serving")  # or StoreInUseError
         # Commits never checkpoint (they may run on the event loop): a worker thread does.
         store = dataclasses.replace(store, sqlite_autocheckpoint=0)
         checkpoints = WalCheckpoints(store.sqlite_path)
@@ -231,13 +238,7 @@ def bootstrap(
     leases = None
     if store.kind == "postgres":
         # A shared store may have several processes: one owner per device, by lease.
-        conninfo, schema = postgres_conninfo(store)
-        leases = PostgresLeases(
-            conninfo,
-            schema=schema,
-            check_interval=settings.lease_check_interval,
-            sealer=Sealer(store.cipher_key),
-        )
+        leases = PostgresLeases.of(store, settings.lease_check_interval)
     bus = EventBus()
     service = PairingService(
         StoreAccess(sessions, executor, metrics.timed_store),
@@ -289,6 +290,7 @@ def bootstrap(
         engines,
         leases,
         checkpoints,
+        lock,
         history_allowance=history_allowance,
         # Per identity (per client address without tokens): no connections to count.
         http_limits=RequestLimits("", settings.rate_limit_http),

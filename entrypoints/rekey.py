@@ -9,7 +9,7 @@ the simulator's rows, the events and snapshots, the read models; then the marker
 Each value is sealed with the new key in a write of its own (files replaced
 atomically, rows a batch per transaction), so nothing is ever stored in plain text, and
 whatever the new key already sealed is skipped: a run killed half-way is run again, with
-the same keys, to finish. Stop every `pairgate serve` using the data first.
+the same keys, to finish. It is refused while a `pairgate serve` uses the store.
 """
 
 from __future__ import annotations
@@ -23,7 +23,8 @@ from adapters.engines import simulated_keys
 from adapters.resealing import Resealer, ResealError, aes, fingerprint
 from adapters.store import rekey as store_rekey
 from adapters.store import rekey_marker
-from adapters.store.config import StoreUnreadableError, open_store, reach_postgres
+from adapters.store.config import StoreConfig, StoreUnreadableError, open_store, reach_postgres
+from adapters.store.in_use import SqliteLock, StoreInUseError, refuse_while_served
 from entrypoints.settings import SettingError, Settings
 
 
@@ -54,8 +55,27 @@ def rekey(
     if fingerprint(old_key) == fingerprint(new_key):
         raise SettingError("new cipher key", "is PAIRGATE_CIPHER_KEY already: nothing to do")
     config = settings.store_config()
+    lock = None
     if config.kind == "postgres":
         reach_postgres(config)
+        refuse_while_served(config, "a rekey")
+    elif config.data_dir.exists():
+        (lock := SqliteLock(config.data_dir)).acquire("rekeying")  # or StoreInUseError
+    try:
+        return _rekey(settings, config, new_key, out, step)
+    finally:
+        if lock is not None:
+            lock.release()
+
+
+def _rekey(
+    settings: Settings,
+    config: StoreConfig,
+    new_key: str,
+    out: TextIO,
+    step: Callable[[], None],
+) -> int:
+    old_key = settings.cipher
     fresh = rekey_marker.under_way(config) is None
     if fresh and (config.kind != "sqlite" or config.sqlite_path.exists()):
         try:
@@ -71,6 +91,13 @@ def rekey(
             out.write("sealing this machine's files\n")
     if not rekey_marker.begin(config, old_key, new_key):
         out.write("finishing an interrupted rekey\n")
+    elif config.kind == "postgres":
+        # A process that started since the check above: it sees the marker from now on.
+        try:
+            refuse_while_served(config, "a rekey")
+        except StoreInUseError:
+            rekey_marker.finish(config)
+            raise
     resealer = Resealer(old_key, new_key)
     vault = CredentialVault(settings.credentials_path)
     try:

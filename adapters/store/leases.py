@@ -34,6 +34,7 @@ import psycopg
 import psycopg.errors
 from psycopg import sql
 
+from adapters.store.config import StoreConfig, postgres_conninfo
 from adapters.store.failover import (
     OnGone,
     ProcessWatch,
@@ -86,6 +87,13 @@ class PostgresLeases(ForwardedCommands):
         self._processes = ProcessWatch(self._connect, self.holder, schema, sealer=self._sealer)
         self._registered = False  # this process's own lock held (others wait on it)
         self._analyzed_at = 0  # leases held when this process last analyzed the lease log
+
+    @classmethod
+    def of(cls, store: StoreConfig, check_interval: float) -> PostgresLeases:
+        """The leases of a PostgreSQL store, the keys in its lease log sealed with its key."""
+        conninfo, schema = postgres_conninfo(store)
+        sealer = Sealer(store.cipher_key)
+        return cls(conninfo, schema=schema, check_interval=check_interval, sealer=sealer)
 
     # -- lifecycle --------------------------------------------------------------------
 
