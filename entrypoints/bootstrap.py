@@ -22,8 +22,7 @@ from adapters.metrics import PairgateMetrics
 from adapters.socketio.gateway import PairingNamespace
 from adapters.socketio.projection import SocketIoNotifier
 from adapters.socketio.server import BoundedAsyncServer
-from adapters.store.config import open_store
-from adapters.store.in_use import SqliteLock
+from adapters.store.in_use import SqliteLock, open_served
 from adapters.store.leases import PostgresLeases
 from adapters.store.rekey_marker import refuse_during_rekey
 from adapters.store.sqlite import WalCheckpoints
@@ -197,13 +196,12 @@ def bootstrap(
     clock = clock or SystemClock()
     metrics = metrics or PairgateMetrics()
     store = settings.store_config()
-    checkpoints = lock = None
+    checkpoints = None
     if store.kind == "sqlite":
-        (lock := SqliteLock(store.data_dir)).acquire("serving")  # or StoreInUseError
         # Commits never checkpoint (they may run on the event loop): a worker thread does.
         store = dataclasses.replace(store, sqlite_autocheckpoint=0)
         checkpoints = WalCheckpoints(store.sqlite_path)
-    sessions = open_store(store)
+    sessions, lock = open_served(store)  # a SQLite store: this process's alone
     threads = settings.store_threads
     if threads is None:
         threads = 4 if store.kind == "postgres" else 0  # a network round trip is worth a thread

@@ -16,8 +16,8 @@ from __future__ import annotations
 
 import fcntl
 import os
+import weakref
 from pathlib import Path
-from typing import BinaryIO
 
 import psycopg
 import psycopg.errors
@@ -29,9 +29,11 @@ from adapters.store.config import (
     SQLITE_FILE,
     StoreConfig,
     StoreUnreadableError,
+    open_store,
     postgres_conninfo,
 )
 from adapters.store.failover import PROCESSES, application_name
+from domain.application.sessions import DeviceSessions
 
 LOCK_FILE = "pairgate.lock"
 CONNECT_TIMEOUT = 10  # seconds
@@ -49,33 +51,49 @@ class SqliteLock:
 
     def __init__(self, data_dir: Path) -> None:
         self.path = data_dir / LOCK_FILE
-        self._file: BinaryIO | None = None
+        self._closing: weakref.finalize[[int], SqliteLock] | None = None  # closing unlocks
 
     def acquire(self, doing: str) -> None:
         """Take the lock for `doing` (what the holder is doing, for whoever is refused),
         or raise StoreInUseError naming the process that holds it."""
         self.path.parent.mkdir(mode=DIRECTORY_MODE, parents=True, exist_ok=True)
-        file = open(os.open(self.path, os.O_RDWR | os.O_CREAT, FILE_MODE), "r+b")  # noqa: SIM115
+        fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, FILE_MODE)
         try:
-            fcntl.flock(file, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
-            holder = file.read(200).decode(errors="replace").strip() or "its pid not yet written"
-            file.close()
+            holder = os.read(fd, 200).decode(errors="replace").strip()
+            os.close(fd)
             store = self.path.parent.resolve() / SQLITE_FILE
             raise StoreInUseError(
-                f"{store} is in use by another pairgate process ({holder}): a SQLite store "
-                "is one process's. Stop that one first, or share a PostgreSQL store "
-                "(PAIRGATE_DATABASE_URL) among several processes"
+                f"{store} is in use by another pairgate process ({holder or 'starting'}): "
+                "a SQLite store is one process's. Stop that one first, or share a "
+                "PostgreSQL store (PAIRGATE_DATABASE_URL) among several processes"
             ) from None
-        file.truncate(0)
-        file.write(f"pid {os.getpid()}, {doing}\n".encode())
-        file.flush()
-        self._file = file
+        os.fchmod(fd, FILE_MODE)  # (a file an earlier run left, under another umask)
+        os.ftruncate(fd, 0)
+        os.write(fd, f"pid {os.getpid()}, {doing}\n".encode())
+        # Released with the object if nobody releases it (an app built and dropped).
+        self._closing = weakref.finalize(self, os.close, fd)
 
     def release(self) -> None:
-        if self._file is not None:
-            self._file.close()  # and with it the lock
-            self._file = None
+        if self._closing is not None:
+            self._closing()
+            self._closing = None
+
+
+def open_served(config: StoreConfig) -> tuple[DeviceSessions, SqliteLock | None]:
+    """`open_store` for a process that serves the store: a SQLite store's lock first
+    (StoreInUseError if another process holds it), released again if the store cannot
+    be opened."""
+    if config.kind != "sqlite":
+        return open_store(config), None
+    lock = SqliteLock(config.data_dir)
+    lock.acquire("serving")
+    try:
+        return open_store(config), lock
+    except BaseException:
+        lock.release()
+        raise
 
 
 def serving_processes(config: StoreConfig) -> int:

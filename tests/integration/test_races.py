@@ -5,6 +5,8 @@ from __future__ import annotations
 import asyncio
 from typing import Any
 
+import pytest
+
 from domain.application.history import session_history
 from entrypoints.settings import Settings
 from tests.helpers import Server, clients, decode_qr, running, simulated_keys, unique_key
@@ -73,6 +75,8 @@ async def test_a_scan_racing_the_expiry_is_one_or_the_other(settings: Settings) 
 
 async def test_two_servers_creating_one_key_on_one_store(settings: Settings) -> None:
     """Two processes on one store: the event store's optimistic concurrency decides."""
+    if settings.database_url is None:
+        pytest.skip("a SQLite store is one process's (tests/e2e/test_one_server_per_store.py)")
     async with running(settings) as first, running(settings) as second:
         for _ in range(5):
             key = unique_key()
