@@ -48,7 +48,19 @@ const QR_SECONDS = option('--qr-timeouts').split(',').map(Number)
 const PAIR_CODE_SECONDS = Number(option('--pair-code-timeout'))
 const LOGOUT_CONNECT_MS = 10000
 
-const logger = pino({ level: process.env.PAIRGATE_BAILEYS_LOG_LEVEL || 'warn' }, pino.destination(2))
+// WhatsApp ends the stream with 515 ("restart required") right after every pairing, and
+// Baileys logs that at error level: it is the expected way to the restart, logged at info.
+const RESTART_REQUIRED = '515'
+const hooks = {
+  logMethod (args, method, level) {
+    const [fields, message] = args
+    if (level >= 50 && message === 'stream errored out' && fields?.fullErrorNode?.attrs?.code === RESTART_REQUIRED) {
+      return this.info(...args)
+    }
+    return method.apply(this, args)
+  }
+}
+const logger = pino({ level: process.env.PAIRGATE_BAILEYS_LOG_LEVEL || 'warn', hooks }, pino.destination(2))
 const replayAt = process.argv.indexOf('--replay')
 const replays = replayAt > 0 ? JSON.parse(readFileSync(process.argv[replayAt + 1], 'utf8')) : null
 // WhatsApp's endpoint, unless overridden (a proxy, or a local stand-in in tests).
