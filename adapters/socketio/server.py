@@ -17,8 +17,19 @@ a client can pile up in the server's memory:
   `"rate_limited"`, Engine.IO's only refusal), and each is closed `connect_timeout`
   seconds after its handshake unless a namespace connection has been accepted.
 
+Nor two ways a polling client could hurt python-engineio (`BoundedEngineIO`):
+
+- **A POST of a packet it does not take** from clients (a NOOP, a PING) made it
+  disconnect the session and wait, inside that POST, for the client's next poll to
+  fetch the close: a client that never polls held the request, its task and the session
+  for good. A disconnect made while a POST is handled closes and forgets the session at
+  once (as `hang_up` does), and the POST is answered 400.
+- **A POST for a session its client had just closed** (a CLOSE packet) raised KeyError:
+  a 500 and a traceback in the log. It is answered 400, as for any unknown session.
+
 These are overrides of python-socketio's (private) `_handle_eio_*` and `_handle_connect`
-methods and its `serializer` class, each calling the original.
+methods and its `serializer` class, and of python-engineio's `handle_request` and
+`disconnect`, each calling the original.
 """
 
 from __future__ import annotations
@@ -26,8 +37,10 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections import Counter
+from contextvars import ContextVar
 from typing import Any
 
+import engineio
 import socketio
 
 from adapters.socketio.gateway import client_address
@@ -37,6 +50,46 @@ log = logging.getLogger(__name__)
 # More than any real client sends in one event; each attachment is a separate frame and a
 # list entry even when empty, so the byte bound alone would not bound their number.
 MAX_ATTACHMENTS = 10
+
+
+# Whether the caller handles a polling POST (or runs on a task one started).
+_posting: ContextVar[bool] = ContextVar("posting", default=False)
+
+
+async def hang_up(eio: engineio.AsyncServer, eio_sid: str) -> None:
+    """Close an Engine.IO session now. Engine.IO's own close only queues a CLOSE packet
+    and waits for the client to act on it, which an attacker does not: the None after it
+    ends a websocket's writer, which closes the websocket, and a polling session is
+    forgotten at once (a pending poll still gets the packet)."""
+    socket = eio.sockets.pop(eio_sid, None)
+    if socket is not None:
+        if not socket.closed:
+            await socket.close(wait=False, reason=eio.reason.SERVER_DISCONNECT)
+        await socket.queue.put(None)
+
+
+class BoundedEngineIO(engineio.AsyncServer):  # type: ignore[misc]  # untyped library
+    async def handle_request(self, scope: Any, receive: Any, send: Any) -> Any:
+        posting = scope.get("method") == "POST"
+        token = _posting.set(posting)
+        try:
+            return await super().handle_request(scope, receive, send)
+        except KeyError as gone:  # `_get_socket`: its session closed ("Session is ...")
+            if not posting or not str(gone).startswith("'Session"):
+                raise
+            refusal = self._bad_request(gone.args[0])
+            environ = {"asgi.scope": scope, "asgi.send": send}
+            respond = self._async["make_response"]
+            await respond(refusal["status"], refusal["headers"], refusal["response"], environ)
+            return None
+        finally:
+            _posting.reset(token)
+
+    async def disconnect(self, sid: str | None = None) -> None:
+        if sid is not None and _posting.get():
+            await hang_up(self, sid)  # never wait inside a POST for the client's next poll
+        else:
+            await super().disconnect(sid)
 
 
 class OversizedEvent(ValueError):
@@ -137,13 +190,8 @@ class BoundedAsyncServer(socketio.AsyncServer):  # type: ignore[misc]  # untyped
         task.add_done_callback(self._hang_ups.discard)
 
     async def _hang_up(self, eio_sid: str) -> None:
-        """Close the Engine.IO session now. Engine.IO's own close only queues a CLOSE
-        packet and waits for the client to act on it, which an attacker does not: the
-        None after it ends a websocket's writer, which closes the websocket, and a
-        polling session is forgotten at once (a pending poll still gets the packet)."""
-        socket = self.eio.sockets.pop(eio_sid, None)
-        if socket is not None:
-            if not socket.closed:
-                await socket.close(wait=False, reason=self.eio.reason.SERVER_DISCONNECT)
-            await socket.queue.put(None)
+        await hang_up(self.eio, eio_sid)
         self._settled(eio_sid)
+
+    def _engineio_server_class(self) -> type[engineio.AsyncServer]:
+        return BoundedEngineIO

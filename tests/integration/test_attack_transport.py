@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import sys
 import time
 from collections.abc import AsyncIterator
@@ -23,6 +24,8 @@ from websockets.exceptions import ConnectionClosed, InvalidStatus
 
 from entrypoints.settings import Settings
 from tests.helpers import Client, Server, pair, running, unique_key
+
+TEXT = {"content-type": "text/plain;charset=UTF-8"}
 
 
 def open_server(tmp_path: Path, **overrides: Any) -> Settings:
@@ -308,6 +311,41 @@ async def test_polling_handshakes_are_bounded_per_address(tmp_path: Path) -> Non
         assert set(statuses) <= {200, 401}, set(statuses)  # 401: Engine.IO's only refusal
         assert statuses.count(200) <= bound
         assert held <= bound + 1  # the flooder's, and the calm client's
+
+
+async def polling_session(http: httpx.AsyncClient, server: Server) -> str:
+    """An Engine.IO polling session's URL (handshake made, Socket.IO not connected)."""
+    opened = await http.get(engineio_url(server, "polling"))
+    assert opened.status_code == 200, opened.text
+    sid = opened.text[opened.text.index("{") :]
+    return f"{engineio_url(server, 'polling')}&sid={json.loads(sid)['sid']}"
+
+
+async def test_a_polling_post_of_a_packet_engineio_does_not_take_is_refused_at_once(
+    tmp_path: Path,
+) -> None:
+    """A NOOP (or any packet type a client never sends) made python-engineio disconnect
+    the session and wait, inside the POST, for the client's next poll to fetch the close:
+    a client that never polls held the request, its task and the session for good."""
+    async with running(open_server(tmp_path)) as server:
+        async with httpx.AsyncClient(timeout=5) as http:
+            url = await polling_session(http, server)
+            posted = await http.post(url, content=b"6", headers=TEXT)
+            assert posted.status_code == 400, posted.text
+            assert (await http.get(url)).status_code == 400  # the session is gone
+        assert server.pairgate.sio.eio.sockets == {}
+
+
+async def test_a_polling_post_to_a_session_its_client_closed_is_a_400(tmp_path: Path) -> None:
+    """After a client's own close packet, a POST for its session raised KeyError in
+    python-engineio: a 500 and a traceback in the log."""
+    async with running(open_server(tmp_path)) as server:
+        async with httpx.AsyncClient(timeout=5) as http:
+            url = await polling_session(http, server)
+            assert (await http.post(url, content=b"1", headers=TEXT)).status_code == 200
+            late = await http.post(url, content=b"40", headers=TEXT)
+            assert late.status_code == 400, late.text
+            assert (await http.post(url, content=b"40", headers=TEXT)).status_code == 400
 
 
 async def test_websocket_handshakes_are_bounded_per_address(tmp_path: Path) -> None:
