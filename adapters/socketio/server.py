@@ -17,19 +17,16 @@ a client can pile up in the server's memory:
   `"rate_limited"`, Engine.IO's only refusal), and each is closed `connect_timeout`
   seconds after its handshake unless a namespace connection has been accepted.
 
-Nor two ways a polling client could hurt python-engineio (`BoundedEngineIO`):
+- **Malformed packets.** Each one was an ERROR with a traceback ("message async handler
+  error"), read before any request limit, and the connection stayed open: a client could
+  write the log as fast as it sent frames. A packet that is not a client's Socket.IO
+  packet (`MalformedPacket`: undecodable, a type clients do not send, an event that is
+  not a list starting with its name) hangs up its sender, with one warning line.
 
-- **A POST of a packet it does not take** from clients (a NOOP, a PING) made it
-  disconnect the session and wait, inside that POST, for the client's next poll to
-  fetch the close: a client that never polls held the request, its task and the session
-  for good. A disconnect made while a POST is handled closes and forgets the session at
-  once (as `hang_up` does), and the POST is answered 400.
-- **A POST for a session its client had just closed** (a CLOSE packet) raised KeyError:
-  a 500 and a traceback in the log. It is answered 400, as for any unknown session.
+Engine.IO's own holes are closed in adapters/socketio/transport.py.
 
 These are overrides of python-socketio's (private) `_handle_eio_*` and `_handle_connect`
-methods and its `serializer` class, and of python-engineio's `handle_request` and
-`disconnect`, each calling the original.
+methods and its `serializer` class, each calling the original.
 """
 
 from __future__ import annotations
@@ -37,13 +34,14 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections import Counter
-from contextvars import ContextVar
 from typing import Any
 
 import engineio
 import socketio
+from socketio import packet
 
 from adapters.socketio.gateway import client_address
+from adapters.socketio.transport import BoundedEngineIO, hang_up
 
 log = logging.getLogger(__name__)
 
@@ -52,48 +50,36 @@ log = logging.getLogger(__name__)
 MAX_ATTACHMENTS = 10
 
 
-# Whether the caller handles a polling POST (or runs on a task one started).
-_posting: ContextVar[bool] = ContextVar("posting", default=False)
+# What a client may send (CONNECT_ERROR is the server's answer to a CONNECT).
+CLIENT_PACKETS = {
+    packet.CONNECT,
+    packet.DISCONNECT,
+    packet.EVENT,
+    packet.ACK,
+    packet.BINARY_EVENT,
+    packet.BINARY_ACK,
+}
 
 
-async def hang_up(eio: engineio.AsyncServer, eio_sid: str) -> None:
-    """Close an Engine.IO session now. Engine.IO's own close only queues a CLOSE packet
-    and waits for the client to act on it, which an attacker does not: the None after it
-    ends a websocket's writer, which closes the websocket, and a polling session is
-    forgotten at once (a pending poll still gets the packet)."""
-    socket = eio.sockets.pop(eio_sid, None)
-    if socket is not None:
-        if not socket.closed:
-            await socket.close(wait=False, reason=eio.reason.SERVER_DISCONNECT)
-        await socket.queue.put(None)
+# python-socketio's own refusals of a packet, by their text.
+UNEXPECTED = {"Unexpected binary packet", "Unexpected binary attachment"}
 
 
-class BoundedEngineIO(engineio.AsyncServer):  # type: ignore[misc]  # untyped library
-    async def handle_request(self, scope: Any, receive: Any, send: Any) -> Any:
-        posting = scope.get("method") == "POST"
-        token = _posting.set(posting)
-        try:
-            return await super().handle_request(scope, receive, send)
-        except KeyError as gone:  # `_get_socket`: its session closed ("Session is ...")
-            if not posting or not str(gone).startswith("'Session"):
-                raise
-            refusal = self._bad_request(gone.args[0])
-            environ = {"asgi.scope": scope, "asgi.send": send}
-            respond = self._async["make_response"]
-            await respond(refusal["status"], refusal["headers"], refusal["response"], environ)
-            return None
-        finally:
-            _posting.reset(token)
-
-    async def disconnect(self, sid: str | None = None) -> None:
-        if sid is not None and _posting.get():
-            await hang_up(self, sid)  # never wait inside a POST for the client's next poll
-        else:
-            await super().disconnect(sid)
+def _is_event(data: Any) -> bool:
+    """An event's data: a list led by the event's name."""
+    return isinstance(data, list) and bool(data) and isinstance(data[0], str)
 
 
-class OversizedEvent(ValueError):
-    """A binary event larger than the server accepts: its sender is disconnected."""
+class RefusedPacket(ValueError):
+    """A packet the server does not take: its sender is disconnected."""
+
+
+class OversizedEvent(RefusedPacket):
+    """A binary event larger than the server accepts."""
+
+
+class MalformedPacket(RefusedPacket):
+    """Not a client's Socket.IO packet."""
 
 
 class BoundedPacket(socketio.packet.Packet):  # type: ignore[misc]  # untyped library
@@ -101,7 +87,14 @@ class BoundedPacket(socketio.packet.Packet):  # type: ignore[misc]  # untyped li
     held_bytes = 0
 
     def decode(self, encoded_packet: Any) -> int:
-        count: int = super().decode(encoded_packet)
+        try:
+            count: int = super().decode(encoded_packet)
+        except (ValueError, TypeError, IndexError) as undecodable:  # JSON's errors included
+            raise MalformedPacket(f"a malformed Socket.IO packet ({undecodable})") from None
+        if self.packet_type not in CLIENT_PACKETS:
+            raise MalformedPacket(f"a malformed Socket.IO packet (type {self.packet_type!r})")
+        if self.packet_type in (packet.EVENT, packet.BINARY_EVENT) and not _is_event(self.data):
+            raise MalformedPacket("a malformed Socket.IO event (not a list led by its name)")
         if count > MAX_ATTACHMENTS:
             raise OversizedEvent(
                 f"{count} binary attachments announced (at most {MAX_ATTACHMENTS})"
@@ -163,9 +156,14 @@ class BoundedAsyncServer(socketio.AsyncServer):  # type: ignore[misc]  # untyped
         if socket is None or socket.closed:
             return  # hung up on: what it still sent in the meantime is not read
         try:
+            if (isinstance(data, bytes) and eio_sid not in self._binary_packet) or data == "":
+                # (python-socketio takes either for an event without data)
+                raise MalformedPacket("a malformed Socket.IO packet (empty, or unannounced binary)")
             await super()._handle_eio_message(eio_sid, data)
-        except OversizedEvent as oversized:
-            log.warning("disconnecting %s: %s", eio_sid, oversized)
+        except (RefusedPacket, ValueError) as refused:
+            if not isinstance(refused, RefusedPacket) and str(refused) not in UNEXPECTED:
+                raise
+            log.warning("disconnecting %s: %s", eio_sid, refused)
             self._binary_packet.pop(eio_sid, None)
             await self._hang_up(eio_sid)
 

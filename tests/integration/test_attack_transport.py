@@ -348,6 +348,59 @@ async def test_a_polling_post_to_a_session_its_client_closed_is_a_400(tmp_path: 
             assert (await http.post(url, content=b"40", headers=TEXT)).status_code == 400
 
 
+MALFORMED = ["4z", "42[]", "42{}", "42[1,2]", "44", "45-[]", '42["session.create",']
+
+
+def tracebacks(caplog: pytest.LogCaptureFixture) -> list[str]:
+    return [r.getMessage() for r in caplog.records if r.exc_info]
+
+
+@pytest.mark.parametrize("malformed", MALFORMED)
+async def test_malformed_socketio_packets_hang_up_their_sender_without_a_traceback(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture, malformed: str
+) -> None:
+    """Each malformed Socket.IO packet was an ERROR with a traceback ("message async
+    handler error"), read before any limit, and the connection stayed open: a client
+    could write the log as fast as it sent frames."""
+    async with running(open_server(tmp_path)) as server:
+        async with connect(engineio_url(server, "websocket")) as ws:
+            await ws.recv()  # Engine.IO's open packet
+            await ws.send("40")
+            assert (await ws.recv()).startswith("40")
+            with pytest.raises(ConnectionClosed):
+                for _ in range(100):
+                    await ws.send(malformed)
+                while True:
+                    assert await asyncio.wait_for(ws.recv(), 5) == "1"  # Engine.IO's close
+        async with client_from("127.0.0.3", server.url) as calm:  # the server serves on
+            await pair(server, calm, unique_key())
+    assert tracebacks(caplog) == []
+    said = [r.getMessage() for r in caplog.records if "malformed" in r.getMessage()]
+    assert len(said) == 1, said  # one line for the client, not one per packet
+
+
+async def test_malformed_polling_payloads_are_a_400_without_a_traceback(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    async with running(open_server(tmp_path)) as server:
+        async with httpx.AsyncClient(timeout=5) as http:
+            for body in (b"4\xff", b"\x1e", b"x"):  # bad UTF-8, an empty packet, no type
+                url = await polling_session(http, server)
+                posted = await http.post(url, content=body, headers=TEXT)
+                assert posted.status_code == 400, (body, posted.text)
+                assert (await http.get(url)).status_code == 400  # the session is gone
+            # Engine.IO messages that are no Socket.IO packet: an empty binary one, an event
+            # that is not a list. The POST took them; the session is closed after it.
+            for body in (b"b!!!!", b"42[]"):
+                url = await polling_session(http, server)
+                assert (await http.post(url, content=b"40", headers=TEXT)).status_code == 200
+                assert (await http.get(url)).text.startswith("40")
+                assert (await http.post(url, content=body, headers=TEXT)).status_code == 200
+                polled = await http.get(url)  # Engine.IO's close, or the session already gone
+                assert polled.text == "1" or polled.status_code == 400, polled.text
+    assert tracebacks(caplog) == []
+
+
 async def test_websocket_handshakes_are_bounded_per_address(tmp_path: Path) -> None:
     bound = HANDSHAKES
     async with running(open_server(tmp_path, max_handshakes_per_address=bound)) as server:
