@@ -229,7 +229,7 @@ def bootstrap(
         max_handshakes_per_address=settings.max_handshakes_per_address,
         connect_timeout=settings.connect_timeout,
         transports=list(settings.transports),
-        client_manager=fanout_manager(settings.redis, settings.fanout_channel()),
+        client_manager=fanout_manager(settings.redis, settings.fanout_channel(), store),
     )
     notifier = SocketIoNotifier(sio)
     identities = settings.identities()

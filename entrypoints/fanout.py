@@ -3,27 +3,52 @@
 from __future__ import annotations
 
 import asyncio
+import base64
+import hashlib
+import hmac
 import logging
+import secrets
 
 import socketio
 
-from adapters.socketio.rooms import IndexedManager, IndexedRedisManager
+from adapters.socketio.rooms import IndexedManager
+from adapters.socketio.signed_fanout import SignedRedisManager
+from adapters.store.config import StoreConfig
 
 log = logging.getLogger("pairgate")
 
 
-def fanout_manager(redis_url: str | None, channel: str) -> socketio.AsyncManager:
+def fanout_manager(
+    redis_url: str | None, channel: str, store: StoreConfig
+) -> socketio.AsyncManager:
     """Redis pub/sub carries each emission to every process's clients; else this one's.
-    `channel`: the deployment's own (one Redis may serve several deployments). Both keep
-    each client's rooms (adapters/socketio/rooms.py): a disconnect costs the same whatever
-    the number of clients."""
+    `channel`: the deployment's own (one Redis may serve several deployments), its
+    messages signed with the deployment's key (`fanout_key`). Both keep each client's
+    rooms (adapters/socketio/rooms.py): a disconnect costs the same whatever the number of
+    clients."""
     if redis_url is None:
         return IndexedManager()
     # A bounded connect: a request waits for its emissions before it is answered. (No
     # read timeout: the subscription is idle between emissions.)
     options = {"socket_connect_timeout": 5}
     log.info("fan-out over Redis on channel %s", channel)
-    return IndexedRedisManager(redis_url, channel=channel, redis_options=options)
+    return SignedRedisManager(
+        redis_url, key=fanout_key(store), channel=channel, redis_options=options
+    )
+
+
+def fanout_key(store: StoreConfig) -> bytes:
+    """What every process of the deployment signs its emissions with: derived from the
+    cipher key, else the store's own secret (PostgreSQL), else this process's own (a
+    SQLite store is one process's: nobody to share it with)."""
+    if store.cipher_key:
+        material = base64.b64decode(store.cipher_key)
+        return hmac.new(material, b"pairgate fan-out", hashlib.sha256).digest()
+    if store.kind == "postgres":
+        from adapters.store.fanout_secret import shared_secret
+
+        return shared_secret(store)
+    return secrets.token_bytes(32)
 
 
 async def close_fanout(sio: socketio.AsyncServer) -> None:
