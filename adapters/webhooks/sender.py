@@ -83,11 +83,18 @@ def _parse(url: str) -> SplitResult:
 
 
 class HttpSender:
-    """dispatch.Sender over one httpx client (connections kept alive per receiver)."""
+    """dispatch.Sender over one httpx client (connections kept alive per receiver).
+
+    A receiver is the subscriber's, so it is not trusted to behave: `timeout` bounds the
+    whole exchange (httpx's timeout bounds each read, which a receiver trickling a byte
+    at a time never exceeds), and the answer's body is never read (its status is all a
+    delivery needs; a receiver answering gigabytes would otherwise fill the memory).
+    """
 
     def __init__(self, policy: AddressPolicy, clock: Clock, timeout: float = 10.0) -> None:
         self._policy = policy
         self._clock = clock
+        self._timeout = timeout
         self._client = httpx.AsyncClient(
             timeout=httpx.Timeout(timeout), follow_redirects=False, trust_env=False
         )
@@ -108,16 +115,20 @@ class HttpSender:
             literal = f"[{address}]" if address.version == 6 else str(address)
             port = f":{parts.port}" if parts.port else ""
             target = parts._replace(netloc=f"{literal}{port}").geturl()
+            request = self._client.stream(
+                "POST", target, content=body.encode(), headers=headers, extensions=extensions
+            )
             try:
-                response = await self._client.post(
-                    target, content=body.encode(), headers=headers, extensions=extensions
-                )
+                async with asyncio.timeout(self._timeout), request as response:
+                    status = response.status_code  # (its body is never read)
             except httpx.ConnectError as unreachable:
                 error = _described(unreachable)
                 continue
             except httpx.HTTPError as failed:
                 return _described(failed)
-            return None if response.is_success else f"HTTP {response.status_code}"
+            except TimeoutError:
+                return f"no answer within {self._timeout:g} s"
+            return None if 200 <= status < 300 else f"HTTP {status}"
         return error
 
     async def close(self) -> None:

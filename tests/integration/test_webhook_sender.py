@@ -3,9 +3,14 @@ the request goes to the address that was checked; retries back off with jitter."
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import json
+import os
 import random
+from collections.abc import AsyncIterator, Awaitable, Callable
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 
 from standardwebhooks import Webhook
 
@@ -68,3 +73,77 @@ def test_a_qr_image_goes_out_only_while_its_code_is_valid() -> None:
     assert as_sent(body, now) == body
     later = json.loads(as_sent(body, now + timedelta(seconds=5)))
     assert later["data"]["qr"] is None and later["data"]["key"] == "k"
+
+
+@contextlib.asynccontextmanager
+async def raw_receiver(
+    answer: Callable[[asyncio.StreamWriter], Awaitable[None]],
+) -> AsyncIterator[str]:
+    """A receiver that reads the request's head and answers with `answer`: an URL."""
+
+    async def serve(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        with contextlib.suppress(ConnectionError):
+            await reader.readuntil(b"\r\n\r\n")
+            await answer(writer)
+        writer.close()
+
+    server = await asyncio.start_server(serve, "127.0.0.1", 0)
+    port = server.sockets[0].getsockname()[1]
+    try:
+        yield f"http://127.0.0.1:{port}/hook"
+    finally:
+        server.close()
+
+
+def rss_mb() -> float:
+    pages = int(Path("/proc/self/statm").read_text().split()[1])
+    return pages * os.sysconf("SC_PAGE_SIZE") / 2**20
+
+
+async def test_a_receiver_s_endless_answer_is_never_read() -> None:
+    """A subscriber's receiver answered 200 with 300 MB: the sender read it all into
+    memory (and a longer or endless one, for as long as it flowed)."""
+    chunk = b"x" * 2**20
+
+    async def flood(writer: asyncio.StreamWriter) -> None:
+        writer.write(b"HTTP/1.1 200 OK\r\nContent-Length: %d\r\n\r\n" % (300 * len(chunk)))
+        for _ in range(300):
+            writer.write(chunk)
+            await writer.drain()
+
+    sender = HttpSender(AddressPolicy(["127.0.0.1/32"]), SystemClock())
+    before = rss_mb()
+    try:
+        async with raw_receiver(flood) as url:
+            assert await asyncio.wait_for(sender(outgoing(url, new_secret())), 30) is None
+    finally:
+        await sender.close()
+    assert rss_mb() - before < 50
+
+
+async def test_a_receiver_that_trickles_is_given_up_on_in_its_timeout() -> None:
+    """Each byte within the read timeout kept the exchange going: a receiver trickling
+    its headers (or its body) held a delivery for as long as it liked."""
+
+    async def trickle_head(writer: asyncio.StreamWriter) -> None:
+        for byte in b"HTTP/1.1 200 OK\r\nX-Slow: " + b"y" * 1000:
+            writer.write(bytes([byte]))
+            await writer.drain()
+            await asyncio.sleep(0.2)
+
+    async def trickle_body(writer: asyncio.StreamWriter) -> None:
+        writer.write(b"HTTP/1.1 200 OK\r\nContent-Length: 1000\r\n\r\n")
+        for _ in range(1000):
+            writer.write(b"z")
+            await writer.drain()
+            await asyncio.sleep(0.2)
+
+    sender = HttpSender(AddressPolicy(["127.0.0.1/32"]), SystemClock(), timeout=1.0)
+    try:
+        async with raw_receiver(trickle_head) as url:
+            error = await asyncio.wait_for(sender(outgoing(url, new_secret())), 10)
+            assert error == "no answer within 1 s"
+        async with raw_receiver(trickle_body) as url:  # its status is all a delivery needs
+            assert await asyncio.wait_for(sender(outgoing(url, new_secret())), 10) is None
+    finally:
+        await sender.close()
