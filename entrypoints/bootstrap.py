@@ -14,6 +14,7 @@ import socketio
 from adapters.clock import SystemClock
 from adapters.credentials import CredentialVault
 from adapters.engines.catalog import Engines
+from adapters.engines.proxies import ProxyPolicy
 from adapters.engines.simulator import SimulatedEngine
 from adapters.identity import DEFAULT_IDENTITY, Identities
 from adapters.limits.history import HistoryAllowance
@@ -219,6 +220,7 @@ def bootstrap(
         engines = Engines.simulated(simulator)
     else:
         engines = installed_engines(settings, vault)
+    engines.proxies = ProxyPolicy(settings.proxy_allowed_networks, reveal(settings.proxy))
 
     origins = settings.allowed_origins
     sio = BoundedAsyncServer(

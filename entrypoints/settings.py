@@ -28,9 +28,9 @@ SECRET_URL_CHECKS: dict[str, Callable[[str], object]] = {
     "redis_url": redis_target,
 }
 
-# Keys are one namespace: an identity pairing more devices than this at once could squat
-# keys others need. Pairing takes a person at a phone, so 100 at once is plenty.
+# Pairings at once per identity: more could squat keys (one namespace) others need.
 UNPAIRED_PER_IDENTITY = 100
+NETWORK_LISTS = ("trusted_proxies", "webhook_allowed_networks", "proxy_allowed_networks")
 
 
 class Settings(BaseSettings):
@@ -128,6 +128,8 @@ class Settings(BaseSettings):
     # The proxy of a pairing that names none (http, https or socks5 URL, credentials
     # allowed; unset: direct). Recorded with each pairing: a resumed device keeps its own.
     proxy: SecretStr | None = None
+    # Networks a pairing's own proxy may be in besides public addresses (as for webhooks).
+    proxy_allowed_networks: Annotated[tuple[str, ...], NoDecode] = ()
     # The Redis pub/sub channel of this deployment (pub/sub ignores Redis's database
     # number). Unset: `pairgate-` and a hash of the store's identity, so processes of one
     # store share a channel and other deployments on the same Redis do not hear them.
@@ -223,7 +225,7 @@ class Settings(BaseSettings):
             raise ValueError("must be polling, websocket or polling,websocket")
         return value
 
-    @field_validator("trusted_proxies", "webhook_allowed_networks", mode="before")
+    @field_validator(*NETWORK_LISTS, mode="before")
     @classmethod
     def _proxies(cls, value: Any) -> Any:
         if isinstance(value, str):

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Awaitable, Callable, Mapping
 
 from domain.application.ports import WhatsAppEngine
 from domain.model.errors import EngineUnavailableError, UnknownEngineError
@@ -20,6 +20,9 @@ class Engines:
         """`missing`: engines this process cannot run, each with a hint on how to get it."""
         self._available = dict(available)
         self._missing = dict(missing or {})
+        # Checks a pairing's proxy before each dial (adapters/engines/proxies.py); unset:
+        # every proxy is dialed as it is.
+        self.proxies: Callable[[str], Awaitable[str]] | None = None
 
     @classmethod
     def simulated(cls, simulator: WhatsAppEngine) -> Engines:
@@ -48,6 +51,9 @@ class Engines:
                 f"engine {name!r} is not available on this server; {self._offer()}"
             )
         raise UnknownEngineError(f"engine {name[:32]!r} is not available; {self._offer()}")
+
+    async def dialable(self, proxy: str) -> str:
+        return proxy if self.proxies is None else await self.proxies(proxy)
 
     def _offer(self) -> str:
         if not self._available:

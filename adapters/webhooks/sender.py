@@ -42,26 +42,42 @@ class AddressPolicy:
             return self.permits(address.ipv4_mapped)
         return address.is_global and not address.is_multicast
 
+    async def addresses(self, host: str, port: int | None) -> list[Address] | None:
+        """The host's addresses, each once, in the resolver's order (None: it cannot be
+        resolved)."""
+        lookup = asyncio.get_running_loop().getaddrinfo(host, port, type=socket.SOCK_STREAM)
+        try:
+            found = await asyncio.wait_for(lookup, RESOLVE_TIMEOUT)
+        except (OSError, UnicodeError, TimeoutError):
+            return None
+        addresses = [ipaddress.ip_address(str(info[4][0]).split("%")[0]) for info in found]
+        return list(dict.fromkeys(addresses))
+
+    def refusal(self, host: str, addresses: list[Address]) -> str | None:
+        """Why these addresses of `host` may not be reached (None: they all may)."""
+        refused = [a for a in addresses if not self.permits(a)]
+        if not addresses:
+            return f"{host} is nothing"
+        if not refused:
+            return None
+        return host if host == str(refused[0]) else f"{host} is {refused[0]}"
+
     async def resolve(self, url: str) -> tuple[SplitResult, list[Address]]:
         """The URL's parts and the checked addresses to connect to, in the resolver's order
         (WebhookRefusedError if the URL is not one webhooks may call)."""
         parts = _parse(url)
         host = parts.hostname or ""
-        port = parts.port or (443 if parts.scheme == "https" else 80)
-        lookup = asyncio.get_running_loop().getaddrinfo(host, port, type=socket.SOCK_STREAM)
-        try:
-            found = await asyncio.wait_for(lookup, RESOLVE_TIMEOUT)
-        except (OSError, UnicodeError, TimeoutError):
-            raise WebhookRefusedError(f"the webhook host {host!r} cannot be resolved") from None
-        addresses = [ipaddress.ip_address(str(info[4][0]).split("%")[0]) for info in found]
-        refused = [a for a in addresses if not self.permits(a)]
-        if refused or not addresses:
+        addresses = await self.addresses(
+            host, parts.port or (443 if parts.scheme == "https" else 80)
+        )
+        if addresses is None:
+            raise WebhookRefusedError(f"the webhook host {host!r} cannot be resolved")
+        if (why := self.refusal(host, addresses)) is not None:
             raise WebhookRefusedError(
                 "webhook URLs may not point at loopback, link-local or private addresses "
-                f"({host} is {refused[0] if refused else 'nothing'}); "
-                "PAIRGATE_WEBHOOK_ALLOWED_NETWORKS names exceptions"
+                f"({why}); PAIRGATE_WEBHOOK_ALLOWED_NETWORKS names exceptions"
             )
-        return parts, list(dict.fromkeys(addresses))
+        return parts, addresses
 
     async def check(self, url: str) -> None:
         await self.resolve(url)

@@ -16,7 +16,13 @@ from collections.abc import Awaitable
 from dataclasses import dataclass, field
 
 from domain.application.dispatch import Event, EventBus, Outbox
-from domain.application.ports import Clock, DeviceLeases, EngineCatalog, WhatsAppEngine
+from domain.application.ports import (
+    Clock,
+    DeviceLeases,
+    EngineCatalog,
+    EngineEvents,
+    WhatsAppEngine,
+)
 from domain.application.registry import Registry
 from domain.application.sessions import Change
 from domain.application.watchdog import Watchdog
@@ -126,6 +132,18 @@ class EngineActions:
             return False
         await quietly(engine.stop(key), "stop", key)
         return True
+
+    async def start_engine(
+        self,
+        engine: WhatsAppEngine,
+        key: str,
+        reports: EngineEvents,
+        proxy: str | None,
+        phone: str | None = None,
+    ) -> None:
+        """Start the key's engine, its proxy checked at each dial (EngineCatalog.dialable)."""
+        dialed = None if proxy is None else await self._engines.dialable(proxy)
+        await engine.start(key, reports, phone=phone, proxy=dialed)
 
     def engine_named(self, name: str) -> WhatsAppEngine | None:
         try:

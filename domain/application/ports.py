@@ -111,6 +111,11 @@ class EngineCatalog(Protocol):
         """The engine serving `name`; UnknownEngineError or EngineUnavailableError if none."""
         ...
 
+    async def dialable(self, proxy: str) -> str:
+        """The URL an engine is to dial `proxy` by, checked now (its host may be pinned to
+        the address checked); ProxyRefusedError if engines may not dial it."""
+        ...
+
 
 class Subscriptions(Protocol):
     """Who follows a key: the clients its recorded events are projected onto (by a

@@ -244,7 +244,7 @@ class Recoverer(UseCases):
             return
         self._registry.run(key, engine, session)
         try:
-            await engine.start(key, self._reports, proxy=session.proxy)
+            await self._actions.start_engine(engine, key, self._reports, session.proxy)
         except Exception:
             log.exception("engine %s failed to resume %s", engine.name, key, extra={"key": key})
             self._registry.unrun(key)

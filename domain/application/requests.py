@@ -100,6 +100,8 @@ class Requests(UseCases):
         through it now and whenever the device is resumed.
         """
         holder = holder or owner
+        if proxy is not None:
+            await self._engines.dialable(proxy)  # refused before anything is recorded
         start = _Start(name, engine_name, owner, holder, relink, proxy or self._default_proxy)
         engine = self._engines.resolve(engine_name)
         if self._registry.closing:
@@ -245,7 +247,8 @@ class Requests(UseCases):
             await self._actions.forget_previous_link(key, engine)
         self._registry.run(key, engine, claim.session, holder)
         try:
-            await engine.start(key, self._reports, phone=phone, proxy=claim.session.proxy)
+            proxy = claim.session.proxy
+            await self._actions.start_engine(engine, key, self._reports, proxy, phone)
         except Exception as error:
             log.exception("engine %s failed to start %s", engine.name, key, extra={"key": key})
             lost = await self._store.update(key, disconnect(Reason.CONNECTION_LOST))

@@ -43,6 +43,12 @@ class EngineUnavailableError(DeviceSessionError):
     code = "engine_unavailable"
 
 
+class ProxyRefusedError(DeviceSessionError):
+    """A pairing's proxy this server may not dial (at a private address, say)."""
+
+    code = "invalid_payload"
+
+
 class VersionOutOfRangeError(DeviceSessionError):
     code = "invalid_payload"
 

@@ -23,6 +23,8 @@ from tests.proxy_server import local_proxy
 
 SECRET = "pr0xy-s3cret"
 WHATSAPP_HOST = "web.whatsapp.com"
+# A network of documentation addresses, allowed in these tests: no proxy there answers.
+PROXIES = ("203.0.113.0/24",)
 
 
 def files_containing(root: Path, text: str) -> list[Path]:
@@ -45,9 +47,10 @@ async def test_a_pairing_keeps_its_proxy_secret_and_a_resumed_device_keeps_it(
 ) -> None:
     caplog.set_level(logging.DEBUG)
     settings = Settings(
-        simulate=True, data_dir=tmp_path / "data", cipher_key=TEST_CIPHER_KEY, log_level="debug"
-    )
-    url = f"socks5://alice:{SECRET}@proxy.example:1080"
+        simulate=True, data_dir=tmp_path / "data", cipher_key=TEST_CIPHER_KEY, log_level="debug",
+        proxy_allowed_networks=PROXIES,
+    )  # fmt: skip
+    url = f"socks5://alice:{SECRET}@203.0.113.10:1080"
     key = unique_key()
     async with running(settings) as server, clients(server.url) as [client]:
         ack = await create(client, key, proxy=url)
@@ -57,7 +60,7 @@ async def test_a_pairing_keeps_its_proxy_secret_and_a_resumed_device_keeps_it(
         await scan(server, client, key)
         records = await history(client, key)
         assert records[0]["type"] == "SessionCreated"
-        assert records[0]["proxy"] == "socks5://proxy.example:1080"
+        assert records[0]["proxy"] == "socks5://203.0.113.10:1080"
         assert SECRET not in str(records) and "alice" not in str(records)
     # The server restarts: the paired device is resumed through the proxy it was paired with.
     async with running(settings) as server:
@@ -77,7 +80,12 @@ async def scan(server: Server, client: Client, key: str) -> None:
 
 async def test_the_default_proxy_serves_a_pairing_that_names_none(tmp_path: Path) -> None:
     default = f"http://bob:{SECRET}@10.0.0.7:3128"
-    settings = Settings(simulate=True, data_dir=tmp_path / "data", proxy=default)
+    settings = Settings(
+        simulate=True,
+        data_dir=tmp_path / "data",
+        proxy=default,
+        proxy_allowed_networks=("10.0.0.8",),
+    )
     assert SECRET not in repr(settings) and SECRET not in str(settings.model_dump())
     async with running(settings) as server, clients(server.url) as [client]:
         own, defaulted = unique_key(), unique_key()
@@ -95,13 +103,13 @@ async def test_the_default_proxy_serves_a_pairing_that_names_none(tmp_path: Path
 
 
 BAD_PROXIES = [
-    ("ftp://proxy.example:21", "scheme is one of http, https, socks5"),
-    ("socks5://proxy.example", "gives its port"),
+    ("ftp://203.0.113.10:21", "scheme is one of http, https, socks5"),
+    ("socks5://203.0.113.10", "gives its port"),
     (f"socks5://alice:{SECRET}@:1080", "names a host"),
-    (f"http://alice:{SECRET}@proxy.example:99999", "port must be a number"),
-    (f"socks5://alice:{SECRET}@proxy.example:1080/path", "no path, query or fragment"),
-    (f"socks5://:{SECRET}@proxy.example:1080", "password comes with a user name"),
-    (f"socks5://proxy.example:1080\r\nX: {SECRET}", "no spaces or control characters"),
+    (f"http://alice:{SECRET}@203.0.113.10:99999", "port must be a number"),
+    (f"socks5://alice:{SECRET}@203.0.113.10:1080/path", "no path, query or fragment"),
+    (f"socks5://:{SECRET}@203.0.113.10:1080", "password comes with a user name"),
+    (f"socks5://203.0.113.10:1080\r\nX: {SECRET}", "no spaces or control characters"),
     (f"http://{SECRET}" + "h" * 5000 + ":80", "at most 2048 characters"),
     (1080, "valid string"),
 ]
@@ -142,7 +150,10 @@ async def test_each_engine_dials_whatsapp_through_the_proxy(
     if not engine_available(engine):
         pytest.skip(f"the {engine} engine is not installed here")
     caplog.set_level(logging.DEBUG)
-    settings = Settings(simulate=False, data_dir=tmp_path / "data", log_level="debug")
+    settings = Settings(
+        simulate=False, data_dir=tmp_path / "data", log_level="debug",
+        proxy_allowed_networks=("127.0.0.1/32",),  # the local proxy
+    )  # fmt: skip
     async with local_proxy() as proxy, running(settings) as server:
         engine_object = server.pairgate.engines.resolve(engine)
         try:
@@ -197,8 +208,8 @@ async def test_an_offline_baileys_device_is_logged_out_through_its_proxy(tmp_pat
 
 
 async def test_the_rest_create_takes_a_proxy_with_the_same_rules(tmp_path: Path) -> None:
-    settings = Settings(simulate=True, data_dir=tmp_path / "data")
-    url = f"socks5://alice:{SECRET}@proxy.example:1080"
+    settings = Settings(simulate=True, data_dir=tmp_path / "data", proxy_allowed_networks=PROXIES)
+    url = f"socks5://alice:{SECRET}@203.0.113.10:1080"
     async with running(settings) as server:
         key = unique_key()
         body = {"key": key, "name": "Phone", "engine": "baileys", "proxy": url}
@@ -207,8 +218,52 @@ async def test_the_rest_create_takes_a_proxy_with_the_same_rules(tmp_path: Path)
         assert SECRET not in created.text
         assert server.pairgate.simulator.proxy_of(key) == url
         history = await server.get(f"/api/sessions/{key}/history")
-        assert history.json()["events"][0]["proxy"] == "socks5://proxy.example:1080"
+        assert history.json()["events"][0]["proxy"] == "socks5://203.0.113.10:1080"
         assert SECRET not in history.text
         bad = await server.post("/api/sessions", body | {"key": unique_key(), "proxy": url + "/x"})
         assert bad.status_code == 400
         assert bad.json()["error"]["code"] == "invalid_payload" and SECRET not in bad.text
+
+
+@pytest.mark.parametrize(
+    "inside",
+    [
+        f"socks5://alice:{SECRET}@127.0.0.1:6379",  # a service on the server itself
+        "http://localhost:3128",  # a name for it
+        "socks5://10.1.2.3:22",  # the server's network
+        "http://[::1]:8080",
+        "socks5://169.254.169.254:80",  # a cloud's metadata service
+    ],
+)
+async def test_a_pairing_s_proxy_inside_the_server_s_network_is_refused(
+    tmp_path: Path, inside: str
+) -> None:
+    """The engine dials a pairing's proxy from the server: any client that may pair could
+    have it open connections into the server's own network (a port scan; a first byte to
+    a service that trusts its network)."""
+    async with running(Settings(simulate=True, data_dir=tmp_path / "data")) as server:
+        async with clients(server.url) as [client]:
+            key = unique_key()
+            ack = await create(client, key, proxy=inside)
+            assert ack["ok"] is False and ack["error"]["code"] == "invalid_payload", ack
+            assert "PAIRGATE_PROXY_ALLOWED_NETWORKS" in ack["error"]["message"]
+            assert SECRET not in str(ack)
+            assert key not in server.pairgate.service.running_keys  # never started
+            assert (await server.get(f"/api/sessions/{key}")).status_code == 404  # nor recorded
+
+
+async def test_a_proxy_no_longer_allowed_is_not_dialed_at_a_resume(tmp_path: Path) -> None:
+    """Checked at every dial, not only when the pairing was made (a name may resolve
+    elsewhere later; the operator may narrow the networks)."""
+    allowed = Settings(
+        simulate=True, data_dir=tmp_path / "data", proxy_allowed_networks=("127.0.0.1/32",)
+    )
+    key = unique_key()
+    async with running(allowed) as server, clients(server.url) as [client]:
+        assert (await create(client, key, proxy="socks5://127.0.0.1:1080"))["ok"]
+        await scan(server, client, key)
+    narrowed = allowed.model_copy(update={"proxy_allowed_networks": ()})
+    async with running(narrowed) as server:
+        assert key not in server.pairgate.service.running_keys
+    async with running(allowed) as server:  # the control: allowed again, it is resumed
+        assert key in server.pairgate.service.running_keys

@@ -37,6 +37,9 @@ class FakeCatalog:
             raise UnknownEngineError(f"engine {name!r} is not available")
         return self.engines[name]
 
+    async def dialable(self, proxy: str) -> str:
+        return proxy  # (which proxies may be dialed: tests/integration/test_proxy.py)
+
 
 @dataclass
 class FakeNotifier:
