@@ -97,7 +97,7 @@ class Call:
                 raise _too_large(self.max_body)
         try:
             data = json.loads(raw)
-        except ValueError:
+        except (ValueError, RecursionError):  # (nested deeper than the parser recurses)
             raise payloads.RequestRefused("invalid_payload", "body must be JSON", None) from None
         if isinstance(data, dict):
             data = {**data, **known}

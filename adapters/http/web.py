@@ -139,7 +139,7 @@ async def _json_object(request: Request) -> dict[str, Any]:
         return {}
     try:
         body = json.loads(raw)
-    except ValueError:
+    except (ValueError, RecursionError):  # (nested deeper than the parser recurses)
         raise SimulatorRefusal(400, "invalid_payload", "body must be JSON") from None
     if not isinstance(body, dict):
         raise SimulatorRefusal(400, "invalid_payload", "body must be a JSON object")

@@ -89,7 +89,7 @@ class BoundedPacket(socketio.packet.Packet):  # type: ignore[misc]  # untyped li
     def decode(self, encoded_packet: Any) -> int:
         try:
             count: int = super().decode(encoded_packet)
-        except (ValueError, TypeError, IndexError) as undecodable:  # JSON's errors included
+        except (ValueError, TypeError, IndexError, RecursionError) as undecodable:  # (JSON's)
             raise MalformedPacket(f"a malformed Socket.IO packet ({undecodable})") from None
         if self.packet_type not in CLIENT_PACKETS:
             raise MalformedPacket(f"a malformed Socket.IO packet (type {self.packet_type!r})")

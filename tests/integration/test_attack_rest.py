@@ -114,6 +114,19 @@ async def test_no_valid_token_no_answer(server: Server, token: str | None) -> No
 
 JSON = {"content-type": "application/json"}
 GOOD = b'{"key": "ok", "name": "x", "engine": "simulator"}'
+DEEP = b"[" * 1500 + b"]" * 1500  # small, but nested deeper than a parser recurses
+
+
+async def test_a_deeply_nested_body_is_refused_by_the_simulator_routes_too(server: Server) -> None:
+    key = unique_key()
+    async with http(server) as alice:
+        created = await alice.post(
+            "/api/sessions", content=GOOD.replace(b'"ok"', f'"{key}"'.encode()), headers=JSON
+        )
+        assert created.status_code == 201, created.text
+        scanned = await alice.post(f"/api/simulator/devices/{key}/scan", content=DEEP, headers=JSON)
+    assert scanned.status_code == 400, scanned.text
+    assert scanned.json()["error"]["code"] == "invalid_payload"
 
 
 @pytest.mark.parametrize(
@@ -131,6 +144,8 @@ GOOD = b'{"key": "ok", "name": "x", "engine": "simulator"}'
         (GOOD, {"content-type": "text/plain"}, 415),
         (b"key=ok&name=x", {"content-type": "application/x-www-form-urlencoded"}, 415),
         (b'{"name": "' + b"x" * MAX_BODY + b'"}', JSON, 413),
+        (DEEP, JSON, 400),  # a RecursionError in the JSON parser: it was a 500
+        (b'{"key": "ok", "name": ' + DEEP + b"}", JSON, 400),
     ],
 )
 async def test_bad_bodies_get_typed_refusals(

@@ -349,6 +349,7 @@ async def test_a_polling_post_to_a_session_its_client_closed_is_a_400(tmp_path: 
 
 
 MALFORMED = ["4z", "42[]", "42{}", "42[1,2]", "44", "45-[]", '42["session.create",']
+MALFORMED.append('42["session.create",' + "[" * 5000 + "]" * 5000 + "]")  # too deep to parse
 
 
 def tracebacks(caplog: pytest.LogCaptureFixture) -> list[str]:
