@@ -21,6 +21,10 @@ log = logging.getLogger("pairgate")
 CLOSING_TIME = 2.0
 
 
+# Bytes a WebSocket message may have beyond the Engine.IO packet limit (its type prefix).
+WS_FRAMING = 16
+
+
 def uvicorn_config(app: socketio.ASGIApp, settings: Settings, **overrides: Any) -> uvicorn.Config:
     """How `pairgate serve` runs uvicorn (tests run it the same way, on a free port)."""
     http, ws = bounded_protocols(
@@ -39,6 +43,9 @@ def uvicorn_config(app: socketio.ASGIApp, settings: Settings, **overrides: Any) 
         # more) already watches every connection; uvicorn's WebSocket pings on top would
         # double the idle wake-ups of thousands of connections and detect nothing more.
         "ws_ping_interval": None,
+        # A WebSocket message is one Engine.IO packet: refused at its first bytes when it
+        # announces more than Engine.IO would take (uvicorn's default reads up to 16 MiB).
+        "ws_max_size": settings.max_payload_bytes + WS_FRAMING,
         "http": http,
         "ws": ws,
         # X-Forwarded-For is believed from PAIRGATE_TRUSTED_PROXIES only: not from
