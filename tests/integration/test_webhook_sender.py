@@ -11,6 +11,7 @@ import random
 from collections.abc import AsyncIterator, Awaitable, Callable
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import Any
 
 from standardwebhooks import Webhook
 
@@ -81,11 +82,18 @@ async def raw_receiver(
 ) -> AsyncIterator[str]:
     """A receiver that reads the request's head and answers with `answer`: an URL."""
 
+    answering: set[asyncio.Task[Any]] = set()
+
     async def serve(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        with contextlib.suppress(ConnectionError):
-            await reader.readuntil(b"\r\n\r\n")
-            await answer(writer)
-        writer.close()
+        answering.add(asyncio.current_task())  # type: ignore[arg-type]
+        try:
+            with contextlib.suppress(ConnectionError, asyncio.IncompleteReadError):
+                await reader.readuntil(b"\r\n\r\n")
+                await answer(writer)
+        finally:
+            writer.close()
+            with contextlib.suppress(ConnectionError):
+                await writer.wait_closed()
 
     server = await asyncio.start_server(serve, "127.0.0.1", 0)
     port = server.sockets[0].getsockname()[1]
@@ -93,6 +101,10 @@ async def raw_receiver(
         yield f"http://127.0.0.1:{port}/hook"
     finally:
         server.close()
+        for task in answering:  # an answer still trickling: its connection closed too
+            task.cancel()
+        await asyncio.gather(*answering, return_exceptions=True)
+        await server.wait_closed()
 
 
 def rss_mb() -> float:
