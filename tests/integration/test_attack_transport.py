@@ -402,6 +402,31 @@ async def test_malformed_polling_payloads_are_a_400_without_a_traceback(
     assert tracebacks(caplog) == []
 
 
+async def test_a_connection_cycling_connect_and_disconnect_is_hung_up(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Socket.IO CONNECT and DISCONNECT packets are not requests the limits count: one
+    websocket sent 3,000 `40`/`41` pairs in 2.4 s, each answered (0.28 s of CPU), with
+    nothing to stop it. A client connects a namespace once, or a few times: more, and its
+    transport is hung up (a new one costs it a handshake, which is bounded per address)."""
+    async with running(open_server(tmp_path)) as server:
+        async with connect(engineio_url(server, "websocket")) as ws:
+            await ws.recv()  # Engine.IO's open packet
+            answered = 0
+            with pytest.raises(ConnectionClosed):
+                for _ in range(100):
+                    await ws.send("40")
+                    await ws.send("41")
+                    while (await asyncio.wait_for(ws.recv(), 5)).startswith("40"):
+                        answered += 1
+                        break
+        assert answered <= 10, answered
+        async with client_from("127.0.0.3", server.url) as calm:  # the server serves on
+            await pair(server, calm, unique_key())
+    said = [r.getMessage() for r in caplog.records if "connects" in r.getMessage()]
+    assert len(said) == 1, said
+
+
 async def test_websocket_handshakes_are_bounded_per_address(tmp_path: Path) -> None:
     bound = HANDSHAKES
     async with running(open_server(tmp_path, max_handshakes_per_address=bound)) as server:
