@@ -21,6 +21,9 @@ from domain.application.pairing import PairingService
 from domain.application.ports import DeviceLeases
 from domain.model.errors import DeviceSessionError, SessionNotFoundError
 
+# A simulated move's body (a code, a passkey answer) is a few hundred bytes.
+MAX_MOVE_BODY = 16_384
+
 
 def error_response(status: int, code: str, message: str) -> JSONResponse:
     return JSONResponse({"ok": False, "error": {"code": code, "message": message}}, status)
@@ -134,7 +137,13 @@ def _move_args(name: str, body: dict[str, Any]) -> dict[str, str]:
 
 
 async def _json_object(request: Request) -> dict[str, Any]:
-    raw = await request.body()
+    raw = bytearray()
+    async for chunk in request.stream():  # (`request.body()` would read any size)
+        raw += chunk
+        if len(raw) > MAX_MOVE_BODY:
+            raise SimulatorRefusal(
+                413, "invalid_payload", f"a body may have up to {MAX_MOVE_BODY} bytes"
+            )
     if not raw:
         return {}
     try:
