@@ -6,12 +6,15 @@ import binascii
 import hashlib
 import os
 import uuid
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 from urllib.parse import parse_qsl, urlencode, urlsplit
 
 import psycopg
+from psycopg import sql
 from psycopg.conninfo import conninfo_to_dict, make_conninfo
 
 from domain.application.sessions import DeviceSessions
@@ -238,6 +241,19 @@ def _unreadable(config: StoreConfig, error: Exception) -> str:
         "the stored events cannot be read: they look encrypted, so set PAIRGATE_CIPHER_KEY "
         f"to the key they were written with ({type(error).__name__})"
     )
+
+
+@contextmanager
+def postgres_table(
+    config: StoreConfig, name: str
+) -> Iterator[tuple[psycopg.Connection[Any], sql.Composed]]:
+    """A short-lived autocommit connection to a PostgreSQL store, and the name of one of
+    pairgate's tables in its schema (for the commands and checks that are not the
+    event store's)."""
+    conninfo, schema = postgres_conninfo(config)
+    table = sql.SQL(".").join([sql.Identifier(schema or "public"), sql.Identifier(name)])
+    with psycopg.connect(conninfo, autocommit=True, connect_timeout=CONNECT_TIMEOUT) as pg:
+        yield pg, table
 
 
 def reach_postgres(config: StoreConfig) -> None:

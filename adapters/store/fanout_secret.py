@@ -8,20 +8,17 @@ from __future__ import annotations
 
 import secrets
 
-import psycopg
 from psycopg import sql
 
-from adapters.store.config import StoreConfig, postgres_conninfo
+from adapters.store.config import StoreConfig, postgres_conninfo, postgres_table
 from adapters.store.lease_ids import preparing
 
 TABLE = "pairgate_fanout_secret"
-CONNECT_TIMEOUT = 10  # seconds
 
 
 def shared_secret(config: StoreConfig) -> bytes:
-    conninfo, schema = postgres_conninfo(config)
-    table = sql.SQL(".").join([sql.Identifier(schema or "public"), sql.Identifier(TABLE)])
-    with psycopg.connect(conninfo, connect_timeout=CONNECT_TIMEOUT) as pg, pg.transaction():
+    _, schema = postgres_conninfo(config)
+    with postgres_table(config, TABLE) as (pg, table), pg.transaction():
         pg.execute("SELECT pg_advisory_xact_lock(%s)", (preparing(TABLE, schema),))
         pg.execute(
             sql.SQL(

@@ -19,7 +19,6 @@ import os
 import weakref
 from pathlib import Path
 
-import psycopg
 import psycopg.errors
 from psycopg import sql
 
@@ -30,13 +29,12 @@ from adapters.store.config import (
     StoreConfig,
     StoreUnreadableError,
     open_store,
-    postgres_conninfo,
+    postgres_table,
 )
 from adapters.store.failover import PROCESSES, application_name
 from domain.application.sessions import DeviceSessions
 
 LOCK_FILE = "pairgate.lock"
-CONNECT_TIMEOUT = 10  # seconds
 
 
 class StoreInUseError(StoreUnreadableError):
@@ -99,16 +97,13 @@ def open_served(config: StoreConfig) -> tuple[DeviceSessions, SqliteLock | None]
 def serving_processes(config: StoreConfig) -> int:
     """The pairgate processes serving this PostgreSQL store now: registered in its schema,
     their lease connection open (another deployment's schema does not count)."""
-    conninfo, schema = postgres_conninfo(config)
-    table = sql.SQL(".").join([sql.Identifier(schema or "public"), sql.Identifier(PROCESSES)])
     query = sql.SQL(
         "SELECT count(*) FROM {} AS registered WHERE EXISTS (SELECT 1 FROM pg_stat_activity "
         "WHERE application_name = %s || registered.holder)"
-    ).format(table)
-    prefix = application_name("")
-    with psycopg.connect(conninfo, autocommit=True, connect_timeout=CONNECT_TIMEOUT) as pg:
+    )
+    with postgres_table(config, PROCESSES) as (pg, table):
         try:
-            row = pg.execute(query, (prefix,)).fetchone()
+            row = pg.execute(query.format(table), (application_name(""),)).fetchone()
         except psycopg.errors.UndefinedTable:
             return 0  # no process has served this store yet
     return int(row[0]) if row else 0

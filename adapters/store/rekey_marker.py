@@ -11,20 +11,17 @@ from __future__ import annotations
 
 import json
 import os
-from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-import psycopg
 from psycopg import sql
 
 from adapters.resealing import fingerprint
 from adapters.store.config import (
-    CONNECT_TIMEOUT,
     StoreConfig,
     StoreUnreadableError,
     postgres_conninfo,
+    postgres_table,
 )
 
 MARKER = "rekey.json"
@@ -47,7 +44,7 @@ def under_way(config: StoreConfig) -> dict[str, Any] | None:
         return found
     if config.kind != "postgres":
         return None
-    with _postgres(config) as (connection, table):
+    with postgres_table(config, TABLE) as (connection, table):
         if connection.execute("SELECT to_regclass(%s)", (_name(config),)).fetchone() == (None,):
             return None
         row = connection.execute(sql.SQL("SELECT from_key, to_key FROM {}").format(table))
@@ -86,14 +83,14 @@ def begin(config: StoreConfig, old_key: str | None, new_key: str) -> bool:
 
 def finish(config: StoreConfig) -> None:
     if config.kind == "postgres":
-        with _postgres(config) as (connection, table):
+        with postgres_table(config, TABLE) as (connection, table):
             connection.execute(sql.SQL("DROP TABLE IF EXISTS {}").format(table))
     marker(config.data_dir).unlink(missing_ok=True)
 
 
 def _claim(config: StoreConfig, wanted: dict[str, Any]) -> dict[str, Any] | None:
     """Insert the store's marker row; the row another run inserted first, if one did."""
-    with _postgres(config) as (connection, table):
+    with postgres_table(config, TABLE) as (connection, table):
         connection.execute(
             sql.SQL(
                 "CREATE TABLE IF NOT EXISTS {} (one boolean PRIMARY KEY DEFAULT true CHECK (one),"
@@ -129,11 +126,3 @@ def _write_file(path: Path, wanted: dict[str, Any]) -> None:
 def _name(config: StoreConfig) -> str:
     _, schema = postgres_conninfo(config)
     return f'"{schema or "public"}"."{TABLE}"'
-
-
-@contextmanager
-def _postgres(config: StoreConfig) -> Iterator[tuple[psycopg.Connection[Any], sql.Composed]]:
-    conninfo, schema = postgres_conninfo(config)
-    table = sql.SQL(".").join([sql.Identifier(schema or "public"), sql.Identifier(TABLE)])
-    with psycopg.connect(conninfo, autocommit=True, connect_timeout=CONNECT_TIMEOUT) as pg:
-        yield pg, table
