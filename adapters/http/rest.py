@@ -10,7 +10,6 @@ another identity's key is answered exactly as a missing one.
 from __future__ import annotations
 
 import asyncio
-import json
 import logging
 import math
 from collections.abc import Awaitable, Callable, Mapping
@@ -23,7 +22,7 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
 from adapters import payloads
-from adapters.http.web import error_response, unauthorized
+from adapters.http.web import error_response, parse_json, read_body, unauthorized
 from adapters.identity import Identities
 from adapters.limits import addresses
 from adapters.limits.requests import RequestLimits
@@ -90,14 +89,12 @@ class Call:
         declared = self.request.headers.get("content-length", "")
         if declared.isdecimal() and int(declared[:MAX_DIGITS]) > self.max_body:
             raise _too_large(self.max_body)
-        raw = bytearray()
-        async for chunk in self.request.stream():
-            raw += chunk
-            if len(raw) > self.max_body:
-                raise _too_large(self.max_body)
+        raw = await read_body(self.request, self.max_body)
+        if raw is None:
+            raise _too_large(self.max_body)
         try:
-            data = json.loads(raw)
-        except (ValueError, RecursionError):  # (nested deeper than the parser recurses)
+            data = parse_json(raw)
+        except ValueError:
             raise payloads.RequestRefused("invalid_payload", "body must be JSON", None) from None
         if isinstance(data, dict):
             data = {**data, **known}

@@ -136,19 +136,37 @@ def _move_args(name: str, body: dict[str, Any]) -> dict[str, str]:
     return {"code": code}
 
 
-async def _json_object(request: Request) -> dict[str, Any]:
+async def read_body(request: Request, limit: int) -> bytes | None:
+    """The request's body, or None as soon as it passes `limit` bytes (`request.body()`
+    would read any size)."""
     raw = bytearray()
-    async for chunk in request.stream():  # (`request.body()` would read any size)
+    async for chunk in request.stream():
         raw += chunk
-        if len(raw) > MAX_MOVE_BODY:
-            raise SimulatorRefusal(
-                413, "invalid_payload", f"a body may have up to {MAX_MOVE_BODY} bytes"
-            )
+        if len(raw) > limit:
+            return None
+    return bytes(raw)
+
+
+def parse_json(raw: bytes) -> Any:
+    """`json.loads`, ValueError for anything that is not JSON, a body nested deeper than
+    the parser recurses included (RecursionError)."""
+    try:
+        return json.loads(raw)
+    except RecursionError:
+        raise ValueError("nested too deeply") from None
+
+
+async def _json_object(request: Request) -> dict[str, Any]:
+    raw = await read_body(request, MAX_MOVE_BODY)
+    if raw is None:
+        raise SimulatorRefusal(
+            413, "invalid_payload", f"a body may have up to {MAX_MOVE_BODY} bytes"
+        )
     if not raw:
         return {}
     try:
-        body = json.loads(raw)
-    except (ValueError, RecursionError):  # (nested deeper than the parser recurses)
+        body = parse_json(raw)
+    except ValueError:
         raise SimulatorRefusal(400, "invalid_payload", "body must be JSON") from None
     if not isinstance(body, dict):
         raise SimulatorRefusal(400, "invalid_payload", "body must be a JSON object")
