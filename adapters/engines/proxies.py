@@ -17,7 +17,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from urllib.parse import urlsplit
 
-from adapters.webhooks.sender import AddressPolicy
+from adapters.webhooks.sender import AddressPolicy, at_address
 from domain.model.errors import ProxyRefusedError
 
 
@@ -43,8 +43,4 @@ class ProxyPolicy:
             )
         if parts.scheme.lower() == "https":
             return proxy
-        address = addresses[0]
-        literal = f"[{address}]" if address.version == 6 else str(address)
-        userinfo = parts.netloc.rpartition("@")[0]
-        netloc = f"{userinfo}@{literal}:{parts.port}" if userinfo else f"{literal}:{parts.port}"
-        return parts._replace(netloc=netloc).geturl()
+        return at_address(parts, addresses[0]).geturl()

@@ -83,6 +83,15 @@ class AddressPolicy:
         await self.resolve(url)
 
 
+def at_address(parts: SplitResult, address: Address) -> SplitResult:
+    """The URL with its host replaced by `address` (checked: connect to it, not to what
+    the name resolves to next), its user info and port kept."""
+    literal = f"[{address}]" if address.version == 6 else str(address)
+    userinfo = parts.netloc.rpartition("@")[0]
+    port = f":{parts.port}" if parts.port else ""
+    return parts._replace(netloc=f"{userinfo}@{literal}{port}" if userinfo else f"{literal}{port}")
+
+
 def _parse(url: str) -> SplitResult:
     if len(url) > MAX_URL_LENGTH or not url.isascii() or not url.isprintable():
         raise WebhookRefusedError(f"a webhook URL is printable ASCII, at most {MAX_URL_LENGTH}")
@@ -128,9 +137,7 @@ class HttpSender:
         extensions = {"sni_hostname": parts.hostname or ""} if parts.scheme == "https" else {}
         error = "no address"
         for address in addresses:  # each one checked; the next only if this one is unreachable
-            literal = f"[{address}]" if address.version == 6 else str(address)
-            port = f":{parts.port}" if parts.port else ""
-            target = parts._replace(netloc=f"{literal}{port}").geturl()
+            target = at_address(parts, address).geturl()
             request = self._client.stream(
                 "POST", target, content=body.encode(), headers=headers, extensions=extensions
             )
