@@ -12,14 +12,7 @@ from websockets.asyncio.client import connect
 from websockets.exceptions import ConnectionClosed
 
 from tests.e2e.service_process import ServiceProcess, pair
-from tests.helpers import unique_key
-
-
-def rss_mb(pid: int) -> float:
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("VmRSS:"):
-            return int(line.split()[1]) / 1024
-    raise LookupError("VmRSS")
+from tests.helpers import rss_mb, unique_key
 
 
 async def test_a_websocket_message_over_the_payload_limit_is_never_read(

@@ -27,7 +27,7 @@ from hypothesis import strategies as st
 
 from adapters.payloads import ERROR_CODES
 from entrypoints.settings import Settings
-from tests.helpers import Client, Server, decode_qr, running_in_thread, unique_key
+from tests.helpers import Client, Server, decode_qr, rss_mb, running_in_thread, unique_key
 
 T = TypeVar("T")
 # More for a long run: PAIRGATE_FUZZ_EXAMPLES=100000 pytest tests/integration/test_fuzz.py
@@ -112,12 +112,6 @@ def target(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Target]:
             yield target
         finally:
             target.run(target.client.close())
-
-
-def rss_mb() -> float:
-    """Resident memory now (not the peak)."""
-    pages = int(Path("/proc/self/statm").read_text().split()[1])
-    return pages * os.sysconf("SC_PAGE_SIZE") / 2**20
 
 
 # The server, in its own thread, uses the `random` module while hypothesis draws examples;

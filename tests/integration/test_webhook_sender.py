@@ -6,11 +6,9 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
-import os
 import random
 from collections.abc import AsyncIterator, Awaitable, Callable
 from datetime import UTC, datetime, timedelta
-from pathlib import Path
 from typing import Any
 
 from standardwebhooks import Webhook
@@ -19,6 +17,7 @@ from adapters.clock import SystemClock
 from adapters.webhooks.messages import as_sent, new_secret
 from adapters.webhooks.sender import AddressPolicy, HttpSender
 from domain.application.webhooks import Delivery, Outgoing, RetryPolicy
+from tests.helpers import rss_mb
 from tests.webhook_receiver import receiver
 
 
@@ -105,11 +104,6 @@ async def raw_receiver(
             task.cancel()
         await asyncio.gather(*answering, return_exceptions=True)
         await server.wait_closed()
-
-
-def rss_mb() -> float:
-    pages = int(Path("/proc/self/statm").read_text().split()[1])
-    return pages * os.sysconf("SC_PAGE_SIZE") / 2**20
 
 
 async def test_a_receiver_s_endless_answer_is_never_read() -> None:
