@@ -50,6 +50,11 @@ def cases() -> list[tuple[str, dict[str, str], list[str]]]:
             {"PAIRGATE_REDIS_URL": f"garbage{PASSWORD}"},
             ["PAIRGATE_REDIS_URL", "redis://"],
         ),
+        (
+            "not a network",
+            {"PAIRGATE_PROXY_ALLOWED_NETWORKS": "10.0.0.0/8,10.0.0.0/33"},
+            ["PAIRGATE_PROXY_ALLOWED_NETWORKS", "10.0.0.0/33"],
+        ),
     ]
     if postgres_available():
         found += [
