@@ -17,7 +17,8 @@ python-socketio baseline (benchmarks.baseline_app) on the other side: pairgate's
 against what it builds on, at the same moment (benchmarks.load runs them one after the
 other, so its ratio moves with the machine). `--hold N`: during the load, each server also
 holds N ready sessions with their clients connected, as a service does (their idle
-pings count too).
+pings count too). `--after-env NAME=VALUE` sets a setting of `after` alone: with
+`--before .` (this tree on both sides) it measures what the setting costs or saves.
 """
 
 from __future__ import annotations
@@ -44,9 +45,11 @@ BASELINE = Path("baseline")
 
 
 @contextmanager
-def servers(before: Path, env: dict[str, str]) -> Iterator[dict[str, ServerProcess]]:
+def servers(
+    before: Path, env: dict[str, str], after_env: dict[str, str]
+) -> Iterator[dict[str, ServerProcess]]:
     """Both versions' servers, each on its own SQLite store (`before` may be the bare
-    baseline instead: BASELINE)."""
+    baseline instead: BASELINE); `after_env`: settings of the `after` server alone."""
     data_dirs = [Path(tempfile.mkdtemp(prefix=f"pairgate-ab-{v}-")) for v in VERSIONS]
     started: dict[str, ServerProcess] = {}
     try:
@@ -54,7 +57,7 @@ def servers(before: Path, env: dict[str, str]) -> Iterator[dict[str, ServerProce
             if version == "before" and before == BASELINE:
                 started[version] = baseline_server()
                 continue
-            extra = {"PYTHONPATH": str(before)} if version == "before" else {}
+            extra = {"PYTHONPATH": str(before)} if version == "before" else after_env
             started[version] = pairgate_server(data_dir, {**env, **extra})
         yield started
     finally:
@@ -75,7 +78,7 @@ def load_run(args: argparse.Namespace) -> Measured:
     """Server CPU seconds, pairings and the create→QR p99 of each version under the same
     open-loop load."""
     with (
-        servers(args.before, {}) as running,
+        servers(args.before, {}, args.after_env) as running,
         holding(running, args.hold, pair=True),
         ThreadPoolExecutor(len(VERSIONS)) as pool,
     ):
@@ -87,15 +90,24 @@ def load_run(args: argparse.Namespace) -> Measured:
         before = {v: s.cpu_s() for v, s in running.items()}
         offered = pool.map(drive(args.rate, args.duration), running.values())
         results = dict(zip(running, offered, strict=True))
-        counts, p99 = {}, {}
+        counts, latency = {}, {}
         for version, (outcomes, _) in results.items():
             failed = sum(1 for o in outcomes if o.error is not None)
             if failed:
                 raise RunFailed(f"{version}: {failed} of {len(outcomes)} pairings failed")
             counts[version] = len(outcomes)
-            p99[version] = percentiles([o.create_to_qr_ms for o in outcomes if o.create_to_qr_ms])
+            latency[version] = percentiles(
+                [o.create_to_qr_ms for o in outcomes if o.create_to_qr_ms]
+            )
         return {
-            v: (s.cpu_s() - before[v], counts[v], {"p99_create_to_qr_ms": p99[v]["p99"]})
+            v: (
+                s.cpu_s() - before[v],
+                counts[v],
+                {
+                    "p50_create_to_qr_ms": latency[v]["p50"],
+                    "p99_create_to_qr_ms": latency[v]["p99"],
+                },
+            )
             for v, s in running.items()
         }
 
@@ -106,7 +118,10 @@ def unpaired_run(args: argparse.Namespace) -> Measured:
         "PAIRGATE_SIM_QR_TIMEOUTS": ",".join([str(args.rotate)] * 200),
         "PAIRGATE_MAX_UNPAIRED": "0",
     }
-    with servers(args.before, env) as running, holding(running, args.sessions, pair=False):
+    with (
+        servers(args.before, env, args.after_env) as running,
+        holding(running, args.sessions, pair=False),
+    ):
         time.sleep(3)  # the last sessions' first codes are out
         before = {v: s.cpu_s() for v, s in running.items()}
         time.sleep(args.window)
@@ -176,8 +191,19 @@ def main() -> None:
     parser.add_argument(
         "--attempts", type=int, default=1, help="tries per run when a version fails some load"
     )
+    parser.add_argument(
+        "--after-env",
+        action="append",
+        default=[],
+        metavar="NAME=VALUE",
+        help="a setting of the `after` server alone (repeatable): with `--before .`, what it costs",
+    )
     parser.add_argument("--json", type=Path)
     args = parser.parse_args()
+    try:
+        args.after_env = dict(item.split("=", 1) for item in args.after_env)
+    except ValueError:
+        raise SystemExit("--after-env takes NAME=VALUE") from None
     if args.before == BASELINE and args.case != "load":
         raise SystemExit("--before baseline: case load only (the baseline has no idle sessions)")
     if args.before != BASELINE and not (args.before / "domain").is_dir():
@@ -202,6 +228,7 @@ def main() -> None:
             "benchmark": "ab",
             "case": args.case,
             "before": str(args.before),
+            "after_env": args.after_env,
             "runs": runs,
             **{f"{v}_ms_per_{unit}": round(per[v], 3) for v in VERSIONS},
             "ratio_after_before": round(per["after"] / per["before"], 3),

@@ -46,7 +46,7 @@ def test_side_by_side_benchmark_smoke(tmp_path: Path) -> None:
     subprocess.run(command, cwd=REPO, check=True, timeout=90)
 
     result = json.loads(out.read_text())
-    per_version = {"ms_per_pairing", "p99_create_to_qr_ms"}
+    per_version = {"ms_per_pairing", "p50_create_to_qr_ms", "p99_create_to_qr_ms"}
     assert [set(run) for run in result["runs"]] == [
         {f"{version}_{name}" for version in ("before", "after") for name in per_version}
     ]
@@ -55,9 +55,33 @@ def test_side_by_side_benchmark_smoke(tmp_path: Path) -> None:
     assert (run["before_ms_per_pairing"], run["after_ms_per_pairing"]) == (before, after)
     assert before > 0 and after > 0
     assert run["before_p99_create_to_qr_ms"] > 0 and run["after_p99_create_to_qr_ms"] > 0
+    assert 0 < run["after_p50_create_to_qr_ms"] <= run["after_p99_create_to_qr_ms"]
     assert result["ratio_after_before"] == pytest.approx(after / before, abs=0.002)
     # The same checkout on both sides, under the same load at once: alike within noise.
     assert 0.5 < result["ratio_after_before"] < 2
+
+
+def test_side_by_side_settings_reach_the_after_server_alone(tmp_path: Path) -> None:
+    """--after-env: a setting of `after` alone (what a setting costs, with --before .)."""
+    out = tmp_path / "ab.json"
+    command = [sys.executable, "-m", "benchmarks.ab", "--before", str(REPO), "--runs", "1"]
+    command += ["--rate", "10", "--duration", "2", "--json", str(out)]
+    subprocess.run(
+        [*command, "--after-env", "PAIRGATE_STORE=memory"], cwd=REPO, check=True, timeout=90
+    )
+    assert json.loads(out.read_text())["after_env"] == {"PAIRGATE_STORE": "memory"}
+
+    # A setting `after` refuses stops it, and the run, while `before` started as usual.
+    broken = subprocess.run(
+        [*command, "--after-env", "PAIRGATE_STORE=bogus"],
+        cwd=REPO, capture_output=True, text=True, timeout=90,
+    )  # fmt: skip
+    assert broken.returncode != 0
+    assert "PAIRGATE_STORE" in broken.stderr and "exited with status 2" in broken.stderr
+    malformed = subprocess.run(
+        [*command, "--after-env", "PAIRGATE_STORE"], cwd=REPO, capture_output=True, text=True
+    )
+    assert malformed.returncode != 0 and "NAME=VALUE" in malformed.stderr
 
 
 def test_side_by_side_with_the_baseline_smoke(tmp_path: Path) -> None:
