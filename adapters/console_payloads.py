@@ -41,7 +41,7 @@ def changed(row: SessionRow) -> SessionChanged:
         engine=row.engine,
         state=row.state.value,
         reason=None if row.reason is None else row.reason.value,
-        version=row.version,
+        version=row.tenure_version,
         updated_at=row.updated_at.isoformat(),
     )
 

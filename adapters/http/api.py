@@ -43,7 +43,7 @@ def session_routes(service: PairingService, api: Api, allowance: HistoryAllowanc
         key = call.key
         at = call.query(SessionQuery).at
         session = await service.state(key, call.caller.identity, at)
-        return ok({**payloads.describe(session), "version": session.version})
+        return ok({**payloads.describe(session), "version": session.tenure_version})
 
     async def history(call: Call) -> Response:
         request = call.query(payloads.HistoryRequest, key=call.key)

@@ -99,7 +99,10 @@ class SessionView(Reply):
     name: str
     engine: str
     reason: payloads.ReasonValue | None = Field(None, description="Only when disconnected")
-    version: int = Field(description="The session's version: its number of recorded events")
+    version: int = Field(
+        description="The session's version: its number of recorded events since the event "
+        "that gave the key to its owner (1)"
+    )
 
 
 class CreatedView(SessionView):

@@ -128,7 +128,7 @@ def control_routes(service: PairingService, api: Api, index: SessionIndex | None
 
 
 def view(session: DeviceSession) -> dict[str, object]:
-    return {**payloads.describe(session), "version": session.version}
+    return {**payloads.describe(session), "version": session.tenure_version}
 
 
 def row_view(row: SessionRow) -> dict[str, object]:
@@ -138,6 +138,6 @@ def row_view(row: SessionRow) -> dict[str, object]:
         "engine": row.engine,
         "state": row.state.value,
         "reason": row.reason.value if row.reason is not None else None,
-        "version": row.version,
+        "version": row.tenure_version,
         "updated_at": row.updated_at.isoformat(),
     }

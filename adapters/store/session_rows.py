@@ -25,6 +25,14 @@ from psycopg.sql import SQL
 
 from adapters.store.memory_rows import MemorySessionRows
 from adapters.store.sealing import Sealer
+from adapters.store.session_rows_schema import (
+    ADDED_COLUMNS,
+    COLUMNS,
+    LIVE_WHERE,
+    TABLE,
+    added_columns,
+    create_statements,
+)
 from domain.application.ports import SessionRow
 from domain.application.session_rows import (
     TRACKING_NAME,
@@ -34,39 +42,7 @@ from domain.application.session_rows import (
     to_micros,
 )
 from domain.application.sessions import DeviceSessions
-from domain.model.session import LIVE_STATES, DisconnectReason, SessionState, session_id
-
-TABLE = "pairgate_sessions"
-COLUMNS = ("id", "key", "tie", "owner", "name", "engine", "state", "reason", "version",
-           "updated_at", "linked")  # fmt: skip
-# Listing indexes: by owner, and by owner with either filter.
-INDEXES = {"owner": ("owner",), "state": ("owner", "state"), "engine": ("owner", "engine")}
-
-
-def create_statements(table: str, name: str) -> list[str]:
-    """`table` (called `name` unqualified) and the indexes the listing reads."""
-    statements = [
-        f"CREATE TABLE IF NOT EXISTS {table} (id TEXT PRIMARY KEY, key TEXT NOT NULL, "
-        "tie TEXT NOT NULL, owner TEXT NOT NULL, name TEXT NOT NULL, engine TEXT NOT NULL, "
-        "state TEXT NOT NULL, reason TEXT, version BIGINT NOT NULL, updated_at BIGINT NOT NULL, "
-        "linked INTEGER)"
-    ]
-    for index, columns in INDEXES.items():
-        statements.append(
-            f"CREATE INDEX IF NOT EXISTS {name}_by_{index} ON {table} "
-            f"({', '.join(columns)}, updated_at DESC, tie DESC)"
-        )
-    # Recovery and takeover: the keys that may need an engine, by state (LIVE_WHERE).
-    statements.append(f"CREATE INDEX IF NOT EXISTS {name}_by_live ON {table} (state, linked)")
-    return statements
-
-
-# Live, or offline and linked (or not known to be unlinked: rows kept before `linked`).
-LIVE_WHERE = (
-    f"state IN ({', '.join(repr(s.value) for s in sorted(LIVE_STATES))}) OR "
-    f"(state = '{SessionState.DISCONNECTED.value}' AND (linked IS NULL OR linked = 1))"
-)
-ADD_LINKED = "ALTER TABLE {table} ADD COLUMN linked INTEGER"  # tables made before it
+from domain.model.session import DisconnectReason, SessionState, session_id
 
 
 class RowQueries:
@@ -190,7 +166,7 @@ class RowQueries:
         seal = self.sealer.seal
         return [str(session_id(row.key)), seal(row.key), self.sealer.blind(row.key), row.owner,
                 seal(row.name), row.engine, row.state.value, seal(reason), row.version,
-                to_micros(row.updated_at), linked]  # fmt: skip
+                to_micros(row.updated_at), linked, row.tenure_from]  # fmt: skip
 
     def _row(self, values: Any) -> SessionRow:
         reason = self.sealer.open(values["reason"])
@@ -204,6 +180,7 @@ class RowQueries:
             version=int(values["version"]),
             updated_at=from_micros(int(values["updated_at"])),
             linked=None if values["linked"] is None else bool(values["linked"]),
+            tenure_from=values["tenure_from"],
         )
 
 
@@ -237,8 +214,9 @@ class SQLiteSessionRows(RowQueries, SQLiteTrackingRecorder):
         with self.datastore.transaction(commit=True) as cursor:
             cursor.execute(f"PRAGMA table_info({self.table})")
             columns = {values["name"] for values in cursor.fetchall()}
-            if columns and "linked" not in columns:
-                cursor.execute(self.sql(ADD_LINKED))
+            for column, add in zip(ADDED_COLUMNS, added_columns(), strict=True):
+                if columns and column not in columns:
+                    cursor.execute(self.sql(add))
         super().create_table()
 
     def lock_position(self, cursor: Any) -> None:
@@ -262,7 +240,7 @@ class PostgresSessionRows(RowQueries, PostgresTrackingRecorder):
         self.tables = {"table": table, "tracking": self.tracking_table_name, **self.extra_tables}
         self._schema = '"' + datastore.schema.replace('"', '""') + '"'
         statements = self.create_statements()
-        statements.insert(1, ADD_LINKED.replace("COLUMN", "COLUMN IF NOT EXISTS"))
+        statements[1:1] = added_columns("IF NOT EXISTS ")
         for statement in statements:
             self.sql_create_statements.append(SQL(self.sql(statement)))  # type: ignore[arg-type]
 

@@ -18,7 +18,8 @@ from eventsourcing.postgres import PostgresDatastore
 from eventsourcing.sqlite import SQLiteDatastore
 
 from adapters.store.sealing import Sealer
-from adapters.store.session_rows import TABLE, PostgresSessionRows, SQLiteSessionRows
+from adapters.store.session_rows import PostgresSessionRows, SQLiteSessionRows
+from adapters.store.session_rows_schema import TABLE
 from domain.application.session_rows import TRACKING_NAME, from_micros, to_micros
 from domain.application.sessions import DeviceSessions
 from domain.application.webhooks import (

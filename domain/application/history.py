@@ -46,9 +46,20 @@ def qr_fingerprint(code: str) -> str:
     return hashlib.sha256(code.encode()).hexdigest()[:12]
 
 
-def event_record(event: DomainEventProtocol[UUID], **extra: Any) -> Record:
-    """JSON-ready: `version`, `type`, `timestamp`, any `extra`, then the event's fields."""
+def event_record(
+    event: DomainEventProtocol[UUID], *, tenure_from: int = 1, key: str = "", **extra: Any
+) -> Record:
+    """JSON-ready: `version`, `type`, `timestamp`, any `extra`, then the event's fields.
+
+    Versions count from `tenure_from`, the event that gave the key (`key`) to its present
+    owner, as 1; that event (a `Restarted` on a key someone else had) reads as the
+    `SessionCreated` it is to them. An owner learns nothing of a key's earlier owners, not
+    even that there were any; the auditor's view (tenure_from 1) shows the stream as stored.
+    """
     fields = {k: _json(v) for k, v in vars(event).items() if k not in _ENVELOPE}
+    kind = type(event).__name__
+    if event.originator_version == tenure_from > 1 and kind == "Restarted":
+        kind, fields = "SessionCreated", {"key": key, **fields}
     if "code" in fields:
         fields["fingerprint"] = qr_fingerprint(fields.pop("code"))
     if fields.get("proxy") is not None:  # its credentials are secrets
@@ -57,8 +68,8 @@ def event_record(event: DomainEventProtocol[UUID], **extra: Any) -> Record:
         if extension in fields and fields[extension] is None:
             del fields[extension]
     return {
-        "version": event.originator_version,
-        "type": type(event).__name__,
+        "version": event.originator_version - tenure_from + 1,
+        "type": kind,
         "timestamp": _json(event.timestamp),  # type: ignore[attr-defined]
         **extra,
         **fields,
@@ -72,8 +83,10 @@ def history_page(
     after: int = 0,
     limit: int = PAGE_SIZE,
     at: int | None = None,
+    tenure_from: int = 1,
 ) -> HistoryPage:
-    """Up to `limit` records after version `after` (up to version `at`, if given).
+    """Up to `limit` records after version `after` (up to version `at`, if given), the
+    versions counted from `tenure_from` as 1 (see event_record).
 
     Reads the page's events and, for the state column, the session as it was before them
     (from the latest snapshot before the page, plus the events since): never the whole
@@ -81,16 +94,21 @@ def history_page(
     """
     if not 1 <= limit <= MAX_PAGE_SIZE:
         raise InvalidPageError(f"limit must be 1 to {MAX_PAGE_SIZE} events, not {limit}", key=key)
+    offset = tenure_from - 1
+    last = None if at is None else at + offset
     # One more than asked for tells, without counting, whether another page follows.
-    events = sessions.history(key, at, after=after, limit=limit + 1)
+    events = sessions.history(key, last, after=after + offset, limit=limit + 1)
     follows = len(events) > limit
     events = events[:limit]
-    before = sessions.state_at(key, after) if after and events else None
-    return HistoryPage(session_history(events, before), after + limit if follows else None)
+    before = sessions.state_at(key, after + offset) if after + offset and events else None
+    records = session_history(events, before, tenure_from)
+    return HistoryPage(records, after + limit if follows else None)
 
 
 def session_history(
-    events: Iterable[DomainEventProtocol[UUID]], before: DeviceSession | None = None
+    events: Iterable[DomainEventProtocol[UUID]],
+    before: DeviceSession | None = None,
+    tenure_from: int = 1,
 ) -> list[Record]:
     """Replay `events` in order, starting from the session as it was `before` them (None:
     from the first event); each record also says the session's state after it."""
@@ -100,7 +118,8 @@ def session_history(
         assert isinstance(event, AggregateEvent)
         session = event.mutate(session)
         assert isinstance(session, DeviceSession)
-        records.append(event_record(event, state=session.state.value))
+        state = session.state.value
+        records.append(event_record(event, tenure_from=tenure_from, key=session.key, state=state))
     return records
 
 

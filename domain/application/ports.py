@@ -193,6 +193,14 @@ class SessionRow:
     updated_at: datetime  # that event's timestamp, timezone-aware UTC
     # Holds a linked device's credentials; None: not known (a row kept before this was).
     linked: bool | None = None
+    # The version from which the owner holds the key (DeviceSession.tenure_from); None:
+    # not known (a row kept before this was: counted from 1 until its next event).
+    tenure_from: int | None = None
+
+    @property
+    def tenure_version(self) -> int:
+        """The version as the owner counts it (DeviceSession.tenure_version)."""
+        return self.version - (self.tenure_from or 1) + 1
 
 
 @dataclass(frozen=True)

@@ -22,7 +22,9 @@ class Reads:
     async def state(self, key: str, owner: str, at: int | None = None) -> DeviceSession:
         """The session now, or right after its event number `at` (of the owner's tenure)."""
         session = await self.owned(key, owner, at)
-        return session if at is None else await self._store.read(self._sessions.state_at, key, at)
+        if at is None:
+            return session
+        return await self._store.read(self._sessions.state_at, key, session.stored_version(at))
 
     async def history(
         self,
@@ -33,16 +35,16 @@ class Reads:
         after: int = 0,
         limit: int = PAGE_SIZE,
     ) -> HistoryPage:
-        """One page of the key's records since its owner took the key (see
-        domain.application.history.history_page)."""
+        """One page of the key's records since its owner took the key, numbered from
+        there (see domain.application.history.history_page)."""
         session = await self.owned(key, owner, at)
         # Up to the version whose owner was checked: the key may change hands meanwhile.
-        last = session.version if at is None else at
-        first = max(after, session.tenure_from - 1)  # versions run 1, 2, 3 ... without gaps
-        sessions = self._sessions
+        last = session.tenure_version if at is None else at
+        sessions, tenure_from = self._sessions, session.tenure_from
 
         def history() -> HistoryPage:  # its name labels the store call in the metrics
-            return history_page(sessions, key, after=first, limit=limit, at=last)
+            page = history_page
+            return page(sessions, key, after=after, limit=limit, at=last, tenure_from=tenure_from)
 
         return await self._store.read(history)
 
@@ -65,11 +67,12 @@ class Reads:
         return None if session is None else Standing(session.owner, session.state)
 
     async def owned(self, key: str, owner: str, at: int | None = None) -> DeviceSession:
-        """The owner's session; `at`, if given, must be a version of the owner's tenure."""
+        """The owner's session; `at`, if given, must be one of the owner's versions (which
+        count from 1 at the event that gave them the key: DeviceSession.tenure_version)."""
         session = await self._store.call(self._sessions.get, key)
         await self.check_owner(session, owner)
-        if at is not None and not session.tenure_from <= at <= session.version:
-            raise VersionOutOfRangeError(key, at, session.version, session.tenure_from)
+        if at is not None and not 1 <= at <= session.tenure_version:
+            raise VersionOutOfRangeError(key, at, session.tenure_version)
         return session
 
     async def check_owner(self, session: DeviceSession, owner: str, *, claim: bool = False) -> None:

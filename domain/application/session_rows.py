@@ -95,6 +95,7 @@ def project(row: SessionRow | None, event: Event) -> SessionRow | None:
         version=session.version,
         updated_at=event.timestamp,
         linked=session.holds_credentials,
+        tenure_from=session.tenure_from,
     )
 
 
@@ -115,6 +116,7 @@ def _session(row: SessionRow, id_: UUID) -> DeviceSession:
         _state=row.state.value,
         _reason=None if row.reason is None else row.reason.value,
         holds_credentials=_linked(row),
+        tenure_from=row.tenure_from or 1,
         qr_code=None,
         qr_expires_at=None,
     )

@@ -143,7 +143,9 @@ class Outbox:
         if rendered is None:
             return []
         event_type, body = rendered
-        message_id = f"msg_{event.originator_id.hex}_{event.originator_version}"
+        # Random, made once per event and kept with its deliveries (the same for every
+        # attempt and every subscription): it tells nothing of the key's earlier owners.
+        message_id = f"msg_{uuid.uuid4().hex}"
         now = self._clock.now()
         return [
             Delivery(s.id, row.key, message_id, event_type, body, now)

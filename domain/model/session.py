@@ -170,6 +170,18 @@ class DeviceSession(SessionView, Aggregate):
             raise InvalidTransitionError(self.key, "hand it to another identity", "linked")
         self._restarted(name=name, engine=engine, owner=owner, proxy=proxy)
 
+    # -- versions as the owner counts them ---------------------------------------------
+
+    @property
+    def tenure_version(self) -> int:
+        """The version its owner sees: 1 at the event that gave them the key. A key that
+        another identity had before tells its new owner nothing of that, not how much."""
+        return self.version - self.tenure_from + 1
+
+    def stored_version(self, tenure_version: int) -> int:
+        """The stream's version of the owner's `tenure_version`."""
+        return tenure_version + self.tenure_from - 1
+
     # -- events: pure assignments, replayed from the store ----------------------------
     # Each enters the state the table gives its trigger from the state it finds, so the
     # table is the only place a destination is written (stored events carry none).

@@ -157,20 +157,22 @@ async def test_a_deleted_key_is_freed_and_its_new_owner_sees_none_of_the_past(
         history = await bob.call("session.history", {"key": key})
         assert history["ok"], history
         records = history["events"]
-        assert records[0]["type"] == "Restarted" and records[0]["owner"] == "bob"
+        # Numbered and named as a key nobody had: Bob's own session, from its creation.
+        assert records[0]["type"] == "SessionCreated" and records[0]["owner"] == "bob"
         assert [r["state"] for r in records] == ["created", "qr", "authenticated", "ready"]
+        assert [r["version"] for r in records] == [1, 2, 3, 4]
         shown = json.dumps(records)
         assert "alice" not in shown and "Alice" not in shown
         async with httpx.AsyncClient(base_url=guarded.url, headers=bearer(BOB)) as http:
             over_http = (await http.get(f"/api/sessions/{key}/history")).json()
             assert over_http["events"] == records
-            first = records[0]["version"]
-            assert (await http.get(f"/api/sessions/{key}?at={first}")).status_code == 200
-            before = await http.get(f"/api/sessions/{key}?at={first - 1}")
-            assert before.status_code == 400, before.text
-            assert (await http.get(f"/api/sessions/{key}/history?at=1")).status_code == 400
+            first = (await http.get(f"/api/sessions/{key}?at=1")).json()
+            assert (first["state"], first["version"]) == ("created", 1)
+            assert (await http.get(f"/api/sessions/{key}?at=5")).status_code == 400
+            assert (await http.get(f"/api/sessions/{key}/history?at=5")).status_code == 400
             state = (await http.get(f"/api/sessions/{key}")).json()
             assert state["state"] == "ready" and state["name"] == "Phone"
+            assert state["version"] == 4
 
         # Alice heard nothing of Bob's session, and a linked key is not hers to take back.
         assert len(alice.events) == heard_by_alice, alice.events[heard_by_alice:]
@@ -187,6 +189,66 @@ async def test_a_deleted_key_is_freed_and_its_new_owner_sees_none_of_the_past(
     finally:
         await alice.close()
         await bob.close()
+
+
+async def bobs_views(server: Server, bob: Client, key: str) -> list[str]:
+    """What Bob can read of his key: its history's records, state, listing row and the
+    answers to versions out of his range, without what differs from key to key anyway."""
+    views = []
+    history = await bob.call("session.history", {"key": key})
+    views.append(json.dumps([(r["version"], r["type"], r["state"]) for r in history["events"]]))
+    async with httpx.AsyncClient(base_url=server.url, timeout=10, headers=bearer(BOB)) as http:
+        state = (await http.get(f"/api/sessions/{key}")).json()
+        views.append(f"version {state['version']}")
+        rows = (await http.get("/api/sessions", params={"search": key})).json()["sessions"]
+        views.append(json.dumps([row["version"] for row in rows if row["key"] == key]))
+        for at in (0, 1, 4, 5, 9):
+            for path in (f"/api/sessions/{key}", f"/api/sessions/{key}/history"):
+                reply = await http.get(
+                    path, params={"at": at, **({"limit": 5} if "hist" in path else {})}
+                )
+                body = masked(reply.json(), key)
+                body = re.sub(r'"fingerprint": "[0-9a-f]+"', '"fingerprint": "<f>"', body)
+                views.append(f"{reply.status_code} {re.sub(r'[0-9T:.+-]{20,}', '<t>', body)}")
+        page = (await http.get(f"/api/sessions/{key}/history", params={"limit": 2})).json()
+        after = await http.get(
+            f"/api/sessions/{key}/history", params={"after": page["next"], "limit": 5}
+        )
+        assert after.status_code == 200, (page, after.text)
+        views.append(f"next {page['next']}: {[r['version'] for r in after.json()['events']]}")
+    return views
+
+
+async def test_a_new_owner_cannot_count_what_the_key_held_before(guarded: Server) -> None:
+    """Versions are the owner's own: 1, 2, 3... from the pairing that gave the key to
+    them. A key Alice used (and deleted) reads for Bob exactly like a key nobody had:
+    its versions, `at` and `after`, and the answers to versions out of his range."""
+    reused, fresh = unique_key("reused"), unique_key("fresh")
+    alice = await connect(guarded, ALICE)
+    bob, bob_again = await connect(guarded, BOB), await connect(guarded, BOB)
+    try:
+        await pair_as(guarded, alice, reused, ALICE)
+        assert (await alice.call("session.logout", {"key": reused}))["ok"]
+        await alice.wait_for("session.disconnected")
+        await pair_as(guarded, bob, reused, BOB)
+        await pair_as(guarded, bob_again, fresh, BOB)
+        index = guarded.pairgate.session_index
+        assert index is not None
+        await index.caught_up()  # the listing shows both
+        on_reused = await bobs_views(guarded, bob, reused)
+        on_fresh = await bobs_views(guarded, bob, fresh)
+        assert on_reused == on_fresh
+        assert json.loads(on_fresh[0]) == [
+            [1, "SessionCreated", "created"], [2, "QrIssued", "qr"],
+            [3, "Authenticated", "authenticated"], [4, "Ready", "ready"],
+        ]  # fmt: skip
+        assert on_fresh[1:3] == ["version 4", "[4]"]
+        # The auditor's view (`pairgate history`: the store) still numbers the stream.
+        stored = guarded.pairgate.sessions.history(reused)
+        assert [e.originator_version for e in stored][-1] > 4
+    finally:
+        for client in (alice, bob, bob_again):
+            await client.close()
 
 
 # -- 5 (c): squatting is bounded -------------------------------------------------------

@@ -7,11 +7,13 @@ import asyncio
 import sqlite3
 from pathlib import Path
 
+import pytest
+
 from adapters.identity import DEFAULT_IDENTITY
 from adapters.store.config import open_store
 from adapters.store.sealing import Sealer
 from adapters.store.session_rows import session_rows
-from domain.model.session import SessionState
+from domain.model.session import SessionState, session_id
 from entrypoints.settings import Settings
 from tests.helpers import Server, clients, pair, running, unique_key
 
@@ -65,9 +67,13 @@ async def test_a_restart_resumes_a_device_the_rows_never_saw(settings: Settings)
         assert state in (SessionState.DISCONNECTED, SessionState.READY)
 
 
-def test_rows_kept_before_linked_was_recorded_count_as_maybe_linked(tmp_path: Path) -> None:
-    """A store whose rows table predates the `linked` column gains it on start; its
-    offline rows stay candidates (recovery reads each session), its ended ones too."""
+@pytest.mark.parametrize("linked", [False, True], ids=["before-linked", "before-tenure"])
+def test_rows_kept_before_a_column_was_recorded_read_as_before(
+    tmp_path: Path, linked: bool
+) -> None:
+    """A store whose rows table predates the `linked` column (and `tenure_from`, or only
+    `tenure_from`) gains them on start; its offline rows stay candidates (recovery reads
+    each session), its ended ones too; their versions read as stored until they change."""
     settings = Settings(data_dir=tmp_path)
     path = settings.store_config().sqlite_path
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -76,13 +82,13 @@ def test_rows_kept_before_linked_was_recorded_count_as_maybe_linked(tmp_path: Pa
             "CREATE TABLE pairgate_sessions (id TEXT PRIMARY KEY, key TEXT NOT NULL, "
             "tie TEXT NOT NULL, owner TEXT NOT NULL, name TEXT NOT NULL, engine TEXT NOT NULL, "
             "state TEXT NOT NULL, reason TEXT, version BIGINT NOT NULL, "
-            "updated_at BIGINT NOT NULL)"
+            f"updated_at BIGINT NOT NULL{', linked INTEGER' if linked else ''})"
         )
         for key, state in (("old-ready", "ready"), ("old-off", "disconnected")):
             db.execute(
-                "INSERT INTO pairgate_sessions VALUES (?, ?, ?, 'o', 'n', 'simulator', ?, "
-                "NULL, 4, 1)",
-                (key, key, key, state),
+                f"INSERT INTO pairgate_sessions VALUES (?, ?, ?, 'o', 'n', 'simulator', ?, "
+                f"NULL, 4, 1{', NULL' if linked else ''})",
+                (str(session_id(key)), key, key, state),
             )
     sessions = open_store(settings.store_config())
     try:
@@ -91,6 +97,8 @@ def test_rows_kept_before_linked_was_recorded_count_as_maybe_linked(tmp_path: Pa
             "old-off": SessionState.DISCONNECTED,
             "old-ready": SessionState.READY,
         }
+        (row,) = rows.rows([session_id("old-ready")]).values()
+        assert (row.linked, row.tenure_from, row.tenure_version) == (None, None, 4)
     finally:
         sessions.close()
 

@@ -15,7 +15,6 @@ import pytest
 import uvicorn
 from standardwebhooks import Webhook
 
-from domain.model.session import session_id
 from entrypoints.settings import Settings
 from tests.conftest import FAST_QR
 from tests.docs import doc_block
@@ -75,8 +74,9 @@ async def test_a_pairing_arrives_signed_in_order_as_history_shows_it(
     verifier = Webhook(secret)
     messages = [verifier.verify(r.body, r.headers) for r in sent]
     assert [m["type"] for m in messages] == ALL[:4]
-    stream = session_id(key).hex
-    assert [r.headers["webhook-id"] for r in sent] == [f"msg_{stream}_{v}" for v in (1, 2, 3, 4)]
+    ids = [r.headers["webhook-id"] for r in sent]  # random: nothing of the key's history
+    assert all(re.fullmatch("msg_[0-9a-f]{32}", i) for i in ids) and len(set(ids)) == 4
+    assert [m["data"]["version"] for m in messages] == [1, 2, 3, 4]
     history = (await call(server, "GET", f"/api/sessions/{key}/history", "alice-token")).json()
     assert [m["data"] for m in messages][0] == {"key": key, **history["events"][0]}
     qr = messages[1]["data"]
@@ -86,6 +86,34 @@ async def test_a_pairing_arrives_signed_in_order_as_history_shows_it(
     tampered = sent[0].body.replace(key, key + "x")
     with pytest.raises(Exception, match="(?i)signature"):
         verifier.verify(tampered, sent[0].headers)
+
+
+async def test_a_key_that_changed_hands_reaches_its_new_owners_receiver_as_new(
+    hooked: tuple[Server, Receiver],
+) -> None:
+    """Bob's receiver hears a key Alice had (and logged out of) exactly as a new one:
+    versions from 1, a created session first, ids that tell nothing of before."""
+    server, got = hooked
+    made = await subscribe(server, "bob-token", url=f"{got.url}/bob", events=ALL)
+    assert made.status_code == 201, made.text
+    reused, fresh = unique_key("reused"), unique_key("fresh")
+    await pair_as("alice-token", server, reused)
+    logout = await server.post(f"/api/sessions/{reused}/logout", {}, "alice-token")
+    assert logout.is_success, logout.text
+    await pair_as("bob-token", server, reused)
+    await pair_as("bob-token", server, fresh)
+    sent = await got.wait_for("/bob", 8)
+
+    def seen(key: str) -> list[tuple[object, ...]]:
+        return [
+            (m["type"], m["data"]["version"], m["data"]["type"], sorted(m["data"]))
+            for m in (r.message for r in sent)
+            if m["data"]["key"] == key
+        ]
+
+    assert seen(reused) == seen(fresh)
+    assert [version for _, version, *_ in seen(reused)] == [1, 2, 3, 4]
+    assert seen(reused)[0][2] == "SessionCreated"
 
 
 async def test_one_identity_sees_and_deletes_only_its_own(hooked: tuple[Server, Receiver]) -> None:
@@ -295,7 +323,8 @@ async def test_the_readme_receiver_verifies_what_pairgate_sends(
         key = unique_key("readme")
         await pair_as("alice-token", server, key)
         await asyncio.wait_for(arrived.wait(), 10)
-        assert printed == [f"msg_{session_id(key).hex}_4 session.ready {key}"]
+        (line,) = printed
+        assert re.fullmatch(f"msg_[0-9a-f]{{32}} session.ready {key}", line), line
         async with httpx.AsyncClient() as http:
             forged = await http.post(
                 f"http://127.0.0.1:{port}/hooks/pairgate",
