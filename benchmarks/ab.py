@@ -46,7 +46,7 @@ BASELINE = Path("baseline")
 
 @contextmanager
 def servers(
-    before: Path, env: dict[str, str], after_env: dict[str, str]
+    before: Path, env: dict[str, str], after_env: dict[str, str] | None = None
 ) -> Iterator[dict[str, ServerProcess]]:
     """Both versions' servers, each on its own SQLite store (`before` may be the bare
     baseline instead: BASELINE); `after_env`: settings of the `after` server alone."""
@@ -57,7 +57,7 @@ def servers(
             if version == "before" and before == BASELINE:
                 started[version] = baseline_server()
                 continue
-            extra = {"PYTHONPATH": str(before)} if version == "before" else after_env
+            extra = {"PYTHONPATH": str(before)} if version == "before" else after_env or {}
             started[version] = pairgate_server(data_dir, {**env, **extra})
         yield started
     finally:
