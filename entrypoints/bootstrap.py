@@ -207,7 +207,6 @@ def bootstrap(
     if threads is None:
         threads = 4 if store.kind == "postgres" else 0  # a network round trip is worth a thread
     executor = ThreadPoolExecutor(threads, thread_name_prefix="pairgate-store") if threads else None
-
     vault = CredentialVault(settings.credentials_path, settings.cipher)
     simulator: SimulatedEngine | None = None
     if settings.simulate:
@@ -230,6 +229,7 @@ def bootstrap(
         max_http_buffer_size=settings.max_payload_bytes,
         max_handshakes_per_address=settings.max_handshakes_per_address,
         connect_timeout=settings.connect_timeout,
+        read_timeout=settings.header_timeout,
         transports=list(settings.transports),
         client_manager=fanout_manager(settings.redis, settings.fanout_channel(), store),
     )

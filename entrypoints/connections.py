@@ -17,6 +17,11 @@ These subclasses of the protocols uvicorn would pick add both:
   less 128, or less an eighth of it if that is more), new ones are closed at once,
   however many addresses they come from: the store's files and the engines keep the
   rest of the descriptors.
+- a **read deadline** on websockets: a client that leaves what the server sends unread
+  until the buffers fill (asyncio pauses writing) has `header_timeout` seconds to read,
+  else its connection is cut. Blind Engine.IO pongs keep a session alive without reading: the
+  server's messages for it would pile up, in the kernel, in uvicorn and in Engine.IO's
+  queue, for as long as the client wished.
 """
 
 from __future__ import annotations
@@ -105,6 +110,47 @@ class OpenConnections:
         return any(ip in network for network in self._exempt)
 
 
+class ReadDeadline(asyncio.Protocol):
+    """Mixed into uvicorn's WebSocket protocol (which pauses its writer while the
+    transport's buffer is full): a client must read within `header_timeout`."""
+
+    header_timeout: float
+    transport: asyncio.Transport
+    _stalled: asyncio.TimerHandle | None = None
+
+    def pause_writing(self) -> None:
+        super().pause_writing()
+        if self._stalled is None:
+            loop = asyncio.get_running_loop()
+            self._stalled = loop.call_later(self.header_timeout, self._cut_off)
+
+    def resume_writing(self) -> None:
+        self._stop_waiting()
+        super().resume_writing()
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self._stop_waiting()
+        super().connection_lost(exc)
+
+    def _stop_waiting(self) -> None:
+        if self._stalled is not None:
+            self._stalled.cancel()
+            self._stalled = None
+
+    def _cut_off(self) -> None:
+        self._stalled = None
+        if self.transport.get_protocol() is self and not self.transport.is_closing():
+            unread = self.transport.get_write_buffer_size()
+            peer = self.transport.get_extra_info("peername")
+            log.warning(
+                "closing a connection from %s: %d bytes sent to it stayed unread for %g s",
+                peer[0] if isinstance(peer, tuple) else peer,
+                unread,
+                self.header_timeout,
+            )
+            self.transport.abort()
+
+
 class HeaderDeadline(asyncio.Protocol):
     """Mixed into uvicorn's HTTP protocol (httptools or h11): both keep the request being
     served in `cycle`, replaced when the next request's headers are complete."""
@@ -160,7 +206,7 @@ class HeaderDeadline(asyncio.Protocol):
             self.transport.close()
 
 
-class ReleasesAddress(asyncio.Protocol):
+class ReleasesAddress(ReadDeadline):
     """Mixed into uvicorn's WebSocket protocol, which takes a connection over from the
     HTTP protocol on upgrade and is the one told when it closes."""
 
@@ -188,5 +234,9 @@ def bounded_protocols(
         (HeaderDeadline, AutoHTTPProtocol),
         {**shared, "header_timeout": header_timeout},
     )
-    ws = type("BoundedWebSocketProtocol", (ReleasesAddress, websockets), shared)
+    ws = type(
+        "BoundedWebSocketProtocol",
+        (ReleasesAddress, websockets),
+        {**shared, "header_timeout": header_timeout},
+    )
     return http, ws

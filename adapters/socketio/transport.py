@@ -12,13 +12,22 @@ client could hurt it:
   traceback and answered 200. It is answered 400 and its session closed, as Engine.IO
   closes a transport whose payload does not decode.
 
-These are overrides of `handle_request` and `disconnect`, each calling the original.
+- **A polling client that stops polling** but keeps its session alive (pongs posted
+  blind) had every message for it kept in Engine.IO's queue, which only a poll empties.
+  A polling session that has not polled for `read_timeout` seconds (none under way) is
+  closed when a message for it comes, as a websocket that leaves the server's messages
+  unread is cut (entrypoints/connections.py).
+
+These are overrides of `handle_request`, `send_packet` and `disconnect`, each calling the
+original.
 """
 
 from __future__ import annotations
 
 import logging
+import time
 import urllib.parse
+import weakref
 from collections.abc import Awaitable, Callable
 from contextvars import ContextVar
 from typing import Any
@@ -30,6 +39,8 @@ log = logging.getLogger(__name__)
 
 Receive = Callable[[], Awaitable[dict[str, Any]]]
 
+# Seconds a polling session may go without polling while messages come for it.
+READ_TIMEOUT = 10.0
 # Whether the caller handles a polling POST (or runs on a task one started).
 _posting: ContextVar[bool] = ContextVar("posting", default=False)
 
@@ -47,8 +58,22 @@ async def hang_up(eio: engineio.AsyncServer, eio_sid: str) -> None:
 
 
 class BoundedEngineIO(engineio.AsyncServer):  # type: ignore[misc]  # untyped library
+    def __init__(self, *, read_timeout: float = READ_TIMEOUT, **options: Any) -> None:
+        super().__init__(**options)
+        self._read_timeout = read_timeout
+        # Each polling session's last poll's end (None: one is under way), by its socket.
+        self._polled: weakref.WeakKeyDictionary[Any, float | None] = weakref.WeakKeyDictionary()
+
     async def handle_request(self, scope: Any, receive: Receive, send: Any) -> Any:
         posting = scope.get("method") == "POST"
+        if not posting and scope["type"] == "http":
+            polled = self.sockets.get(_sid(scope))
+            if polled is not None and not polled.upgraded:
+                self._polled[polled] = None
+                try:
+                    return await super().handle_request(scope, receive, send)
+                finally:
+                    self._polled[polled] = time.monotonic()
         token = _posting.set(posting)
         try:
             if posting:
@@ -68,6 +93,23 @@ class BoundedEngineIO(engineio.AsyncServer):  # type: ignore[misc]  # untyped li
             return await self._refuse(gone.args[0], scope, send)
         finally:
             _posting.reset(token)
+
+    async def send_packet(self, sid: str, pkt: Any) -> None:
+        socket = self.sockets.get(sid)
+        if socket is not None and not socket.upgraded:
+            polled = self._polled.setdefault(socket, time.monotonic())
+            if polled is not None and time.monotonic() - polled > self._read_timeout:
+                unread = socket.queue.qsize()
+                log.warning(
+                    "closing Engine.IO session %s: it has not polled for %g s (%d messages "
+                    "waiting)",
+                    sid,
+                    self._read_timeout,
+                    unread,
+                )
+                await hang_up(self, sid)
+                return
+        await super().send_packet(sid, pkt)
 
     async def disconnect(self, sid: str | None = None) -> None:
         if sid is not None and _posting.get():
