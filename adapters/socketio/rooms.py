@@ -19,6 +19,8 @@ from typing import Any
 
 import socketio
 
+from adapters.socketio.sends import DirectSends
+
 Rooms = dict[Any, None]  # a client's rooms, in the order entered (None: the namespace's)
 
 
@@ -64,9 +66,10 @@ class RoomIndex(socketio.AsyncManager):  # type: ignore[misc]  # untyped library
                     del pending[namespace]
 
 
-class IndexedManager(RoomIndex, socketio.AsyncManager):  # type: ignore[misc]
+class IndexedManager(RoomIndex, DirectSends):
     """This process's clients only."""
 
 
-class IndexedRedisManager(RoomIndex, socketio.AsyncRedisManager):  # type: ignore[misc]
-    """Emissions fanned out to every process over Redis pub/sub."""
+class IndexedRedisManager(RoomIndex, socketio.AsyncRedisManager, DirectSends):  # type: ignore[misc]
+    """Emissions fanned out to every process over Redis pub/sub (each process's share
+    emitted by DirectSends)."""
