@@ -17,11 +17,13 @@ These subclasses of the protocols uvicorn would pick add both:
   less 128, or less an eighth of it if that is more), new ones are closed at once,
   however many addresses they come from: the store's files and the engines keep the
   rest of the descriptors.
-- a **read deadline** on websockets: a client that leaves what the server sends unread
-  until the buffers fill (asyncio pauses writing) has `header_timeout` seconds to read,
-  else its connection is cut. Blind Engine.IO pongs keep a session alive without reading: the
-  server's messages for it would pile up, in the kernel, in uvicorn and in Engine.IO's
-  queue, for as long as the client wished.
+- a **read deadline**: a client that leaves what the server sends unread until the
+  buffers fill (asyncio pauses writing) has `header_timeout` seconds to read, else its
+  connection is cut, as it is when the request deadline finds an answer still unread
+  (a close would wait for the client to read it). Unread answers held the connection,
+  and its place under the caps, for as long as the client wished; blind Engine.IO
+  pongs keep a websocket session alive without reading, and its messages piled up in
+  the kernel, in uvicorn and in Engine.IO's queue.
 """
 
 from __future__ import annotations
@@ -111,8 +113,8 @@ class OpenConnections:
 
 
 class ReadDeadline(asyncio.Protocol):
-    """Mixed into uvicorn's WebSocket protocol (which pauses its writer while the
-    transport's buffer is full): a client must read within `header_timeout`."""
+    """Mixed into uvicorn's HTTP and WebSocket protocols (which pause their writers while
+    the transport's buffer is full): a client must read within `header_timeout`."""
 
     header_timeout: float
     transport: asyncio.Transport
@@ -138,7 +140,7 @@ class ReadDeadline(asyncio.Protocol):
             self._stalled = None
 
     def _cut_off(self) -> None:
-        self._stalled = None
+        self._stop_waiting()
         if self.transport.get_protocol() is self and not self.transport.is_closing():
             unread = self.transport.get_write_buffer_size()
             peer = self.transport.get_extra_info("peername")
@@ -151,7 +153,7 @@ class ReadDeadline(asyncio.Protocol):
             self.transport.abort()
 
 
-class HeaderDeadline(asyncio.Protocol):
+class HeaderDeadline(ReadDeadline):
     """Mixed into uvicorn's HTTP protocol (httptools or h11): both keep the request being
     served in `cycle`, replaced when the next request's headers are complete."""
 
@@ -203,7 +205,10 @@ class HeaderDeadline(asyncio.Protocol):
     def _headers_late(self) -> None:
         self._deadline = None
         if self.transport.get_protocol() is self and not self.transport.is_closing():
-            self.transport.close()
+            if self.transport.get_write_buffer_size():
+                self._cut_off()  # a close would wait for the client to read it all
+            else:
+                self.transport.close()
 
 
 class ReleasesAddress(ReadDeadline):

@@ -104,3 +104,19 @@ async def test_a_polling_client_that_stops_polling_is_cut_off(tmp_path: Path) ->
             queued = [s.queue.qsize() for s in server.pairgate.sio.eio.sockets.values()]
             assert eio_sockets(server) == 0, f"still open after 6 s; packets queued: {queued}"
         await serves_on(server)
+
+
+async def test_an_http_client_that_stops_reading_is_cut_off(tmp_path: Path) -> None:
+    """Pipelined requests whose answers are never read: the connection stayed open, and
+    counted against its address's cap, however long after the request deadline."""
+    async with running(settings_for(tmp_path, max_connections_per_address=1)) as server:
+        host, port = server.url.removeprefix("http://").split(":")
+        request = f"GET /openapi.json HTTP/1.1\r\nHost: {host}:{port}\r\n\r\n".encode()
+        with socket.socket() as stalled:
+            stalled.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+            stalled.connect((host, int(port)))
+            stalled.sendall(request * 200)  # ~12 MB of answers, none of them read
+            await asyncio.sleep(4)
+            # The address's one connection is free again: another one is served.
+            async with httpx.AsyncClient(base_url=server.url, timeout=5) as http:
+                assert (await http.get("/healthz")).status_code == 200
