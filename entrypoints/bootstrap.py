@@ -22,7 +22,6 @@ from adapters.limits.requests import RequestLimits
 from adapters.metrics import PairgateMetrics
 from adapters.socketio.gateway import PairingNamespace
 from adapters.socketio.projection import SocketIoNotifier
-from adapters.socketio.server import BoundedAsyncServer
 from adapters.store.in_use import SqliteLock, open_served
 from adapters.store.leases import PostgresLeases
 from adapters.store.rekey_marker import refuse_during_rekey
@@ -38,7 +37,7 @@ from domain.application.store_calls import StoreAccess
 from domain.model.session import DeviceSession
 from entrypoints.consumers import LogConsumers, log_consumers
 from entrypoints.engines import installed_engines
-from entrypoints.fanout import fanout_manager
+from entrypoints.fanout import socketio_server
 from entrypoints.forwarded import forwarded_commands
 from entrypoints.settings import Settings, reveal
 
@@ -221,18 +220,7 @@ def bootstrap(
         engines = installed_engines(settings, vault)
     engines.proxies = ProxyPolicy(settings.proxy_allowed_networks, reveal(settings.proxy))
 
-    origins = settings.allowed_origins
-    sio = BoundedAsyncServer(
-        async_mode="asgi",
-        # None: same origin only. ([] would disable the Origin check altogether.)
-        cors_allowed_origins="*" if "*" in origins else (list(origins) or None),
-        max_http_buffer_size=settings.max_payload_bytes,
-        max_handshakes_per_address=settings.max_handshakes_per_address,
-        connect_timeout=settings.connect_timeout,
-        read_timeout=settings.header_timeout,
-        transports=list(settings.transports),
-        client_manager=fanout_manager(settings.redis, settings.fanout_channel(), store),
-    )
+    sio = socketio_server(settings, store)
     notifier = SocketIoNotifier(sio)
     identities = settings.identities()
     leases = None

@@ -1,4 +1,5 @@
-"""Socket.IO fan-out between processes: Redis pub/sub, or this process alone."""
+"""The Socket.IO server as the settings make it: its bounds, and its fan-out between
+processes (Redis pub/sub, or this process alone)."""
 
 from __future__ import annotations
 
@@ -12,10 +13,28 @@ import secrets
 import socketio
 
 from adapters.socketio.rooms import IndexedManager
+from adapters.socketio.server import BoundedAsyncServer
 from adapters.socketio.signed_fanout import SignedRedisManager
 from adapters.store.config import StoreConfig
+from entrypoints.settings import Settings
 
 log = logging.getLogger("pairgate")
+
+
+def socketio_server(settings: Settings, store: StoreConfig) -> BoundedAsyncServer:
+    origins = settings.allowed_origins
+    return BoundedAsyncServer(
+        async_mode="asgi",
+        # None: same origin only. ([] would disable the Origin check altogether.)
+        cors_allowed_origins="*" if "*" in origins else (list(origins) or None),
+        max_http_buffer_size=settings.max_payload_bytes,
+        max_handshakes_per_address=settings.max_handshakes_per_address,
+        max_sessions_per_address=settings.max_connections_per_address,
+        connect_timeout=settings.connect_timeout,
+        read_timeout=settings.header_timeout,
+        transports=list(settings.transports),
+        client_manager=fanout_manager(settings.redis, settings.fanout_channel(), store),
+    )
 
 
 def fanout_manager(

@@ -123,16 +123,24 @@ class BoundedAsyncServer(socketio.AsyncServer):  # type: ignore[misc]  # untyped
         max_http_buffer_size: int,
         max_handshakes_per_address: int,
         connect_timeout: float,
+        max_sessions_per_address: int = 0,
         **options: Any,
     ) -> None:
+        """`max_sessions_per_address`: Engine.IO sessions one address may hold, whatever
+        their transport (0: no bound); a websocket is a connection, which the web server
+        counts too, but a polling session is only requests that come and go."""
         packets = type("BoundedPacket", (BoundedPacket,), {"max_bytes": max_http_buffer_size})
         super().__init__(serializer=packets, max_http_buffer_size=max_http_buffer_size, **options)
         self._handshakes = max_handshakes_per_address
+        self._per_address = max_sessions_per_address
+        self._address_of: dict[str, str] = {}  # each session's address, while it lasts
+        self._sessions_at: Counter[str] = Counter()
         self._connect_timeout = connect_timeout
         # Engine.IO sessions without a Socket.IO connection: their address and deadline.
         self._unconnected: dict[str, tuple[str, asyncio.TimerHandle]] = {}
         self._unconnected_at: Counter[str] = Counter()
         self._refusing: set[str] = set()  # addresses at their bound, logged once
+        self._full: set[str] = set()  # addresses at their sessions' bound, logged once
         self._hang_ups: set[asyncio.Task[None]] = set()
         self._connects: Counter[str] = Counter()  # namespace CONNECTs per transport
 
@@ -145,7 +153,14 @@ class BoundedAsyncServer(socketio.AsyncServer):  # type: ignore[misc]  # untyped
                     "%s holds %d unconnected handshakes: refusing more", address, self._handshakes
                 )
             return "rate_limited"  # Engine.IO refuses the handshake
+        if self._per_address and self._sessions_at[address] >= self._per_address:
+            if address not in self._full:
+                self._full.add(address)
+                log.warning("%s holds %d sessions: refusing more", address, self._per_address)
+            return "rate_limited"
         await super()._handle_eio_connect(eio_sid, environ)
+        self._address_of[eio_sid] = address
+        self._sessions_at[address] += 1
         timer = asyncio.get_running_loop().call_later(
             self._connect_timeout, self._connect_too_late, eio_sid
         )
@@ -184,6 +199,12 @@ class BoundedAsyncServer(socketio.AsyncServer):  # type: ignore[misc]  # untyped
     async def _handle_eio_disconnect(self, eio_sid: str, reason: Any) -> None:
         self._settled(eio_sid)
         self._connects.pop(eio_sid, None)
+        address = self._address_of.pop(eio_sid, None)
+        if address is not None:
+            self._sessions_at[address] -= 1
+            self._full.discard(address)
+            if not self._sessions_at[address]:
+                del self._sessions_at[address]
         await super()._handle_eio_disconnect(eio_sid, reason)
 
     def _settled(self, eio_sid: str) -> None:
