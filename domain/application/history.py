@@ -58,7 +58,7 @@ def event_record(
     """
     fields = {k: _json(v) for k, v in vars(event).items() if k not in _ENVELOPE}
     kind = type(event).__name__
-    if event.originator_version == tenure_from > 1 and kind == "Restarted":
+    if tenure_from > 1 and event.originator_version == tenure_from and kind == "Restarted":
         kind, fields = "SessionCreated", {"key": key, **fields}
     if "code" in fields:
         fields["fingerprint"] = qr_fingerprint(fields.pop("code"))
