@@ -32,14 +32,13 @@ import asyncio
 import ipaddress
 import logging
 import resource
-from collections import Counter
 from collections.abc import Sequence
 from typing import Any
 
 from uvicorn.protocols.http.auto import AutoHTTPProtocol
 from uvicorn.protocols.websockets.auto import AutoWebSocketsProtocol
 
-from adapters.limits.addresses import counted
+from adapters.limits.addresses import AddressCounts, counted
 
 log = logging.getLogger("pairgate")
 
@@ -63,27 +62,29 @@ class OpenConnections:
     def __init__(
         self, per_address: int, exempt: Sequence[str] = (), total: int | None = None
     ) -> None:
-        self._cap = per_address
+        self._per_address = AddressCounts(
+            per_address, "connections", log, "closing new connections"
+        )
         self._total_cap = total
         self._exempt = [ipaddress.ip_network(network, strict=False) for network in exempt]
         self._counted: dict[asyncio.BaseTransport, str | None] = {}  # to its capped address
-        self._open: Counter[str] = Counter()
-        self._refusing: set[str | None] = set()  # addresses at their cap (None: all), logged once
+        self._full = False  # at the cap in all (logged once until a connection closes)
 
     def admit(self, transport: asyncio.BaseTransport) -> bool:
         if self._total_cap is None:
             self._total_cap = default_total(resource.getrlimit(resource.RLIMIT_NOFILE)[0])
         if self._total_cap and len(self._counted) >= self._total_cap:
-            self._refuse(None, f"{self._total_cap} connections are open")
+            if not self._full:
+                self._full = True
+                log.warning("%d connections are open: closing new connections", self._total_cap)
             return False
         peer = transport.get_extra_info("peername")
         address = None
-        if self._cap and isinstance(peer, tuple) and not self._is_exempt(peer[0]):
+        if self._per_address.cap and isinstance(peer, tuple) and not self._is_exempt(peer[0]):
             address = counted(peer[0])  # an IPv6 client by its /64
-            if self._open[address] >= self._cap:
-                self._refuse(address, f"{address} holds {self._cap} connections")
+            if self._per_address.full(address):
                 return False
-            self._open[address] += 1
+            self._per_address.add(address)
         self._counted[transport] = address
         return True
 
@@ -91,18 +92,9 @@ class OpenConnections:
         if transport not in self._counted:
             return
         address = self._counted.pop(transport)
-        self._refusing.discard(None)
-        if address is None:
-            return
-        self._open[address] -= 1
-        self._refusing.discard(address)
-        if not self._open[address]:
-            del self._open[address]
-
-    def _refuse(self, address: str | None, why: str) -> None:
-        if address not in self._refusing:
-            self._refusing.add(address)
-            log.warning("%s: closing new connections", why)
+        self._full = False
+        if address is not None:
+            self._per_address.remove(address)
 
     def _is_exempt(self, address: str) -> bool:
         try:

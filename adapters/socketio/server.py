@@ -43,6 +43,7 @@ import engineio
 import socketio
 from socketio import packet
 
+from adapters.limits.addresses import AddressCounts
 from adapters.socketio.gateway import client_address
 from adapters.socketio.transport import BoundedEngineIO, hang_up
 
@@ -131,41 +132,29 @@ class BoundedAsyncServer(socketio.AsyncServer):  # type: ignore[misc]  # untyped
         counts too, but a polling session is only requests that come and go."""
         packets = type("BoundedPacket", (BoundedPacket,), {"max_bytes": max_http_buffer_size})
         super().__init__(serializer=packets, max_http_buffer_size=max_http_buffer_size, **options)
-        self._handshakes = max_handshakes_per_address
-        self._per_address = max_sessions_per_address
+        self._sessions_at = AddressCounts(max_sessions_per_address, "sessions", log)
         self._address_of: dict[str, str] = {}  # each session's address, while it lasts
-        self._sessions_at: Counter[str] = Counter()
         self._connect_timeout = connect_timeout
         # Engine.IO sessions without a Socket.IO connection: their address and deadline.
         self._unconnected: dict[str, tuple[str, asyncio.TimerHandle]] = {}
-        self._unconnected_at: Counter[str] = Counter()
-        self._refusing: set[str] = set()  # addresses at their bound, logged once
-        self._full: set[str] = set()  # addresses at their sessions' bound, logged once
+        self._unconnected_at = AddressCounts(
+            max_handshakes_per_address, "unconnected handshakes", log
+        )
         self._hang_ups: set[asyncio.Task[None]] = set()
         self._connects: Counter[str] = Counter()  # namespace CONNECTs per transport
 
     async def _handle_eio_connect(self, eio_sid: str, environ: dict[str, Any]) -> Any:
         address = client_address(environ)
-        if self._handshakes and self._unconnected_at[address] >= self._handshakes:
-            if address not in self._refusing:
-                self._refusing.add(address)
-                log.warning(
-                    "%s holds %d unconnected handshakes: refusing more", address, self._handshakes
-                )
+        if self._unconnected_at.full(address) or self._sessions_at.full(address):
             return "rate_limited"  # Engine.IO refuses the handshake
-        if self._per_address and self._sessions_at[address] >= self._per_address:
-            if address not in self._full:
-                self._full.add(address)
-                log.warning("%s holds %d sessions: refusing more", address, self._per_address)
-            return "rate_limited"
         await super()._handle_eio_connect(eio_sid, environ)
         self._address_of[eio_sid] = address
-        self._sessions_at[address] += 1
+        self._sessions_at.add(address)
         timer = asyncio.get_running_loop().call_later(
             self._connect_timeout, self._connect_too_late, eio_sid
         )
         self._unconnected[eio_sid] = (address, timer)
-        self._unconnected_at[address] += 1
+        self._unconnected_at.add(address)
         return None
 
     async def _handle_connect(self, eio_sid: str, namespace: str | None, data: Any) -> None:
@@ -201,10 +190,7 @@ class BoundedAsyncServer(socketio.AsyncServer):  # type: ignore[misc]  # untyped
         self._connects.pop(eio_sid, None)
         address = self._address_of.pop(eio_sid, None)
         if address is not None:
-            self._sessions_at[address] -= 1
-            self._full.discard(address)
-            if not self._sessions_at[address]:
-                del self._sessions_at[address]
+            self._sessions_at.remove(address)
         await super()._handle_eio_disconnect(eio_sid, reason)
 
     def _settled(self, eio_sid: str) -> None:
@@ -213,10 +199,7 @@ class BoundedAsyncServer(socketio.AsyncServer):  # type: ignore[misc]  # untyped
             return
         address, timer = entry
         timer.cancel()
-        self._unconnected_at[address] -= 1
-        self._refusing.discard(address)
-        if not self._unconnected_at[address]:
-            del self._unconnected_at[address]
+        self._unconnected_at.remove(address)
 
     def _connect_too_late(self, eio_sid: str) -> None:
         task = asyncio.create_task(self._hang_up(eio_sid))
