@@ -18,6 +18,7 @@ from adapters.http.openapi import openapi_routes
 from adapters.http.qr_api import code_routes
 from adapters.http.readiness import Readiness, readiness_routes
 from adapters.http.rest import Api
+from adapters.http.routing import IndexedRouter
 from adapters.http.scan_page import scan_page_routes
 from adapters.http.sessions_api import control_routes
 from adapters.http.web import HTTP_ERROR_HANDLERS, health_routes, simulator_routes
@@ -77,18 +78,18 @@ def create_app(settings: Settings | None = None, clock: Clock | None = None) -> 
         await pairgate.close()
         await close_fanout(pairgate.sio)
 
-    web = Starlette(
-        routes=[
+    web = Starlette(exception_handlers=HTTP_ERROR_HANDLERS)
+    # Routes looked up by their paths' first segments, not tried one by one; a path that
+    # matches no route is 404 in the API's shape, not a 307 to another path (a key ending
+    # in an encoded slash, "0%2F", must not be redirected to key "0").
+    web.router = IndexedRouter(
+        [
             *routes,
             *scan_page_routes(pairgate.simulator, pairgate.service, pairgate.identities),
             *console_page_routes(),
         ],
         lifespan=lifespan,
-        exception_handlers=HTTP_ERROR_HANDLERS,
     )
-    # A path that matches no route is 404 in the API's shape, not a 307 to another path:
-    # a key ending in an encoded slash ("0%2F") must not be redirected to key "0".
-    web.router.redirect_slashes = False
     hosts = HostPolicy.for_bind(settings.host, settings.allowed_hosts)
     app = socketio.ASGIApp(pairgate.sio, other_asgi_app=web)
     return PairgateApp(app, pairgate, hosts, settings.allowed_origins)
