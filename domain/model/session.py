@@ -5,6 +5,7 @@ What is derived from its state (queries, no events) is domain.model.session_view
 from __future__ import annotations
 
 from datetime import datetime, timedelta
+from functools import lru_cache
 from typing import Any
 from uuid import NAMESPACE_URL, UUID, uuid5
 
@@ -43,6 +44,7 @@ __all__ = [
 SESSION_NAMESPACE = uuid5(NAMESPACE_URL, "https://pairgate.dev/sessions")
 
 
+@lru_cache(maxsize=8192)  # a SHA-1 each; every command and report on a key asks for it
 def session_id(key: str) -> UUID:
     """One key, one event stream: creating a key twice is a store integrity error."""
     return uuid5(SESSION_NAMESPACE, key)
