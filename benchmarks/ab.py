@@ -12,7 +12,8 @@ its own client processes: `before` is `pairgate serve --simulate` with the given
 first on PYTHONPATH, `after` is this working tree. Reported per run and over all runs:
 server CPU per pairing (case `load`: open-loop arrivals at `--rate`, as benchmarks.load) or
 per QR rotation (case `unpaired`: idle sessions whose code rotates every `--rotate` s, as
-benchmarks.idle), and the ratio after / before. `--before baseline` puts the bare
+benchmarks.idle), and the ratio after / before: over all runs, and each run's (their median
+and range say how far the runs agree). `--before baseline` puts the bare
 python-socketio baseline (benchmarks.baseline_app) on the other side: pairgate's cost
 against what it builds on, at the same moment (benchmarks.load runs them one after the
 other, so its ratio moves with the machine). `--hold N`: during the load, each server also
@@ -25,6 +26,7 @@ from __future__ import annotations
 
 import argparse
 import shutil
+import statistics
 import tempfile
 import time
 from collections.abc import Callable, Iterator
@@ -212,6 +214,7 @@ def main() -> None:
     run = load_run if args.case == "load" else unpaired_run
     runs: list[dict[str, float | None]] = []
     totals: dict[str, list[float]] = {v: [0.0, 0.0] for v in VERSIONS}
+    ratios: list[float] = []  # each run's after / before
     for index in range(args.runs):
         measured = attempt(run, args)
         row: dict[str, float | None] = {}
@@ -220,6 +223,9 @@ def main() -> None:
             totals[version][1] += count
             row[f"{version}_ms_per_{unit}"] = round(1000 * cpu / count, 3)
             row |= {f"{version}_{name}": value for name, value in extra.items()}
+        cost = {version: cpu / count for version, (cpu, count, _) in measured.items()}
+        ratios.append(cost["after"] / cost["before"])
+        row["ratio"] = round(ratios[-1], 3)
         runs.append(row)
         print(f"run {index + 1}: {row}", flush=True)
     per = {v: 1000 * cpu / count for v, (cpu, count) in totals.items()}
@@ -232,6 +238,9 @@ def main() -> None:
             "runs": runs,
             **{f"{v}_ms_per_{unit}": round(per[v], 3) for v in VERSIONS},
             "ratio_after_before": round(per["after"] / per["before"], 3),
+            # How far the runs agree: a machine's drift moves single runs by several percent.
+            "median_run_ratio": round(statistics.median(ratios), 3),
+            "run_ratio_range": [round(min(ratios), 3), round(max(ratios), 3)],
         },
         args.json,
     )

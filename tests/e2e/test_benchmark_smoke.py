@@ -48,7 +48,7 @@ def test_side_by_side_benchmark_smoke(tmp_path: Path) -> None:
     result = json.loads(out.read_text())
     per_version = {"ms_per_pairing", "p50_create_to_qr_ms", "p99_create_to_qr_ms"}
     assert [set(run) for run in result["runs"]] == [
-        {f"{version}_{name}" for version in ("before", "after") for name in per_version}
+        {f"{version}_{name}" for version in ("before", "after") for name in per_version} | {"ratio"}
     ]
     (run,) = result["runs"]
     before, after = result["before_ms_per_pairing"], result["after_ms_per_pairing"]
@@ -57,6 +57,10 @@ def test_side_by_side_benchmark_smoke(tmp_path: Path) -> None:
     assert run["before_p99_create_to_qr_ms"] > 0 and run["after_p99_create_to_qr_ms"] > 0
     assert 0 < run["after_p50_create_to_qr_ms"] <= run["after_p99_create_to_qr_ms"]
     assert result["ratio_after_before"] == pytest.approx(after / before, abs=0.002)
+    # One run: its ratio is the median and both ends of the range.
+    assert run["ratio"] == pytest.approx(after / before, abs=0.002)
+    assert result["median_run_ratio"] == run["ratio"]
+    assert result["run_ratio_range"] == [run["ratio"], run["ratio"]]
     # The same checkout on both sides, under the same load at once: alike within noise.
     assert 0.5 < result["ratio_after_before"] < 2
 
