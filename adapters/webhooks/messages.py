@@ -29,8 +29,7 @@ def render(event: Event, row: SessionRow) -> tuple[str, str] | None:
     event_type = EVENT_NAMES.get(type(event))
     if event_type is None:
         return None
-    tenure_from = row.tenure_from or 1
-    record = event_record(event, tenure_from=tenure_from, key=row.key, state=row.state.value)
+    record = event_record(event, tenure_from=row.tenure_start, key=row.key, state=row.state.value)
     data = {"key": row.key, **record}
     if isinstance(event, DeviceSession.QrIssued):
         data["qr"] = qr_data_uri(event.code)

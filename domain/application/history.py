@@ -20,7 +20,7 @@ from eventsourcing.domain import AggregateEvent, DomainEventProtocol
 from domain.application.sessions import DeviceSessions
 from domain.model.errors import InvalidPageError
 from domain.model.proxy import public_proxy
-from domain.model.session import DeviceSession
+from domain.model.session import DeviceSession, tenure_version
 
 Record = dict[str, Any]
 # Bookkeeping every stored event carries; records show it as version/type/timestamp.
@@ -58,8 +58,9 @@ def event_record(
     """
     fields = {k: _json(v) for k, v in vars(event).items() if k not in _ENVELOPE}
     kind = type(event).__name__
-    if tenure_from > 1 and event.originator_version == tenure_from and kind == "Restarted":
-        kind, fields = "SessionCreated", {"key": key, **fields}
+    first_of_tenure = tenure_from > 1 and event.originator_version == tenure_from
+    if first_of_tenure and isinstance(event, DeviceSession.Restarted):
+        kind, fields = DeviceSession.SessionCreated.__name__, {"key": key, **fields}
     if "code" in fields:
         fields["fingerprint"] = qr_fingerprint(fields.pop("code"))
     if fields.get("proxy") is not None:  # its credentials are secrets
@@ -68,7 +69,7 @@ def event_record(
         if extension in fields and fields[extension] is None:
             del fields[extension]
     return {
-        "version": event.originator_version - tenure_from + 1,
+        "version": tenure_version(event.originator_version, tenure_from),
         "type": kind,
         "timestamp": _json(event.timestamp),  # type: ignore[attr-defined]
         **extra,
@@ -94,13 +95,14 @@ def history_page(
     """
     if not 1 <= limit <= MAX_PAGE_SIZE:
         raise InvalidPageError(f"limit must be 1 to {MAX_PAGE_SIZE} events, not {limit}", key=key)
+    # The stream's versions: the owner's `after` and `at`, moved to where their tenure starts.
     offset = tenure_from - 1
-    last = None if at is None else at + offset
+    first, last = after + offset, None if at is None else at + offset
     # One more than asked for tells, without counting, whether another page follows.
-    events = sessions.history(key, last, after=after + offset, limit=limit + 1)
+    events = sessions.history(key, last, after=first, limit=limit + 1)
     follows = len(events) > limit
     events = events[:limit]
-    before = sessions.state_at(key, after + offset) if after + offset and events else None
+    before = sessions.state_at(key, first) if first and events else None
     records = session_history(events, before, tenure_from)
     return HistoryPage(records, after + limit if follows else None)
 

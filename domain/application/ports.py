@@ -7,7 +7,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, Protocol, TypeVar
 
-from domain.model.session import DisconnectReason, SessionState
+from domain.model.session import DisconnectReason, SessionState, tenure_version
 
 T = TypeVar("T")
 
@@ -198,9 +198,14 @@ class SessionRow:
     tenure_from: int | None = None
 
     @property
+    def tenure_start(self) -> int:
+        """`tenure_from`, or 1 when not known."""
+        return self.tenure_from or 1
+
+    @property
     def tenure_version(self) -> int:
         """The version as the owner counts it (DeviceSession.tenure_version)."""
-        return self.version - (self.tenure_from or 1) + 1
+        return tenure_version(self.version, self.tenure_start)
 
 
 @dataclass(frozen=True)

@@ -116,7 +116,7 @@ def _session(row: SessionRow, id_: UUID) -> DeviceSession:
         _state=row.state.value,
         _reason=None if row.reason is None else row.reason.value,
         holds_credentials=_linked(row),
-        tenure_from=row.tenure_from or 1,
+        tenure_from=row.tenure_start,
         qr_code=None,
         qr_expires_at=None,
     )

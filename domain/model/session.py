@@ -39,9 +39,16 @@ __all__ = [
     "SessionState",
     "allowed_destination",
     "session_id",
+    "tenure_version",
 ]
 
 SESSION_NAMESPACE = uuid5(NAMESPACE_URL, "https://pairgate.dev/sessions")
+
+
+def tenure_version(version: int, tenure_from: int) -> int:
+    """A stream's version as the key's present owner counts it: 1 at `tenure_from`, the
+    event that gave them the key (a key another identity had tells them nothing of that)."""
+    return version - tenure_from + 1
 
 
 @lru_cache(maxsize=8192)  # a SHA-1 each; every command and report on a key asks for it
@@ -176,9 +183,8 @@ class DeviceSession(SessionView, Aggregate):
 
     @property
     def tenure_version(self) -> int:
-        """The version its owner sees: 1 at the event that gave them the key. A key that
-        another identity had before tells its new owner nothing of that, not how much."""
-        return self.version - self.tenure_from + 1
+        """The version its owner sees (see the function `tenure_version`)."""
+        return tenure_version(self.version, self.tenure_from)
 
     def stored_version(self, tenure_version: int) -> int:
         """The stream's version of the owner's `tenure_version`."""
