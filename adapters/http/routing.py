@@ -48,23 +48,23 @@ class IndexedRouter(Router):
 
     def __init__(self, routes: Sequence[BaseRoute], **options: Any) -> None:
         super().__init__(routes, redirect_slashes=False, **options)
-        self._indexed: list[BaseRoute] = []
-        self._keys: set[Key] = set()
+        self._filed: list[tuple[BaseRoute, Key]] = []  # each route with its key, in order
+        self._keys: set[Key] = set()  # the keys routes are filed under
         # The candidates found so far, by the route keys a path starts with.
         self.cached: dict[tuple[Key, ...], list[BaseRoute]] = {}
 
     def candidates(self, path: str) -> list[BaseRoute]:
         """The routes `path` can match, in the table's order."""
-        if len(self._indexed) != len(self.routes):  # routes added since (Router.add_route)
-            self._indexed = list(self.routes)
-            self._keys = {route_key(route) for route in self._indexed}
+        if len(self._filed) != len(self.routes):  # routes added since (Router.add_route)
+            self._filed = [(route, route_key(route)) for route in self.routes]
+            self._keys = {key for _, key in self._filed}
             self.cached = {}
         key = path_key(path)
         # Only keys routes are filed under: a bounded cache whatever the paths asked for.
         starts = tuple(key[:n] for n in range(len(key) + 1) if key[:n] in self._keys)
         found = self.cached.get(starts)
         if found is None:
-            found = [route for route in self._indexed if route_key(route) in starts]
+            found = [route for route, filed_key in self._filed if filed_key in starts]
             self.cached[starts] = found
         return found
 
