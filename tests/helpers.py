@@ -45,6 +45,14 @@ def simulated_keys(settings: Settings) -> int:
         keys.close()
 
 
+def web_app(app: Any) -> Any:
+    """The Starlette app of an app made by create_app, under its guards and Socket.IO's."""
+    layer = app
+    while not hasattr(layer, "other_asgi_app"):  # the guards around Socket.IO's app
+        layer = layer.app
+    return layer.other_asgi_app
+
+
 def listening(port: int) -> bool:
     """Whether a local service accepts connections on `port`."""
     try:

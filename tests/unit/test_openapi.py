@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Any
 
 import pytest
 from openapi_spec_validator import validate
@@ -18,6 +17,7 @@ from entrypoints.asgi import create_app
 from entrypoints.cli import main
 from entrypoints.settings import Settings
 from tests.docs import doc_block
+from tests.helpers import web_app
 
 DOCS = Path(__file__).resolve().parents[2] / "docs"
 
@@ -47,10 +47,7 @@ def test_every_reference_resolves() -> None:
 def test_the_app_mounts_exactly_the_described_api_routes(tmp_path: Path) -> None:
     app = create_app(Settings(simulate=True, data_dir=tmp_path / "data"))
     try:
-        layer: Any = app
-        while not hasattr(layer, "other_asgi_app"):  # the guards around Socket.IO's app
-            layer = layer.app
-        web = layer.other_asgi_app
+        web = web_app(app)
         mounted = {
             (method, route.path)
             for route in web.routes

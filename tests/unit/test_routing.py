@@ -4,7 +4,6 @@ app's real route table; and it tries fewer routes to get there."""
 from __future__ import annotations
 
 from collections.abc import Iterator
-from typing import Any
 
 import pytest
 from hypothesis import given, settings
@@ -16,6 +15,7 @@ from starlette.routing import BaseRoute, Match, Mount, Route
 from adapters.http.routing import IndexedRouter, path_key, route_key
 from entrypoints.asgi import create_app
 from entrypoints.settings import Settings
+from tests.helpers import web_app
 
 
 @pytest.fixture(scope="module")
@@ -23,10 +23,7 @@ def table(tmp_path_factory: pytest.TempPathFactory) -> Iterator[list[BaseRoute]]
     data_dir = tmp_path_factory.mktemp("routing") / "data"
     app = create_app(Settings(simulate=True, data_dir=data_dir))
     try:
-        layer: Any = app
-        while not hasattr(layer, "other_asgi_app"):  # the guards around Socket.IO's app
-            layer = layer.app
-        yield list(layer.other_asgi_app.routes)
+        yield list(web_app(app).routes)
     finally:
         app.pairgate.sessions.close()
 
