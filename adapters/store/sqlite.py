@@ -10,6 +10,10 @@ Checkpoints (copying the WAL into the database file, and the fsyncs that go with
 happen in whichever connection commits once the WAL passes 1,000 pages. The server calls
 the store from its event loop, so it turns that off (`SQLITE_AUTOCHECKPOINT=0`) and runs
 `WalCheckpoints` in a worker thread instead.
+
+The server's appends to the log (four a pairing, on its event loop) go through `Appends`,
+on a connection of their own instead of one borrowed from eventsourcing's pool, and every
+connection keeps sqlite3's statement cache (`connect`): together half an append's CPU time.
 """
 
 from __future__ import annotations
@@ -66,12 +70,13 @@ def connect(pool: sqlite.SQLiteConnectionPool, pragmas: list[str]) -> sqlite.SQL
 class Appends(sqlite.SQLiteApplicationRecorder):
     """eventsourcing's recorder of the event log, whose appends use a connection of their own.
 
-    Taken from the pool, each append's connection cost a semaphore, the writer lock, a
-    condition and their timeouts, inside three nested context managers: more CPU than
-    its BEGIN, INSERT and COMMIT (~40 µs of ~100; an append is made on the event loop,
-    five a pairing). Appends still hold the pool's writer lock while they write, so they
-    and the pool's writers (the followers' positions, the read model) take turns, as
-    SQLite wants, without meeting in its busy-wait. Reads use the pool as before."""
+    Borrowed from the pool, each append's connection cost a semaphore, the writer lock,
+    a condition and their timeouts, inside three nested context managers: about as much
+    CPU as its BEGIN, INSERT and COMMIT (one-event appends in a loop: ~105 µs each
+    through the pool, ~70 µs here with a cache of one statement, ~55 µs with sqlite3's).
+    Appends still hold the pool's writer lock while they write, so they and the pool's
+    writers (the followers' positions, the read model) take turns, as SQLite wants,
+    without meeting in its busy-wait. Reads use the pool as before."""
 
     def __init__(
         self, datastore: sqlite.SQLiteDatastore, events_table_name: str = "stored_events"
