@@ -60,7 +60,10 @@ def connect(pool: sqlite.SQLiteConnectionPool, pragmas: list[str]) -> sqlite.SQL
         )
     except (sqlite3.Error, TypeError) as error:
         raise InterfaceError(error) from error
-    connection.execute("PRAGMA journal_mode=WAL")  # kept in the file: only the first sets it
+    if not pool.is_journal_mode_wal:  # as eventsourcing's pool does: once, by the first
+        if connection.execute("PRAGMA journal_mode").fetchone()[0].lower() != "wal":
+            connection.execute("PRAGMA journal_mode=WAL")  # kept in the file
+        pool.is_journal_mode_wal = True
     for pragma in pragmas:
         connection.execute(pragma)
     connection.row_factory = sqlite3.Row
