@@ -6,7 +6,14 @@ from pathlib import Path
 import pytest
 
 from entrypoints.settings import Settings
-from tests.helpers import POSTGRES_URL, Server, postgres_available, postgres_schema, start_server
+from tests.helpers import (
+    POSTGRES_URL,
+    Server,
+    postgres_available,
+    postgres_schema,
+    start_server,
+    tasks_shown_before_timeout,
+)
 
 FAST_QR = (2.0, 2.0)
 TEST_CIPHER_KEY = "EfOssJp2onwPHNocJcWH1JYV92G0C0gIv/wB2vOiUMQ="  # for tests only
@@ -31,7 +38,8 @@ def settings(store_settings: dict[str, object]) -> Settings:
 
 
 @pytest.fixture
-async def server(settings: Settings) -> AsyncIterator[Server]:
+async def server(settings: Settings, request: pytest.FixtureRequest) -> AsyncIterator[Server]:
     running = await start_server(settings)
-    yield running
+    with tasks_shown_before_timeout(float(request.config.getini("timeout") or 0)):
+        yield running
     await running.stop()

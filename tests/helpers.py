@@ -7,6 +7,7 @@ import base64
 import io
 import os
 import socket
+import sys
 import threading
 import uuid
 from collections.abc import AsyncIterator, Coroutine, Iterator
@@ -161,6 +162,37 @@ class Server:
     async def get(self, path: str) -> httpx.Response:
         async with httpx.AsyncClient(base_url=self.url, timeout=10) as http:
             return await http.get(path)
+
+
+@contextmanager
+def tasks_shown_before_timeout(timeout: float, ahead: float = 10) -> Iterator[None]:
+    """pytest-timeout's dump shows each thread's stack, not what the event loop's tasks
+    wait for (a test stuck on an await leaves the loop idle in `select`): print every
+    task's stack to stderr `ahead` seconds before the test's timeout, if it comes."""
+    loop = asyncio.get_running_loop()
+
+    def show() -> None:
+        print(f"--- asyncio tasks, {ahead:g} s before the timeout ---", file=sys.stderr)
+        for task in asyncio.all_tasks(loop):
+            print(f"{task.get_name()}:", file=sys.stderr)
+            awaited: Any = task.get_coro()
+            while awaited is not None:  # down the chain of awaits, to what it waits on
+                frame = getattr(awaited, "cr_frame", None) or getattr(awaited, "gi_frame", None)
+                if frame is None:
+                    print(f"    waits on {awaited!r}"[:300], file=sys.stderr)
+                    break
+                code = frame.f_code
+                print(f"    {code.co_filename}:{frame.f_lineno} {code.co_name}", file=sys.stderr)
+                awaited = getattr(awaited, "cr_await", None) or getattr(
+                    awaited, "gi_yieldfrom", None
+                )
+
+    timer = loop.call_later(timeout - ahead, show) if timeout > ahead else None
+    try:
+        yield
+    finally:
+        if timer is not None:
+            timer.cancel()
 
 
 async def start_server(settings: Settings, *, recovered: bool = True) -> Server:
